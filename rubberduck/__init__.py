@@ -1,0 +1,73 @@
+"""RubberDuck: a supervised, actor-based runtime for talking to local LLM servers.
+
+Ollama first; an embedded llama.cpp model as the fallback when Ollama is down.
+"""
+
+__version__ = "0.1.0"
+
+from rubberduck.config import Config, HealthConfig, ProviderConfig, RouterConfig, load_config
+from rubberduck.errors import (
+    AllProvidersFailed,
+    Cancelled,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    ProtocolError,
+    ProviderUnavailable,
+    RequestTimeout,
+    RubberDuckError,
+    ServerBusy,
+    StreamInterrupted,
+)
+from rubberduck.handle import RequestHandle
+from rubberduck.messages import (
+    BackendHealth,
+    ChatRequest,
+    ChatResponse,
+    Delta,
+    Done,
+    Durations,
+    EmbedRequest,
+    Event,
+    GenerateRequest,
+    GenerateResponse,
+    Message,
+    ToolCall,
+    Usage,
+)
+from rubberduck.runtime import Runtime
+
+__all__ = [
+    "AllProvidersFailed",
+    "BackendHealth",
+    "Cancelled",
+    "ChatRequest",
+    "ChatResponse",
+    "Config",
+    "ConfigError",
+    "Delta",
+    "Done",
+    "Durations",
+    "EmbedRequest",
+    "Event",
+    "GenerateRequest",
+    "GenerateResponse",
+    "HealthConfig",
+    "InvalidRequest",
+    "Message",
+    "ModelNotFound",
+    "ProtocolError",
+    "ProviderConfig",
+    "ProviderUnavailable",
+    "RequestHandle",
+    "RequestTimeout",
+    "RouterConfig",
+    "RubberDuckError",
+    "Runtime",
+    "ServerBusy",
+    "StreamInterrupted",
+    "ToolCall",
+    "Usage",
+    "__version__",
+    "load_config",
+]

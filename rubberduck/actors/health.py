@@ -1,0 +1,239 @@
+"""HealthMonitor: active probes, passive outcomes, one circuit breaker per backend.
+
+Probes are the provider's ``health_check`` (Ollama: ``GET /api/version``; the
+embedded backend: the model file is there) and, every ``catalogue_ttl`` seconds,
+``list_models`` (Ollama: ``GET /api/tags``). They run on a small thread pool so
+that a slow backend never blocks this actor; results come back as messages.
+Request outcomes arrive from the ProviderActors. State changes are published to
+the Router as ``ProviderUp`` / ``ProviderDown``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from rubberduck.actors.breaker import CircuitBreaker
+from rubberduck.actors.supervisor import Registry, SupervisedActor
+from rubberduck.config import HealthConfig
+from rubberduck.errors import ProviderUnavailable, RubberDuckError
+from rubberduck.messages import (
+    BackendHealth,
+    Outcome,
+    ProbeResult,
+    ProviderDown,
+    ProviderUp,
+    Resync,
+    Snapshot,
+    Tick,
+)
+from rubberduck.providers.base import Provider
+
+__all__ = ["FAILURE_KINDS", "HealthMonitor"]
+
+HEALTH = "health"
+#: Outcome kinds that count against a backend. "busy" (503) does not: the server
+#: is alive and the router already moves on; "model_not_found" and "invalid" are
+#: about the request, not the backend.
+FAILURE_KINDS = frozenset({"refused", "unavailable", "timeout", "protocol", "interrupted"})
+
+
+@dataclass
+class _Backend:
+    provider: Provider
+    breaker: CircuitBreaker
+    since: float = field(default_factory=time.time)
+    detail: str = ""
+    last_error: str = ""
+    models: tuple[str, ...] | None = None
+    catalogue_at: float = float("-inf")
+    last_probe: float = float("-inf")
+    probing: bool = False
+    requests: int = 0
+    failures: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+
+
+class HealthMonitor(SupervisedActor):
+    """Owns the circuit breakers and the health snapshot.
+
+    Args:
+        registry: Where the Router is found.
+        providers: Backend name → provider, in routing order.
+        config: Probe interval/timeout and breaker settings (seconds).
+    """
+
+    def __init__(
+        self, registry: Registry, providers: dict[str, Provider], config: HealthConfig
+    ) -> None:
+        super().__init__(registry, HEALTH)
+        self.providers = providers
+        self.config = config
+        self.tick_s = max(0.02, min(config.interval, config.cooldown) / 4)
+
+    def started(self) -> None:
+        cfg = self.config
+        self.backends = {
+            name: _Backend(
+                provider,
+                CircuitBreaker(
+                    failure_threshold=cfg.failure_threshold,
+                    cooldown=cfg.cooldown,
+                    max_cooldown=cfg.max_cooldown,
+                ),
+            )
+            for name, provider in self.providers.items()
+        }
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, min(4, len(self.providers))), thread_name_prefix="rubberduck-probe"
+        )
+        self._ticking_stopped = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick_loop, name="rubberduck-health-tick", daemon=True
+        )
+        self._ticker.start()
+        self.actor_ref.tell(Tick())  # first probes at once
+
+    def cleanup(self, crashed: bool) -> None:
+        stop = getattr(self, "_ticking_stopped", None)
+        if stop is not None:
+            stop.set()
+            # A probe in flight ends within the probe timeout; after a crash the
+            # replacement must not wait for it.
+            self._pool.shutdown(wait=not crashed, cancel_futures=True)
+            if not crashed:
+                self._ticker.join()
+
+    def _tick_loop(self) -> None:
+        ref = self.actor_ref
+        while not self._ticking_stopped.wait(self.tick_s):
+            try:
+                ref.tell(Tick())
+            except pykka.ActorDeadError:
+                return
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Outcome):
+            self._outcome(message)
+        elif isinstance(message, Tick):
+            self._tick()
+        elif isinstance(message, ProbeResult):
+            self._probed(message)
+        elif isinstance(message, Snapshot):
+            return self.snapshot()
+        elif isinstance(message, Resync):
+            for name, backend in self.backends.items():
+                self._publish(name, backend, catalogue=True)
+        return None
+
+    # --- probes -------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for name, b in self.backends.items():
+            if b.probing:
+                continue
+            due = b.breaker.probe_due(now) or (
+                b.breaker.state == "closed" and now - b.last_probe >= self.config.interval
+            )
+            if due and not self._ticking_stopped.is_set():
+                b.probing = True
+                want_catalogue = now - b.catalogue_at >= self.config.catalogue_ttl
+                self._pool.submit(self._probe, name, b.provider, want_catalogue)
+
+    def _probe(self, name: str, provider: Provider, want_catalogue: bool) -> None:
+        """Runs on the probe pool; reports back with a message."""
+        started = time.monotonic()
+        timeout = self.config.timeout
+        try:
+            detail = provider.health_check(timeout)
+            models = tuple(provider.list_models(timeout)) if want_catalogue else None
+            result = ProbeResult(name, True, detail, models, time.monotonic() - started)
+        except RubberDuckError as exc:
+            refused = isinstance(exc, ProviderUnavailable) and exc.refused
+            result = ProbeResult(
+                name, False, exc.message, None, time.monotonic() - started, refused
+            )
+        except Exception as exc:  # noqa: BLE001 - a probe must always report back
+            result = ProbeResult(name, False, f"probe crashed: {exc!r}", None, 0.0)
+        try:
+            self.actor_ref.tell(result)
+        except pykka.ActorDeadError:
+            pass
+
+    def _probed(self, msg: ProbeResult) -> None:
+        b = self.backends[msg.provider]
+        now = time.monotonic()
+        b.probing = False
+        b.last_probe = now
+        if msg.ok:
+            b.detail = msg.detail
+            catalogue_changed = msg.models is not None and msg.models != b.models
+            if msg.models is not None:
+                b.models, b.catalogue_at = msg.models, now
+            if b.breaker.record_success() or catalogue_changed:
+                self._changed(msg.provider, b, catalogue=True)
+        else:
+            b.failures += 1
+            b.last_error = msg.detail
+            if b.breaker.record_failure(now, immediate=msg.refused):
+                self._changed(msg.provider, b)
+
+    # --- passive signals ----------------------------------------------------------
+
+    def _outcome(self, msg: Outcome) -> None:
+        b = self.backends.get(msg.provider)
+        if b is None:
+            return
+        b.requests += 1
+        if msg.kind == "ok":
+            b.latencies.append(msg.latency_s)
+            # Only a probe closes an open circuit; a success that started before
+            # the circuit opened proves little.
+            if b.breaker.state == "closed":
+                b.breaker.record_success()
+        elif msg.kind in FAILURE_KINDS:
+            b.failures += 1
+            b.last_error = msg.error
+            if b.breaker.state == "closed" and b.breaker.record_failure(
+                time.monotonic(), immediate=msg.kind == "refused"
+            ):
+                self._changed(msg.provider, b)
+
+    def _changed(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
+        b.since = time.time()
+        self._publish(name, b, catalogue=catalogue)
+
+    def _publish(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
+        if b.breaker.allows_requests():
+            message: Any = ProviderUp(name, b.models if catalogue else None)
+        else:
+            message = ProviderDown(name, b.last_error or "circuit open")
+        self.registry.tell("router", message)
+
+    def snapshot(self) -> dict[str, BackendHealth]:
+        """Every backend's :class:`BackendHealth`, in routing order."""
+        out = {}
+        for name, b in self.backends.items():
+            lat = sorted(b.latencies)
+            out[name] = BackendHealth(
+                name=name,
+                kind=b.provider.kind,
+                state=b.breaker.state,
+                since=b.since,
+                detail=b.detail,
+                last_error=b.last_error,
+                models=b.models,
+                requests=b.requests,
+                failures=b.failures,
+                latency_p50_s=lat[len(lat) // 2] if lat else None,
+                latency_p95_s=lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None,
+                checked=b.last_probe > float("-inf"),
+            )
+        return out

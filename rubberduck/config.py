@@ -1,0 +1,196 @@
+"""Configuration: TOML (or the same shape as a dict), validated by msgspec.
+
+Example ``rubberduck.toml``::
+
+    [provider.ollama]            # kind defaults to the table's name
+    base_url = "http://127.0.0.1:11434"   # default: OLLAMA_HOST, else this
+    model = "llama3.2"           # used when a request names no model
+    keep_alive = "5m"
+
+    [provider.local]             # llama.cpp in-process (extra `local`)
+    serve_any_model = true       # last resort: answers any model with its own
+
+    [router]
+    order = ["ollama", "local"]  # priority; default: the tables' order
+
+Units: every timeout and interval is in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from rubberduck.errors import ConfigError
+
+__all__ = ["Config", "HealthConfig", "ProviderConfig", "RouterConfig", "load_config"]
+
+ProviderKind = Literal["ollama", "local"]
+
+
+class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[provider.NAME]`` table.
+
+    Attributes:
+        kind: ``"ollama"`` or ``"local"``; defaults to the table's name.
+        enabled: ``False`` keeps the table but starts no backend.
+        base_url: Server URL (Ollama: default ``OLLAMA_HOST``, else
+            ``http://127.0.0.1:11434``).
+        model: Default model for requests that name none. For ``local``, a
+            packaged model name or a ``.gguf`` path.
+        models: Extra model names to treat as served before the catalogue is read.
+        serve_any_model: Accept requests for any model, answering with ``model``
+            (for a last-resort embedded backend); ``Done.model`` says which answered.
+        timeout: Read timeout, seconds: the longest silence accepted from the
+            server, model loading included.
+        connect_timeout: TCP connect timeout, seconds.
+        retries: Extra attempts on this backend after a retryable failure (busy,
+            timeout) before falling back.
+        keep_alive: Default Ollama ``keep_alive`` (seconds or ``"5m"``).
+        max_in_flight: Requests running at once on this backend. Ollama runs
+            ``OLLAMA_NUM_PARALLEL`` requests per model (default 1) and queues the
+            rest, so a higher value only moves the queue into Ollama.
+        max_queue: Requests waiting for a slot; beyond it the backend answers
+            ``ServerBusy`` at once and the router moves on.
+        trust_env: Read proxy settings and .netrc from the environment.
+        n_ctx: ``local`` only: context window, tokens.
+        max_tokens: ``local`` only: completion cap when a request sets no
+            ``num_predict``, tokens.
+    """
+
+    kind: ProviderKind | None = None
+    enabled: bool = True
+    base_url: str | None = None
+    model: str | None = None
+    models: list[str] = []
+    serve_any_model: bool = False
+    timeout: float = 300.0
+    connect_timeout: float = 3.0
+    retries: int = 0
+    keep_alive: float | str | None = None
+    max_in_flight: int = 4
+    max_queue: int = 64
+    trust_env: bool = False
+    n_ctx: int = 4096
+    max_tokens: int = 256
+
+
+class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[router]`` table.
+
+    Attributes:
+        order: Backend names in priority order; default: the order of the
+            ``[provider.*]`` tables.
+        request_timeout: Default deadline of a whole request (queueing, fallback
+            and generation), seconds.
+        max_buffered_events: Events buffered per request before the backend waits
+            for the caller to read.
+    """
+
+    order: list[str] = []
+    request_timeout: float = 600.0
+    max_buffered_events: int = 4096
+
+
+class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[health]`` table.
+
+    Attributes:
+        interval: Seconds between probes of each backend.
+        timeout: Seconds a probe may take.
+        failure_threshold: Consecutive failed requests that open a circuit (a
+            refused connection opens it at once).
+        cooldown: Seconds an open circuit waits before a half-open probe.
+        max_cooldown: Cap of the cooldown, which doubles after each failed probe.
+        catalogue_ttl: Seconds between reads of a backend's model list.
+    """
+
+    interval: float = 5.0
+    timeout: float = 2.0
+    failure_threshold: int = 3
+    cooldown: float = 2.0
+    max_cooldown: float = 60.0
+    catalogue_ttl: float = 30.0
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration.
+
+    Attributes:
+        provider: Backend name → its table.
+        router: Routing settings.
+        health: Health-probe and circuit-breaker settings.
+    """
+
+    provider: dict[str, ProviderConfig] = {}
+    router: RouterConfig = RouterConfig()
+    health: HealthConfig = HealthConfig()
+
+    def backends(self) -> list[tuple[str, ProviderConfig]]:
+        """Enabled backends in routing order, each with its ``kind`` filled in.
+
+        Raises:
+            ConfigError: ``router.order`` names an unknown backend, or a table's
+                kind cannot be told.
+        """
+        names = self.router.order or list(self.provider)
+        for name in names:
+            if name not in self.provider:
+                raise ConfigError(
+                    f"[router] order names {name!r}, but there is no [provider.{name}] table"
+                )
+        out = []
+        for name in names:
+            cfg = self.provider[name]
+            if not cfg.enabled:
+                continue
+            kind = cfg.kind or name
+            if kind not in ("ollama", "local"):
+                raise ConfigError(
+                    f'[provider.{name}] needs kind = "ollama" or "local" (got {kind!r})'
+                )
+            out.append((name, msgspec.structs.replace(cfg, kind=kind)))
+        return out
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
+    """Read a configuration from a TOML file path or a mapping of the same shape.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or a value has the wrong
+            type or an unknown key; the message names the key.
+    """
+    if isinstance(source, Mapping):
+        try:
+            return msgspec.convert(dict(source), Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return msgspec.toml.decode(data, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration in {path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def default_config() -> Config:
+    """Ollama (``OLLAMA_HOST`` or 127.0.0.1:11434, model ``llama3.2``) first, then
+    the embedded model as a last resort that answers any request."""
+    return Config(
+        provider={
+            "ollama": ProviderConfig(
+                kind="ollama", model=os.environ.get("RUBBERDUCK_MODEL", "llama3.2")
+            ),
+            "local": ProviderConfig(kind="local", serve_any_model=True, max_in_flight=1),
+        },
+        router=RouterConfig(order=["ollama", "local"]),
+    )

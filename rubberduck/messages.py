@@ -1,0 +1,462 @@
+"""Wire types: requests, stream events, responses and actor messages.
+
+Every type here is a frozen :mod:`msgspec` Struct. Request structs encode to the
+exact JSON body of Ollama's native API (``omit_defaults`` drops unset fields, and
+``stream`` defaults to ``True`` as it does in Ollama), so a provider can send them
+without copying. Durations are seconds (Ollama sends nanoseconds; providers
+convert), token counts are tokens, costs are USD.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "BackendHealth",
+    "ChatRequest",
+    "ChatResponse",
+    "Delta",
+    "Done",
+    "Durations",
+    "EmbedRequest",
+    "Event",
+    "GenerateRequest",
+    "GenerateResponse",
+    "Message",
+    "Request",
+    "ToolCall",
+    "Usage",
+]
+
+
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True, tag="tool_call", tag_field="type"):
+    """A function call requested by the model (Ollama ``message.tool_calls[]``).
+
+    Attributes:
+        name: Function name.
+        arguments: Arguments as a JSON object (Ollama sends an object; OpenAI-style
+            servers send a string, which providers decode).
+        id: Call id where the backend gives one, else ``None``.
+    """
+
+    name: str
+    arguments: dict[str, Any] = {}
+    id: str | None = None
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One chat message (Ollama /api/chat ``messages[]``).
+
+    Attributes:
+        role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
+        content: Text content.
+        images: Base64-encoded images, for vision models.
+        tool_calls: Tool calls made by an assistant message, in Ollama's shape
+            ``{"function": {"name": ..., "arguments": {...}}}``.
+        tool_name: For ``role="tool"``, the tool whose result this is.
+        thinking: A thinking model's reasoning, where the backend separates it.
+    """
+
+    role: str
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+    thinking: str | None = None
+
+
+class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """A chat request; encodes to the body of Ollama ``POST /api/chat``.
+
+    Attributes:
+        model: Model name (``"llama3.2"``). ``None`` lets each backend use its
+            configured default model.
+        messages: The conversation so far.
+        stream: Stream the answer as events (Ollama's default is ``True``).
+        options: Ollama runtime options (``temperature``, ``num_predict`` in
+            tokens, ``num_ctx`` in tokens, ``seed``, ``stop``, ...).
+        format: ``"json"`` or a JSON schema to constrain the output.
+        keep_alive: How long the backend keeps the model loaded: seconds, or a
+            duration string such as ``"5m"``; negative keeps it forever, ``0``
+            unloads it at once.
+        tools: Tool definitions in Ollama's (OpenAI-style) function schema.
+        think: For thinking models: ``True``/``False`` or ``"low"``/``"medium"``/
+            ``"high"``.
+    """
+
+    model: str | None = None
+    messages: list[Message]
+    stream: bool = True
+    options: dict[str, Any] | None = None
+    format: str | dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    tools: list[dict[str, Any]] | None = None
+    think: bool | str | None = None
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """A completion request; encodes to the body of Ollama ``POST /api/generate``.
+
+    Attributes:
+        model: Model name, or ``None`` for each backend's default model.
+        prompt: The prompt text.
+        system: System prompt that overrides the model's.
+        suffix: Text after the insertion point, for fill-in-the-middle models.
+        template: Prompt template that overrides the model's.
+        raw: Send ``prompt`` as-is, without the model's template.
+        images: Base64-encoded images.
+        stream, options, format, keep_alive, think: As in :class:`ChatRequest`.
+    """
+
+    model: str | None = None
+    prompt: str = ""
+    system: str | None = None
+    suffix: str | None = None
+    template: str | None = None
+    raw: bool | None = None
+    images: list[str] | None = None
+    stream: bool = True
+    options: dict[str, Any] | None = None
+    format: str | dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    think: bool | str | None = None
+
+
+class EmbedRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """An embedding request; encodes to the body of Ollama ``POST /api/embed``.
+
+    Attributes:
+        model: Model name.
+        input: One text or a list of texts.
+        truncate: Truncate inputs longer than the context (Ollama default ``True``).
+        dimensions: Output dimensions, for models that support it.
+        options, keep_alive: As in :class:`ChatRequest`.
+    """
+
+    model: str | None = None
+    input: str | list[str]
+    truncate: bool | None = None
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+Request = ChatRequest | GenerateRequest
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Token counts as the backend reported them.
+
+    Attributes:
+        prompt_tokens: Tokens in the prompt (Ollama ``prompt_eval_count``).
+        completion_tokens: Tokens generated (Ollama ``eval_count``).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Durations(msgspec.Struct, frozen=True):
+    """Server-side timings in seconds (Ollama reports nanoseconds).
+
+    Attributes:
+        total_s: Whole request on the server (Ollama ``total_duration``).
+        load_s: Loading the model (``load_duration``).
+        prompt_eval_s: Evaluating the prompt (``prompt_eval_duration``).
+        eval_s: Generating the completion (``eval_duration``).
+    """
+
+    total_s: float | None = None
+    load_s: float | None = None
+    prompt_eval_s: float | None = None
+    eval_s: float | None = None
+
+
+class Delta(msgspec.Struct, frozen=True, tag="delta", tag_field="type"):
+    """A piece of streamed text.
+
+    Attributes:
+        text: The new text (may be empty for a thinking-only chunk).
+        thinking: New reasoning text from a thinking model, else ``""``.
+    """
+
+    text: str
+    thinking: str = ""
+
+
+class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=True):
+    """The terminal event of a successful request.
+
+    Attributes:
+        done_reason: Why generation stopped: ``"stop"``, ``"length"``, ``"load"``,
+            ``"unload"`` (Ollama's values; OpenAI ``finish_reason`` maps onto them).
+        usage: Token counts, zeros where the backend reported none.
+        model: The model that answered, as the backend named it.
+        provider: The configured name of the backend that answered.
+        cost_usd: Cost of the request in USD; exactly 0.0 for local backends.
+        durations: Server-side timings in seconds.
+        fallbacks: ``"backend: reason"`` for each backend tried before this one.
+    """
+
+    done_reason: str | None = None
+    usage: Usage = Usage()
+    model: str = ""
+    provider: str = ""
+    cost_usd: float = 0.0
+    durations: Durations = Durations()
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Completion tokens per second of generation, where both are known."""
+        if self.durations.eval_s and self.usage.completion_tokens:
+            return self.usage.completion_tokens / self.durations.eval_s
+        return None
+
+
+Event = Delta | ToolCall | Done
+
+
+class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a non-streamed chat (``Runtime.chat(stream=False)``).
+
+    Attributes:
+        message: The assistant's message; ``message.content`` is the text.
+        tool_calls: Tool calls the model asked for, as :class:`ToolCall`.
+        done: The terminal event, with usage, durations, provider and cost.
+    """
+
+    message: Message
+    tool_calls: tuple[ToolCall, ...] = ()
+    done: Done
+
+    @property
+    def done_reason(self) -> str | None:
+        """Why generation stopped (``"stop"``, ``"length"``, ...)."""
+        return self.done.done_reason
+
+    @property
+    def usage(self) -> Usage:
+        """Prompt and completion token counts."""
+        return self.done.usage
+
+    @property
+    def provider(self) -> str:
+        """The configured name of the backend that answered."""
+        return self.done.provider
+
+    @property
+    def model(self) -> str:
+        """The model that answered."""
+        return self.done.model
+
+    @property
+    def cost_usd(self) -> float:
+        """Cost in USD; 0.0 for local backends."""
+        return self.done.cost_usd
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        """``"backend: reason"`` for each backend tried before the one that answered."""
+        return self.done.fallbacks
+
+
+class GenerateResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a non-streamed generate (``Runtime.generate(stream=False)``).
+
+    Attributes:
+        response: The generated text.
+        done: The terminal event, with usage, durations, provider and cost.
+    """
+
+    response: str
+    done: Done
+
+    @property
+    def done_reason(self) -> str | None:
+        """Why generation stopped."""
+        return self.done.done_reason
+
+    @property
+    def usage(self) -> Usage:
+        """Prompt and completion token counts."""
+        return self.done.usage
+
+    @property
+    def provider(self) -> str:
+        """The configured name of the backend that answered."""
+        return self.done.provider
+
+    @property
+    def cost_usd(self) -> float:
+        """Cost in USD; 0.0 for local backends."""
+        return self.done.cost_usd
+
+
+def assemble_chat(events: list[Event]) -> ChatResponse:
+    """Fold a request's events, ending in :class:`Done`, into a :class:`ChatResponse`."""
+    done = events[-1]
+    assert isinstance(done, Done)
+    text = "".join(e.text for e in events if isinstance(e, Delta))
+    thinking = "".join(e.thinking for e in events if isinstance(e, Delta))
+    calls = tuple(e for e in events if isinstance(e, ToolCall))
+    message = Message(
+        role="assistant",
+        content=text,
+        thinking=thinking or None,
+        tool_calls=[{"function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+        or None,
+    )
+    return ChatResponse(message=message, tool_calls=calls, done=done)
+
+
+def assemble_generate(events: list[Event]) -> GenerateResponse:
+    """Fold a request's events, ending in :class:`Done`, into a :class:`GenerateResponse`."""
+    done = events[-1]
+    assert isinstance(done, Done)
+    text = "".join(e.text for e in events if isinstance(e, Delta))
+    return GenerateResponse(response=text, done=done)
+
+
+# --- actor messages (control path) -------------------------------------------------
+# The request handle travels by reference: it owns the reply queue that events go to,
+# so chunks never pass through an actor.
+
+
+class Submit(msgspec.Struct, frozen=True):
+    """Caller → Router: route this request. ``handle`` is a runtime RequestHandle."""
+
+    handle: Any
+
+
+class Dispatch(msgspec.Struct, frozen=True):
+    """Router → ProviderActor: run this request on your backend."""
+
+    handle: Any
+
+
+class AttemptFailed(msgspec.Struct, frozen=True):
+    """ProviderActor → Router: the backend failed before the first chunk."""
+
+    handle: Any
+    provider: str
+    error: Any
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """ProviderActor → Router and HealthMonitor: how one attempt ended.
+
+    Attributes:
+        provider: Backend name.
+        kind: ``"ok"`` or an error kind (``"unavailable"``, ``"timeout"``,
+            ``"busy"``, ``"protocol"``, ``"model_not_found"``, ``"invalid"``,
+            ``"interrupted"``, ``"cancelled"``).
+        latency_s: Time from dispatch to the terminal event, seconds.
+        error: Human-readable cause, ``""`` for ``"ok"``.
+    """
+
+    provider: str
+    kind: str
+    latency_s: float
+    error: str = ""
+
+
+class ProviderUp(msgspec.Struct, frozen=True):
+    """HealthMonitor → Router: the backend is usable; ``models`` is its catalogue
+    (``None`` when unknown)."""
+
+    provider: str
+    models: tuple[str, ...] | None = None
+
+
+class ProviderDown(msgspec.Struct, frozen=True):
+    """HealthMonitor → Router: the backend's circuit is open; skip it."""
+
+    provider: str
+    reason: str
+
+
+class ChildExited(msgspec.Struct, frozen=True):
+    """Child → Supervisor: an actor stopped (``abnormal`` when it crashed)."""
+
+    name: str
+    urn: str
+    abnormal: bool
+    reason: str = ""
+
+
+class ProbeResult(msgspec.Struct, frozen=True):
+    """Probe worker → HealthMonitor: how one active probe ended.
+
+    Attributes:
+        provider: Backend name.
+        ok: The probe succeeded.
+        detail: What the probe learned (``"ollama 0.12.6"``), or the error.
+        models: The catalogue, when it was read this time.
+        latency_s: Probe duration, seconds.
+        refused: The connection was refused (nothing listens there).
+    """
+
+    provider: str
+    ok: bool
+    detail: str
+    models: tuple[str, ...] | None = None
+    latency_s: float = 0.0
+    refused: bool = False
+
+
+class Tick(msgspec.Struct, frozen=True):
+    """Timer → HealthMonitor: time to see which backends are due a probe."""
+
+
+class Resync(msgspec.Struct, frozen=True):
+    """Router → HealthMonitor: publish every backend's state again (after a restart)."""
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """Runtime → HealthMonitor (ask): return ``dict[str, BackendHealth]``."""
+
+
+class BackendHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One backend's health, as ``Runtime.health()`` returns it.
+
+    Attributes:
+        name: Configured backend name.
+        kind: ``"ollama"`` or ``"local"``.
+        state: Circuit state: ``"closed"`` (in use), ``"open"`` (skipped),
+            ``"half_open"`` (a probe is deciding).
+        since: Unix time (seconds) of the last state change.
+        detail: What the last successful probe said (``"ollama 0.12.6"``).
+        last_error: The last failure, ``""`` if none yet.
+        models: The backend's catalogue, ``None`` if not read yet.
+        requests: Requests that ended on this backend.
+        failures: Requests and probes that failed.
+        latency_p50_s: Median latency of successful requests, seconds.
+        latency_p95_s: 95th-percentile latency of successful requests, seconds.
+        checked: At least one probe has finished since the runtime started.
+    """
+
+    name: str
+    kind: str
+    state: Literal["closed", "open", "half_open"]
+    since: float
+    detail: str = ""
+    last_error: str = ""
+    models: tuple[str, ...] | None = None
+    requests: int = 0
+    failures: int = 0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    checked: bool = False
+
+    @property
+    def up(self) -> bool:
+        """``True`` when requests are routed to the backend (circuit closed)."""
+        return self.state == "closed"

@@ -1,0 +1,52 @@
+"""Backends: plain classes that speak one server's protocol (no actors here)."""
+
+from __future__ import annotations
+
+from rubberduck.config import ProviderConfig
+from rubberduck.errors import ConfigError
+from rubberduck.providers.base import CancelScope, Emit, Provider
+from rubberduck.providers.local import LocalProvider
+from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
+
+__all__ = [
+    "CancelScope",
+    "Emit",
+    "LocalProvider",
+    "OllamaProvider",
+    "Provider",
+    "create_provider",
+    "parse_ollama_host",
+]
+
+
+def create_provider(name: str, cfg: ProviderConfig) -> Provider:
+    """Build the provider a ``[provider.NAME]`` table describes.
+
+    Raises:
+        ConfigError: the kind is unknown or a value is out of range.
+    """
+    kind = cfg.kind or name
+    if cfg.max_in_flight < 1 or cfg.max_queue < 0 or cfg.retries < 0:
+        raise ConfigError(
+            f"[provider.{name}] needs max_in_flight >= 1, max_queue >= 0 and retries >= 0"
+        )
+    if kind == "ollama":
+        return OllamaProvider(
+            name,
+            base_url=cfg.base_url,
+            default_model=cfg.model,
+            timeout=cfg.timeout,
+            connect_timeout=cfg.connect_timeout,
+            keep_alive=cfg.keep_alive,
+            pool_size=cfg.max_in_flight + 2,
+            trust_env=cfg.trust_env,
+        )
+    if kind == "local":
+        return LocalProvider(
+            name,
+            model=cfg.model,
+            n_ctx=cfg.n_ctx,
+            n_parallel=cfg.max_in_flight,
+            max_tokens=cfg.max_tokens,
+        )
+    raise ConfigError(f'[provider.{name}] has unknown kind {kind!r} — use "ollama" or "local"')

@@ -1,0 +1,227 @@
+"""The provider contract, cancellation, and helpers shared by HTTP providers.
+
+A provider is a plain class (no actors): it builds the request for its backend,
+parses the answer into events, and maps every failure onto
+:mod:`rubberduck.errors`. Output is pushed, not pulled: ``run`` calls ``emit``
+once per event, in the calling thread, so a chunk costs one function call here and
+one queue hand-off to the caller.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
+
+import requests
+import urllib3.exceptions
+
+from rubberduck.errors import (
+    ProtocolError,
+    ProviderUnavailable,
+    RequestTimeout,
+    RubberDuckError,
+)
+from rubberduck.messages import Event, Request
+
+__all__ = ["CancelScope", "Emit", "Provider", "iter_lines", "transport_error"]
+
+Emit = Callable[[Event], None]
+
+#: Longest NDJSON/SSE line accepted, bytes. An Ollama chunk is ~150 bytes; a
+#: non-streamed answer with a long text or a big embedding fits easily.
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the actors need from a backend.
+
+    Attributes:
+        name: Configured backend name (``"ollama"``, ``"local"``, ...).
+        kind: Backend kind (``"ollama"``, ``"local"``).
+        default_model: Model used when a request names none, or ``None``.
+        is_local: ``True`` when requests cost nothing (``cost_usd`` is 0.0).
+    """
+
+    name: str
+    kind: str
+    default_model: str | None
+    is_local: bool
+
+    def run(self, request: Request, emit: Emit, scope: CancelScope) -> None:
+        """Send ``request``; call ``emit`` with each :class:`Delta`/:class:`ToolCall`
+        and finally one :class:`Done`.
+
+        Raises:
+            RubberDuckError: a subclass saying what failed; ``fallback`` tells
+                whether another backend may serve the request.
+        """
+        ...
+
+    def health_check(self, timeout: float) -> str:
+        """Cheap liveness probe; returns a short description (e.g. the version).
+
+        Raises:
+            RubberDuckError: the backend is not usable.
+        """
+        ...
+
+    def list_models(self, timeout: float) -> list[str]:
+        """Names of the models this backend can serve now.
+
+        Raises:
+            RubberDuckError: the catalogue could not be read.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and loaded models."""
+        ...
+
+
+class CancelScope:
+    """Lets another thread abort a provider's blocking call promptly.
+
+    The provider ``attach``-es a closer (closing the HTTP response and shutting
+    its socket down, which wakes a blocked ``recv``); ``cancel()`` runs it at once,
+    or later at ``attach`` time if it was cancelled first.
+    """
+
+    __slots__ = ("_closer", "_lock", "cancelled")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._closer: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """Mark cancelled and close whatever the provider attached. Idempotent."""
+        with self._lock:
+            self.cancelled = True
+            closer, self._closer = self._closer, None
+        if closer is not None:
+            _quietly(closer)
+
+    def attach(self, closer: Callable[[], None]) -> None:
+        """Register how to abort the current call; runs it now if already cancelled."""
+        with self._lock:
+            if not self.cancelled:
+                self._closer = closer
+                return
+        _quietly(closer)
+
+    def detach(self) -> None:
+        """Forget the closer (the call finished)."""
+        with self._lock:
+            self._closer = None
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - closing a dead socket may fail; it is closed either way
+        pass
+
+
+def response_closer(resp: requests.Response) -> Callable[[], None]:
+    """A closer that shuts the response's socket down, then closes the response.
+
+    ``close()`` alone does not wake a thread blocked in ``recv`` on Linux;
+    ``shutdown()`` does, and the server sees the connection drop (Ollama then stops
+    generating).
+    """
+
+    def close() -> None:
+        sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+        if isinstance(sock, socket.socket):
+            _quietly(lambda: sock.shutdown(socket.SHUT_RDWR))
+        resp.close()
+
+    return close
+
+
+def iter_lines(
+    resp: requests.Response, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[bytes]:
+    """Yield the non-empty lines of a streamed body as bytes, without the newline.
+
+    Reads whatever the socket has (one HTTP chunk at a time for chunked bodies),
+    so each line is yielded as soon as it arrives.
+
+    Raises:
+        ProtocolError: a line is longer than ``max_line_bytes``.
+        urllib3 / requests exceptions: the connection broke (callers map them with
+            :func:`transport_error`).
+    """
+    read = resp.raw.read1
+    buf = b""
+    while True:
+        data = read(65536)
+        if not data:
+            break
+        buf = buf + data if buf else data
+        start = 0
+        while (end := buf.find(b"\n", start)) != -1:
+            if end > start:
+                yield buf[start:end]
+            start = end + 1
+        buf = buf[start:]
+        if len(buf) > max_line_bytes:
+            raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
+    if buf.strip():
+        yield buf
+
+
+def transport_error(
+    exc: BaseException, *, provider: str, base_url: str, hint: str
+) -> RubberDuckError:
+    """Map a requests/urllib3 exception onto a typed error.
+
+    Args:
+        exc: The exception raised by requests or urllib3.
+        provider: Backend name, for the error.
+        base_url: The URL the backend was expected at.
+        hint: What to do if it is not running (``"start it with `ollama serve`"``).
+    """
+    if isinstance(exc, RubberDuckError):
+        return exc
+    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
+        return ProviderUnavailable(
+            f"no answer from {base_url} while connecting — is the host up? {hint}",
+            provider=provider,
+        )
+    if isinstance(exc, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+        return RequestTimeout(
+            f"{base_url} stopped sending within the read timeout — raise `timeout` "
+            "for this provider if the model is slow to load",
+            provider=provider,
+        )
+    if isinstance(exc, requests.ConnectionError) and not isinstance(
+        exc, requests.exceptions.ChunkedEncodingError
+    ):
+        cause = exc.args[0] if exc.args else exc
+        if isinstance(cause, urllib3.exceptions.MaxRetryError) and isinstance(
+            cause.reason, urllib3.exceptions.NewConnectionError
+        ):
+            return ProviderUnavailable(
+                f"not reachable at {base_url} — {hint}", provider=provider, refused=True
+            )
+        return ProviderUnavailable(
+            f"connection to {base_url} failed ({type(exc).__name__}) — {hint}", provider=provider
+        )
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        ),
+    ):
+        return ProviderUnavailable(
+            f"connection to {base_url} broke mid-response ({type(exc).__name__})",
+            provider=provider,
+        )
+    return ProtocolError(f"unexpected failure talking to {base_url}: {exc!r}", provider=provider)

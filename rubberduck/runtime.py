@@ -1,0 +1,361 @@
+"""The Runtime: the one object a service embeds.
+
+>>> with Runtime.default() as rt:                                  # doctest: +SKIP
+...     reply = rt.chat(messages=[{"role": "user", "content": "hi"}])
+...     print(reply.message.content, reply.provider)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import msgspec
+import pykka
+
+from rubberduck.actors.health import HEALTH, HealthMonitor
+from rubberduck.actors.provider import ROUTER, ProviderActor, provider_actor_name
+from rubberduck.actors.router import Route, Router
+from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
+from rubberduck.config import Config, ProviderConfig, default_config, load_config
+from rubberduck.errors import Cancelled, ConfigError, InvalidRequest, ProviderUnavailable
+from rubberduck.handle import RequestHandle
+from rubberduck.messages import (
+    BackendHealth,
+    ChatRequest,
+    ChatResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Message,
+    Request,
+    Snapshot,
+    Submit,
+)
+from rubberduck.providers import create_provider
+from rubberduck.providers.base import Provider
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("rubberduck")
+
+
+class Runtime:
+    """A supervised set of backends with health checks and automatic fallback.
+
+    Build it with :meth:`from_config` or :meth:`default`; use it as a context
+    manager or call :meth:`close`, which stops every actor and thread.
+
+    Args:
+        config: The configuration (see :mod:`rubberduck.config`).
+
+    Raises:
+        ConfigError: the configuration has no enabled backend or a bad value.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        backends = config.backends()
+        if not backends:
+            raise ConfigError("no enabled backend — add a [provider.NAME] table")
+        self.providers: dict[str, Provider] = {
+            name: create_provider(name, cfg) for name, cfg in backends
+        }
+        self._handles: dict[int, RequestHandle] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.escalation: str | None = None
+        self._registry = Registry()
+        routes = [Route(name, tuple(cfg.models), cfg.serve_any_model) for name, cfg in backends]
+        specs = [ChildSpec(HEALTH, self._starter(HealthMonitor, self.providers, config.health))]
+        for name, cfg in backends:
+            specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
+        specs.append(ChildSpec(ROUTER, self._starter(Router, routes)))
+        self._supervisor = Supervisor.start(specs, self._registry, on_escalate=self._escalated)
+        # Wait until the supervisor's on_start has started every child.
+        self._supervisor.ask(None)
+
+    def _starter(self, cls: type[pykka.ThreadingActor], *args: Any) -> Any:
+        registry = self._registry
+        return lambda: cls.start(registry, *args)
+
+    def _provider_starter(self, name: str, cfg: ProviderConfig) -> Any:
+        registry, provider = self._registry, self.providers[name]
+        return lambda: ProviderActor.start(
+            registry,
+            provider,
+            max_in_flight=cfg.max_in_flight,
+            max_queue=cfg.max_queue,
+            retries=cfg.retries,
+        )
+
+    @classmethod
+    def from_config(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Runtime:
+        """A runtime for a TOML file path or a mapping of the same shape.
+
+        Raises:
+            ConfigError: the file cannot be read or a value is invalid.
+        """
+        return cls(load_config(source))
+
+    @classmethod
+    def default(cls) -> Runtime:
+        """Ollama at ``OLLAMA_HOST`` (or 127.0.0.1:11434, model ``llama3.2``)
+        first, then the embedded SmolLM2-135M model, which answers any request
+        when Ollama cannot."""
+        return cls(default_config())
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<Runtime {state} backends={list(self.providers)}>"
+
+    # --- requests -------------------------------------------------------------------
+
+    def submit(self, request: Request, *, timeout: float | None = None) -> RequestHandle:
+        """Start a request without waiting; returns its handle at once.
+
+        Args:
+            request: A :class:`ChatRequest` or :class:`GenerateRequest`.
+            timeout: Deadline of the whole request (queueing, fallback and
+                generation), seconds; default ``[router] request_timeout``.
+
+        Returns:
+            A :class:`RequestHandle`: iterate it for events, call ``result()`` for
+            the whole answer, ``cancel()`` to stop it.
+
+        Raises:
+            ProviderUnavailable: the runtime is closed or its supervisor gave up.
+        """
+        if self._closed or self.escalation is not None:
+            why = self.escalation or "the runtime is closed"
+            raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
+        handle = RequestHandle(
+            request,
+            timeout=timeout if timeout is not None else self.config.router.request_timeout,
+            max_buffered=self.config.router.max_buffered_events,
+        )
+        with self._lock:
+            self._handles[handle.id] = handle
+        handle.on_finish = self._forget
+        if not self._registry.tell(ROUTER, Submit(handle)):
+            self._submit_slowly(handle)
+        return handle
+
+    def _submit_slowly(self, handle: RequestHandle) -> None:
+        """The router is being restarted: retry for up to a second."""
+        give_up = time.monotonic() + min(1.0, max(handle.time_left(), 0.0))
+        while time.monotonic() < give_up:
+            time.sleep(0.005)
+            if self._registry.tell(ROUTER, Submit(handle)):
+                return
+        handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
+
+    def _forget(self, handle: RequestHandle) -> None:
+        with self._lock:
+            self._handles.pop(handle.id, None)
+
+    def chat(
+        self,
+        model: str | None = None,
+        messages: Iterable[Message | Mapping[str, Any]] = (),
+        *,
+        stream: bool = False,
+        options: Mapping[str, Any] | None = None,
+        format: str | dict[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        think: bool | str | None = None,
+        timeout: float | None = None,
+        **extra_options: Any,
+    ) -> ChatResponse | RequestHandle:
+        """Chat with a model (Ollama ``/api/chat`` semantics).
+
+        Args:
+            model: Model name; ``None`` lets each backend use its default model.
+            messages: ``{"role": ..., "content": ...}`` mappings or :class:`Message`.
+            stream: Return a :class:`RequestHandle` to iterate for events
+                (``Delta``, ``ToolCall``, then ``Done``) instead of waiting.
+            options: Ollama options (``temperature``, ``num_predict`` tokens, ...).
+            format: ``"json"`` or a JSON schema.
+            keep_alive: Seconds or a duration string (``"5m"``).
+            tools: Tool definitions (function schema).
+            think: Thinking mode, for models that have one.
+            timeout: Deadline of the whole request, seconds.
+            **extra_options: Merged into ``options`` (``temperature=0.2``).
+
+        Returns:
+            A :class:`ChatResponse` (``.message.content``, ``.done_reason``,
+            ``.usage``, ``.provider``, ``.cost_usd``), or a :class:`RequestHandle`
+            when ``stream=True``.
+
+        Raises:
+            InvalidRequest: a message is malformed.
+            AllProvidersFailed: no backend could serve it (``.causes`` says why).
+            RequestTimeout, StreamInterrupted, ...: see :mod:`rubberduck.errors`.
+        """
+        request = ChatRequest(
+            model=model,
+            messages=_messages(messages),
+            stream=stream,
+            options=_options(options, extra_options),
+            format=format,
+            keep_alive=keep_alive,
+            tools=tools,
+            think=think,
+        )
+        handle = self.submit(request, timeout=timeout)
+        return handle if stream else cast(ChatResponse, handle.result())
+
+    def stream_chat(
+        self, model: str | None = None, messages: Iterable[Any] = (), **kwargs: Any
+    ) -> RequestHandle:
+        """``chat(..., stream=True)``: an iterable of events that can be closed early."""
+        handle = self.chat(model, messages, stream=True, **kwargs)
+        assert isinstance(handle, RequestHandle)
+        return handle
+
+    def generate(
+        self,
+        model: str | None = None,
+        prompt: str = "",
+        *,
+        stream: bool = False,
+        system: str | None = None,
+        suffix: str | None = None,
+        template: str | None = None,
+        raw: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        format: str | dict[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        think: bool | str | None = None,
+        timeout: float | None = None,
+        **extra_options: Any,
+    ) -> GenerateResponse | RequestHandle:
+        """Complete a prompt (Ollama ``/api/generate`` semantics).
+
+        Arguments and errors are as for :meth:`chat`, plus ``system``, ``suffix``,
+        ``template`` and ``raw`` (send the prompt without the model's template).
+
+        Returns:
+            A :class:`GenerateResponse` (``.response``, ``.done_reason``,
+            ``.usage``, ``.provider``), or a :class:`RequestHandle` when
+            ``stream=True``.
+        """
+        request = GenerateRequest(
+            model=model,
+            prompt=prompt,
+            system=system,
+            suffix=suffix,
+            template=template,
+            raw=raw,
+            stream=stream,
+            options=_options(options, extra_options),
+            format=format,
+            keep_alive=keep_alive,
+            think=think,
+        )
+        handle = self.submit(request, timeout=timeout)
+        return handle if stream else cast(GenerateResponse, handle.result())
+
+    # --- control --------------------------------------------------------------------
+
+    def health(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
+        """Each backend's circuit state, last error and latency percentiles.
+
+        Raises:
+            ProviderUnavailable: the HealthMonitor did not answer within
+                ``timeout`` seconds, or the supervisor gave up (the message says why).
+        """
+        ref = self._registry.get(HEALTH)
+        if ref is None:
+            raise ProviderUnavailable(self.escalation or "the health monitor is not running")
+        try:
+            snapshot: dict[str, BackendHealth] = ref.ask(Snapshot(), block=True, timeout=timeout)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            raise ProviderUnavailable(f"the health monitor did not answer: {exc!r}") from None
+        return snapshot
+
+    def wait_for_probes(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
+        """Wait until every backend has been probed once (at most ``timeout``
+        seconds), then return :meth:`health`."""
+        give_up = time.monotonic() + timeout
+        while True:
+            snapshot = self.health(timeout)
+            if all(h.checked for h in snapshot.values()) or time.monotonic() >= give_up:
+                return snapshot
+            time.sleep(0.02)
+
+    def models(self, timeout: float = 5.0) -> dict[str, list[str] | Exception]:
+        """Ask every backend for its models now (Ollama ``/api/tags``).
+
+        Returns:
+            Backend name → model names, or the error that backend gave.
+        """
+        out: dict[str, list[str] | Exception] = {}
+        for name, provider in self.providers.items():
+            try:
+                out[name] = provider.list_models(timeout)
+            except Exception as exc:  # noqa: BLE001 - reported per backend
+                out[name] = exc
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel requests still running, stop every actor and thread, close
+        connections. Idempotent.
+
+        Args:
+            timeout: Seconds to wait for each actor to stop.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            pending = list(self._handles.values())
+        for handle in pending:
+            handle.fail(Cancelled("the runtime was closed"))
+        self._supervisor.stop(block=True, timeout=timeout)
+        for thread in self._registry.threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        for provider in self.providers.values():
+            provider.close()
+
+    def _escalated(self, reason: str) -> None:
+        self.escalation = reason
+        with self._lock:
+            pending = list(self._handles.values())
+        for handle in pending:
+            handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
+
+
+def _messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[Message]:
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        try:
+            out.append(msgspec.convert(m, Message))
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise InvalidRequest(
+                f"messages[{i}] is not a chat message ({exc}) — use "
+                '{"role": "user", "content": "..."}'
+            ) from None
+    if not out:
+        raise InvalidRequest('no messages — pass messages=[{"role": "user", "content": "..."}]')
+    return out
+
+
+def _options(options: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any] | None:
+    if not options and not extra:
+        return None
+    return {**(options or {}), **extra}
