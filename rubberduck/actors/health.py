@@ -38,10 +38,11 @@ from rubberduck.providers.base import Provider
 __all__ = ["FAILURE_KINDS", "HealthMonitor"]
 
 HEALTH = "health"
-#: Outcome kinds that count against a backend. "busy" (503) does not: the server
-#: is alive and the router already moves on; "model_not_found" and "invalid" are
-#: about the request, not the backend.
-FAILURE_KINDS = frozenset({"refused", "unavailable", "timeout", "protocol", "interrupted"})
+#: Outcome kinds that count against a backend. A 503 ("busy") counts too, so a
+#: backend that keeps refusing work is cooled down, but only "refused" opens the
+#: circuit at once. "model_not_found" and "invalid" are about the request, not
+#: the backend.
+FAILURE_KINDS = frozenset({"refused", "unavailable", "timeout", "protocol", "interrupted", "busy"})
 
 
 @dataclass
@@ -177,7 +178,11 @@ class HealthMonitor(SupervisedActor):
             catalogue_changed = msg.models is not None and msg.models != b.models
             if msg.models is not None:
                 b.models, b.catalogue_at = msg.models, now
-            if b.breaker.record_success() or catalogue_changed:
+            # In the closed state the failure count belongs to real requests (a
+            # server can answer /api/version and still 503 every chat), so only
+            # a half-open probe's success resets it.
+            reopened = b.breaker.state != "closed" and b.breaker.record_success()
+            if reopened or catalogue_changed:
                 self._changed(msg.provider, b, catalogue=True)
         else:
             b.failures += 1

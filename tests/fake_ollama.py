@@ -1,0 +1,183 @@
+"""A fault-injecting server that speaks Ollama's protocol, for what a real server
+cannot do on demand: answer 503, drop the connection, break mid-stream, stall.
+
+Its healthy answers are the transcripts in ``shared/fixtures/ollama/`` (taken from
+Ollama's docs and server code), streamed as chunked NDJSON like Ollama's Go server
+does. Bound to 127.0.0.1 on a free port; ``stop()`` (or the ``with`` block) shuts it
+down.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ollama"
+
+#: Fault modes. "ok": healthy; "busy": every POST answers 503 (the version probe
+#: still works, as in Ollama); "drop": every connection is closed without an
+#: answer; "midstream": two chunks, then the connection drops; "error_line": two
+#: chunks, then an {"error"} line with status 200; "stall": headers, one chunk,
+#: then silence; "not_found": POSTs answer 404; "bad_request": POSTs answer 400.
+MODES = ("ok", "busy", "drop", "midstream", "error_line", "stall", "not_found", "bad_request")
+
+
+def fixture(name: str) -> bytes:
+    """Bytes of one protocol transcript from ``shared/fixtures/ollama``."""
+    return (FIXTURES / name).read_bytes()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of the call)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeOllama:
+    """Args:
+    mode: One of :data:`MODES`; may be changed while running.
+    """
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
+        self.disconnects = 0  # streams the client closed before the end
+        self.release = threading.Event()  # ends a "stall"
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake._record(self, {})
+                if fake.mode == "drop":
+                    return self._drop()
+                name = {"/api/version": "version.json", "/api/tags": "tags.json"}.get(self.path)
+                if name is None:
+                    return self._send(404, b'{"error":"not found"}')
+                self._send(200, fixture(name))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake._record(self, body)
+                mode = fake.mode
+                if mode == "drop":
+                    return self._drop()
+                if mode == "busy":
+                    return self._send(503, fixture("error_server_busy.json"))
+                if mode == "not_found":
+                    return self._send(404, fixture("error_model_not_found.json"))
+                if mode == "bad_request":
+                    return self._send(400, b'{"error":"invalid options: num_ctx"}')
+                lines = _answer_lines(self.path, body)
+                if not body.get("stream", True) and mode == "ok":
+                    return self._send(200, _non_streamed(lines), "application/json")
+                self._stream(lines, mode)
+
+            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _drop(self) -> None:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def _stream(self, lines: list[bytes], mode: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    if mode in ("midstream", "error_line"):
+                        for line in lines[:2]:
+                            self._chunk(line + b"\n")
+                        if mode == "error_line":
+                            self._chunk(b'{"error":"an error was encountered while running the model"}\n')
+                            self._chunk(b"")
+                        else:
+                            self._drop()
+                        return
+                    if mode == "stall":
+                        self._chunk(lines[0] + b"\n")
+                        # Ollama notices a closed client on its next write: so do we.
+                        while not fake.release.wait(0.02):
+                            self._chunk(b"\n")
+                        return
+                    for line in lines:
+                        self._chunk(line + b"\n")
+                        time.sleep(0.001)
+                    self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.disconnects += 1
+                    self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        self.requests.append((handler.command, handler.path, body))
+
+    def posts(self) -> list[dict[str, Any]]:
+        """Bodies of the POST requests received so far."""
+        return [body for method, _, body in self.requests if method == "POST"]
+
+    def start(self) -> FakeOllama:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:
+    """The fixture transcript for the endpoint, with the requested model's name."""
+    name = "chat_stream.ndjson" if path == "/api/chat" else "generate_stream.ndjson"
+    lines = []
+    for raw in fixture(name).splitlines():
+        if raw.strip():
+            obj = json.loads(raw)
+            obj["model"] = body.get("model", obj["model"])
+            lines.append(json.dumps(obj).encode())
+    return lines
+
+
+def _non_streamed(lines: list[bytes]) -> bytes:
+    """What Ollama sends for ``stream: false``: the final line, with the whole text."""
+    objs = [json.loads(line) for line in lines]
+    final = objs[-1]
+    if "message" in final:
+        final["message"]["content"] = "".join(o["message"]["content"] for o in objs)
+    else:
+        final["response"] = "".join(o["response"] for o in objs)
+    return json.dumps(final).encode()
