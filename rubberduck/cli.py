@@ -123,7 +123,7 @@ def _report(done: Done, text: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"response": text, "done": msgspec.to_builtins(done)}))
     else:
-        print()
+        print(flush=True)  # end the answer's line before the report on stderr
     parts = [f"answered by {done.provider} ({done.model})"]
     if done.durations.total_s is not None:
         parts.append(f"{done.durations.total_s:.2f} s")

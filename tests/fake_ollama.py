@@ -53,6 +53,7 @@ class FakeOllama:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # Go's net/http (Ollama) sets TCP_NODELAY too
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -109,7 +110,9 @@ class FakeOllama:
                         for line in lines[:2]:
                             self._chunk(line + b"\n")
                         if mode == "error_line":
-                            self._chunk(b'{"error":"an error was encountered while running the model"}\n')
+                            self._chunk(
+                                b'{"error":"an error was encountered while running the model"}\n'
+                            )
                             self._chunk(b"")
                         else:
                             self._drop()

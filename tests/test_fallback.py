@@ -57,7 +57,9 @@ def servers() -> Iterator[tuple[FakeOllama, FakeOllama]]:
 def no_thread_left() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
-    assert wait_until(lambda: not [t for t in threading.enumerate() if t not in before and not t.daemon], 5)
+    assert wait_until(
+        lambda: not [t for t in threading.enumerate() if t not in before and not t.daemon], 5
+    )
 
 
 def test_healthy_primary_serves_and_reports_usage(servers: tuple[FakeOllama, FakeOllama]) -> None:
@@ -96,7 +98,9 @@ def test_failing_primary_falls_back_and_is_marked_down(
         assert len(primary.posts()) == tried, "an open circuit must not receive user requests"
 
 
-def test_refused_connection_opens_the_circuit_at_once(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_refused_connection_opens_the_circuit_at_once(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     _, backup = servers
     closed = f"http://127.0.0.1:{free_port()}"
     with runtime_for(closed, backup.url, failure_threshold=5, cooldown=30.0) as rt:
@@ -106,7 +110,9 @@ def test_refused_connection_opens_the_circuit_at_once(servers: tuple[FakeOllama,
         assert wait_until(lambda: rt.health()["primary"].state in ("open", "half_open"))
 
 
-def test_backend_that_comes_back_is_used_again_after_a_probe(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_backend_that_comes_back_is_used_again_after_a_probe(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     primary, backup = servers
     primary.mode = "drop"
     with runtime_for(primary.url, backup.url) as rt:
@@ -118,7 +124,9 @@ def test_backend_that_comes_back_is_used_again_after_a_probe(servers: tuple[Fake
         assert rt.chat("llama3.2", HI).provider == "primary"
 
 
-def test_model_not_found_moves_on_with_the_pull_hint(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_model_not_found_moves_on_with_the_pull_hint(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     primary, backup = servers
     primary.mode = "not_found"
     with runtime_for(primary.url, backup.url) as rt:
@@ -127,7 +135,9 @@ def test_model_not_found_moves_on_with_the_pull_hint(servers: tuple[FakeOllama, 
     assert "ollama pull llama3.2" in reply.fallbacks[0]
 
 
-def test_all_backends_failing_raises_with_every_cause(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_all_backends_failing_raises_with_every_cause(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     primary, backup = servers
     primary.mode, backup.mode = "busy", "not_found"
     with runtime_for(primary.url, backup.url) as rt, pytest.raises(AllProvidersFailed) as info:
@@ -147,7 +157,9 @@ def test_bad_request_is_not_sent_to_another_backend(servers: tuple[FakeOllama, F
     assert backup.posts() == []
 
 
-def test_stream_broken_after_first_chunk_is_not_restarted(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_stream_broken_after_first_chunk_is_not_restarted(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     primary, backup = servers
     for mode in ("midstream", "error_line"):
         primary.mode = mode
@@ -171,7 +183,9 @@ def test_streaming_yields_deltas_then_done(servers: tuple[FakeOllama, FakeOllama
     assert "stream" not in primary.posts()[0]  # Ollama streams by default
 
 
-def test_closing_a_stream_early_cancels_the_http_call(servers: tuple[FakeOllama, FakeOllama]) -> None:
+def test_closing_a_stream_early_cancels_the_http_call(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
     primary, backup = servers
     primary.mode = "stall"
     with runtime_for(primary.url, backup.url) as rt:

@@ -135,6 +135,11 @@ def response_closer(resp: requests.Response) -> Callable[[], None]:
 
     def close() -> None:
         sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+        if sock is None:
+            # urllib3 drops its connection ref when the server said
+            # "Connection: close"; the socket is still under the body's file.
+            sock = getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None)
+            sock = getattr(sock, "_sock", None)
         if isinstance(sock, socket.socket):
             _quietly(lambda: sock.shutdown(socket.SHUT_RDWR))
         resp.close()
@@ -164,6 +169,8 @@ def iter_lines(
         buf = buf + data if buf else data
         start = 0
         while (end := buf.find(b"\n", start)) != -1:
+            if end - start > max_line_bytes:
+                raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
             if end > start:
                 yield buf[start:end]
             start = end + 1

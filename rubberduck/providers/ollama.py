@@ -26,6 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from rubberduck import __version__
 from rubberduck.errors import (
+    Cancelled,
     ConfigError,
     InvalidRequest,
     ModelNotFound,
@@ -278,6 +279,8 @@ class OllamaProvider:
             exc.provider = exc.provider or self.name
             raise
         except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
             raise transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
             ) from exc
@@ -390,7 +393,8 @@ class OllamaProvider:
 
     def _get(self, path: str, timeout: float) -> bytes:
         try:
-            resp = self._session.get(self.base_url + path, timeout=(timeout, timeout))
+            # stream=True leaves an error body unread, for _http_error to read.
+            resp = self._session.get(self.base_url + path, stream=True, timeout=(timeout, timeout))
         except Exception as exc:
             raise transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_START_HINT

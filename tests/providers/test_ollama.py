@@ -1,0 +1,813 @@
+"""OllamaProvider against a fake Ollama (pytest-httpserver) serving exact transcripts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from rubberduck.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ProtocolError,
+    ProviderUnavailable,
+    RubberDuckError,
+    ServerBusy,
+)
+from rubberduck.messages import (
+    ChatRequest,
+    Delta,
+    Done,
+    Durations,
+    Event,
+    GenerateRequest,
+    Message,
+    ToolCall,
+    Usage,
+)
+from rubberduck.providers.base import CancelScope
+from rubberduck.providers.ollama import OllamaProvider
+from tests.conftest import load_fixture
+from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
+
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+HI = [Message(role="user", content="hi")]
+BUSY_TEXT = "server busy, please try again.  maximum pending requests exceeded"
+MIDSTREAM_TEXT = "an error was encountered while running the model"
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def chat(**fields: Any) -> ChatRequest:
+    return ChatRequest(**{"model": "llama3.2", "messages": HI, **fields})
+
+
+def generate(**fields: Any) -> GenerateRequest:
+    return GenerateRequest(**{"model": "gemma4", "prompt": "Hi", **fields})
+
+
+def chat_line(content: str, *, done: bool = False, **extra: Any) -> bytes:
+    """One /api/chat NDJSON line as Ollama writes it."""
+    obj = {
+        "model": "llama3.2",
+        "created_at": "2025-10-26T17:15:24.097767Z",
+        "message": {"role": "assistant", "content": content},
+        "done": done,
+        **extra,
+    }
+    return (go_json(obj) + "\n").encode()
+
+
+DONE_LINE = chat_line("", done=True, done_reason="stop", prompt_eval_count=1, eval_count=2)
+
+
+def run(provider: OllamaProvider, request: ChatRequest | GenerateRequest) -> list[Event]:
+    events: list[Event] = []
+    provider.run(request, events.append, CancelScope())
+    return events
+
+
+def run_failing(
+    provider: OllamaProvider,
+    request: ChatRequest | GenerateRequest,
+    error: type[RubberDuckError],
+) -> tuple[list[Event], Any]:
+    """Run a request that must raise ``error``; return the events and the exception."""
+    events: list[Event] = []
+    with pytest.raises(error) as info:
+        provider.run(request, events.append, CancelScope())
+    return events, info.value
+
+
+def streaming(chunks: Iterable[bytes], status: int = 200) -> Callable[[Request], Response]:
+    """A handler whose body is written piece by piece (a generator)."""
+    pieces = list(chunks)
+
+    def handler(_request: Request) -> Response:
+        return Response(iter(pieces), status=status, content_type=NDJSON)
+
+    return handler
+
+
+def sent_json(server: HTTPServer) -> dict[str, Any]:
+    """The JSON body of the one request the server received."""
+    assert len(server.log) == 1, server.log
+    request, _ = server.log[0]
+    body: dict[str, Any] = json.loads(request.get_data())
+    return body
+
+
+def seconds(ns: int) -> float:
+    return ns / 1e9
+
+
+@pytest.fixture
+def make_provider(httpserver: HTTPServer) -> Iterator[Callable[..., OllamaProvider]]:
+    made: list[OllamaProvider] = []
+
+    def make(**overrides: Any) -> OllamaProvider:
+        kwargs: dict[str, Any] = {
+            "name": "ollama",
+            "base_url": httpserver.url_for("/").rstrip("/"),
+            "default_model": "llama3.2",
+            "timeout": 5,
+            "connect_timeout": 1,
+            **overrides,
+        }
+        provider = OllamaProvider(**kwargs)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture
+def provider(make_provider: Callable[..., OllamaProvider]) -> OllamaProvider:
+    return make_provider()
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Holds a fake server's thread until the test ends."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A local port nobody listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- streaming chat -----------------------------------------------------------------
+
+CHAT_STREAM_EVENTS: list[Event] = [
+    Delta("The"),
+    Delta(" sky"),
+    Delta(" is blue."),
+    Done(
+        done_reason="stop",
+        usage=Usage(prompt_tokens=26, completion_tokens=282),
+        model="llama3.2",
+        provider="ollama",
+        cost_usd=0.0,
+        durations=Durations(
+            total_s=4883583458 / 1e9,
+            load_s=1334875 / 1e9,
+            prompt_eval_s=342546000 / 1e9,
+            eval_s=4535599000 / 1e9,
+        ),
+    ),
+]
+
+
+def test_fixtures_dir_holds_the_transcripts(fixtures_dir: Path) -> None:
+    assert (fixtures_dir / "chat_stream.ndjson").read_bytes() == load_fixture("chat_stream.ndjson")
+
+
+def test_chat_stream_events(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    )
+    events = run(provider, chat())
+    assert events == CHAT_STREAM_EVENTS
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.done_reason == "stop"
+    assert done.usage == Usage(prompt_tokens=26, completion_tokens=282)
+    assert done.durations.total_s == pytest.approx(4.883583458)
+    assert done.durations.eval_s == pytest.approx(4.535599)
+    assert (done.model, done.provider) == ("llama3.2", "ollama")
+    assert done.cost_usd == 0.0
+
+
+@pytest.mark.parametrize("split", ["per_line", "per_byte"])
+def test_chat_stream_any_chunking(
+    httpserver: HTTPServer, provider: OllamaProvider, split: str
+) -> None:
+    body = load_fixture("chat_stream.ndjson")
+    if split == "per_line":
+        chunks = body.splitlines(keepends=True)
+    else:
+        chunks = [body[i : i + 1] for i in range(len(body))]
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
+    assert run(provider, chat()) == CHAT_STREAM_EVENTS
+
+
+def test_chat_stream_emits_each_line_as_it_arrives(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    """The first Delta reaches ``emit`` while the server still withholds the rest."""
+    first_seen = threading.Event()
+    seen_in_time: list[bool] = []
+    lines = load_fixture("chat_stream.ndjson").splitlines(keepends=True)
+
+    def handler(_request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            yield lines[0]
+            seen_in_time.append(first_seen.wait(2))
+            yield from lines[1:]
+
+        return Response(body(), content_type=NDJSON)
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        first_seen.set()
+
+    events: list[Event] = []
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    provider.run(chat(), emit, CancelScope())
+    assert seen_in_time == [True]
+    assert events == CHAT_STREAM_EVENTS
+
+
+# --- the request body ---------------------------------------------------------------
+
+
+def test_body_stream_false_sends_stream_key(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_tool_calls.json"), content_type=JSON
+    )
+    run(provider, chat(stream=False))
+    assert sent_json(httpserver) == {
+        "model": "llama3.2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+    }
+    request, _ = httpserver.log[0]
+    assert request.headers["Content-Type"] == "application/json"
+
+
+def test_body_stream_true_omits_stream_key(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    )
+    run(provider, chat(stream=True))
+    body = sent_json(httpserver)
+    assert "stream" not in body
+    assert body == {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_generate_body_goes_to_api_generate(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    answer = {
+        "model": "llama3.2",
+        "created_at": "2025-10-26T17:15:24.166576Z",
+        "response": "Hello there!",
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": 11,
+        "eval_count": 18,
+    }
+    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
+        go_json(answer), content_type=JSON
+    )
+    events = run(provider, generate(model=None, prompt="Why is the sky blue?", stream=False))
+    assert sent_json(httpserver) == {
+        "model": "llama3.2",
+        "prompt": "Why is the sky blue?",
+        "stream": False,
+    }
+    assert events == [
+        Delta("Hello there!"),
+        Done(done_reason="stop", usage=Usage(11, 18), model="llama3.2", provider="ollama"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider_keep_alive", "request_keep_alive", "expected"),
+    [
+        ("5m", None, "5m"),  # the backend's default fills the gap
+        (-1, None, -1),
+        ("5m", "10m", "10m"),  # the request's own value wins
+        ("5m", 0, 0),  # ... even when it is falsy (0 = unload now)
+        (None, 30, 30),
+        (None, None, "<absent>"),
+    ],
+)
+def test_body_keep_alive(
+    httpserver: HTTPServer,
+    make_provider: Callable[..., OllamaProvider],
+    provider_keep_alive: Any,
+    request_keep_alive: Any,
+    expected: Any,
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    )
+    provider = make_provider(keep_alive=provider_keep_alive)
+    run(provider, chat(keep_alive=request_keep_alive))
+    assert sent_json(httpserver).get("keep_alive", "<absent>") == expected
+
+
+@pytest.mark.parametrize(
+    ("request_model", "expected"), [(None, "llama3.2"), ("qwen3:0.6b", "qwen3:0.6b")]
+)
+def test_body_model_defaults_to_backend_model(
+    httpserver: HTTPServer, provider: OllamaProvider, request_model: str | None, expected: str
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    )
+    run(provider, chat(model=request_model))
+    assert sent_json(httpserver)["model"] == expected
+
+
+@pytest.mark.parametrize("req", [chat(model=None), generate(model=None)], ids=["chat", "gen"])
+def test_no_model_anywhere_is_invalid_request(
+    httpserver: HTTPServer,
+    make_provider: Callable[..., OllamaProvider],
+    req: ChatRequest | GenerateRequest,
+) -> None:
+    provider = make_provider(default_model=None)
+    events, exc = run_failing(provider, req, InvalidRequest)
+    assert exc.fallback is False
+    assert exc.provider == "ollama"
+    assert "model" in exc.message
+    assert events == []
+    assert httpserver.log == []  # nothing was sent
+
+
+# --- non-streamed answers -----------------------------------------------------------
+
+
+def test_non_streamed_tool_calls(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("chat_tool_calls.json"), content_type=JSON
+    )
+    events = run(provider, chat(stream=False))
+    assert events == [
+        ToolCall(name="get_weather", arguments={"city": "Tokyo"}, id="call_ab12cd34"),
+        Done(
+            done_reason="stop",
+            usage=Usage(prompt_tokens=169, completion_tokens=18),
+            model="llama3.2",
+            provider="ollama",
+            cost_usd=0.0,
+            durations=Durations(
+                total_s=seconds(3244883583),
+                load_s=seconds(2969184542),
+                prompt_eval_s=seconds(141656333),
+                eval_s=seconds(133293625),
+            ),
+        ),
+    ]
+
+
+def test_non_streamed_text_answer(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    body = chat_line("The sky is blue.", done=True, done_reason="length", eval_count=5)
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(body, content_type=JSON)
+    events = run(provider, chat(stream=False))
+    assert events == [
+        Delta("The sky is blue."),
+        Done(
+            done_reason="length",
+            usage=Usage(prompt_tokens=0, completion_tokens=5),
+            model="llama3.2",
+            provider="ollama",
+        ),
+    ]
+
+
+def test_non_streamed_answer_without_done_is_protocol_error(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        chat_line("half"), content_type=JSON
+    )
+    _, exc = run_failing(provider, chat(stream=False), ProtocolError)
+    assert exc.provider == "ollama"
+
+
+def test_non_streamed_answer_over_limit_is_protocol_error(
+    httpserver: HTTPServer, make_provider: Callable[..., OllamaProvider]
+) -> None:
+    body = chat_line("x" * 2000, done=True, done_reason="stop")
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(body, content_type=JSON)
+    events, _ = run_failing(make_provider(max_line_bytes=1024), chat(stream=False), ProtocolError)
+    assert events == []
+
+
+def test_streamed_tool_calls_and_thinking(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    """Thinking-only chunks give Deltas with empty text; a streamed tool call (no id)
+    gives a ToolCall event."""
+    thinking = {"role": "assistant", "content": "", "thinking": "User wants weather."}
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+    }
+    body = b"".join(
+        [
+            (go_json({"model": "qwen3", "message": thinking, "done": False}) + "\n").encode(),
+            (go_json({"model": "qwen3", "message": call, "done": False}) + "\n").encode(),
+            (go_json({"model": "qwen3", "done": True, "done_reason": "stop"}) + "\n").encode(),
+        ]
+    )
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        body, content_type=NDJSON
+    )
+    events = run(provider, chat(model="qwen3", think=True))
+    assert events == [
+        Delta("", thinking="User wants weather."),
+        ToolCall(name="get_weather", arguments={"city": "Paris"}, id=None),
+        Done(done_reason="stop", model="qwen3", provider="ollama"),
+    ]
+    assert sent_json(httpserver)["think"] is True
+
+
+# --- streaming generate -------------------------------------------------------------
+
+
+def test_generate_stream_events(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
+        load_fixture("generate_stream.ndjson"), content_type=NDJSON
+    )
+    events = run(provider, generate())
+    assert events == [
+        Delta("Hello"),
+        Delta(" there"),
+        Delta("!"),
+        Done(
+            done_reason="stop",
+            usage=Usage(prompt_tokens=11, completion_tokens=18),
+            model="gemma4",
+            provider="ollama",
+            cost_usd=0.0,
+            durations=Durations(
+                total_s=seconds(174560334),
+                load_s=seconds(101397084),
+                prompt_eval_s=seconds(13074791),
+                eval_s=seconds(52479709),
+            ),
+        ),
+    ]
+
+
+def test_generate_midstream_error(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
+        load_fixture("generate_midstream_error.ndjson"), status=200, content_type=NDJSON
+    )
+    events, exc = run_failing(provider, generate(), ProviderUnavailable)
+    assert events == [Delta(" Yes"), Delta("."), Delta("I"), Delta("can")]
+    assert MIDSTREAM_TEXT in exc.message
+    assert exc.provider == "ollama"
+    assert exc.refused is False
+
+
+# --- HTTP errors before any output --------------------------------------------------
+
+
+@pytest.mark.parametrize("request_model", ["llama3.2", None])
+def test_404_is_model_not_found(
+    httpserver: HTTPServer, provider: OllamaProvider, request_model: str | None
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("error_model_not_found.json"), status=404, content_type=JSON
+    )
+    events, exc = run_failing(provider, chat(model=request_model), ModelNotFound)
+    assert "ollama pull llama3.2" in exc.message
+    assert exc.model == "llama3.2"
+    assert exc.fallback is True
+    assert exc.provider == "ollama"
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "retry_after"), [({}, None), ({"Retry-After": "3"}, 3.0)], ids=["plain", "retry"]
+)
+def test_503_is_server_busy(
+    httpserver: HTTPServer,
+    provider: OllamaProvider,
+    headers: dict[str, str],
+    retry_after: float | None,
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        load_fixture("error_server_busy.json"), status=503, headers=headers, content_type=JSON
+    )
+    events, exc = run_failing(provider, chat(), ServerBusy)
+    assert BUSY_TEXT in exc.message  # the server's own words, two spaces and all
+    assert exc.retry_after_s == retry_after
+    assert exc.fallback is True
+    assert events == []
+
+
+def test_400_is_invalid_request(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    text = 'invalid format: expected "json" or a valid JSON schema'
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        json.dumps({"error": text}), status=400, content_type=JSON
+    )
+    events, exc = run_failing(provider, chat(), InvalidRequest)
+    assert type(exc) is InvalidRequest
+    assert exc.fallback is False
+    assert text in exc.message
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"error":"llama runner process has terminated: exit status 2"}', "exit status 2"),
+        (b"Internal Server Error", "Internal Server Error"),
+    ],
+    ids=["json", "plain"],
+)
+def test_500_is_provider_unavailable(
+    httpserver: HTTPServer, provider: OllamaProvider, body: bytes, text: str
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        body, status=500, content_type=JSON
+    )
+    events, exc = run_failing(provider, chat(), ProviderUnavailable)
+    assert text in exc.message
+    assert exc.refused is False
+    assert exc.fallback is True
+    assert events == []
+
+
+def test_connection_refused(free_port: int) -> None:
+    provider = OllamaProvider(
+        name="ollama",
+        base_url=f"http://127.0.0.1:{free_port}",
+        default_model="llama3.2",
+        timeout=5,
+        connect_timeout=1,
+    )
+    try:
+        events, exc = run_failing(provider, chat(), ProviderUnavailable)
+        assert exc.refused is True
+        assert "ollama serve" in exc.message
+        assert exc.provider == "ollama"
+        assert events == []
+        with pytest.raises(ProviderUnavailable) as info:
+            provider.health_check(1)
+        assert info.value.refused is True
+    finally:
+        provider.close()
+
+
+# --- malformed streams --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "x", "message": \n',
+        chat_line("ok") + b"not json at all\n" + DONE_LINE,
+        b'{"model": "x", "done": "yes"}\n',  # wrong type
+        b"[1, 2, 3]\n",
+    ],
+    ids=["truncated", "garbage_line", "wrong_type", "not_object"],
+)
+def test_malformed_line_is_protocol_error(
+    httpserver: HTTPServer, provider: OllamaProvider, body: bytes
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        body, content_type=NDJSON
+    )
+    events, exc = run_failing(provider, chat(), ProtocolError)
+    assert exc.provider == "ollama"
+    assert not any(isinstance(e, Done) for e in events)
+
+
+@pytest.mark.parametrize("lines", [3, 0], ids=["three_chunks", "empty_body"])
+def test_stream_without_done_is_protocol_error(
+    httpserver: HTTPServer, provider: OllamaProvider, lines: int
+) -> None:
+    chunks = load_fixture("chat_stream.ndjson").splitlines(keepends=True)[:lines]
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        b"".join(chunks), content_type=NDJSON
+    )
+    events, exc = run_failing(provider, chat(), ProtocolError)
+    assert events == CHAT_STREAM_EVENTS[:lines]
+    assert "done" in exc.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat_line("x" * 2000) + DONE_LINE,  # a complete line, newline and all
+        chat_line("x" * 2000).rstrip(b"\n"),  # a line that never ends
+    ],
+    ids=["complete_long_line", "unterminated_long_line"],
+)
+def test_line_over_max_line_bytes_is_protocol_error(
+    httpserver: HTTPServer, make_provider: Callable[..., OllamaProvider], body: bytes
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        body, content_type=NDJSON
+    )
+    provider = make_provider(max_line_bytes=1024)
+    events, exc = run_failing(provider, chat(), ProtocolError)
+    assert "1024" in exc.message
+    assert events == []
+
+
+# --- control plane ------------------------------------------------------------------
+
+
+def test_health_check_reports_version(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/version", method="GET").respond_with_data(
+        load_fixture("version.json"), content_type=JSON
+    )
+    assert provider.health_check(1) == "ollama 0.12.6"
+
+
+def test_list_models(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+    httpserver.expect_request("/api/tags", method="GET").respond_with_data(
+        load_fixture("tags.json"), content_type=JSON
+    )
+    assert provider.list_models(1) == ["llama3.2:latest", "nomic-embed-text:latest"]
+
+
+def test_health_check_http_500_keeps_server_message(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/version", method="GET").respond_with_data(
+        b'{"error":"boom"}', status=500, content_type=JSON
+    )
+    with pytest.raises(ProviderUnavailable, match="boom"):
+        provider.health_check(1)
+
+
+def test_health_check_not_ollama_is_protocol_error(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/version", method="GET").respond_with_data(
+        b"<html>some other server</html>", content_type="text/html"
+    )
+    with pytest.raises(ProtocolError):
+        provider.health_check(1)
+
+
+# --- cancellation -------------------------------------------------------------------
+
+
+def _run_cancelled_after(
+    provider: OllamaProvider, delay: float
+) -> tuple[list[Event], float, CancelScope]:
+    """Run a chat, cancel it from another thread after ``delay`` seconds."""
+    scope = CancelScope()
+    events: list[Event] = []
+    timer = threading.Timer(delay, scope.cancel)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(RubberDuckError):  # returning or raising are both fine
+            provider.run(chat(), events.append, scope)
+    finally:
+        elapsed = time.monotonic() - started
+        timer.cancel()
+    return events, elapsed, scope
+
+
+def test_cancel_mid_stream_returns_promptly(
+    httpserver: HTTPServer, provider: OllamaProvider, release: threading.Event
+) -> None:
+    def handler(_request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            yield chat_line("The")
+            release.wait(3)  # a model that goes quiet
+
+        return Response(body(), content_type=NDJSON)
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    events, elapsed, scope = _run_cancelled_after(provider, 0.2)
+    assert scope.cancelled
+    assert events == [Delta("The")]
+    assert elapsed < 2, f"run() waited {elapsed:.2f}s for the server after cancel()"
+
+
+@pytest.fixture
+def keep_alive_server(release: threading.Event) -> Iterator[str]:
+    """A one-shot server that answers like Ollama's Go net/http: HTTP/1.1, chunked,
+    connection kept alive (werkzeug always sends ``Connection: close``). It sends one
+    chat line, then goes quiet until the test ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(3)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                int(h.split(b":")[1])
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length:")
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            line = chat_line("The")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(line), line)
+            )
+            release.wait(3)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    release.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_cancel_mid_stream_keep_alive_connection(keep_alive_server: str) -> None:
+    provider = OllamaProvider(
+        name="ollama", base_url=keep_alive_server, default_model="llama3.2", timeout=5
+    )
+    try:
+        events, elapsed, scope = _run_cancelled_after(provider, 0.2)
+    finally:
+        provider.close()
+    assert scope.cancelled
+    assert events == [Delta("The")]
+    assert elapsed < 2
+
+
+def test_cancel_before_run_emits_nothing(
+    httpserver: HTTPServer, provider: OllamaProvider, release: threading.Event
+) -> None:
+    def handler(_request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            yield chat_line("The")
+            release.wait(3)
+
+        return Response(body(), content_type=NDJSON)
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    scope = CancelScope()
+    scope.cancel()
+    events: list[Event] = []
+    started = time.monotonic()
+    with pytest.raises(RubberDuckError):
+        provider.run(chat(), events.append, scope)
+    assert time.monotonic() - started < 2
+    assert events == []
+
+
+# --- property: any chat stream, any chunking ----------------------------------------
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(stream=ollama_chat_streams(), data=st.data())
+def test_chat_stream_round_trip(
+    httpserver: HTTPServer, provider: OllamaProvider, stream: ChatStream, data: st.DataObject
+) -> None:
+    body = stream.to_ndjson()
+    chunks = data.draw(chunkings(body), label="chunks")
+    assert b"".join(chunks) == body
+    httpserver.clear()
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
+
+    events = run(provider, chat(model=stream.model))
+
+    *head, done = events
+    deltas = [e for e in head if type(e) is Delta]
+    assert deltas == head, events  # only Deltas before the end
+    assert [d.text for d in deltas] == stream.nonempty_pieces  # empty contents emit nothing
+    assert "".join(d.text for d in deltas) == stream.text
+    assert sum(isinstance(e, Done) for e in events) == 1
+    assert done == Done(
+        done_reason=stream.done_reason,
+        usage=Usage(prompt_tokens=stream.prompt_eval_count, completion_tokens=stream.eval_count),
+        model=stream.model,
+        provider="ollama",
+        cost_usd=0.0,
+        durations=Durations(
+            total_s=seconds(stream.total_duration),
+            load_s=seconds(stream.load_duration),
+            prompt_eval_s=seconds(stream.prompt_eval_duration),
+            eval_s=seconds(stream.eval_duration),
+        ),
+    )

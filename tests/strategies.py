@@ -1,0 +1,133 @@
+"""Hypothesis strategies for Ollama wire traffic.
+
+``ollama_chat_streams()`` draws the content of a streamed ``/api/chat`` answer plus
+its final metrics; :meth:`ChatStream.to_ndjson` serializes it the way Ollama's Go
+server does (one compact JSON object per line, ``\\n``-terminated, UTF-8 left
+unescaped, ``<``/``>``/``&`` and U+2028/U+2029 escaped as ``encoding/json`` does).
+``chunkings(body)`` cuts a body at arbitrary byte offsets (including inside a
+multi-byte UTF-8 character or a JSON token), as TCP or HTTP chunking may.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import strategies as st
+
+__all__ = ["ChatStream", "chunkings", "go_json", "ollama_chat_streams", "split_at"]
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+_CREATED_AT = "2025-10-26T17:15:24.097767Z"
+
+
+def go_json(obj: Any) -> str:
+    """``json.dumps`` shaped like Go's ``encoding/json`` output (compact, raw UTF-8)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in _GO_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text
+
+
+@dataclass(frozen=True)
+class ChatStream:
+    """A streamed ``/api/chat`` answer: per-chunk contents, then the final metrics.
+
+    ``final_content`` is the content of the ``done: true`` line (usually ``""``).
+    Durations are nanoseconds, as on the wire.
+    """
+
+    model: str
+    contents: tuple[str, ...]
+    final_content: str
+    done_reason: str
+    prompt_eval_count: int
+    eval_count: int
+    total_duration: int
+    load_duration: int
+    prompt_eval_duration: int
+    eval_duration: int
+
+    @property
+    def text(self) -> str:
+        """Everything the model said, in order."""
+        return "".join(self.contents) + self.final_content
+
+    @property
+    def nonempty_pieces(self) -> list[str]:
+        """The contents that should each produce one Delta."""
+        return [c for c in (*self.contents, self.final_content) if c]
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON objects Ollama sends, in order, with its field order."""
+        out: list[dict[str, Any]] = [
+            {
+                "model": self.model,
+                "created_at": _CREATED_AT,
+                "message": {"role": "assistant", "content": content},
+                "done": False,
+            }
+            for content in self.contents
+        ]
+        out.append(
+            {
+                "model": self.model,
+                "created_at": _CREATED_AT,
+                "message": {"role": "assistant", "content": self.final_content},
+                "done": True,
+                "done_reason": self.done_reason,
+                "total_duration": self.total_duration,
+                "load_duration": self.load_duration,
+                "prompt_eval_count": self.prompt_eval_count,
+                "prompt_eval_duration": self.prompt_eval_duration,
+                "eval_count": self.eval_count,
+                "eval_duration": self.eval_duration,
+            }
+        )
+        return out
+
+    def to_ndjson(self) -> bytes:
+        """The HTTP body: one JSON object per line, each ending in ``\\n``."""
+        return "".join(go_json(line) + "\n" for line in self.lines()).encode("utf-8")
+
+
+_durations_ns = st.integers(min_value=0, max_value=10**12)
+
+
+@st.composite
+def ollama_chat_streams(draw: st.DrawFn, max_chunks: int = 20) -> ChatStream:
+    """A streamed chat answer: unicode contents (some empty) plus final metrics."""
+    return ChatStream(
+        model=draw(st.sampled_from(["llama3.2", "llama3.2:latest", "qwen3:0.6b", "gemma4"])),
+        contents=tuple(draw(st.lists(st.text(max_size=30), max_size=max_chunks))),
+        final_content=draw(st.just("") | st.text(min_size=1, max_size=10)),
+        done_reason=draw(st.sampled_from(["stop", "length"])),
+        prompt_eval_count=draw(st.integers(min_value=0, max_value=200_000)),
+        eval_count=draw(st.integers(min_value=0, max_value=200_000)),
+        total_duration=draw(_durations_ns),
+        load_duration=draw(_durations_ns),
+        prompt_eval_duration=draw(_durations_ns),
+        eval_duration=draw(_durations_ns),
+    )
+
+
+def split_at(body: bytes, cuts: list[int]) -> list[bytes]:
+    """``body`` cut at the given byte offsets, without empty pieces."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(body)}), len(body)]
+    return [body[a:b] for a, b in pairwise(bounds) if b > a]
+
+
+def chunkings(body: bytes, max_cuts: int = 12) -> st.SearchStrategy[list[bytes]]:
+    """Ways to deliver ``body`` in pieces; joined, the pieces are ``body`` again."""
+    return st.lists(st.integers(min_value=0, max_value=len(body)), max_size=max_cuts).map(
+        lambda cuts: split_at(body, cuts)
+    )

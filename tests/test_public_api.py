@@ -1,0 +1,21 @@
+"""The public surface is pinned: a change here is a deliberate API change."""
+
+import rubberduck
+
+
+def test_exported_members() -> None:
+    assert sorted(rubberduck.__all__) == sorted([
+        "AllProvidersFailed", "BackendHealth", "Cancelled", "ChatRequest", "ChatResponse",
+        "Config", "ConfigError", "Delta", "Done", "Durations", "EmbedRequest", "Event",
+        "GenerateRequest", "GenerateResponse", "HealthConfig", "InvalidRequest", "Message",
+        "ModelNotFound", "ProtocolError", "ProviderConfig", "ProviderUnavailable",
+        "RequestHandle", "RequestTimeout", "RouterConfig", "RubberDuckError", "Runtime",
+        "ServerBusy", "StreamInterrupted", "ToolCall", "Usage", "__version__", "load_config",
+    ])  # fmt: skip
+    for name in rubberduck.__all__:
+        assert hasattr(rubberduck, name), name
+
+
+def test_every_error_is_a_rubberduck_error() -> None:
+    for name in rubberduck.errors.__all__:
+        assert issubclass(getattr(rubberduck.errors, name), rubberduck.RubberDuckError)
