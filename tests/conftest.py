@@ -1,24 +1,33 @@
-"""Shared test helpers: where the protocol transcripts live, and how to read them."""
+"""Shared test helpers: the protocol transcripts, and waiting for actors."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-#: Exact server transcripts, kept outside the repository (see its README.md):
-#: /work/main/tests/conftest.py -> parents[2] is /work.
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ollama"
+from tests.fake_ollama import FIXTURES as FIXTURES_DIR
+from tests.fake_ollama import fixture as load_fixture
+
+__all__ = ["FIXTURES_DIR", "load_fixture", "wait_until"]
 
 
-def load_fixture(name: str) -> bytes:
-    """The raw bytes of one Ollama transcript, exactly as the server sends them."""
-    return (FIXTURES_DIR / name).read_bytes()
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` every 5 ms until it is true or ``timeout`` seconds pass;
+    actors change state asynchronously."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The directory holding the Ollama transcripts."""
+    """The directory holding the Ollama transcripts (``shared/fixtures/ollama``)."""
     if not (FIXTURES_DIR / "README.md").is_file():
         pytest.fail(f"Ollama fixtures not found at {FIXTURES_DIR}")
     return FIXTURES_DIR

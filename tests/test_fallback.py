@@ -20,19 +20,11 @@ from rubberduck import (
     Runtime,
     StreamInterrupted,
 )
+from tests.conftest import wait_until
 from tests.fake_ollama import FakeOllama, free_port
 
 HI = [{"role": "user", "content": "Why is the sky blue?"}]
 ANSWER = "The sky is blue."  # chat_stream.ndjson
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 def runtime_for(primary: str, backup: str, **health: Any) -> Runtime:

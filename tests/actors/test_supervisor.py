@@ -11,15 +11,7 @@ import pykka
 import pytest
 
 from rubberduck.actors.supervisor import ChildSpec, Registry, Restart, SupervisedActor, Supervisor
-
-
-def wait_until(predicate: Any, timeout: float = 3.0) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
+from tests.conftest import wait_until
 
 
 class Echo(SupervisedActor):
