@@ -351,7 +351,8 @@ class AttemptFailed(msgspec.Struct, frozen=True):
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """ProviderActor → Router and HealthMonitor: how one attempt ended.
+    """ProviderActor → HealthMonitor: how one attempt ended (the Router hears of
+    failures through :class:`AttemptFailed`).
 
     Attributes:
         provider: Backend name.
