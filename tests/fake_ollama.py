@@ -47,6 +47,7 @@ class FakeOllama:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
+        self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
         fake = self
@@ -141,6 +142,7 @@ class FakeOllama:
 
     def _record(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         self.requests.append((handler.command, handler.path, body))
+        self.client_ports.add(handler.client_address[1])
 
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""

@@ -25,7 +25,19 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Event, Request
 
-__all__ = ["CancelScope", "Emit", "Provider", "iter_lines", "transport_error"]
+__all__ = [
+    "CancelScope",
+    "Emit",
+    "Provider",
+    "end_response",
+    "iter_lines",
+    "read_body",
+    "transport_error",
+]
+
+#: Bytes read after a complete answer to reach the end of the HTTP body (Ollama's
+#: chunked body ends right after its ``done`` line), so the connection can be reused.
+_DRAIN_BYTES = 64 * 1024
 
 Emit = Callable[[Event], None]
 
@@ -145,6 +157,40 @@ def response_closer(resp: requests.Response) -> Callable[[], None]:
         resp.close()
 
     return close
+
+
+def read_body(resp: requests.Response, *, max_bytes: int) -> bytes:
+    """The whole body of a non-streamed answer, at most ``max_bytes``.
+
+    Raises:
+        ProtocolError: the body is longer than ``max_bytes``.
+        urllib3 / requests exceptions: the connection broke (map them with
+            :func:`transport_error`).
+    """
+    body: bytes = resp.raw.read(max_bytes + 1, decode_content=True)
+    if len(body) > max_bytes:
+        raise ProtocolError(f"the answer is longer than {max_bytes} bytes")
+    return body
+
+
+def end_response(resp: requests.Response, *, complete: bool) -> None:
+    """Finish with a response: after a complete answer, read to the end of the body
+    and give the connection back to the pool; otherwise (an error, a cancel) close it.
+
+    Closing is what requests does by default for a body read through ``raw``, which
+    would cost every streamed request a new TCP connection.
+    """
+    if complete:
+        try:
+            left = _DRAIN_BYTES
+            while left > 0 and (data := resp.raw.read1(left)):
+                left -= len(data)
+            if left > 0:  # reached the end of the body within the bound
+                resp.raw.release_conn()
+                return
+        except Exception:  # noqa: BLE001 - a broken tail only means no reuse
+            pass
+    resp.close()
 
 
 def iter_lines(

@@ -48,7 +48,9 @@ from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
     Emit,
+    end_response,
     iter_lines,
+    read_body,
     response_closer,
     transport_error,
 )
@@ -257,20 +259,17 @@ class OllamaProvider:
         path = "/api/chat" if is_chat else "/api/generate"
         decoder: msgspec.json.Decoder[Any] = _CHAT_DECODER if is_chat else _GENERATE_DECODER
         resp = self._post(path, _ENCODER.encode(request), scope, str(request.model))
+        complete = False
         try:
             if not request.stream:
-                body = resp.raw.read(self.max_line_bytes + 1, decode_content=True)
-                if len(body) > self.max_line_bytes:
-                    raise ProtocolError(
-                        f"the answer is longer than {self.max_line_bytes} bytes",
-                        provider=self.name,
-                    )
-                if self._emit_line(self._decode(decoder, body), emit, is_chat):
+                body = read_body(resp, max_bytes=self.max_line_bytes)
+                complete = self._emit_line(self._decode(decoder, body), emit, is_chat)
+                if complete:
                     return
                 raise ProtocolError("the answer has no `done: true`", provider=self.name)
             for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes):
-                line = self._decode(decoder, raw)
-                if self._emit_line(line, emit, is_chat):
+                complete = self._emit_line(self._decode(decoder, raw), emit, is_chat)
+                if complete:
                     return
             raise ProtocolError(
                 "the stream ended before Ollama's final `done` line", provider=self.name
@@ -286,7 +285,7 @@ class OllamaProvider:
             ) from exc
         finally:
             scope.detach()
-            resp.close()
+            end_response(resp, complete=complete)
 
     def _complete(self, request: Request) -> Request:
         """Fill in the backend's default model and keep_alive."""
@@ -395,13 +394,22 @@ class OllamaProvider:
         try:
             # stream=True leaves an error body unread, for _http_error to read.
             resp = self._session.get(self.base_url + path, stream=True, timeout=(timeout, timeout))
+            complete = False
+            try:
+                if resp.status_code != 200:
+                    raise self._http_error(resp, "")
+                body = read_body(resp, max_bytes=self.max_line_bytes)
+                complete = True
+                return body
+            finally:
+                end_response(resp, complete=complete)
+        except RubberDuckError as exc:
+            exc.provider = exc.provider or self.name
+            raise
         except Exception as exc:
             raise transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
             ) from exc
-        if resp.status_code != 200:
-            raise self._http_error(resp, "")
-        return resp.content
 
     def health_check(self, timeout: float) -> str:
         """``GET /api/version``; returns ``"ollama 0.12.6"``.

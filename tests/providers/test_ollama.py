@@ -38,6 +38,7 @@ from rubberduck.messages import (
 )
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.ollama import OllamaProvider
+from tests import fake_ollama
 from tests.conftest import load_fixture
 from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
 
@@ -811,3 +812,37 @@ def test_chat_stream_round_trip(
             eval_s=seconds(stream.eval_duration),
         ),
     )
+
+
+# --- connection reuse -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_complete_answers_leave_the_connection_for_the_next_request(stream: bool) -> None:
+    # Ollama's Go server keeps connections alive; a new TCP connection per request
+    # would cost every call a handshake.
+    with fake_ollama.FakeOllama() as server:
+        provider = OllamaProvider(base_url=server.url)
+        for _ in range(5):
+            events: list[Any] = []
+            request = ChatRequest(model="llama3.2", messages=[Message("user", "hi")], stream=stream)
+            provider.run(request, events.append, CancelScope())
+            assert isinstance(events[-1], Done)
+        provider.run(request, events.append, CancelScope())
+        assert len(server.client_ports) == 1
+        provider.close()
+
+
+def test_a_broken_stream_does_not_leave_its_connection_in_the_pool() -> None:
+    with fake_ollama.FakeOllama("midstream") as server:
+        provider = OllamaProvider(base_url=server.url)
+        request = ChatRequest(model="llama3.2", messages=[Message("user", "hi")])
+        for _ in range(2):
+            with pytest.raises(ProviderUnavailable):
+                provider.run(request, lambda e: None, CancelScope())
+        server.mode = "ok"
+        events: list[Any] = []
+        provider.run(request, events.append, CancelScope())
+        assert isinstance(events[-1], Done)
+        assert len(server.client_ports) == 3
+        provider.close()
