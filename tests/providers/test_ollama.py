@@ -152,10 +152,7 @@ def release() -> Iterator[threading.Event]:
 @pytest.fixture
 def free_port() -> int:
     """A local port nobody listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return fake_ollama.free_port()
 
 
 # --- streaming chat -----------------------------------------------------------------
