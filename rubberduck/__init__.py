@@ -5,11 +5,19 @@ Ollama first; an embedded llama.cpp model as the fallback when Ollama is down.
 
 __version__ = "0.1.0"
 
-from rubberduck.config import Config, HealthConfig, ProviderConfig, RouterConfig, load_config
+from rubberduck.config import (
+    Config,
+    HealthConfig,
+    ProviderConfig,
+    RouterConfig,
+    SupervisorConfig,
+    load_config,
+)
 from rubberduck.errors import (
     AllProvidersFailed,
     Cancelled,
     ConfigError,
+    InternalError,
     InvalidRequest,
     ModelNotFound,
     ProtocolError,
@@ -32,6 +40,7 @@ from rubberduck.messages import (
     GenerateRequest,
     GenerateResponse,
     Message,
+    Restart,
     ToolCall,
     Usage,
 )
@@ -53,6 +62,7 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "HealthConfig",
+    "InternalError",
     "InvalidRequest",
     "Message",
     "ModelNotFound",
@@ -61,11 +71,13 @@ __all__ = [
     "ProviderUnavailable",
     "RequestHandle",
     "RequestTimeout",
+    "Restart",
     "RouterConfig",
     "RubberDuckError",
     "Runtime",
     "ServerBusy",
     "StreamInterrupted",
+    "SupervisorConfig",
     "ToolCall",
     "Usage",
     "__version__",

@@ -20,7 +20,7 @@ import msgspec
 from rubberduck import __version__
 from rubberduck.config import Config, default_config, load_config
 from rubberduck.errors import ConfigError, RubberDuckError
-from rubberduck.messages import Delta, Done
+from rubberduck.messages import Delta, Done, Restart
 from rubberduck.runtime import Runtime
 
 __all__ = ["main"]
@@ -114,6 +114,14 @@ def _chat(rt: Runtime, args: argparse.Namespace) -> int:
                 else:
                     out.write(event.text)
                     out.flush()
+            elif isinstance(event, Restart):
+                text.clear()
+                if not args.json:
+                    out.write("\n")
+                print(
+                    f"— {event.provider} broke off ({event.reason}); starting over elsewhere",
+                    file=sys.stderr,
+                )
             elif isinstance(event, Done):
                 _report(event, "".join(text), args.json)
     return 0

@@ -27,7 +27,14 @@ import msgspec
 
 from rubberduck.errors import ConfigError
 
-__all__ = ["Config", "HealthConfig", "ProviderConfig", "RouterConfig", "load_config"]
+__all__ = [
+    "Config",
+    "HealthConfig",
+    "ProviderConfig",
+    "RouterConfig",
+    "SupervisorConfig",
+    "load_config",
+]
 
 ProviderKind = Literal["ollama", "local"]
 
@@ -48,8 +55,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         timeout: Read timeout, seconds: the longest silence accepted from the
             server, model loading included.
         connect_timeout: TCP connect timeout, seconds.
-        retries: Extra attempts on this backend after a retryable failure (busy,
-            timeout) before falling back.
+        priority: Routing priority, lower first; backends of equal priority
+            share the load (fewest requests in flight first). Default: the
+            position in ``[router] order``.
         keep_alive: Default Ollama ``keep_alive`` (seconds or ``"5m"``).
         max_in_flight: Requests running at once on this backend. Ollama runs
             ``OLLAMA_NUM_PARALLEL`` requests per model (default 1) and queues the
@@ -70,7 +78,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     serve_any_model: bool = False
     timeout: float = 300.0
     connect_timeout: float = 3.0
-    retries: int = 0
+    priority: int | None = None
     keep_alive: float | str | None = None
     max_in_flight: int = 4
     max_queue: int = 64
@@ -89,11 +97,25 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             and generation), seconds.
         max_buffered_events: Events buffered per request before the backend waits
             for the caller to read.
+        retries: Extra rounds per request after every candidate failed with a
+            retryable error (503/busy, timeout, 5xx or a dropped connection; never
+            a refused connection or a bad request). Each round waits the backoff.
+        retry_backoff: First backoff, seconds; it doubles each round, with
+            jitter (50–100 %), and a server's ``Retry-After`` wins when longer.
+        max_retry_backoff: Cap of the backoff, seconds.
+        mid_stream: Default policy when a stream breaks after its first chunk:
+            ``"error"`` raises ``StreamInterrupted`` (with the partial text);
+            ``"restart"`` emits a ``Restart`` event and runs the request again on
+            the next backend. ``Runtime.submit(..., mid_stream=...)`` overrides it.
     """
 
     order: list[str] = []
     request_timeout: float = 600.0
     max_buffered_events: int = 4096
+    retries: int = 2
+    retry_backoff: float = 0.1
+    max_retry_backoff: float = 2.0
+    mid_stream: Literal["error", "restart"] = "error"
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -104,6 +126,11 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         timeout: Seconds a probe may take.
         failure_threshold: Consecutive failed requests that open a circuit (a
             refused connection opens it at once).
+        failure_rate: Share of failed requests (0–1) within ``window`` that
+            opens a circuit, once ``min_requests`` were seen there; catches a
+            backend that fails often but not in a row.
+        window: The failure-rate window, seconds.
+        min_requests: Requests in the window before the rate counts.
         cooldown: Seconds an open circuit waits before a half-open probe.
         max_cooldown: Cap of the cooldown, which doubles after each failed probe.
         catalogue_ttl: Seconds between reads of a backend's model list.
@@ -112,9 +139,26 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     interval: float = 5.0
     timeout: float = 2.0
     failure_threshold: int = 3
+    failure_rate: float = 0.5
+    window: float = 30.0
+    min_requests: int = 10
     cooldown: float = 2.0
     max_cooldown: float = 60.0
     catalogue_ttl: float = 30.0
+
+
+class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[supervisor]`` table: OTP restart intensity of the runtime's actors
+    (the strategy is ``one_for_one``: each backend's actor fails alone).
+
+    Attributes:
+        max_restarts: Restarts allowed within ``within`` seconds; one more and
+            the supervisor stops every actor and the runtime reports why.
+        within: The intensity window, seconds.
+    """
+
+    max_restarts: int = 3
+    within: float = 5.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -124,11 +168,13 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         provider: Backend name → its table.
         router: Routing settings.
         health: Health-probe and circuit-breaker settings.
+        supervisor: Restart intensity.
     """
 
     provider: dict[str, ProviderConfig] = {}
     router: RouterConfig = RouterConfig()
     health: HealthConfig = HealthConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
 
     def backends(self) -> list[tuple[str, ProviderConfig]]:
         """Enabled backends in routing order, each with its ``kind`` filled in.

@@ -12,6 +12,7 @@ __all__ = [
     "AllProvidersFailed",
     "Cancelled",
     "ConfigError",
+    "InternalError",
     "InvalidRequest",
     "ModelNotFound",
     "ProtocolError",
@@ -56,6 +57,13 @@ class InvalidRequest(RubberDuckError):
     accept it, so it is not retried elsewhere."""
 
     kind = "invalid"
+
+
+class InternalError(RubberDuckError):
+    """RubberDuck itself failed on this request (a bug: please report it with the
+    message). The actor that failed was restarted; the request was not retried."""
+
+    kind = "internal"
 
 
 class ProviderUnavailable(RubberDuckError):

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,6 +27,7 @@ from rubberduck.messages import (
     Event,
     GenerateResponse,
     Request,
+    Restart,
     assemble_chat,
     assemble_generate,
 )
@@ -52,11 +53,25 @@ class RequestHandle:
         request: The request as submitted.
         deadline: ``time.monotonic()`` value after which the request fails with
             :class:`~rubberduck.errors.RequestTimeout`.
+        mid_stream: What a break after the first chunk does: ``"error"`` or
+            ``"restart"`` (see :class:`~rubberduck.messages.Restart`).
+        tried: Backends attempted, in order (a backend appears again after a
+            retry round).
+        causes: Backend name → the last error it gave for this request.
     """
 
-    def __init__(self, request: Request, *, timeout: float, max_buffered: int = 4096) -> None:
+    def __init__(
+        self,
+        request: Request,
+        *,
+        timeout: float,
+        max_buffered: int = 4096,
+        mid_stream: Literal["error", "restart"] = "error",
+        retries: int = 0,
+    ) -> None:
         self.id = next(_ids)
         self.request = request
+        self.mid_stream = mid_stream
         self.deadline = time.monotonic() + timeout
         self._timeout = timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_buffered)
@@ -70,6 +85,10 @@ class RequestHandle:
         self.partial: list[str] = []
         self.tried: list[str] = []
         self.causes: dict[str, RubberDuckError] = {}
+        # Router bookkeeping: backends not to try again this round, rounds left.
+        self.excluded: set[str] = set()
+        self.retries_left = retries
+        self.retry_round = 0
         self.on_finish: Any = None  # set by the runtime to forget the handle
 
     def __repr__(self) -> str:
@@ -92,6 +111,28 @@ class RequestHandle:
             scope.cancel()
         return scope
 
+    def abort_attempt(self) -> None:
+        """Close the current attempt's HTTP call without ending the request (its
+        backend's actor is going away; the worker hands the request on)."""
+        with self._lock:
+            scope = self._scope
+        if scope is not None:
+            scope.cancel()
+
+    def restart(self, provider: str, reason: str) -> None:
+        """Tell the caller to discard what it received (a :class:`Restart` event);
+        the request may then fall back as if nothing had been delivered.
+
+        Raises:
+            Cancelled: the request already ended or the caller stopped reading.
+        """
+        if self.finished:
+            raise Cancelled("the request was cancelled")
+        event = Restart(provider=provider, reason=reason, discarded_text="".join(self.partial))
+        self._put(event)
+        self.partial = []
+        self.delivered = False
+
     def emit(self, event: Event) -> None:
         """Deliver one event to the caller (the provider's ``emit`` callback).
 
@@ -103,13 +144,20 @@ class RequestHandle:
             raise Cancelled("the request was cancelled")
         if type(event) is Done:
             if self.causes:
-                notes = tuple(f"{name}: {err.message}" for name, err in self.causes.items())
+                notes = tuple(
+                    f"{name}: {err.message}"
+                    for name, err in self.causes.items()
+                    if name != event.provider
+                )
                 event = msgspec.structs.replace(event, fallbacks=notes)
             self._finish(event)
             return
         self.delivered = True
         if type(event) is Delta:
             self.partial.append(event.text)
+        self._put(event)
+
+    def _put(self, event: Event) -> None:
         try:
             self._queue.put(event, timeout=max(self.time_left(), 0.0))
         except queue.Full:

@@ -26,6 +26,7 @@ __all__ = [
     "GenerateResponse",
     "Message",
     "Request",
+    "Restart",
     "ToolCall",
     "Usage",
 ]
@@ -221,7 +222,23 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=Tr
         return None
 
 
-Event = Delta | ToolCall | Done
+class Restart(msgspec.Struct, frozen=True, tag="restart", tag_field="type", kw_only=True):
+    """The stream broke after it started and the request runs again on another
+    backend (per-request policy ``mid_stream="restart"``): discard the events
+    received so far; the full answer follows.
+
+    Attributes:
+        provider: The backend whose stream broke.
+        reason: What broke.
+        discarded_text: The text received before the break.
+    """
+
+    provider: str
+    reason: str
+    discarded_text: str = ""
+
+
+Event = Delta | ToolCall | Restart | Done
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -300,8 +317,17 @@ class GenerateResponse(msgspec.Struct, frozen=True, kw_only=True):
         return self.done.cost_usd
 
 
+def _after_last_restart(events: list[Event]) -> list[Event]:
+    for i in range(len(events) - 1, -1, -1):
+        if type(events[i]) is Restart:
+            return events[i + 1 :]
+    return events
+
+
 def assemble_chat(events: list[Event]) -> ChatResponse:
-    """Fold a request's events, ending in :class:`Done`, into a :class:`ChatResponse`."""
+    """Fold a request's events, ending in :class:`Done`, into a :class:`ChatResponse`
+    (events before a :class:`Restart` are dropped)."""
+    events = _after_last_restart(events)
     done = events[-1]
     assert isinstance(done, Done)
     text = "".join(e.text for e in events if isinstance(e, Delta))
@@ -318,7 +344,9 @@ def assemble_chat(events: list[Event]) -> ChatResponse:
 
 
 def assemble_generate(events: list[Event]) -> GenerateResponse:
-    """Fold a request's events, ending in :class:`Done`, into a :class:`GenerateResponse`."""
+    """Fold a request's events, ending in :class:`Done`, into a :class:`GenerateResponse`
+    (events before a :class:`Restart` are dropped)."""
+    events = _after_last_restart(events)
     done = events[-1]
     assert isinstance(done, Done)
     text = "".join(e.text for e in events if isinstance(e, Delta))
@@ -393,6 +421,13 @@ class ChildExited(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+class Crash(msgspec.Struct, frozen=True):
+    """Anyone → any supervised actor: raise now, as a bug would (fault injection,
+    like Erlang's ``exit(Pid, kill)``; used by tests and benchmarks)."""
+
+    reason: str = "crash requested"
+
+
 class ProbeResult(msgspec.Struct, frozen=True):
     """Probe worker → HealthMonitor: how one active probe ended.
 
@@ -439,6 +474,9 @@ class BackendHealth(msgspec.Struct, frozen=True, kw_only=True):
         models: The backend's catalogue, ``None`` if not read yet.
         requests: Requests that ended on this backend.
         failures: Requests and probes that failed.
+        failure_ratio: Failed share (0–1) of the outcomes in the breaker's
+            window (``[health] window``), ``None`` when there were none.
+        in_flight: Requests dispatched to the backend and not finished.
         latency_p50_s: Median latency of successful requests, seconds.
         latency_p95_s: 95th-percentile latency of successful requests, seconds.
         checked: At least one probe has finished since the runtime started.
@@ -453,6 +491,8 @@ class BackendHealth(msgspec.Struct, frozen=True, kw_only=True):
     models: tuple[str, ...] | None = None
     requests: int = 0
     failures: int = 0
+    failure_ratio: float | None = None
+    in_flight: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     checked: bool = False

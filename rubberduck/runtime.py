@@ -12,14 +12,14 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 import pykka
 
 from rubberduck.actors.health import HEALTH, HealthMonitor
-from rubberduck.actors.provider import ROUTER, ProviderActor, provider_actor_name
-from rubberduck.actors.router import Route, Router
+from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_actor_name
+from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
 from rubberduck.errors import Cancelled, ConfigError, InvalidRequest, ProviderUnavailable
@@ -54,6 +54,12 @@ class Runtime:
 
     Raises:
         ConfigError: the configuration has no enabled backend or a bad value.
+
+    Attributes:
+        escalation: ``None`` while the runtime runs; the reason once its
+            supervisor gave up (by default more than 3 actor restarts in 5 s). It is also
+            logged at ERROR on ``rubberduck.supervisor``; every request still
+            running then fails, and :meth:`health` and :meth:`submit` raise.
     """
 
     def __init__(self, config: Config) -> None:
@@ -69,12 +75,29 @@ class Runtime:
         self._closed = False
         self.escalation: str | None = None
         self._registry = Registry()
-        routes = [Route(name, tuple(cfg.models), cfg.serve_any_model) for name, cfg in backends]
+        self._load = Load()
+        routes = [
+            Route(
+                name,
+                tuple(cfg.models),
+                cfg.serve_any_model,
+                cfg.priority if cfg.priority is not None else i,
+            )
+            for i, (name, cfg) in enumerate(backends)
+        ]
+        rc = config.router
+        backoff = Backoff(rc.retries, rc.retry_backoff, rc.max_retry_backoff)
         specs = [ChildSpec(HEALTH, self._starter(HealthMonitor, self.providers, config.health))]
         for name, cfg in backends:
             specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
-        specs.append(ChildSpec(ROUTER, self._starter(Router, routes)))
-        self._supervisor = Supervisor.start(specs, self._registry, on_escalate=self._escalated)
+        specs.append(ChildSpec(ROUTER, self._starter(Router, routes, self._load, backoff)))
+        self._supervisor = Supervisor.start(
+            specs,
+            self._registry,
+            max_restarts=config.supervisor.max_restarts,
+            within_s=config.supervisor.within,
+            on_escalate=self._escalated,
+        )
         # Wait until the supervisor's on_start has started every child.
         self._supervisor.ask(None)
 
@@ -83,13 +106,13 @@ class Runtime:
         return lambda: cls.start(registry, *args)
 
     def _provider_starter(self, name: str, cfg: ProviderConfig) -> Any:
-        registry, provider = self._registry, self.providers[name]
+        registry, provider, load = self._registry, self.providers[name], self._load
         return lambda: ProviderActor.start(
             registry,
             provider,
+            load,
             max_in_flight=cfg.max_in_flight,
             max_queue=cfg.max_queue,
-            retries=cfg.retries,
         )
 
     @classmethod
@@ -120,13 +143,23 @@ class Runtime:
 
     # --- requests -------------------------------------------------------------------
 
-    def submit(self, request: Request, *, timeout: float | None = None) -> RequestHandle:
+    def submit(
+        self,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        mid_stream: Literal["error", "restart"] | None = None,
+    ) -> RequestHandle:
         """Start a request without waiting; returns its handle at once.
 
         Args:
             request: A :class:`ChatRequest` or :class:`GenerateRequest`.
-            timeout: Deadline of the whole request (queueing, fallback and
-                generation), seconds; default ``[router] request_timeout``.
+            timeout: Deadline of the whole request (queueing, retries, fallback
+                and generation), seconds; default ``[router] request_timeout``.
+            mid_stream: When the stream breaks after its first chunk:
+                ``"error"`` raises :class:`StreamInterrupted` carrying the partial
+                text; ``"restart"`` yields a :class:`Restart` event and then the
+                whole answer from the next backend. Default ``[router] mid_stream``.
 
         Returns:
             A :class:`RequestHandle`: iterate it for events, call ``result()`` for
@@ -138,26 +171,21 @@ class Runtime:
         if self._closed or self.escalation is not None:
             why = self.escalation or "the runtime is closed"
             raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
+        rc = self.config.router
         handle = RequestHandle(
             request,
-            timeout=timeout if timeout is not None else self.config.router.request_timeout,
-            max_buffered=self.config.router.max_buffered_events,
+            timeout=timeout if timeout is not None else rc.request_timeout,
+            max_buffered=rc.max_buffered_events,
+            mid_stream=mid_stream or rc.mid_stream,
+            retries=rc.retries,
         )
         with self._lock:
             self._handles[handle.id] = handle
         handle.on_finish = self._forget
-        if not self._registry.tell(ROUTER, Submit(handle)):
-            self._submit_slowly(handle)
+        # Waits (up to a second) only while the router is being restarted.
+        if not self._registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
+            handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
         return handle
-
-    def _submit_slowly(self, handle: RequestHandle) -> None:
-        """The router is being restarted: retry for up to a second."""
-        give_up = time.monotonic() + min(1.0, max(handle.time_left(), 0.0))
-        while time.monotonic() < give_up:
-            time.sleep(0.005)
-            if self._registry.tell(ROUTER, Submit(handle)):
-                return
-        handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
 
     def _forget(self, handle: RequestHandle) -> None:
         with self._lock:
@@ -175,6 +203,7 @@ class Runtime:
         tools: list[dict[str, Any]] | None = None,
         think: bool | str | None = None,
         timeout: float | None = None,
+        mid_stream: Literal["error", "restart"] | None = None,
         **extra_options: Any,
     ) -> ChatResponse | RequestHandle:
         """Chat with a model (Ollama ``/api/chat`` semantics).
@@ -190,6 +219,7 @@ class Runtime:
             tools: Tool definitions (function schema).
             think: Thinking mode, for models that have one.
             timeout: Deadline of the whole request, seconds.
+            mid_stream: ``"error"`` or ``"restart"``: see :meth:`submit`.
             **extra_options: Merged into ``options`` (``temperature=0.2``).
 
         Returns:
@@ -212,7 +242,7 @@ class Runtime:
             tools=tools,
             think=think,
         )
-        handle = self.submit(request, timeout=timeout)
+        handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
         return handle if stream else cast(ChatResponse, handle.result())
 
     def stream_chat(
@@ -238,6 +268,7 @@ class Runtime:
         keep_alive: float | str | None = None,
         think: bool | str | None = None,
         timeout: float | None = None,
+        mid_stream: Literal["error", "restart"] | None = None,
         **extra_options: Any,
     ) -> GenerateResponse | RequestHandle:
         """Complete a prompt (Ollama ``/api/generate`` semantics).
@@ -263,7 +294,7 @@ class Runtime:
             keep_alive=keep_alive,
             think=think,
         )
-        handle = self.submit(request, timeout=timeout)
+        handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
         return handle if stream else cast(GenerateResponse, handle.result())
 
     # --- control --------------------------------------------------------------------
@@ -272,17 +303,25 @@ class Runtime:
         """Each backend's circuit state, last error and latency percentiles.
 
         Raises:
-            ProviderUnavailable: the HealthMonitor did not answer within
-                ``timeout`` seconds, or the supervisor gave up (the message says why).
+            ProviderUnavailable: the supervisor gave up after too many restarts
+                (the message gives its reason, as does :attr:`escalation`), or
+                the HealthMonitor did not answer within ``timeout`` seconds.
         """
+        if self.escalation is not None:
+            raise ProviderUnavailable(
+                f"the runtime stopped: {self.escalation} — create a new Runtime"
+            )
         ref = self._registry.get(HEALTH)
         if ref is None:
-            raise ProviderUnavailable(self.escalation or "the health monitor is not running")
+            raise ProviderUnavailable("the health monitor is not running")
         try:
             snapshot: dict[str, BackendHealth] = ref.ask(Snapshot(), block=True, timeout=timeout)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise ProviderUnavailable(f"the health monitor did not answer: {exc!r}") from None
-        return snapshot
+        return {
+            name: msgspec.structs.replace(h, in_flight=self._load[name])
+            for name, h in snapshot.items()
+        }
 
     def wait_for_probes(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
         """Wait until every backend has been probed once (at most ``timeout``
@@ -326,6 +365,8 @@ class Runtime:
         for thread in self._registry.threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)
+        for pool in self._registry.leftovers:
+            pool.shutdown(wait=True)
         for provider in self.providers.values():
             provider.close()
 

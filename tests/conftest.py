@@ -1,17 +1,78 @@
-"""Shared test helpers: the protocol transcripts, and waiting for actors."""
+"""Shared test helpers: the protocol transcripts, waiting for actors, and a
+runtime over two fault-injecting Ollama-protocol servers."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rubberduck import Runtime
 from tests.fake_ollama import FIXTURES as FIXTURES_DIR
+from tests.fake_ollama import FakeOllama
 from tests.fake_ollama import fixture as load_fixture
 
-__all__ = ["FIXTURES_DIR", "load_fixture", "wait_until"]
+__all__ = ["ANSWER", "FIXTURES_DIR", "HI", "load_fixture", "runtime_for", "wait_until"]
+
+HI = [{"role": "user", "content": "Why is the sky blue?"}]
+ANSWER = "The sky is blue."  # chat_stream.ndjson
+
+
+def runtime_for(
+    primary: str,
+    backup: str,
+    *,
+    router: dict[str, Any] | None = None,
+    supervisor: dict[str, Any] | None = None,
+    primary_cfg: dict[str, Any] | None = None,
+    backup_cfg: dict[str, Any] | None = None,
+    **health: Any,
+) -> Runtime:
+    """A runtime with backends "primary" then "backup" (Ollama, model llama3.2),
+    fast probes (0.1 s) and short cooldowns (0.2 s); keyword arguments override
+    the ``[health]`` table, ``router`` the ``[router]`` table."""
+    return Runtime.from_config(
+        {
+            "provider": {
+                "primary": {
+                    "kind": "ollama",
+                    "base_url": primary,
+                    "model": "llama3.2",
+                    **(primary_cfg or {}),
+                },
+                "backup": {
+                    "kind": "ollama",
+                    "base_url": backup,
+                    "model": "llama3.2",
+                    **(backup_cfg or {}),
+                },
+            },
+            "router": router or {},
+            "supervisor": supervisor or {},
+            "health": {"interval": 0.1, "cooldown": 0.2, "failure_threshold": 2, **health},
+        }
+    )
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FakeOllama, FakeOllama]]:
+    """Two healthy fake Ollama servers, "primary" and "backup"."""
+    with FakeOllama() as primary, FakeOllama() as backup:
+        yield primary, backup
+
+
+@pytest.fixture
+def no_thread_left() -> Iterator[None]:
+    """Fails the test if it leaves a (non-daemon) thread running."""
+    before = set(threading.enumerate())
+    yield
+    assert wait_until(
+        lambda: not [t for t in threading.enumerate() if t not in before and not t.daemon], 5
+    )
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:

@@ -10,9 +10,11 @@ down.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,19 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ollama
 #: still works, as in Ollama); "drop": every connection is closed without an
 #: answer; "midstream": two chunks, then the connection drops; "error_line": two
 #: chunks, then an {"error"} line with status 200; "stall": headers, one chunk,
-#: then silence; "not_found": POSTs answer 404; "bad_request": POSTs answer 400.
-MODES = ("ok", "busy", "drop", "midstream", "error_line", "stall", "not_found", "bad_request")
+#: then silence; "hang": no answer at all (not even headers) until released or the
+#: client goes away; "not_found": POSTs answer 404; "bad_request": POSTs answer 400.
+MODES = (
+    "ok",
+    "busy",
+    "drop",
+    "midstream",
+    "error_line",
+    "stall",
+    "hang",
+    "not_found",
+    "bad_request",
+)
 
 
 def fixture(name: str) -> bytes:
@@ -42,11 +55,16 @@ def free_port() -> int:
 class FakeOllama:
     """Args:
     mode: One of :data:`MODES`; may be changed while running.
+    script: Modes for the next POSTs, one each, in order; ``mode`` after them.
     """
 
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", script: tuple[str, ...] = ()) -> None:
         self.mode = mode
+        self.script: deque[str] = deque(script)
+        self._script_lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
+        self.post_times: list[float] = []  # time.monotonic() of each POST
+        self.retry_after: str | None = None  # a Retry-After header on 503 answers
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
@@ -72,11 +90,14 @@ class FakeOllama:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake._record(self, body)
-                mode = fake.mode
+                mode = fake.next_mode()
+                if mode == "hang":
+                    return self._hang()
                 if mode == "drop":
                     return self._drop()
                 if mode == "busy":
-                    return self._send(503, fixture("error_server_busy.json"))
+                    headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
+                    return self._send(503, fixture("error_server_busy.json"), headers=headers)
                 if mode == "not_found":
                     return self._send(404, fixture("error_model_not_found.json"))
                 if mode == "bad_request":
@@ -86,12 +107,29 @@ class FakeOllama:
                     return self._send(200, _non_streamed(lines), "application/json")
                 self._stream(lines, mode)
 
-            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                ctype: str = "application/json",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _hang(self) -> None:
+                conn = self.connection
+                while not fake.release.wait(0.01):
+                    readable, _, _ = select.select([conn], [], [], 0)
+                    if readable and not conn.recv(1, socket.MSG_PEEK):
+                        fake.disconnects += 1  # the client closed the connection
+                        break
+                self.close_connection = True
 
             def _drop(self) -> None:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -142,7 +180,14 @@ class FakeOllama:
 
     def _record(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         self.requests.append((handler.command, handler.path, body))
+        if handler.command == "POST":
+            self.post_times.append(time.monotonic())
         self.client_ports.add(handler.client_address[1])
+
+    def next_mode(self) -> str:
+        """The mode for the next POST: the script's next entry, else ``mode``."""
+        with self._script_lock:
+            return self.script.popleft() if self.script else self.mode
 
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""

@@ -3,9 +3,7 @@ deadlines — two fault-injecting Ollama-protocol servers, no model needed."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,38 +18,10 @@ from rubberduck import (
     Runtime,
     StreamInterrupted,
 )
-from tests.conftest import wait_until
+from tests.conftest import ANSWER, HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama, free_port
 
-HI = [{"role": "user", "content": "Why is the sky blue?"}]
-ANSWER = "The sky is blue."  # chat_stream.ndjson
-
-
-def runtime_for(primary: str, backup: str, **health: Any) -> Runtime:
-    return Runtime.from_config(
-        {
-            "provider": {
-                "primary": {"kind": "ollama", "base_url": primary, "model": "llama3.2"},
-                "backup": {"kind": "ollama", "base_url": backup, "model": "llama3.2"},
-            },
-            "health": {"interval": 0.1, "cooldown": 0.2, "failure_threshold": 2, **health},
-        }
-    )
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[FakeOllama, FakeOllama]]:
-    with FakeOllama() as primary, FakeOllama() as backup:
-        yield primary, backup
-
-
-@pytest.fixture(autouse=True)
-def no_thread_left() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    assert wait_until(
-        lambda: not [t for t in threading.enumerate() if t not in before and not t.daemon], 5
-    )
+pytestmark = pytest.mark.usefixtures("no_thread_left")
 
 
 def test_healthy_primary_serves_and_reports_usage(servers: tuple[FakeOllama, FakeOllama]) -> None:

@@ -7,10 +7,12 @@ def test_exported_members() -> None:
     assert sorted(rubberduck.__all__) == sorted([
         "AllProvidersFailed", "BackendHealth", "Cancelled", "ChatRequest", "ChatResponse",
         "Config", "ConfigError", "Delta", "Done", "Durations", "EmbedRequest", "Event",
-        "GenerateRequest", "GenerateResponse", "HealthConfig", "InvalidRequest", "Message",
+        "GenerateRequest", "GenerateResponse", "HealthConfig", "InternalError", "InvalidRequest",
+        "Message",
         "ModelNotFound", "ProtocolError", "ProviderConfig", "ProviderUnavailable",
-        "RequestHandle", "RequestTimeout", "RouterConfig", "RubberDuckError", "Runtime",
-        "ServerBusy", "StreamInterrupted", "ToolCall", "Usage", "__version__", "load_config",
+        "RequestHandle", "RequestTimeout", "Restart", "RouterConfig", "RubberDuckError", "Runtime",
+        "ServerBusy", "StreamInterrupted", "SupervisorConfig", "ToolCall", "Usage", "__version__",
+        "load_config",
     ])  # fmt: skip
     for name in rubberduck.__all__:
         assert hasattr(rubberduck, name), name

@@ -87,6 +87,9 @@ class HealthMonitor(SupervisedActor):
                     failure_threshold=cfg.failure_threshold,
                     cooldown=cfg.cooldown,
                     max_cooldown=cfg.max_cooldown,
+                    failure_rate=cfg.failure_rate,
+                    window=cfg.window,
+                    min_requests=cfg.min_requests,
                 ),
             )
             for name, provider in self.providers.items()
@@ -99,7 +102,13 @@ class HealthMonitor(SupervisedActor):
             target=self._tick_loop, name="rubberduck-health-tick", daemon=True
         )
         self._ticker.start()
-        self.actor_ref.tell(Tick())  # first probes at once
+        self.registry.add_thread(self._ticker)
+        # After a restart the Router may hold a stale view (a "down" that no
+        # change of our fresh breakers would ever clear): start it over. The
+        # first probes, at once, find what is really down.
+        for name, backend in self.backends.items():
+            self._publish(name, backend)
+        self.actor_ref.tell(Tick())
 
     def cleanup(self, crashed: bool) -> None:
         stop = getattr(self, "_ticking_stopped", None)
@@ -108,7 +117,9 @@ class HealthMonitor(SupervisedActor):
             # A probe in flight ends within the probe timeout; after a crash the
             # replacement must not wait for it.
             self._pool.shutdown(wait=not crashed, cancel_futures=True)
-            if not crashed:
+            if crashed:
+                self.registry.leftovers.append(self._pool)
+            else:
                 self._ticker.join()
 
     def _tick_loop(self) -> None:
@@ -119,7 +130,7 @@ class HealthMonitor(SupervisedActor):
             except pykka.ActorDeadError:
                 return
 
-    def on_receive(self, message: Any) -> Any:
+    def receive(self, message: Any) -> Any:
         if isinstance(message, Outcome):
             self._outcome(message)
         elif isinstance(message, Tick):
@@ -202,7 +213,7 @@ class HealthMonitor(SupervisedActor):
             # Only a probe closes an open circuit; a success that started before
             # the circuit opened proves little.
             if b.breaker.state == "closed":
-                b.breaker.record_success()
+                b.breaker.record_success(time.monotonic())
         elif msg.kind in FAILURE_KINDS:
             b.failures += 1
             b.last_error = msg.error
@@ -237,6 +248,7 @@ class HealthMonitor(SupervisedActor):
                 models=b.models,
                 requests=b.requests,
                 failures=b.failures,
+                failure_ratio=b.breaker.failure_ratio(),
                 latency_p50_s=lat[len(lat) // 2] if lat else None,
                 latency_p95_s=lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None,
                 checked=b.last_probe > float("-inf"),

@@ -4,25 +4,33 @@ The actor thread only admits work (a non-blocking slot check, then a hand-off to
 the pool), so it never blocks on HTTP. A worker runs the provider's blocking call
 with the request handle's ``emit`` as the callback: chunks go straight to the
 caller's queue. When the call ends, the worker tells the HealthMonitor the outcome
-and, for a failure before the first chunk, tells the Router to try elsewhere.
+and, for a failure, tells the Router to try elsewhere (retries with backoff are
+the Router's: a 503 goes to another backend first).
 
-Mid-stream policy: once a chunk has reached the caller, a failure is not retried
-or re-routed; the caller gets :class:`~rubberduck.errors.StreamInterrupted` with
-the partial text.
+Mid-stream policy: once a chunk has reached the caller, a failure is not silently
+re-routed. With ``mid_stream="error"`` the caller gets
+:class:`~rubberduck.errors.StreamInterrupted` with the partial text; with
+``"restart"`` a :class:`~rubberduck.messages.Restart` event, then the request
+falls back like any other.
+
+When the actor dies (a crash, or a sibling's restart under ``one_for_all``), its
+requests are not lost: those still queued go back to the Router at once, the
+running ones have their HTTP call closed and go back to the Router (or, past the
+first chunk, follow the mid-stream policy).
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from rubberduck.actors.health import HEALTH
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
+    Cancelled,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
@@ -33,16 +41,36 @@ from rubberduck.handle import RequestHandle
 from rubberduck.messages import AttemptFailed, Dispatch, Outcome
 from rubberduck.providers.base import Provider
 
-__all__ = ["ProviderActor", "provider_actor_name"]
+__all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
-#: Failures worth another try on the same backend (when ``retries`` > 0).
-_RETRYABLE = frozenset({"busy", "timeout"})
 
 
 def provider_actor_name(backend: str) -> str:
     """Registry name of a backend's actor."""
     return f"provider:{backend}"
+
+
+class Load:
+    """Requests dispatched to each backend and not finished there yet.
+
+    The Router adds one when it dispatches; the backend's actor takes it away
+    when the request leaves it (done, failed, handed back). The Router reads it
+    to break priority ties by fewest requests in flight. Shared by reference, so
+    it survives actor restarts.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, backend: str, n: int) -> None:
+        """Change ``backend``'s count by ``n``."""
+        with self._lock:
+            self._counts[backend] = self._counts.get(backend, 0) + n
+
+    def __getitem__(self, backend: str) -> int:
+        return self._counts.get(backend, 0)
 
 
 class ProviderActor(SupervisedActor):
@@ -51,51 +79,72 @@ class ProviderActor(SupervisedActor):
     Args:
         registry: Where the Router and HealthMonitor are found.
         provider: The backend's provider.
+        load: The shared in-flight counts (see :class:`Load`).
         max_in_flight: Requests running at once (pool size).
         max_queue: Requests waiting for a worker; past it, ``ServerBusy``.
-        retries: Extra attempts on this backend after a busy/timeout failure.
     """
 
     def __init__(
         self,
         registry: Registry,
         provider: Provider,
+        load: Load | None = None,
         *,
         max_in_flight: int = 4,
         max_queue: int = 64,
-        retries: int = 0,
     ) -> None:
         super().__init__(registry, provider_actor_name(provider.name))
         self.provider = provider
         self.backend = provider.name
+        self.load = load if load is not None else Load()
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
-        self.retries = retries
 
     def started(self) -> None:
         self._pool = ThreadPoolExecutor(
             max_workers=self.max_in_flight, thread_name_prefix=f"rubberduck-{self.backend}"
         )
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
+        self._lock = threading.Lock()
+        self._admitted: dict[int, tuple[RequestHandle, Future[None]]] = {}
+        self._exit_reason: str | None = None
 
     def cleanup(self, crashed: bool) -> None:
         pool = getattr(self, "_pool", None)
-        if pool is not None:
-            # Queued work still runs, so each request still gets its outcome. After
-            # a crash the replacement actor takes new work at once; at a normal
-            # stop the runtime has already cancelled every request, so the wait
-            # is short.
-            pool.shutdown(wait=not crashed)
+        if pool is None:
+            return
+        with self._lock:
+            self._exit_reason = "crashed" if crashed else "stopped"
+            admitted = list(self._admitted.values())
+        for handle, future in admitted:
+            if future.cancel():  # still queued: it never reached the backend
+                self._left(handle)
+                self._hand_back(handle, "before it started")
+            else:
+                handle.abort_attempt()  # the worker sees the closed call and hands it back
+        # After a crash the replacement takes new work at once (the runtime joins
+        # these workers at close); at a stop, wait for them (their calls are
+        # closed, so the wait is short).
+        pool.shutdown(wait=not crashed)
+        if crashed:
+            self.registry.leftovers.append(pool)
 
-    def on_receive(self, message: Any) -> Any:
+    def dead_letter(self, message: Any) -> None:
+        if isinstance(message, Dispatch):
+            self.load.add(self.backend, -1)
+            self._hand_back(message.handle, "before it took the request")
+
+    def receive(self, message: Any) -> Any:
         if isinstance(message, Dispatch):
             self._admit(message.handle)
         return None
 
     def _admit(self, handle: RequestHandle) -> None:
         if handle.finished:
+            self.load.add(self.backend, -1)
             return
         if not self._slots.acquire(blocking=False):
+            self.load.add(self.backend, -1)
             busy = ServerBusy(
                 f"{self.max_in_flight} requests running and {self.max_queue} waiting — "
                 "raise max_in_flight/max_queue for this provider, or add a backend",
@@ -103,45 +152,61 @@ class ProviderActor(SupervisedActor):
             )
             self._report_failed(handle, busy)
             return
-        try:
-            self._pool.submit(self._work, handle)
-        except RuntimeError:  # the pool is shutting down
-            self._slots.release()
-            self._report_failed(
-                handle, ProviderUnavailable("backend is shutting down", provider=self.backend)
-            )
+        with self._lock:
+            future = self._pool.submit(self._work, handle)
+            self._admitted[handle.id] = (handle, future)
+
+    def _left(self, handle: RequestHandle) -> None:
+        """``handle`` is no longer this actor's: free its slot and count."""
+        with self._lock:
+            self._admitted.pop(handle.id, None)
+        self._slots.release()
+        self.load.add(self.backend, -1)
+
+    def _hand_back(self, handle: RequestHandle, when: str) -> None:
+        error = ProviderUnavailable(
+            f"its actor {self._exit_reason or 'stopped'} {when}; the request was moved",
+            provider=self.backend,
+        )
+        self._report_failed(handle, error)
 
     # --- worker threads -----------------------------------------------------------
 
     def _work(self, handle: RequestHandle) -> None:
         try:
-            attempt = 0
-            while not handle.finished:
-                error = self._attempt(handle)
-                if error is None or handle.finished:
-                    return
-                if handle.delivered:
-                    handle.fail(
-                        StreamInterrupted(
-                            f"the stream broke after it started: {error.message}",
-                            provider=self.backend,
-                            partial_text="".join(handle.partial),
-                        )
-                    )
-                    return
-                backoff = _backoff(attempt, error)
-                if (
-                    error.kind in _RETRYABLE
-                    and attempt < self.retries
-                    and handle.time_left() > backoff
-                ):
-                    attempt += 1
-                    time.sleep(backoff)
-                    continue
-                self._report_failed(handle, error)
+            if handle.finished:
                 return
+            error = self._attempt(handle) if self._exit_reason is None else None
+            if handle.finished:
+                return
+            if self._exit_reason is not None:
+                error = ProviderUnavailable(
+                    f"its actor {self._exit_reason} during the request", provider=self.backend
+                )
+            elif error is None:
+                error = ProtocolError(
+                    "the answer ended without a final chunk", provider=self.backend
+                )
+            if handle.delivered:
+                self._interrupted(handle, error)
+            else:
+                self._report_failed(handle, error)
         finally:
-            self._slots.release()
+            self._left(handle)
+
+    def _interrupted(self, handle: RequestHandle, error: RubberDuckError) -> None:
+        """A failure after the first chunk reached the caller: the mid-stream policy."""
+        reason = f"the stream broke after it started: {error.message}"
+        if handle.mid_stream == "restart" and error.fallback:
+            try:
+                handle.restart(self.backend, error.message)
+            except Cancelled:
+                return
+            self._report_failed(handle, error)
+            return
+        handle.fail(
+            StreamInterrupted(reason, provider=self.backend, partial_text="".join(handle.partial))
+        )
 
     def _attempt(self, handle: RequestHandle) -> RubberDuckError | None:
         """One call to the backend; returns the error, or ``None`` on success."""
@@ -171,15 +236,7 @@ class ProviderActor(SupervisedActor):
         return error
 
     def _report_failed(self, handle: RequestHandle, error: RubberDuckError) -> None:
-        if not self.registry.tell(ROUTER, AttemptFailed(handle, self.backend, error)):
+        message = AttemptFailed(handle, self.backend, error)
+        if not self.registry.tell_eventually(ROUTER, message, handle.time_left()):
             handle.causes[self.backend] = error
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
-
-
-def _backoff(attempt: int, error: RubberDuckError) -> float:
-    """Seconds before retry ``attempt + 1``: exponential with jitter, or the
-    server's ``Retry-After``."""
-    retry_after = getattr(error, "retry_after_s", None)
-    if retry_after is not None:
-        return float(retry_after)
-    return min(2.0, 0.05 * 2.0**attempt) * (0.5 + random.random() / 2)

@@ -1,27 +1,38 @@
-"""Router: picks the backend for each request and falls back when one fails.
+"""Router: picks the backend for each request, falls back, and retries.
 
-Candidates, in configured priority: backends whose circuit is closed and that
-serve the requested model (a request with no model, a model in the backend's
-catalogue, a backend whose catalogue is not known yet, or one configured with
-``serve_any_model``). A failure before the first chunk with ``fallback = True``
-(refused, timeout, 5xx, 503, model not found, protocol error) moves the request
-to the next candidate; when none is left the caller gets
-:class:`~rubberduck.errors.AllProvidersFailed` with every backend's cause.
+Candidates: backends that serve the requested model (a request with no model, a
+model in the backend's catalogue, a backend whose catalogue is not known yet, or
+one configured with ``serve_any_model``) and whose circuit is closed, ordered by
+priority and, within equal priority, by fewest requests in flight.
+
+A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
+503, model not found, protocol error) moves the request to the next candidate at
+once, so a busy backend is never waited on while another could answer. When every
+candidate failed and some failures are worth repeating (busy, timeout, 5xx, a
+dropped connection — not a refused connection), the request waits the backoff
+(exponential with jitter; a ``Retry-After`` wins when longer) and takes another
+round, up to ``[router] retries`` rounds and never past its deadline. Otherwise
+the caller gets :class:`~rubberduck.errors.AllProvidersFailed` with every
+backend's cause.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from rubberduck.actors.health import HEALTH
-from rubberduck.actors.provider import ROUTER, provider_actor_name
+from rubberduck.actors.provider import ROUTER, Load, provider_actor_name
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
+    InternalError,
     ModelNotFound,
     ProviderUnavailable,
     RequestTimeout,
+    RubberDuckError,
 )
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
@@ -33,7 +44,10 @@ from rubberduck.messages import (
     Submit,
 )
 
-__all__ = ["Route", "Router"]
+__all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
+
+#: Error kinds worth another round on the same backend after a backoff.
+RETRYABLE_KINDS = frozenset({"busy", "timeout", "unavailable"})
 
 
 @dataclass(frozen=True)
@@ -44,11 +58,34 @@ class Route:
         name: Backend name.
         models: Models to treat as served before the catalogue is read.
         serve_any_model: Accept any model (answering with its own).
+        priority: Lower goes first; equal priorities share the load.
     """
 
     name: str
     models: tuple[str, ...] = ()
     serve_any_model: bool = False
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry rounds per request and the wait before each.
+
+    Attributes:
+        retries: Extra rounds after every candidate failed.
+        base_s: First wait, seconds; doubles each round.
+        max_s: Cap of the wait, seconds.
+    """
+
+    retries: int = 2
+    base_s: float = 0.1
+    max_s: float = 2.0
+
+    def delay(self, round_: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Seconds to wait before retry round ``round_`` (0-based): exponential,
+        with 50–100 % jitter; the server's ``Retry-After`` when that is longer."""
+        wait = min(self.max_s, self.base_s * 2.0**round_) * (0.5 + rng.random() / 2)
+        return max(wait, retry_after_s or 0.0)
 
 
 def _model_names(models: tuple[str, ...] | list[str]) -> set[str]:
@@ -61,30 +98,68 @@ def _model_names(models: tuple[str, ...] | list[str]) -> set[str]:
 class Router(SupervisedActor):
     """Args:
     registry: Where ProviderActors and the HealthMonitor are found.
-    routes: Backends in priority order.
+    routes: Backends, in configured order.
+    load: Requests in flight per backend, shared with the ProviderActors.
+    backoff: Retry rounds and waits.
     """
 
-    def __init__(self, registry: Registry, routes: list[Route]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        routes: list[Route],
+        load: Load | None = None,
+        backoff: Backoff = Backoff(),
+    ) -> None:
         super().__init__(registry, ROUTER)
-        self.routes = routes
+        # Stable sort: equal priorities keep the configured order.
+        self.routes = sorted(routes, key=lambda r: r.priority)
+        self.load = load if load is not None else Load()
+        self.backoff = backoff
+        self._rng = random.Random()
 
     def started(self) -> None:
         self.down: dict[str, str] = {}
         self.catalogue: dict[str, set[str]] = {}
+        self._timers: set[threading.Timer] = set()
+        self._timers_lock = threading.Lock()
         # After a restart our view is empty: ask for the current one.
         self.registry.tell(HEALTH, Resync())
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Submit):
-            self._route(message.handle)
-        elif isinstance(message, AttemptFailed):
-            self._attempt_failed(message)
-        elif isinstance(message, ProviderUp):
-            self.down.pop(message.provider, None)
-            if message.models is not None:
-                self.catalogue[message.provider] = _model_names(message.models)
-        elif isinstance(message, ProviderDown):
-            self.down[message.provider] = message.reason
+    def cleanup(self, crashed: bool) -> None:
+        if crashed:
+            return  # pending retries reach the new router by name
+        with self._timers_lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()  # at a stop the runtime has ended every request
+        for timer in timers:
+            timer.join(1.0)
+
+    def dead_letter(self, message: Any) -> None:
+        # Still in the mailbox when this router died: give it to the next one.
+        if isinstance(message, (Submit, AttemptFailed)) and not message.handle.finished:
+            if not self.registry.tell_eventually(ROUTER, message, message.handle.time_left()):
+                message.handle.fail(
+                    ProviderUnavailable("the router stopped — create a new Runtime")
+                )
+
+    def receive(self, message: Any) -> Any:
+        try:
+            if isinstance(message, Submit):
+                self._route(message.handle)
+            elif isinstance(message, AttemptFailed):
+                self._attempt_failed(message)
+            elif isinstance(message, ProviderUp):
+                self.down.pop(message.provider, None)
+                if message.models is not None:
+                    self.catalogue[message.provider] = _model_names(message.models)
+            elif isinstance(message, ProviderDown):
+                self.down[message.provider] = message.reason
+        except Exception as exc:
+            handle = getattr(message, "handle", None)
+            if isinstance(handle, RequestHandle):
+                handle.fail(InternalError(f"the router failed on this request: {exc!r}"))
+            raise
         return None
 
     def serves(self, route: Route, model: str | None) -> bool:
@@ -96,16 +171,13 @@ class Router(SupervisedActor):
         known = self.catalogue.get(route.name)
         return known is None or model in known or f"{model}:latest" in known
 
-    def _route(self, handle: RequestHandle) -> None:
-        if handle.finished:
-            return
-        if handle.time_left() <= 0:
-            handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
-            return
+    def candidates(self, handle: RequestHandle) -> list[Route]:
+        """Routes ``handle`` may go to now, best first; records why others are skipped."""
         model = handle.request.model
+        out = []
         for route in self.routes:
             name = route.name
-            if name in handle.tried:
+            if name in handle.excluded:
                 continue
             if not self.serves(route, model):
                 handle.causes.setdefault(
@@ -114,18 +186,71 @@ class Router(SupervisedActor):
                         f"does not have model {model!r}", provider=name, model=model or ""
                     ),
                 )
-                continue
-            if name in self.down:
+            elif name in self.down:
                 handle.causes.setdefault(
                     name,
                     ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
                 )
-                continue
+            else:
+                out.append(route)
+        if len(out) > 1:
+            load = self.load
+            out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
+        return out
+
+    def _route(self, handle: RequestHandle) -> None:
+        if handle.finished:
+            return
+        if handle.time_left() <= 0:
+            handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
+            return
+        for route in self.candidates(handle):
+            name = route.name
+            handle.excluded.add(name)
             handle.tried.append(name)
+            self.load.add(name, 1)
             if self.registry.tell(provider_actor_name(name), Dispatch(handle)):
                 return
+            self.load.add(name, -1)
             handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
-        handle.fail(AllProvidersFailed(handle.causes, model=model))
+        if not self._retry_later(handle):
+            handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
+
+    def _retry_later(self, handle: RequestHandle) -> bool:
+        """Schedule another round if some backend is worth retrying in time."""
+        if handle.retries_left <= 0:
+            return False
+        again = [
+            (name, error)
+            for name, error in handle.causes.items()
+            if name in handle.excluded and name not in self.down and _retryable(error)
+        ]
+        if not again:
+            return False
+        retry_after = max((getattr(e, "retry_after_s", None) or 0.0) for _, e in again)
+        delay = self.backoff.delay(handle.retry_round, retry_after, self._rng)
+        if delay >= handle.time_left():
+            return False
+        handle.retries_left -= 1
+        handle.retry_round += 1
+        handle.excluded.difference_update(name for name, _ in again)
+        timer = threading.Timer(delay, self._resubmit, args=(handle,))
+        timer.daemon = True
+        timer.name = f"rubberduck-retry-{handle.id}"
+        with self._timers_lock:
+            self._timers.add(timer)
+        timer.start()
+        self.registry.add_thread(timer)
+        return True
+
+    def _resubmit(self, handle: RequestHandle) -> None:
+        """Timer thread: the backoff is over; by name, so a restarted router gets it."""
+        with self._timers_lock:
+            self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
+        if handle.finished:
+            return
+        if not self.registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
+            handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
 
     def _attempt_failed(self, msg: AttemptFailed) -> None:
         handle, error = msg.handle, msg.error
@@ -142,3 +267,7 @@ class Router(SupervisedActor):
             handle.fail(error)
             return
         self._route(handle)
+
+
+def _retryable(error: RubberDuckError) -> bool:
+    return error.kind in RETRYABLE_KINDS and not getattr(error, "refused", False)

@@ -26,10 +26,8 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
         ConfigError: the kind is unknown or a value is out of range.
     """
     kind = cfg.kind or name
-    if cfg.max_in_flight < 1 or cfg.max_queue < 0 or cfg.retries < 0:
-        raise ConfigError(
-            f"[provider.{name}] needs max_in_flight >= 1, max_queue >= 0 and retries >= 0"
-        )
+    if cfg.max_in_flight < 1 or cfg.max_queue < 0:
+        raise ConfigError(f"[provider.{name}] needs max_in_flight >= 1 and max_queue >= 0")
     if kind == "ollama":
         return OllamaProvider(
             name,

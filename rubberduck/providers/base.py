@@ -12,10 +12,14 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol, runtime_checkable
+from contextlib import contextmanager
+from typing import Any, Protocol, runtime_checkable
 
 import requests
 import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from rubberduck.errors import (
     ProtocolError,
@@ -27,11 +31,13 @@ from rubberduck.messages import Event, Request
 
 __all__ = [
     "CancelScope",
+    "CancellableAdapter",
     "Emit",
     "Provider",
     "end_response",
     "iter_lines",
     "read_body",
+    "sending",
     "transport_error",
 ]
 
@@ -128,6 +134,59 @@ class CancelScope:
         """Forget the closer (the call finished)."""
         with self._lock:
             self._closer = None
+
+
+# --- cancelling before the response headers arrive ------------------------------------
+# requests hands out no socket until the headers are in, and a server may take a
+# long time to send them (Ollama loading a model). These connection classes give
+# the socket to the calling thread's scope as soon as the request goes out, so a
+# cancel, a deadline or a dying actor can shut it down at any moment.
+
+_sending = threading.local()
+
+
+@contextmanager
+def sending(scope: CancelScope) -> Iterator[None]:
+    """Make HTTP requests sent by this thread, through a :class:`CancellableAdapter`,
+    closable by ``scope`` from the moment they are sent."""
+    _sending.scope = scope
+    try:
+        yield
+    finally:
+        _sending.scope = None
+
+
+class _ScopedConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        scope: CancelScope | None = getattr(_sending, "scope", None)
+        if scope is not None:
+            if self.sock is None:
+                self.connect()
+            sock = self.sock
+            scope.attach(lambda: sock.shutdown(socket.SHUT_RDWR))
+        super().request(*args, **kwargs)
+
+
+class _ScopedHTTPSConnection(_ScopedConnection, HTTPSConnection):
+    pass
+
+
+class _ScopedPool(HTTPConnectionPool):
+    ConnectionCls = _ScopedConnection
+
+
+class _ScopedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _ScopedHTTPSConnection
+
+
+class CancellableAdapter(HTTPAdapter):
+    """A requests adapter whose requests a :class:`CancelScope` can close while
+    they wait for the response headers (inside :func:`sending`). Not through an
+    HTTP proxy: proxied requests are closable once the headers arrive."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _ScopedPool, "https": _ScopedHTTPSPool}
 
 
 def _quietly(fn: Callable[[], None]) -> None:

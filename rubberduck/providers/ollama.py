@@ -22,7 +22,6 @@ from typing import Any
 
 import msgspec
 import requests
-from requests.adapters import HTTPAdapter
 
 from rubberduck import __version__
 from rubberduck.errors import (
@@ -46,12 +45,14 @@ from rubberduck.messages import (
 )
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
+    CancellableAdapter,
     CancelScope,
     Emit,
     end_response,
     iter_lines,
     read_body,
     response_closer,
+    sending,
     transport_error,
 )
 
@@ -223,7 +224,7 @@ class OllamaProvider:
         self._timeout = (connect_timeout, timeout)
         self._session = requests.Session()
         self._session.trust_env = trust_env
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -304,10 +305,13 @@ class OllamaProvider:
 
     def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
         try:
-            resp = self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=self._timeout
-            )
+            with sending(scope):
+                resp = self._session.post(
+                    self.base_url + path, data=body, stream=True, timeout=self._timeout
+                )
         except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
             raise transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
             ) from exc

@@ -69,3 +69,38 @@ def test_state_is_always_one_of_three_and_open_only_after_a_failure(
             assert not ok and b.failures > 0
             assert b.opened_at + b.cooldown <= b.retry_at <= b.opened_at + b.cooldown * 1.1
         assert b.cooldown <= 8.0
+
+
+def test_failure_rate_over_the_window_opens_it() -> None:
+    # Every other request fails: never 3 in a row, but half of them.
+    b = breaker(failure_threshold=3, failure_rate=0.5, window=10.0, min_requests=6)
+    t = 0.0
+    for _ in range(2):
+        assert not b.record_failure(t)
+        b.record_success(t + 0.1)
+        t += 0.2
+    assert b.state == "closed" and b.failure_ratio() == 0.5
+    assert not b.record_failure(t)  # 3 of 5: too few requests yet
+    b.record_success(t + 0.1)
+    assert b.record_failure(t + 0.2)  # 4 of 7 >= 50 %
+    assert b.state == "open"
+
+
+def test_failures_older_than_the_window_do_not_count() -> None:
+    b = breaker(failure_threshold=3, failure_rate=0.5, window=1.0, min_requests=4)
+    b.record_failure(0.0)
+    b.record_failure(0.1)
+    b.record_success(0.2)
+    for t in (5.0, 5.1, 5.2):
+        b.record_success(t)
+    assert not b.record_failure(5.3)  # 1 failure of 4 in the last second
+    assert b.state == "closed" and b.failure_ratio() == 0.25
+
+
+def test_a_successful_probe_starts_a_fresh_window() -> None:
+    b = breaker(failure_threshold=100, failure_rate=0.5, window=60.0, min_requests=2, cooldown=1.0)
+    b.record_failure(0.0)
+    assert b.record_failure(0.1)  # 2 of 2
+    assert b.probe_due(2.0) and b.record_success()
+    assert b.failure_ratio() is None
+    assert not b.record_failure(2.1)  # 1 of 1: below min_requests again

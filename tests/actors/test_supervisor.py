@@ -1,16 +1,25 @@
-"""Supervision: restart by stable name, every kind of death, restart intensity."""
+"""Supervision: restart by stable name, every kind of death, restart intensity,
+the three OTP strategies, and mail left in a dead actor's mailbox."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 import pytest
 
-from rubberduck.actors.supervisor import ChildSpec, Registry, Restart, SupervisedActor, Supervisor
+from rubberduck.actors.supervisor import (
+    ChildSpec,
+    Registry,
+    Restart,
+    RestartStrategy,
+    SupervisedActor,
+    Supervisor,
+)
+from rubberduck.messages import Crash
 from tests.conftest import wait_until
 
 
@@ -25,15 +34,27 @@ class Echo(SupervisedActor):
         if Echo.fail_start:
             raise RuntimeError("cannot start")
 
-    def on_receive(self, message: Any) -> Any:
+    def receive(self, message: Any) -> Any:
         if message == "crash":
             raise RuntimeError("boom")
+        if message == "slow":
+            time.sleep(0.2)
         return self.actor_urn
+
+
+class Keeper(Echo):
+    """Hands every message left in its mailbox at death to ``Keeper.letters``."""
+
+    letters: ClassVar[list[Any]] = []
+
+    def dead_letter(self, message: Any) -> None:
+        Keeper.letters.append(message)
 
 
 @pytest.fixture(autouse=True)
 def reset() -> Iterator[None]:
     Echo.starts, Echo.fail_start = 0, False
+    Keeper.letters = []
     yield
     pykka.ActorRegistry.stop_all()
 
@@ -112,3 +133,110 @@ def test_stop_stops_children_and_leaves_no_thread() -> None:
     for thread in registry.threads:
         thread.join(2)
     assert not [t for t in threading.enumerate() if t not in before]
+
+
+def start_three(registry: Registry, strategy: RestartStrategy, middle: Restart) -> Any:
+    """Children a, b, c started in that order; b has restart type ``middle``."""
+    specs = [
+        ChildSpec(
+            name,
+            lambda n=name: Echo.start(registry, n),
+            middle if name == "b" else Restart.PERMANENT,
+        )
+        for name in ("a", "b", "c")
+    ]
+    sup = Supervisor.start(specs, registry, strategy=strategy)
+    sup.ask(None)
+    return sup
+
+
+def urns(registry: Registry) -> dict[str, str | None]:
+    return {n: (r.actor_urn if (r := registry.get(n)) else None) for n in ("a", "b", "c")}
+
+
+def restarted_after(registry: Registry, before: dict[str, str | None], crash: str) -> set[str]:
+    """Crash ``crash``; wait until things settle; return the names whose actor changed."""
+    registry.tell(crash, Crash("test"))
+    assert wait_until(lambda: urns(registry)[crash] not in (None, before[crash]))
+    time.sleep(0.05)  # a wrong strategy would restart more in this time
+    now = urns(registry)
+    return {n for n in before if now[n] != before[n]}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "crash", "expected"),
+    [
+        (RestartStrategy.ONE_FOR_ONE, "b", {"b"}),
+        (RestartStrategy.ONE_FOR_ALL, "b", {"a", "b", "c"}),
+        (RestartStrategy.REST_FOR_ONE, "b", {"b", "c"}),
+        (RestartStrategy.REST_FOR_ONE, "a", {"a", "b", "c"}),
+        (RestartStrategy.REST_FOR_ONE, "c", {"c"}),
+    ],
+)
+def test_strategy_restarts_exactly_its_group(
+    strategy: RestartStrategy, crash: str, expected: set[str]
+) -> None:
+    registry = Registry()
+    sup = start_three(registry, strategy, Restart.PERMANENT)
+    before = urns(registry)
+    assert restarted_after(registry, before, crash) == expected
+    for name in ("a", "b", "c"):  # everyone answers under its stable name
+        assert registry.get(name).ask("ping", timeout=1) == urns(registry)[name]
+    sup.stop()
+
+
+def test_siblings_stop_in_reverse_start_order_then_start_in_order() -> None:
+    registry = Registry()
+    events: list[str] = []
+
+    class Logged(Echo):
+        def started(self) -> None:
+            events.append(f"start {self.name}")
+
+        def cleanup(self, crashed: bool) -> None:
+            events.append(f"stop {self.name}")
+
+    specs = [ChildSpec(n, lambda n=n: Logged.start(registry, n)) for n in ("a", "b", "c")]
+    sup = Supervisor.start(specs, registry, strategy=RestartStrategy.ONE_FOR_ALL)
+    sup.ask(None)
+    events.clear()
+    registry.tell("a", "crash")
+    assert wait_until(lambda: len(events) == 6)
+    assert events == ["stop a", "stop c", "stop b", "start a", "start b", "start c"]
+    sup.stop()
+
+
+def test_temporary_sibling_is_not_started_again_by_one_for_all() -> None:
+    registry = Registry()
+    sup = start_three(registry, RestartStrategy.ONE_FOR_ALL, Restart.TEMPORARY)
+    before = urns(registry)
+    registry.tell("a", Crash())
+    assert wait_until(lambda: urns(registry)["a"] not in (None, before["a"]))
+    assert wait_until(lambda: registry.get("b") is None)
+    assert urns(registry)["c"] != before["c"]
+    sup.stop()
+
+
+def test_crash_message_is_a_crash() -> None:
+    registry = Registry()
+    reasons: list[str] = []
+    sup = start(registry, max_restarts=0, on_escalate=reasons.append)
+    registry.tell("echo", Crash("injected"))
+    assert wait_until(lambda: bool(reasons))
+    assert "InjectedCrash('injected')" in reasons[0]
+    assert wait_until(lambda: not sup.is_alive())
+
+
+def test_mail_left_at_a_crash_reaches_dead_letter() -> None:
+    registry = Registry()
+    spec = ChildSpec("keeper", lambda: Keeper.start(registry, "keeper"))
+    sup = Supervisor.start([spec], registry)
+    sup.ask(None)
+    ref = registry.get("keeper")
+    ref.tell("slow")  # the mailbox fills while this runs
+    ref.tell("crash")
+    ref.tell("letter 1")
+    ref.tell("letter 2")
+    assert wait_until(lambda: len(Keeper.letters) == 2)
+    assert Keeper.letters == ["letter 1", "letter 2"]
+    sup.stop()
