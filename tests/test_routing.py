@@ -1,0 +1,180 @@
+"""Routing policy over HTTP: retries with backoff and Retry-After, priorities and
+load, the mid-stream policy, deadlines, and recovery within one cooldown."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from rubberduck import AllProvidersFailed, Cancelled, Delta, Done, RequestTimeout, Restart
+from tests.conftest import ANSWER, HI, runtime_for, wait_until
+from tests.fake_ollama import FakeOllama, free_port
+
+pytestmark = pytest.mark.usefixtures("no_thread_left")
+
+FAST_RETRY = {"retries": 2, "retry_backoff": 0.05}
+
+
+def test_a_503_goes_to_another_backend_before_any_retry(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "busy"
+    with runtime_for(primary.url, backup.url, router=FAST_RETRY) as rt:
+        reply = rt.chat("llama3.2", HI)
+    assert reply.provider == "backup"
+    assert len(primary.posts()) == 1
+
+
+def test_a_lone_busy_backend_is_retried_after_a_backoff(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.script.extend(["busy", "busy"])
+    backup.mode = "not_found"
+    with runtime_for(primary.url, backup.url, router=FAST_RETRY, failure_threshold=5) as rt:
+        reply = rt.chat("llama3.2", HI)
+    assert (reply.provider, reply.message.content) == ("primary", ANSWER)
+    assert len(primary.posts()) == 3
+    gaps = [b - a for a, b in zip(primary.post_times, primary.post_times[1:], strict=False)]
+    assert gaps[0] >= 0.05 * 0.5 and gaps[1] >= 0.1 * 0.5, "exponential backoff with jitter"
+    assert len(reply.fallbacks) == 1
+    assert reply.fallbacks[0].startswith("backup: model 'llama3.2' not found")
+
+
+def test_retries_are_bounded(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    primary.mode = backup.mode = "busy"
+    with runtime_for(primary.url, backup.url, router=FAST_RETRY, failure_threshold=99) as rt:
+        with pytest.raises(AllProvidersFailed) as info:
+            rt.chat("llama3.2", HI)
+    assert (len(primary.posts()), len(backup.posts())) == (3, 3)
+    assert {e.kind for e in info.value.causes.values()} == {"busy"}
+
+
+def test_retry_after_is_honoured(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, _ = servers
+    primary.script.append("busy")
+    primary.retry_after = "1"
+    with runtime_for(primary.url, f"http://127.0.0.1:{free_port()}", router=FAST_RETRY) as rt:
+        assert rt.chat("llama3.2", HI).provider == "primary"
+    assert primary.post_times[1] - primary.post_times[0] >= 1.0
+
+
+def test_no_retry_that_cannot_finish_before_the_deadline(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, _ = servers
+    primary.mode = "busy"
+    primary.retry_after = "30"
+    closed = f"http://127.0.0.1:{free_port()}"
+    with runtime_for(primary.url, closed, router=FAST_RETRY) as rt:
+        started = time.monotonic()
+        with pytest.raises(AllProvidersFailed):
+            rt.chat("llama3.2", HI, timeout=2)
+        assert time.monotonic() - started < 1
+    assert len(primary.posts()) == 1
+
+
+def test_a_refused_connection_is_not_retried() -> None:
+    closed = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    with runtime_for(*closed, router={"retries": 5, "retry_backoff": 1.0}) as rt:
+        started = time.monotonic()
+        with pytest.raises(AllProvidersFailed, match="ollama serve"):
+            rt.chat("llama3.2", HI)
+        assert time.monotonic() - started < 0.5
+
+
+def test_the_deadline_covers_queueing_and_fallback(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    primary.mode = backup.mode = "hang"
+    with runtime_for(primary.url, backup.url) as rt:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            rt.chat("llama3.2", HI, timeout=0.3)
+        assert time.monotonic() - started < 1
+        assert wait_until(lambda: primary.disconnects == 1), "the HTTP call is closed"
+
+
+def test_cancel_before_the_first_byte_closes_the_call(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "hang"
+    with runtime_for(primary.url, backup.url) as rt:
+        handle = rt.chat("llama3.2", HI, stream=True)
+        assert wait_until(lambda: len(primary.posts()) == 1)
+        handle.cancel()
+        assert wait_until(lambda: primary.disconnects == 1, 2)
+        with pytest.raises(Cancelled):
+            handle.result()
+        assert rt.health()["primary"].in_flight == 0
+    assert backup.posts() == []
+
+
+def test_equal_priorities_share_by_fewest_in_flight(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = backup.mode = "hang"
+    same = {"priority": 1}
+    with runtime_for(primary.url, backup.url, primary_cfg=same, backup_cfg=same) as rt:
+        handles = [rt.chat("llama3.2", HI, stream=True) for _ in range(4)]
+        assert wait_until(lambda: len(primary.posts()) + len(backup.posts()) == 4)
+        assert (len(primary.posts()), len(backup.posts())) == (2, 2)
+        assert rt.health()["backup"].in_flight == 2
+        for handle in handles:
+            handle.cancel()
+
+
+def test_lower_priority_number_goes_first(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    cfgs: dict[str, Any] = {"primary_cfg": {"priority": 2}, "backup_cfg": {"priority": 1}}
+    with runtime_for(primary.url, backup.url, **cfgs) as rt:
+        assert rt.chat("llama3.2", HI).provider == "backup"
+    assert primary.posts() == []
+
+
+def test_restart_policy_replays_the_whole_answer_elsewhere(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "midstream"
+    with runtime_for(primary.url, backup.url) as rt:
+        events = list(rt.stream_chat("llama3.2", HI, mid_stream="restart"))
+        reply = rt.chat("llama3.2", HI, mid_stream="restart")
+    assert events[:2] == [Delta("The"), Delta(" sky")]
+    assert isinstance(events[2], Restart) and events[2].discarded_text == "The sky"
+    assert "".join(e.text for e in events[3:] if isinstance(e, Delta)) == ANSWER
+    assert isinstance(events[-1], Done) and events[-1].provider == "backup"
+    assert events[-1].fallbacks[0].startswith("primary: ")
+    assert (reply.message.content, reply.provider) == (ANSWER, "backup")
+
+
+def test_restart_policy_from_config(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    primary.mode = "error_line"
+    with runtime_for(primary.url, backup.url, router={"mid_stream": "restart"}) as rt:
+        events = list(rt.stream_chat("llama3.2", HI))
+    assert [type(e).__name__ for e in events].count("Restart") == 1
+
+
+def test_a_backend_that_comes_back_is_used_within_one_cooldown(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "drop"
+    cooldown = 0.5  # max_cooldown = cooldown: the cooldown does not grow
+    with runtime_for(primary.url, backup.url, cooldown=cooldown, max_cooldown=cooldown) as rt:
+        assert wait_until(lambda: rt.health()["primary"].state != "closed")
+        user_posts = len(primary.posts())
+        primary.mode = "ok"
+        back = time.monotonic()
+        assert wait_until(lambda: rt.health()["primary"].state == "closed", 3)
+        took = time.monotonic() - back
+        assert rt.chat("llama3.2", HI).provider == "primary"
+    # One cooldown (+10 % jitter), plus a tick and the probe itself.
+    assert took < cooldown * 1.1 + 0.25, took
+    assert len(primary.posts()) == user_posts + 1, "the probe decided, not a user request"
