@@ -17,7 +17,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["ChatStream", "chunkings", "go_json", "ollama_chat_streams", "split_at"]
+__all__ = [
+    "BackendFaults",
+    "ChatStream",
+    "FaultSchedule",
+    "RequestPlan",
+    "chunkings",
+    "fault_schedules",
+    "go_json",
+    "ollama_chat_streams",
+    "split_at",
+]
 
 _GO_ESCAPES = {
     "<": "\\u003c",
@@ -131,3 +141,83 @@ def chunkings(body: bytes, max_cuts: int = 12) -> st.SearchStrategy[list[bytes]]
     return st.lists(st.integers(min_value=0, max_value=len(body)), max_size=max_cuts).map(
         lambda cuts: split_at(body, cuts)
     )
+
+
+# --- fault schedules for the runtime's property test ---------------------------------
+
+#: Fake Ollama modes that end on their own (see tests/fake_ollama.py).
+QUICK_FAULTS = ("busy", "drop", "midstream", "error_line", "not_found", "bad_request")
+#: Modes that end only by a cancel or the request's deadline.
+SLOW_FAULTS = ("stall", "hang")
+ACTORS = ("router", "health", "provider:b0", "provider:b1", "provider:b2")
+
+
+@dataclass(frozen=True)
+class BackendFaults:
+    """One fake backend: ``down`` (nothing listens), else the modes of its next
+    POSTs (``script``) and its mode after them."""
+
+    down: bool
+    script: tuple[str, ...]
+    mode: str
+
+    @property
+    def healthy(self) -> bool:
+        return not self.down and self.mode == "ok" and set(self.script) <= {"ok"}
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """One request: streamed or not, its mid-stream policy, and whether the caller
+    cancels it after reading ``cancel_after`` events."""
+
+    stream: bool
+    mid_stream: str
+    cancel_after: int | None
+
+
+@dataclass(frozen=True)
+class FaultSchedule:
+    """Backends, requests, actor crashes (``(after request i is submitted, actor)``)
+    and whether the runtime is closed while requests are in flight."""
+
+    backends: tuple[BackendFaults, ...]
+    requests: tuple[RequestPlan, ...]
+    crashes: tuple[tuple[int, str], ...]
+    close_early: bool
+
+    def modes(self) -> set[str]:
+        return {m for b in self.backends if not b.down for m in (*b.script, b.mode)}
+
+
+@st.composite
+def fault_schedules(draw: st.DrawFn, max_requests: int = 8) -> FaultSchedule:
+    """Random faults across 2–3 backends for up to ``max_requests`` requests.
+
+    Slow faults (a stalled stream, a server that never answers) are drawn less
+    often: each costs a whole request deadline.
+    """
+    mode = st.sampled_from(("ok",) * 4 + QUICK_FAULTS + SLOW_FAULTS)
+    n_backends = draw(st.integers(2, 3))
+    backends = tuple(
+        BackendFaults(
+            down=draw(st.integers(0, 3)) == 0,
+            script=tuple(draw(st.lists(mode, max_size=4))),
+            mode=draw(mode),
+        )
+        for _ in range(n_backends)
+    )
+    n = draw(st.integers(1, max_requests))
+    requests = tuple(
+        RequestPlan(
+            stream=draw(st.booleans()),
+            mid_stream=draw(st.sampled_from(("error", "restart"))),
+            cancel_after=draw(st.none() | st.integers(0, 3)),
+        )
+        for _ in range(n)
+    )
+    actors = ACTORS[: 2 + n_backends]
+    crashes = tuple(
+        draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(actors)), max_size=4))
+    )
+    return FaultSchedule(backends, requests, crashes, close_early=draw(st.booleans()))

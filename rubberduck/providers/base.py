@@ -34,6 +34,7 @@ __all__ = [
     "CancellableAdapter",
     "Emit",
     "Provider",
+    "close_session",
     "end_response",
     "iter_lines",
     "read_body",
@@ -187,6 +188,23 @@ class CancellableAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _ScopedPool, "https": _ScopedHTTPSPool}
+
+
+def close_session(session: requests.Session) -> None:
+    """Close a session's pooled connections now, then the session.
+
+    ``Session.close()`` alone only forgets the pools with urllib3 2.8 (its pool
+    container no longer closes what it drops), so idle keep-alive sockets stay
+    open until garbage collection and the server keeps a thread on each.
+    """
+    for adapter in session.adapters.values():
+        manager = getattr(adapter, "poolmanager", None)
+        if manager is not None:
+            for key in list(manager.pools.keys()):
+                pool = manager.pools.get(key)
+                if pool is not None:
+                    _quietly(pool.close)
+    session.close()
 
 
 def _quietly(fn: Callable[[], None]) -> None:

@@ -48,6 +48,7 @@ from rubberduck.providers.base import (
     CancellableAdapter,
     CancelScope,
     Emit,
+    close_session,
     end_response,
     iter_lines,
     read_body,
@@ -436,7 +437,7 @@ class OllamaProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._session.close()
+        close_session(self._session)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -39,7 +39,7 @@ from rubberduck.messages import (
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.ollama import OllamaProvider
 from tests import fake_ollama
-from tests.conftest import load_fixture
+from tests.conftest import load_fixture, wait_until
 from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
 
 NDJSON = "application/x-ndjson"
@@ -843,3 +843,16 @@ def test_a_broken_stream_does_not_leave_its_connection_in_the_pool() -> None:
         assert isinstance(events[-1], Done)
         assert len(server.client_ports) == 3
         provider.close()
+
+
+def test_close_closes_idle_keep_alive_connections() -> None:
+    # urllib3 2.8's PoolManager.clear() forgets pools without closing them.
+    def serving() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "process_request" in t.name]
+
+    with fake_ollama.FakeOllama() as fake:
+        provider = OllamaProvider("ollama", base_url=fake.url)
+        provider.health_check(1.0)
+        assert serving(), "the server holds the idle keep-alive connection"
+        provider.close()
+        assert wait_until(lambda: not serving(), 2)
