@@ -850,9 +850,13 @@ def test_close_closes_idle_keep_alive_connections() -> None:
     def serving() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if "process_request" in t.name]
 
-    with fake_ollama.FakeOllama() as fake:
+    with fake_ollama.FakeOllama("busy") as fake:
         provider = OllamaProvider("ollama", base_url=fake.url)
         provider.health_check(1.0)
+        request = ChatRequest(model="m", messages=[Message("user", "hi")])
+        # A kept error holds its response, which holds the connection pool.
+        with pytest.raises(ServerBusy) as kept:
+            provider.run(request, lambda event: None, CancelScope())
         assert serving(), "the server holds the idle keep-alive connection"
         provider.close()
-        assert wait_until(lambda: not serving(), 2)
+        assert wait_until(lambda: not serving(), 2), kept
