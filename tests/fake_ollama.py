@@ -170,7 +170,7 @@ class FakeOllama:
                     fake.disconnects += 1
                     self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -208,6 +208,11 @@ class FakeOllama:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-answer is what these tests do on purpose
 
 
 def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:

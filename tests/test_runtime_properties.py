@@ -31,7 +31,7 @@ from tests.strategies import FaultSchedule, fault_schedules
 DEADLINE_S = 0.6
 #: How late past its deadline a request may end: thread wake-ups on a busy 2-core box.
 SLACK_S = 1.0
-EXAMPLES = int(os.environ.get("RUBBERDUCK_PROPERTY_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("RUBBERDUCK_PROPERTY_EXAMPLES", "60"))
 stats = {"examples": 0, "requests": 0}
 
 
