@@ -36,17 +36,19 @@ __all__ = [
     "load_config",
 ]
 
-ProviderKind = Literal["ollama", "local"]
+ProviderKind = Literal["ollama", "local", "anthropic"]
 
 
 class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[provider.NAME]`` table.
 
     Attributes:
-        kind: ``"ollama"`` or ``"local"``; defaults to the table's name.
+        kind: ``"ollama"``, ``"local"`` or ``"anthropic"``; defaults to the table's name.
         enabled: ``False`` keeps the table but starts no backend.
         base_url: Server URL (Ollama: default ``OLLAMA_HOST``, else
             ``http://127.0.0.1:11434``).
+        api_key_env: Name of the environment variable holding the API key (never the
+            key itself).
         model: Default model for requests that name none. For ``local``, a
             packaged model name or a ``.gguf`` path.
         models: Extra model names to treat as served before the catalogue is read.
@@ -66,13 +68,14 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             ``ServerBusy`` at once and the router moves on.
         trust_env: Read proxy settings and .netrc from the environment.
         n_ctx: ``local`` only: context window, tokens.
-        max_tokens: ``local`` only: completion cap when a request sets no
-            ``num_predict``, tokens.
+        max_tokens: ``local`` and ``anthropic``: completion cap when a request sets
+            no ``num_predict``, tokens.
     """
 
     kind: ProviderKind | None = None
     enabled: bool = True
     base_url: str | None = None
+    api_key_env: str | None = None
     model: str | None = None
     models: list[str] = []
     serve_any_model: bool = False
@@ -195,9 +198,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             if not cfg.enabled:
                 continue
             kind = cfg.kind or name
-            if kind not in ("ollama", "local"):
+            if kind not in ("ollama", "local", "anthropic"):
                 raise ConfigError(
-                    f'[provider.{name}] needs kind = "ollama" or "local" (got {kind!r})'
+                    f'[provider.{name}] needs kind = "ollama", "local" or "anthropic" '
+                    f"(got {kind!r})"
                 )
             out.append((name, msgspec.structs.replace(cfg, kind=kind)))
         return out

@@ -1,11 +1,16 @@
-"""Hypothesis strategies for Ollama wire traffic.
+"""Hypothesis strategies for wire traffic and fault schedules.
 
 ``ollama_chat_streams()`` draws the content of a streamed ``/api/chat`` answer plus
 its final metrics; :meth:`ChatStream.to_ndjson` serializes it the way Ollama's Go
 server does (one compact JSON object per line, ``\\n``-terminated, UTF-8 left
 unescaped, ``<``/``>``/``&`` and U+2028/U+2029 escaped as ``encoding/json`` does).
+``anthropic_streams()`` draws a streamed Anthropic Messages answer (text deltas, an
+optional tool call whose input JSON arrives in fragments); :meth:`AnthropicStream.to_sse`
+writes it as the SSE events Anthropic documents.
 ``chunkings(body)`` cuts a body at arbitrary byte offsets (including inside a
 multi-byte UTF-8 character or a JSON token), as TCP or HTTP chunking may.
+``fault_schedules()`` draws backend faults, requests, actor crashes and an early
+close for the runtime's property test.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 __all__ = [
+    "AnthropicStream",
     "BackendFaults",
     "ChatStream",
     "FaultSchedule",
     "RequestPlan",
+    "anthropic_streams",
     "chunkings",
     "fault_schedules",
     "go_json",
@@ -221,3 +228,98 @@ def fault_schedules(draw: st.DrawFn, max_requests: int = 8) -> FaultSchedule:
         draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(actors)), max_size=4))
     )
     return FaultSchedule(backends, requests, crashes, close_early=draw(st.booleans()))
+
+
+@dataclass(frozen=True)
+class AnthropicStream:
+    """A streamed ``POST /v1/messages`` answer: text deltas in block 0, then (if
+    ``tool_input`` is set) a ``tool_use`` block whose input JSON is cut into
+    ``input_json_delta`` fragments at ``json_cuts`` (character offsets)."""
+
+    model: str
+    texts: tuple[str, ...]
+    tool_input: dict[str, Any] | None
+    json_cuts: tuple[int, ...]
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str
+
+    TOOL_ID = "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
+    TOOL_NAME = "get_weather"
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON objects of the SSE events, in order."""
+        out: list[dict[str, Any]] = [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_014p7gG3wDgGV9EUtLvnow3U",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": self.input_tokens, "output_tokens": 1},
+                },
+            },
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            {"type": "ping"},
+        ]
+        out += [
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+            for t in self.texts
+        ]
+        out.append({"type": "content_block_stop", "index": 0})
+        if self.tool_input is not None:
+            block = {"type": "tool_use", "id": self.TOOL_ID, "name": self.TOOL_NAME, "input": {}}
+            out.append({"type": "content_block_start", "index": 1, "content_block": block})
+            text = json.dumps(self.tool_input, ensure_ascii=False)
+            bounds = [0, *sorted({c for c in self.json_cuts if 0 < c < len(text)}), len(text)]
+            out += [
+                {
+                    "type": "content_block_delta",
+                    "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": text[a:b]},
+                }
+                for a, b in pairwise(bounds)
+            ]
+            out.append({"type": "content_block_stop", "index": 1})
+        out.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": self.output_tokens},
+            }
+        )
+        out.append({"type": "message_stop"})
+        return out
+
+    def to_sse(self) -> bytes:
+        """The HTTP body: ``event: TYPE`` and ``data: JSON`` lines, a blank line after each."""
+        return "".join(
+            f"event: {e['type']}\ndata: {json.dumps(e, ensure_ascii=False)}\n\n"
+            for e in self.events()
+        ).encode("utf-8")
+
+
+_json_values = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
+
+
+@st.composite
+def anthropic_streams(draw: st.DrawFn, max_deltas: int = 15) -> AnthropicStream:
+    """A streamed Anthropic answer: unicode text deltas (some empty), maybe a tool call."""
+    tool_input = draw(st.none() | st.dictionaries(st.text(max_size=6), _json_values, max_size=4))
+    return AnthropicStream(
+        model=draw(st.sampled_from(["claude-3-7-sonnet-20250219", "claude-sonnet-4-5"])),
+        texts=tuple(draw(st.lists(st.text(max_size=20), max_size=max_deltas))),
+        tool_input=tool_input,
+        json_cuts=tuple(draw(st.lists(st.integers(min_value=0, max_value=80), max_size=6))),
+        input_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        output_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        stop_reason=draw(st.sampled_from(["end_turn", "max_tokens", "stop_sequence", "tool_use"])),
+    )

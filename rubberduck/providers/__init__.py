@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from rubberduck.config import ProviderConfig
 from rubberduck.errors import ConfigError
+from rubberduck.providers.anthropic import AnthropicProvider
 from rubberduck.providers.base import CancelScope, Emit, Provider
 from rubberduck.providers.local import LocalProvider
 from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
 
 __all__ = [
+    "AnthropicProvider",
     "CancelScope",
     "Emit",
     "LocalProvider",
@@ -47,4 +49,19 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
             n_parallel=cfg.max_in_flight,
             max_tokens=cfg.max_tokens,
         )
-    raise ConfigError(f'[provider.{name}] has unknown kind {kind!r} — use "ollama" or "local"')
+    if kind == "anthropic":
+        return AnthropicProvider(
+            name,
+            base_url=cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            default_model=cfg.model,
+            models=cfg.models,
+            max_tokens=cfg.max_tokens,
+            timeout=cfg.timeout,
+            connect_timeout=cfg.connect_timeout,
+            pool_size=cfg.max_in_flight + 2,
+            trust_env=cfg.trust_env,
+        )
+    raise ConfigError(
+        f'[provider.{name}] has unknown kind {kind!r} — use "ollama", "local" or "anthropic"'
+    )

@@ -1,0 +1,469 @@
+"""Wire shapes of Anthropic's Messages API, and the conversion of Ollama-shaped
+requests into them. Sources are listed in :mod:`rubberduck.providers.anthropic`.
+
+Answers are decoded with msgspec Structs (unknown fields ignored); the SSE events
+are one tagged union on their ``type`` field, decoded by one reusable decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import requests
+
+from rubberduck.errors import ProtocolError
+from rubberduck.messages import ChatRequest, Message, Request
+
+__all__ = [
+    "EVENT_DECODER",
+    "EVENT_TYPES",
+    "Block",
+    "BlockDelta",
+    "BlockStart",
+    "BlockStop",
+    "ErrorEvent",
+    "MessageDelta",
+    "MessageStart",
+    "MessageStop",
+    "NotOffered",
+    "Ping",
+    "RequestBody",
+    "Turn",
+    "UsageCounter",
+    "build_body",
+    "decode_error_body",
+    "decode_message",
+    "decode_models",
+    "event_source",
+    "messages_to_turns",
+    "tools_to_anthropic",
+]
+
+# --- the request ----------------------------------------------------------------------
+
+
+class Turn(msgspec.Struct):
+    """One entry of ``messages``: ``role`` is ``"user"`` or ``"assistant"``."""
+
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class Tool(msgspec.Struct, omit_defaults=True):
+    """One entry of ``tools``."""
+
+    name: str
+    input_schema: dict[str, Any]
+    description: str | None = None
+
+
+class RequestBody(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The body of ``POST /v1/messages``; unset fields are left out."""
+
+    model: str
+    max_tokens: int
+    messages: list[Turn]
+    system: str | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    tools: list[Tool] | None = None
+    thinking: dict[str, Any] | None = None
+
+
+#: Base64 prefixes of the image formats the API accepts, and their media types.
+_IMAGE_MAGIC = (
+    ("/9j/", "image/jpeg"),
+    ("iVBORw0KGgo", "image/png"),
+    ("R0lGOD", "image/gif"),
+    ("UklGR", "image/webp"),
+)
+
+
+def _image_block(data: str) -> dict[str, Any]:
+    for prefix, media_type in _IMAGE_MAGIC:
+        if data.startswith(prefix):
+            source = {"type": "base64", "media_type": media_type, "data": data}
+            return {"type": "image", "source": source}
+    raise ValueError("an image is not base64 JPEG, PNG, GIF or WebP")
+
+
+def _tool_call(call: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """(name, arguments, id) of an Ollama ``{"function": {"name", "arguments"}}`` or
+    OpenAI ``{"id", "function": {"name", "arguments": "<json>"}}`` tool call."""
+    fn = call.get("function")
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise ValueError(f"a tool call has no function name: {call!r:.120}")
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        args = msgspec.json.decode(args) if args.strip() else {}
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ValueError(f"tool call {fn['name']!r} has arguments that are not an object")
+    call_id = call.get("id")
+    return fn["name"], args, call_id if isinstance(call_id, str) and call_id else None
+
+
+def messages_to_turns(messages: list[Message]) -> tuple[str | None, list[Turn]]:
+    """Ollama-shaped chat history → Anthropic's ``system`` and ``messages``.
+
+    System messages are joined into ``system``. An assistant's ``tool_calls``
+    become ``tool_use`` blocks (with a made-up id where the history has none);
+    each ``role: "tool"`` message becomes a ``tool_result`` block for the earliest
+    unanswered call of the same ``tool_name`` (else the earliest unanswered call).
+    Consecutive turns of one role are merged, so tool results sit together at the
+    start of one user turn, as the API requires. Earlier thinking is dropped.
+
+    Raises:
+        ValueError: an unknown role, a tool result with no call to answer, a
+            malformed tool call or an image in an unknown format.
+    """
+    system: list[str] = []
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
+    unanswered: list[tuple[str, str]] = []  # (id, name)
+    made_up = 0
+    for msg in messages:
+        blocks: list[dict[str, Any]] = []
+        if msg.role == "system":
+            system.append(msg.content)
+            continue
+        if msg.role == "tool":
+            role = "user"
+            match = next((c for c in unanswered if c[1] == msg.tool_name), None)
+            if match is None and unanswered:
+                match = unanswered[0]
+            if match is None:
+                raise ValueError("a `tool` message answers no earlier assistant tool call")
+            unanswered.remove(match)
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": match[0]}
+            if msg.content:
+                result["content"] = msg.content
+            blocks.append(result)
+        elif msg.role in ("user", "assistant"):
+            role = msg.role
+            blocks.extend(_image_block(image) for image in msg.images or ())
+            if msg.content:
+                blocks.append({"type": "text", "text": msg.content})
+            if role == "assistant" and msg.tool_calls:
+                unanswered = []
+                for call in msg.tool_calls:
+                    name, args, call_id = _tool_call(call)
+                    if call_id is None:
+                        made_up += 1
+                        call_id = f"toolu_rubberduck_{made_up}"
+                    unanswered.append((call_id, name))
+                    blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
+        else:
+            raise ValueError(
+                f"unknown message role {msg.role!r} — use system, user, assistant or tool"
+            )
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    return ("\n\n".join(system) if system else None), [
+        Turn(
+            role, blocks[0]["text"] if len(blocks) == 1 and blocks[0]["type"] == "text" else blocks
+        )
+        for role, blocks in turns
+    ]
+
+
+def tools_to_anthropic(tools: list[dict[str, Any]] | None) -> list[Tool] | None:
+    """Ollama/OpenAI function tools (``{"type": "function", "function": {"name",
+    "description", "parameters"}}``) → Anthropic tools (``name``, ``description``,
+    ``input_schema``). Tools already in Anthropic's shape pass through.
+
+    Raises:
+        ValueError: a tool without a name.
+    """
+    if not tools:
+        return None
+    out = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ValueError(f"a tool has no name: {tool!r:.120}")
+        schema = fn.get("input_schema", fn.get("parameters")) or {
+            "type": "object",
+            "properties": {},
+        }
+        out.append(Tool(name=fn["name"], input_schema=schema, description=fn.get("description")))
+    return out
+
+
+#: ``thinking.budget_tokens`` for each ``think`` value; Anthropic's minimum is 1024.
+_THINK_BUDGETS: dict[bool | str, int] = {True: 4096, "low": 1024, "medium": 4096, "high": 16384}
+#: Ollama ``GenerateRequest`` fields the Messages API has no counterpart for.
+_GENERATE_ONLY = ("suffix", "template", "raw")
+
+
+class NotOffered(Exception):
+    """The request needs a feature the Messages API lacks; another backend may
+    have it."""
+
+
+def build_body(request: Request, *, model: str, max_tokens: int) -> RequestBody:
+    """The ``POST /v1/messages`` body for an Ollama-shaped request.
+
+    Options map as ``num_predict`` → ``max_tokens`` (``max_tokens`` when unset or
+    <= 0, Ollama's "no limit"), ``temperature``, ``top_p``, ``top_k``, ``stop`` →
+    ``stop_sequences``; the rest (``seed``, ``num_ctx``, ...) have no counterpart.
+    ``think`` asks for extended thinking with a budget of 1024 (``"low"``), 4096
+    (``True``, ``"medium"``) or 16384 (``"high"``) tokens; ``max_tokens`` grows by
+    the budget when it is not above it, so the answer keeps its room.
+
+    Args:
+        request: A chat (see :func:`messages_to_turns`) or a generate request (one
+            user message, ``system`` as is).
+        model: The model to ask.
+        max_tokens: The default completion cap, tokens.
+
+    Raises:
+        NotOffered: ``format`` (JSON mode), or a generate ``suffix``, ``template`` or
+            ``raw``.
+        ValueError, TypeError: an option of the wrong type, an unknown ``think``
+            value, or history that does not map.
+    """
+    if request.format is not None:
+        raise NotOffered("JSON mode (`format`)")
+    opts = request.options or {}
+    fields: dict[str, Any] = {"max_tokens": max_tokens}
+    if (n := opts.get("num_predict")) is not None and int(n) > 0:
+        fields["max_tokens"] = int(n)
+    for key in ("temperature", "top_p"):
+        if opts.get(key) is not None:
+            fields[key] = float(opts[key])
+    if opts.get("top_k") is not None:
+        fields["top_k"] = int(opts["top_k"])
+    if stop := opts.get("stop"):
+        fields["stop_sequences"] = [stop] if isinstance(stop, str) else [str(s) for s in stop]
+    if request.think:
+        budget = _THINK_BUDGETS.get(request.think)
+        if budget is None:
+            raise ValueError(f"think={request.think!r} — use true, 'low', 'medium' or 'high'")
+        if fields["max_tokens"] <= budget:
+            fields["max_tokens"] += budget
+        fields["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if isinstance(request, ChatRequest):
+        system, turns = messages_to_turns(request.messages)
+        tools = tools_to_anthropic(request.tools)
+    else:
+        for name in _GENERATE_ONLY:
+            if getattr(request, name) is not None:
+                raise NotOffered(f"generate with `{name}`")
+        prompt = Message(role="user", content=request.prompt, images=request.images)
+        system, turns = request.system, messages_to_turns([prompt])[1]
+        tools = None
+    return RequestBody(
+        model=model, messages=turns, system=system, stream=request.stream, tools=tools, **fields
+    )
+
+
+# --- the answers ----------------------------------------------------------------------
+
+
+class UsageInfo(msgspec.Struct):
+    """``usage`` of a message or a ``message_delta``, tokens."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class Block(msgspec.Struct):
+    """A content block of any type (``text``, ``thinking``, ``tool_use``, ...)."""
+
+    type: str
+    text: str = ""
+    thinking: str = ""
+    id: str | None = None
+    name: str = ""
+    input: Any = None
+
+
+class MessageInfo(msgspec.Struct):
+    """A Message object: the non-streamed answer, or ``message_start.message``."""
+
+    model: str = ""
+    content: list[Block] = []
+    stop_reason: str | None = None
+    usage: UsageInfo | None = None
+
+
+class DeltaInfo(msgspec.Struct):
+    """``content_block_delta.delta`` of any type."""
+
+    type: str
+    text: str = ""
+    partial_json: str = ""
+    thinking: str = ""
+
+
+class StopInfo(msgspec.Struct):
+    """``message_delta.delta``."""
+
+    stop_reason: str | None = None
+
+
+class ErrorInfo(msgspec.Struct):
+    """``error`` of an error body or an ``error`` event."""
+
+    type: str = ""
+    message: str = ""
+
+
+class MessageStart(msgspec.Struct, tag="message_start", tag_field="type"):
+    message: MessageInfo
+
+
+class BlockStart(msgspec.Struct, tag="content_block_start", tag_field="type"):
+    index: int
+    content_block: Block
+
+
+class BlockDelta(msgspec.Struct, tag="content_block_delta", tag_field="type"):
+    index: int
+    delta: DeltaInfo
+
+
+class BlockStop(msgspec.Struct, tag="content_block_stop", tag_field="type"):
+    index: int
+
+
+class MessageDelta(msgspec.Struct, tag="message_delta", tag_field="type"):
+    delta: StopInfo
+    usage: UsageInfo | None = None
+
+
+class MessageStop(msgspec.Struct, tag="message_stop", tag_field="type"):
+    pass
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    pass
+
+
+class ErrorEvent(msgspec.Struct, tag="error", tag_field="type"):
+    error: ErrorInfo
+
+
+StreamEvent = (
+    MessageStart
+    | BlockStart
+    | BlockDelta
+    | BlockStop
+    | MessageDelta
+    | MessageStop
+    | Ping
+    | ErrorEvent
+)
+EVENT_DECODER: msgspec.json.Decoder[StreamEvent] = msgspec.json.Decoder(StreamEvent)
+#: SSE event names this module decodes; others are skipped, as the docs ask.
+EVENT_TYPES = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    }
+)
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorInfo
+
+
+class ModelInfo(msgspec.Struct):
+    id: str
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelInfo]
+    has_more: bool = False
+    last_id: str | None = None
+
+
+decode_message = msgspec.json.Decoder(MessageInfo).decode
+decode_models = msgspec.json.Decoder(ModelList).decode
+_ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
+
+
+def decode_error_body(raw: bytes) -> tuple[str, str]:
+    """(error type, message) of an error body; ("", start of the body) if it is
+    not Anthropic's error JSON."""
+    try:
+        error = _ERROR_DECODER.decode(raw).error
+        return error.type, error.message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "", raw[:200].decode("utf-8", "replace").strip()
+
+
+class UsageCounter:
+    """Token counts of one answer. The counts Anthropic sends are cumulative, so
+    the latest value of each field wins."""
+
+    __slots__ = ("cache_creation", "cache_read", "input", "output_tokens")
+
+    def __init__(self) -> None:
+        self.input = self.cache_creation = self.cache_read = self.output_tokens = 0
+
+    def add(self, usage: UsageInfo | None) -> None:
+        if usage is None:
+            return
+        if usage.input_tokens is not None:
+            self.input = usage.input_tokens
+        if usage.cache_creation_input_tokens is not None:
+            self.cache_creation = usage.cache_creation_input_tokens
+        if usage.cache_read_input_tokens is not None:
+            self.cache_read = usage.cache_read_input_tokens
+        if usage.output_tokens is not None:
+            self.output_tokens = usage.output_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Input tokens, cached ones (read or written) included."""
+        return self.input + self.cache_creation + self.cache_read
+
+
+#: Ends of an SSE event (a blank line), as sseclient-py recognises them.
+_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
+
+
+def event_source(resp: requests.Response, max_event_bytes: int) -> Iterator[bytes]:
+    """The body's bytes as they arrive, for ``sseclient.SSEClient``.
+
+    sseclient-py joins chunks until a blank line without a bound, so this counts
+    the bytes since the last event end and stops an event that grows past
+    ``max_event_bytes`` before it ends (the reader checks the size of each complete
+    event; together they bound the memory to ``max_event_bytes`` plus one read).
+    Reading with ``read1`` yields whatever the socket has, so an event is parsed as
+    soon as its blank line arrives.
+
+    Raises:
+        ProtocolError: an event is longer than ``max_event_bytes``.
+        urllib3 / requests exceptions: the connection broke.
+    """
+    read = resp.raw.read1
+    pending = 0  # bytes since the end of the last complete event
+    tail = b""  # an event end may straddle two reads
+    while data := read(65536):
+        window = tail + data
+        end = max(
+            (i + len(sep) for sep in _EVENT_ENDS if (i := window.rfind(sep)) >= 0), default=-1
+        )
+        pending = len(window) - end if end >= 0 else pending + len(data)
+        if pending > max_event_bytes:
+            raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
+        tail = window[-3:]
+        yield data

@@ -1,0 +1,649 @@
+"""Anthropic's Messages API: ``POST /v1/messages`` (streamed as SSE) and ``GET /v1/models``.
+
+Protocol, as Anthropic documents it:
+
+- Requests (https://docs.anthropic.com/en/api/messages): headers ``x-api-key``,
+  ``anthropic-version: 2023-06-01`` and ``content-type: application/json``; body
+  ``model``, ``max_tokens`` (required), ``messages`` (roles ``user`` and
+  ``assistant`` only; content a string or a list of content blocks), a top-level
+  ``system``, ``stream``, ``temperature``, ``top_p``, ``top_k``,
+  ``stop_sequences``, ``tools`` (``name``, ``description``, ``input_schema``) and
+  ``thinking`` (``{"type": "enabled", "budget_tokens": N}``, N >= 1024 and below
+  ``max_tokens``).
+- Tool use (https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use):
+  an assistant ``tool_use`` block (``id``, ``name``, ``input``) is answered by a
+  ``tool_result`` block (``tool_use_id``, ``content``), first in the next user turn.
+- Streaming (https://docs.anthropic.com/en/docs/build-with-claude/streaming): SSE
+  events ``message_start``; per content block ``content_block_start``,
+  ``content_block_delta`` (``text_delta``; ``input_json_delta``, whose
+  ``partial_json`` fragments are joined and parsed at ``content_block_stop``;
+  ``thinking_delta``; ``signature_delta``) and ``content_block_stop``; then
+  ``message_delta`` (``stop_reason``, cumulative ``usage``) and ``message_stop``.
+  ``ping`` may come anywhere, an ``error`` event (``overloaded_error``, HTTP 529
+  outside a stream) may come after the 200, and unknown event types are to be
+  ignored.
+- Errors (https://docs.anthropic.com/en/api/errors): ``{"type": "error", "error":
+  {"type": ..., "message": ...}}`` with 400 ``invalid_request_error``, 401
+  ``authentication_error``, 403 ``permission_error``, 404 ``not_found_error``, 413
+  ``request_too_large``, 429 ``rate_limit_error`` (``retry-after`` in seconds,
+  https://docs.anthropic.com/en/api/rate-limits), 500 ``api_error``, 529
+  ``overloaded_error``.
+- Models (https://docs.anthropic.com/en/api/models-list): ``GET /v1/models`` answers
+  ``{"data": [{"id": ..., "type": "model", ...}], "has_more", "first_id",
+  "last_id"}``, paged with ``limit`` (1-1000) and ``after_id``.
+
+Not carried over: Anthropic offers no embeddings, no JSON mode and no
+fill-in-the-middle (requests that need them raise :class:`InvalidRequest` with
+``fallback = True``, so the router tries the next backend); Ollama's ``seed``,
+``num_ctx`` and ``keep_alive`` have no counterpart and are dropped; thinking from
+earlier assistant turns is dropped (Anthropic wants it back only with its
+signature, which Ollama-shaped history does not keep). ``Done.cost_usd`` stays 0.0:
+there is no price table here; ``Done.usage`` has the token counts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import urllib.parse
+from typing import Any
+
+import msgspec
+import requests
+import sseclient  # type: ignore[import-untyped]
+from requests.adapters import HTTPAdapter
+
+from rubberduck import __version__
+from rubberduck.errors import (
+    Cancelled,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    ProtocolError,
+    ProviderUnavailable,
+    RubberDuckError,
+    ServerBusy,
+)
+from rubberduck.messages import Delta, Done, EmbedRequest, Event, Request, ToolCall, Usage
+from rubberduck.providers._anthropic_wire import (
+    EVENT_DECODER,
+    EVENT_TYPES,
+    Block,
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ErrorEvent,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    NotOffered,
+    RequestBody,
+    UsageCounter,
+    build_body,
+    decode_error_body,
+    decode_message,
+    decode_models,
+    event_source,
+)
+from rubberduck.providers.base import (
+    DEFAULT_MAX_LINE_BYTES,
+    CancelScope,
+    Emit,
+    end_response,
+    read_body,
+    response_closer,
+    transport_error,
+)
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_ANTHROPIC_URL",
+    "DEFAULT_API_KEY_ENV",
+    "AnthropicProvider",
+]
+
+DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
+DEFAULT_API_KEY_ENV = "ANTHROPIC_API_KEY"
+#: The ``anthropic-version`` header value (https://docs.anthropic.com/en/api/versioning).
+ANTHROPIC_VERSION = "2023-06-01"
+
+_HINT = "check the network, a proxy (`trust_env`) and `base_url` in the [provider] table"
+#: Bodies of error responses are read up to this many bytes.
+_MAX_ERROR_BYTES = 64 * 1024
+#: ``GET /v1/models`` pages read at most (1000 models each).
+_MAX_MODEL_PAGES = 10
+#: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
+#: turn that ends in tool calls; reasons not listed (``refusal``, ``pause_turn``,
+#: ...) pass through unchanged.
+_DONE_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "max_tokens": "length",
+}
+#: Answers of :meth:`AnthropicProvider.supports_feature`.
+_FEATURES = {
+    "streaming": True,
+    "tools": True,
+    "vision": True,
+    "thinking": True,
+    "json_mode": False,  # only by asking for a tool call whose input_schema is the shape
+    "embeddings": False,
+}
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _not_offered(what: str, provider: str) -> InvalidRequest:
+    """An InvalidRequest that another backend may still serve."""
+    err = InvalidRequest(
+        f"{what} — Anthropic's Messages API does not offer it; use a backend that does",
+        provider=provider,
+    )
+    err.fallback = True
+    return err
+
+
+class AnthropicProvider:
+    """A backend speaking Anthropic's Messages API (requests, one pooled session).
+
+    Args:
+        name: Configured backend name.
+        base_url: API URL, default ``https://api.anthropic.com``.
+        api_key_env: Name of the environment variable holding the API key, default
+            ``ANTHROPIC_API_KEY``. The key is read once, here.
+        default_model: Model for requests that name none (e.g. ``"claude-sonnet-4-5"``).
+        models: Model names reported by :meth:`info` before the catalogue is read.
+        max_tokens: ``max_tokens`` sent when a request sets no ``num_predict``, tokens
+            (the API requires one).
+        timeout: Read timeout, seconds: the longest silence accepted between bytes
+            (Anthropic sends ``ping`` events during long answers).
+        connect_timeout: Seconds to wait for the TCP and TLS connection.
+        pool_size: Connections kept open to the API.
+        trust_env: Read proxies and .netrc from the environment.
+        max_event_bytes: Largest SSE event, or non-streamed answer, accepted, bytes.
+
+    Raises:
+        ConfigError: see :meth:`validate_config`.
+    """
+
+    kind = "anthropic"
+    is_local = False
+
+    def __init__(
+        self,
+        name: str = "anthropic",
+        *,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        default_model: str | None = None,
+        models: list[str] | tuple[str, ...] = (),
+        max_tokens: int = 1024,
+        timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        pool_size: int = 8,
+        trust_env: bool = False,
+        max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self.name = name
+        self.base_url = (base_url or DEFAULT_ANTHROPIC_URL).rstrip("/")
+        self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
+        self.default_model = default_model
+        self.models = list(models)
+        self.max_tokens = max_tokens
+        self.max_event_bytes = max_event_bytes
+        self._timeout = (connect_timeout, timeout)
+        self.validate_config()
+        self._session = requests.Session()
+        self._session.trust_env = trust_env
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {
+                "x-api-key": os.environ[self.api_key_env].strip(),
+                "anthropic-version": ANTHROPIC_VERSION,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"rubberduck/{__version__} ({platform.machine()} "
+                f"{platform.system().lower()}) Python/{platform.python_version()}",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    # --- description ------------------------------------------------------------------
+
+    def validate_config(self) -> None:
+        """Check the settings and that the API key's variable is set.
+
+        Raises:
+            ConfigError: ``base_url`` is not an http(s) URL, ``max_tokens`` or a
+                timeout is not positive, or the variable ``api_key_env`` names is
+                unset, empty or not a header-safe key (the message names the
+                variable, never its value).
+        """
+        where = f"[provider.{self.name}]"
+        url = urllib.parse.urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ConfigError(
+                f"{where} base_url {self.base_url!r} is not an http(s) URL — "
+                f"use {DEFAULT_ANTHROPIC_URL}"
+            )
+        if self.max_tokens < 1:
+            raise ConfigError(f"{where} needs max_tokens >= 1 (got {self.max_tokens})")
+        if min(self._timeout) <= 0:
+            raise ConfigError(f"{where} needs timeout and connect_timeout > 0")
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"{where} needs an Anthropic API key: set the environment variable "
+                f"{self.api_key_env} (or name another one with api_key_env)"
+            )
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            # requests would put the value in its "invalid header" error message
+            raise ConfigError(
+                f"{where} the value of {self.api_key_env} is not an API key: it holds "
+                "spaces, control or non-ASCII characters"
+            )
+
+    def info(self) -> dict[str, Any]:
+        """What this backend is, without a network call.
+
+        Returns:
+            ``name``, ``kind``, ``base_url``, ``default_model``, ``models`` (the
+            configured names; :meth:`list_models` reads the live catalogue),
+            ``requires_api_key`` (True), ``api_key_env`` (the variable's name) and
+            ``is_local`` (False).
+        """
+        models = list(self.models)
+        if self.default_model and self.default_model not in models:
+            models.insert(0, self.default_model)
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "base_url": self.base_url,
+            "default_model": self.default_model,
+            "models": models,
+            "requires_api_key": True,
+            "api_key_env": self.api_key_env,
+            "is_local": self.is_local,
+        }
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether requests may use a feature.
+
+        Args:
+            name: ``"streaming"``, ``"tools"``, ``"vision"``, ``"thinking"``,
+                ``"json_mode"`` (False: the API has none; ask for a tool call
+                instead) or ``"embeddings"`` (False). Unknown names are False.
+        """
+        return _FEATURES.get(name, False)
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate of the tokens in ``text``, without a network call.
+
+        Not Claude's tokenizer, which is not published: Anthropic's glossary puts a
+        token at about 3.5 English characters
+        (https://docs.anthropic.com/en/docs/resources/glossary), so this is
+        ``ceil(len(text) / 3.5)`` and may be off by tens of percent for code or
+        other languages. The exact count is ``POST /v1/messages/count_tokens``,
+        which this provider does not call.
+
+        Returns:
+            Estimated tokens (0 for an empty text).
+        """
+        return -(-len(text) * 2 // 7)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def run(self, request: Request, emit: Emit, scope: CancelScope) -> None:
+        """Send a chat or generate request and emit its events (see :class:`Provider`).
+
+        Raises:
+            InvalidRequest: HTTP 400/413 or another 4xx, no model anywhere, a history
+                that cannot be expressed in the Messages API; with ``fallback`` True
+                for what Anthropic does not offer (``format``, ``suffix``, ...).
+            ProviderUnavailable: connection refused or broken, HTTP 401/402/403 (the
+                message names the key's variable), HTTP 5xx, or an ``error`` event
+                other than ``overloaded_error`` mid-stream.
+            ModelNotFound: HTTP 404.
+            ServerBusy: HTTP 429/529, with ``retry_after_s`` from ``retry-after``, or
+                an ``overloaded_error`` event mid-stream.
+            RequestTimeout: the read timeout passed.
+            ProtocolError: an event or answer that is not Anthropic's JSON, one over
+                ``max_event_bytes``, or a stream that ends without ``message_stop``.
+            Cancelled: ``scope`` was cancelled.
+        """
+        body = self._body(request)
+        resp = self._post("/v1/messages", _ENCODER.encode(body), scope, body.model)
+        complete = False
+        try:
+            if body.stream:
+                self._read_stream(resp, emit, body.model)
+            else:
+                raw = read_body(resp, max_bytes=self.max_event_bytes)
+                self._emit_message(self._decode(decode_message, raw), emit, body.model)
+            complete = True
+        except RubberDuckError as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
+            exc.provider = exc.provider or self.name
+            raise
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"the stream is not UTF-8 ({exc})", provider=self.name) from None
+        except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
+            raise transport_error(
+                exc, provider=self.name, base_url=self.base_url, hint=_HINT
+            ) from exc
+        finally:
+            scope.detach()
+            end_response(resp, complete=complete)
+
+    def embed(self, request: EmbedRequest, timeout: float) -> list[list[float]]:
+        """Anthropic offers no embeddings endpoint.
+
+        Raises:
+            InvalidRequest: always, with ``fallback`` True so the router moves on.
+        """
+        raise _not_offered("embeddings", self.name)
+
+    def _body(self, request: Request) -> RequestBody:
+        """The Messages API body for ``request``.
+
+        Raises:
+            InvalidRequest: no model, an option of the wrong type, or history that
+                does not map; ``fallback`` True for features Anthropic lacks.
+        """
+        model = request.model or self.default_model
+        if model is None:
+            raise InvalidRequest(
+                "the request names no model and this backend has no default — pass "
+                "model=... or set `model` in its [provider] table",
+                provider=self.name,
+            )
+        try:
+            return build_body(request, model=model, max_tokens=self.max_tokens)
+        except NotOffered as exc:
+            raise _not_offered(str(exc), self.name) from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be sent to Anthropic: {exc}", provider=self.name
+            ) from None
+
+    def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
+        try:
+            resp = self._session.post(
+                self.base_url + path, data=body, stream=True, timeout=self._timeout
+            )
+        except Exception as exc:
+            raise transport_error(
+                exc, provider=self.name, base_url=self.base_url, hint=_HINT
+            ) from exc
+        scope.attach(response_closer(resp))
+        if resp.status_code != 200:
+            try:
+                raise self._http_error(resp, model)
+            finally:
+                scope.detach()
+                resp.close()
+        return resp
+
+    def _read_stream(self, resp: requests.Response, emit: Emit, model: str) -> None:
+        """Emit the events of an SSE answer, ending with :class:`Done` at
+        ``message_stop``.
+
+        Raises:
+            ProtocolError: a malformed or oversized event, a delta for a block that
+                never started, tool input that is not a JSON object, or the end of
+                the body before ``message_stop``.
+            ServerBusy, ProviderUnavailable: an ``error`` event.
+        """
+        usage = UsageCounter()
+        stop_reason: str | None = None
+        tools: dict[int, tuple[Block, list[str]]] = {}
+        events = sseclient.SSEClient(event_source(resp, self.max_event_bytes)).events()
+        for sse in events:
+            if sse.event not in EVENT_TYPES and sse.event != "message":
+                continue  # a newer event type: Anthropic asks clients to skip them
+            if len(sse.data) > self.max_event_bytes:  # characters <= bytes
+                raise ProtocolError(f"an SSE event is longer than {self.max_event_bytes} bytes")
+            event = self._decode(EVENT_DECODER.decode, sse.data)
+            kind = type(event)
+            if kind is BlockDelta:
+                delta = event.delta
+                if delta.type == "text_delta":
+                    if delta.text:
+                        emit(Delta(delta.text))
+                elif delta.type == "thinking_delta":
+                    if delta.thinking:
+                        emit(Delta("", delta.thinking))
+                elif delta.type == "input_json_delta":
+                    if event.index not in tools:
+                        raise ProtocolError(
+                            f"input_json_delta for block {event.index}, which is not a "
+                            "started tool_use block"
+                        )
+                    tools[event.index][1].append(delta.partial_json)
+                # signature_delta and citations_delta carry nothing to emit
+            elif kind is BlockStart:
+                if event.content_block.type == "tool_use":
+                    tools[event.index] = (event.content_block, [])
+            elif kind is BlockStop:
+                if event.index in tools:
+                    block, parts = tools.pop(event.index)
+                    emit(ToolCall(block.name, self._tool_input(block, "".join(parts)), block.id))
+            elif kind is MessageStart:
+                model = event.message.model or model
+                usage.add(event.message.usage)
+            elif kind is MessageDelta:
+                stop_reason = event.delta.stop_reason or stop_reason
+                usage.add(event.usage)
+            elif kind is MessageStop:
+                emit(self._done(stop_reason, usage, model))
+                return
+            elif kind is ErrorEvent:
+                raise self._stream_error(event.error.type, event.error.message)
+            # ping: a keep-alive
+        raise ProtocolError("the stream ended before Anthropic's `message_stop` event")
+
+    def _emit_message(self, message: Any, emit: Emit, model: str) -> None:
+        """Emit the events of a non-streamed answer (a Message object)."""
+        for block in message.content:
+            if block.type == "text" and block.text:
+                emit(Delta(block.text))
+            elif block.type == "thinking" and block.thinking:
+                emit(Delta("", block.thinking))
+            elif block.type == "tool_use":
+                emit(ToolCall(block.name, self._tool_input(block, ""), block.id))
+        usage = UsageCounter()
+        usage.add(message.usage)
+        emit(self._done(message.stop_reason, usage, message.model or model))
+
+    def _done(self, stop_reason: str | None, usage: UsageCounter, model: str) -> Event:
+        return Done(
+            done_reason=_DONE_REASONS.get(stop_reason, stop_reason) if stop_reason else None,
+            usage=Usage(usage.prompt_tokens, usage.output_tokens),
+            model=model,
+            provider=self.name,
+        )
+
+    def _tool_input(self, block: Block, partial_json: str) -> dict[str, Any]:
+        """A tool call's arguments: the joined ``partial_json`` fragments, else the
+        block's own ``input``.
+
+        Raises:
+            ProtocolError: the input is not a JSON object.
+        """
+        value: Any = block.input
+        if partial_json.strip():
+            try:
+                value = msgspec.json.decode(partial_json)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(
+                    f"tool {block.name!r} input is not JSON ({exc}): {partial_json[:120]!r}",
+                    provider=self.name,
+                ) from None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ProtocolError(
+                f"tool {block.name!r} input is not a JSON object: {value!r:.120}",
+                provider=self.name,
+            )
+        return value
+
+    def _decode(self, decode: Any, raw: bytes | str) -> Any:
+        try:
+            return decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            snippet = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
+            raise ProtocolError(
+                f"not Anthropic's JSON ({exc}): {snippet!r}", provider=self.name
+            ) from None
+
+    # --- errors -----------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        key = self._session.headers.get("x-api-key")
+        return text.replace(key, "[redacted]") if isinstance(key, str) and key in text else text
+
+    def _stream_error(self, error_type: str, message: str) -> RubberDuckError:
+        """An ``error`` event after the 200 (e.g. ``overloaded_error``)."""
+        detail = self._redact(f"{error_type or 'error'}: {message}")
+        if error_type == "overloaded_error":
+            return ServerBusy(
+                f"Anthropic is overloaded ({detail}) mid-stream — retry later",
+                provider=self.name,
+            )
+        return ProviderUnavailable(
+            f"Anthropic sent an error mid-stream: {detail}", provider=self.name
+        )
+
+    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
+        try:
+            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the status alone still says enough
+            raw = b""
+        error_type, message = decode_error_body(raw)
+        status = resp.status_code
+        detail = self._redact(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
+        retry_after = _retry_after(resp.headers.get("retry-after"))
+        if status in (401, 403):
+            what = "rejected the API key" if status == 401 else "refused this API key"
+            return ProviderUnavailable(
+                f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
+                provider=self.name,
+            )
+        if status == 402:
+            return ProviderUnavailable(
+                f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
+                provider=self.name,
+            )
+        if status == 404:
+            if not model:
+                return ProviderUnavailable(
+                    f"{detail} — is {self.base_url} the Anthropic API?", provider=self.name
+                )
+            return ModelNotFound(
+                f"model {model!r} not found ({detail}) — check the name against "
+                "`rubberduck models` (GET /v1/models)",
+                provider=self.name,
+                model=model,
+            )
+        if status == 429:
+            wait = f"after {retry_after:g} s" if retry_after is not None else "later"
+            return ServerBusy(
+                f"{detail} — rate limited; retry {wait} or raise the account's rate limit",
+                provider=self.name,
+                retry_after_s=retry_after,
+            )
+        if status == 529:
+            return ServerBusy(
+                f"{detail} — Anthropic is overloaded; retry later",
+                provider=self.name,
+                retry_after_s=retry_after,
+            )
+        if status == 413:
+            return InvalidRequest(
+                f"{detail} — the request is too large; send a shorter conversation or "
+                "smaller images",
+                provider=self.name,
+            )
+        if status >= 500:
+            return ProviderUnavailable(detail, provider=self.name)
+        return InvalidRequest(f"{detail} — fix the request", provider=self.name)
+
+    # --- control-plane calls ----------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, str | int], timeout: float) -> bytes:
+        try:
+            # stream=True leaves an error body unread, for _http_error to read.
+            resp = self._session.get(
+                self.base_url + path, params=params, stream=True, timeout=(timeout, timeout)
+            )
+            complete = False
+            try:
+                if resp.status_code != 200:
+                    raise self._http_error(resp, "")
+                body = read_body(resp, max_bytes=self.max_event_bytes)
+                complete = True
+                return body
+            finally:
+                end_response(resp, complete=complete)
+        except RubberDuckError as exc:
+            exc.provider = exc.provider or self.name
+            raise
+        except Exception as exc:
+            raise transport_error(
+                exc, provider=self.name, base_url=self.base_url, hint=_HINT
+            ) from exc
+
+    def health_check(self, timeout: float) -> str:
+        """``GET /v1/models?limit=1``: checks reachability and the API key at no cost.
+
+        Returns:
+            ``"anthropic API 2023-06-01"``.
+
+        Raises:
+            ProviderUnavailable: not reachable, or the key is rejected (401/403).
+            ServerBusy: rate limited or overloaded.
+            ProtocolError: the answer is not Anthropic's model list.
+        """
+        self._decode(decode_models, self._get("/v1/models", {"limit": 1}, timeout))
+        return f"anthropic API {ANTHROPIC_VERSION}"
+
+    def list_models(self, timeout: float) -> list[str]:
+        """``GET /v1/models``, following ``has_more``/``last_id`` for up to 10 pages
+        of 1000; returns ids such as ``"claude-sonnet-4-5-20250929"``.
+
+        Raises:
+            ProviderUnavailable, ServerBusy, ProtocolError: as for :meth:`health_check`.
+        """
+        ids: list[str] = []
+        params: dict[str, str | int] = {"limit": 1000}
+        for _ in range(_MAX_MODEL_PAGES):
+            page = self._decode(decode_models, self._get("/v1/models", params, timeout))
+            ids.extend(m.id for m in page.data)
+            if not page.has_more or not page.last_id:
+                break
+            params = {"limit": 1000, "after_id": page.last_id}
+        return ids
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._session.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``retry-after`` header given in seconds (dates are ignored)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
