@@ -29,17 +29,19 @@ from rubberduck.errors import ConfigError
 
 __all__ = ["Config", "HealthConfig", "ProviderConfig", "RouterConfig", "load_config"]
 
-ProviderKind = Literal["ollama", "local"]
+ProviderKind = Literal["ollama", "local", "openai"]
 
 
 class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[provider.NAME]`` table.
 
     Attributes:
-        kind: ``"ollama"`` or ``"local"``; defaults to the table's name.
+        kind: ``"ollama"``, ``"local"`` or ``"openai"`` (an OpenAI-compatible
+            server: llama.cpp, vLLM, LM Studio, OpenAI); defaults to the table's name.
         enabled: ``False`` keeps the table but starts no backend.
         base_url: Server URL (Ollama: default ``OLLAMA_HOST``, else
-            ``http://127.0.0.1:11434``).
+            ``http://127.0.0.1:11434``; ``openai``: required, with the version,
+            e.g. ``http://127.0.0.1:8080/v1``).
         model: Default model for requests that name none. For ``local``, a
             packaged model name or a ``.gguf`` path.
         models: Extra model names to treat as served before the catalogue is read.
@@ -60,6 +62,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         n_ctx: ``local`` only: context window, tokens.
         max_tokens: ``local`` only: completion cap when a request sets no
             ``num_predict``, tokens.
+        api_key_env: ``openai`` only: name of the environment variable that holds
+            the API key (e.g. ``"OPENAI_API_KEY"``); the key itself never goes in
+            the file. ``None`` for servers that need no key.
     """
 
     kind: ProviderKind | None = None
@@ -77,6 +82,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     trust_env: bool = False
     n_ctx: int = 4096
     max_tokens: int = 256
+    api_key_env: str | None = None
 
 
 class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -149,9 +155,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             if not cfg.enabled:
                 continue
             kind = cfg.kind or name
-            if kind not in ("ollama", "local"):
+            if kind not in ("ollama", "local", "openai"):
                 raise ConfigError(
-                    f'[provider.{name}] needs kind = "ollama" or "local" (got {kind!r})'
+                    f'[provider.{name}] needs kind = "ollama", "local" or "openai" (got {kind!r})'
                 )
             out.append((name, msgspec.structs.replace(cfg, kind=kind)))
         return out

@@ -7,12 +7,14 @@ from rubberduck.errors import ConfigError
 from rubberduck.providers.base import CancelScope, Emit, Provider
 from rubberduck.providers.local import LocalProvider
 from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
+from rubberduck.providers.openai import OpenAIProvider
 
 __all__ = [
     "CancelScope",
     "Emit",
     "LocalProvider",
     "OllamaProvider",
+    "OpenAIProvider",
     "Provider",
     "create_provider",
     "parse_ollama_host",
@@ -49,4 +51,17 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
             n_parallel=cfg.max_in_flight,
             max_tokens=cfg.max_tokens,
         )
-    raise ConfigError(f'[provider.{name}] has unknown kind {kind!r} — use "ollama" or "local"')
+    if kind == "openai":
+        return OpenAIProvider(
+            name,
+            base_url=cfg.base_url,
+            default_model=cfg.model,
+            api_key_env=cfg.api_key_env,
+            timeout=cfg.timeout,
+            connect_timeout=cfg.connect_timeout,
+            pool_size=cfg.max_in_flight + 2,
+            trust_env=cfg.trust_env,
+        )
+    raise ConfigError(
+        f'[provider.{name}] has unknown kind {kind!r} — use "ollama", "local" or "openai"'
+    )
