@@ -36,7 +36,7 @@ import os
 import platform
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -77,7 +77,7 @@ from rubberduck.providers.base import (
     transport_error,
 )
 
-__all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
+__all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo", "iter_sse_events"]
 
 #: Features :meth:`OpenAIProvider.supports_feature` knows. Whether a given model
 #: honours them (vision, tools) is up to the server and the model.
@@ -216,6 +216,18 @@ class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     is_local: bool
 
 
+class _Secret:
+    """Holds the API key; its repr never shows it (``vars(provider)``, debuggers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "_Secret('***')" if self.value else "_Secret('')"
+
+
 class OpenAIProvider:
     """A backend speaking the OpenAI-compatible HTTP API (requests, one pooled session).
 
@@ -260,7 +272,7 @@ class OpenAIProvider:
         self.is_local = _is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
-        self._api_key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
         self._session = requests.Session()
         self._session.trust_env = trust_env
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -274,8 +286,8 @@ class OpenAIProvider:
                 f"{platform.system().lower()}) Python/{platform.python_version()}",
             }
         )
-        if self._api_key and _valid_header_value(self._api_key):
-            self._session.headers["Authorization"] = f"Bearer {self._api_key}"
+        if self._key.value and _valid_header_value(self._key.value):
+            self._session.headers["Authorization"] = f"Bearer {self._key.value}"
 
     def __repr__(self) -> str:
         return (
@@ -329,7 +341,8 @@ class OpenAIProvider:
                 answer.add(self._decode_chunk(body_bytes), emit, whole=True)
                 complete = True
             else:
-                for event in sseclient.SSEClient(self._reads(resp)).events():
+                events = iter_sse_events(resp.raw.read1, max_event_bytes=self.max_event_bytes)
+                for event in events:
                     if event.data == "[DONE]":
                         complete = True
                         break
@@ -399,12 +412,12 @@ class OpenAIProvider:
 
     def _headers(self, stream: bool) -> dict[str, str] | None:
         """Per-request headers; raises before sending when the key is unusable."""
-        if self.api_key_env and not self._api_key:
+        if self.api_key_env and not self._key.value:
             raise self._auth_error(
                 f"${self.api_key_env} is not set — export it with the API key, or remove "
                 "`api_key_env` for a server that needs none"
             )
-        if self._api_key and "Authorization" not in self._session.headers:
+        if self._key.value and "Authorization" not in self._session.headers:
             raise self._auth_error(
                 f"the API key in ${self.api_key_env} contains whitespace or control "
                 "characters — set it again without them"
@@ -450,20 +463,6 @@ class OpenAIProvider:
             if not _closed_before_answer(exc):
                 raise
         return self._session.request(method, url, **kwargs)
-
-    def _reads(self, resp: requests.Response) -> Iterator[bytes]:
-        """The body as it arrives, refusing an SSE event longer than
-        ``max_event_bytes`` (sseclient-py would buffer it whole)."""
-        read, limit = resp.raw.read1, self.max_event_bytes
-        pending, tail = 0, b""
-        while data := read(_READ_BYTES):
-            window = tail + data
-            ends = [i + len(sep) for sep in _BLANK_LINES if (i := window.rfind(sep)) != -1]
-            pending = len(window) - max(ends) if ends else pending + len(data)
-            if pending > limit:
-                raise ProtocolError(f"an SSE event is longer than {limit} bytes")
-            tail = window[-2:]
-            yield data
 
     def _decode_chunk(self, data: str | bytes) -> _Chunk:
         chunk: _Chunk = self._decode(_CHUNK_DECODER, data)
@@ -550,10 +549,11 @@ class OpenAIProvider:
 
     def _redact(self, text: str) -> str:
         """``text`` without the API key (servers echo bad keys in their errors)."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        key = self._key.value
+        return text.replace(key, "***") if key else text
 
     def _redacted(self, error: RubberDuckError) -> RubberDuckError:
-        if self._api_key and self._api_key in error.message:
+        if self._key.value and self._key.value in error.message:
             error.message = self._redact(error.message)
             error.args = (error.message,)
         return error
@@ -677,6 +677,50 @@ class OpenAIProvider:
             The estimated count, tokens (0 for ``""``).
         """
         return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+# --- SSE --------------------------------------------------------------------------------
+
+
+def iter_sse_events(
+    read: Callable[[int], bytes], *, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[sseclient.Event]:
+    """Server-Sent Events from a byte source, framed by ``sseclient-py``.
+
+    sseclient-py stitches events cut across reads and buffers each event whole;
+    the bytes of an unfinished event are counted here so that a server cannot make
+    it buffer without bound. Comments and unknown fields are skipped, events
+    without data are not dispatched (WHATWG HTML "Server-sent events").
+
+    Args:
+        read: Returns up to ``n`` bytes as they arrive, ``b""`` at the end
+            (``resp.raw.read1``).
+        max_event_bytes: Longest event accepted, bytes.
+
+    Yields:
+        Events with ``.event`` (``"message"`` unless named) and ``.data`` (str).
+
+    Raises:
+        ProtocolError: an event is longer than ``max_event_bytes``.
+        UnicodeDecodeError: an event is not UTF-8.
+    """
+    too_long = f"an SSE event is longer than {max_event_bytes} bytes"
+
+    def chunks() -> Iterator[bytes]:
+        pending, tail = 0, b""  # bytes of the unfinished event; the last 2 bytes read
+        while data := read(_READ_BYTES):
+            window = tail + data
+            ends = [i + len(sep) for sep in _BLANK_LINES if (i := window.rfind(sep)) != -1]
+            pending = len(window) - max(ends) if ends else pending + len(data)
+            if pending > max_event_bytes:
+                raise ProtocolError(too_long)
+            tail = window[-2:]
+            yield data
+
+    for event in sseclient.SSEClient(chunks()).events():
+        if len(event.data) > max_event_bytes:  # a whole event within one read
+            raise ProtocolError(too_long)
+        yield event
 
 
 # --- request bodies -------------------------------------------------------------------
