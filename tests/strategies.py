@@ -1,4 +1,4 @@
-"""Hypothesis strategies for Ollama wire traffic.
+"""Hypothesis strategies for Ollama and OpenAI-compatible wire traffic.
 
 ``ollama_chat_streams()`` draws the content of a streamed ``/api/chat`` answer plus
 its final metrics; :meth:`ChatStream.to_ndjson` serializes it the way Ollama's Go
@@ -6,6 +6,9 @@ server does (one compact JSON object per line, ``\\n``-terminated, UTF-8 left
 unescaped, ``<``/``>``/``&`` and U+2028/U+2029 escaped as ``encoding/json`` does).
 ``chunkings(body)`` cuts a body at arbitrary byte offsets (including inside a
 multi-byte UTF-8 character or a JSON token), as TCP or HTTP chunking may.
+``openai_chat_streams()`` draws a streamed ``/v1/chat/completions`` answer (text,
+tool calls with arguments cut into fragments, usage); :meth:`OpenAIStream.to_sse`
+serializes it as Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["ChatStream", "chunkings", "go_json", "ollama_chat_streams", "split_at"]
+__all__ = [
+    "ChatStream",
+    "OpenAIStream",
+    "StreamedToolCall",
+    "chunkings",
+    "go_json",
+    "ollama_chat_streams",
+    "openai_chat_streams",
+    "split_at",
+    "streamed_tool_calls",
+]
 
 _GO_ESCAPES = {
     "<": "\\u003c",
@@ -130,4 +143,117 @@ def chunkings(body: bytes, max_cuts: int = 12) -> st.SearchStrategy[list[bytes]]
     """Ways to deliver ``body`` in pieces; joined, the pieces are ``body`` again."""
     return st.lists(st.integers(min_value=0, max_value=len(body)), max_size=max_cuts).map(
         lambda cuts: split_at(body, cuts)
+    )
+
+
+# --- OpenAI-compatible SSE streams (OpenAI /v1/chat/completions, stream=true) --------
+
+
+@dataclass(frozen=True)
+class StreamedToolCall:
+    """One tool call as OpenAI streams it: ``arguments`` (a JSON object) serialized,
+    then cut into ``fragments`` that arrive one chunk each."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    fragments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OpenAIStream:
+    """A streamed ``/v1/chat/completions`` answer with ``include_usage``.
+
+    ``line_end`` is the SSE line terminator (``"\\n"`` as OpenAI and llama.cpp
+    write it, or ``"\\r\\n"``); ``comments`` puts ``: keep-alive`` comment lines
+    between events, as some proxies do.
+    """
+
+    model: str
+    contents: tuple[str, ...]
+    tool_calls: tuple[StreamedToolCall, ...]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    line_end: str
+    comments: bool
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-123",
+            "object": "chat.completion.chunk",
+            "created": 1694268190,
+            "model": self.model,
+            "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def chunks(self) -> list[dict[str, Any]]:
+        """The chunk objects, in order: role, contents, tool-call fragments, the
+        finish reason, then the usage chunk (``choices: []``)."""
+        out = [self._chunk({"role": "assistant", "content": ""})]
+        out += [self._chunk({"content": text}) for text in self.contents]
+        for index, call in enumerate(self.tool_calls):
+            head = {"index": index, "id": call.id, "type": "function"}
+            out.append(
+                self._chunk(
+                    {"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}
+                )
+            )
+            out += [
+                self._chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in call.fragments
+            ]
+        out.append(self._chunk({}, self.finish_reason))
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+        out.append({**self._chunk({}), "choices": [], "usage": usage})
+        return out
+
+    def to_sse(self) -> bytes:
+        """The HTTP body: ``data: {json}`` events, each ended by a blank line, then
+        ``data: [DONE]``."""
+        end = self.line_end
+        events = [json.dumps(chunk, ensure_ascii=False) for chunk in self.chunks()] + ["[DONE]"]
+        comment = f": keep-alive{end}" if self.comments else ""
+        return "".join(f"{comment}data: {data}{end}{end}" for data in events).encode("utf-8")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def streamed_tool_calls(draw: st.DrawFn, number: int) -> StreamedToolCall:
+    """A tool call whose JSON arguments are cut at arbitrary character offsets."""
+    arguments = draw(st.dictionaries(st.text(max_size=8), _json_values, max_size=4))
+    text = json.dumps(arguments)
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=6))))
+    bounds = [0, *cuts, len(text)]
+    fragments = tuple(text[a:b] for a, b in pairwise(bounds) if b > a)
+    name = draw(st.sampled_from(["get_weather", "search", "add"]))
+    return StreamedToolCall(f"call_{number}", name, arguments, fragments)
+
+
+@st.composite
+def openai_chat_streams(draw: st.DrawFn, max_chunks: int = 20) -> OpenAIStream:
+    """A streamed chat answer: unicode contents (some empty), maybe tool calls."""
+    n_calls = draw(st.integers(0, 2))
+    return OpenAIStream(
+        model=draw(st.sampled_from(["gpt-4o-mini", "smollm2-135m-instruct", "qwen3:0.6b"])),
+        contents=tuple(draw(st.lists(st.text(max_size=30), max_size=max_chunks))),
+        tool_calls=tuple(draw(streamed_tool_calls(i)) for i in range(n_calls)),
+        finish_reason="tool_calls" if n_calls else draw(st.sampled_from(["stop", "length"])),
+        prompt_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        completion_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        line_end=draw(st.sampled_from(["\n", "\r\n"])),
+        comments=draw(st.booleans()),
     )
