@@ -16,8 +16,9 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   ``{"error": {"message", "type", "code"}}``; errors after output has started are
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
-The SSE framing is read by ``sseclient-py`` over a bounded byte stream; each event's
-data is decoded by one reusable msgspec decoder.
+The wire format (bodies, chunk shapes, SSE framing by ``sseclient-py`` over a
+bounded byte stream, one reusable msgspec decoder) is in
+:mod:`rubberduck.providers.openai_wire`; this module does the HTTP and the errors.
 
 Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
 reports server timings (``timings.prompt_ms``/``predicted_ms``); other servers do
@@ -30,18 +31,15 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-import json
 import math
 import os
 import platform
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import requests
-import sseclient
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
@@ -56,17 +54,7 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.messages import (
-    ChatRequest,
-    Delta,
-    Done,
-    Durations,
-    EmbedRequest,
-    Message,
-    Request,
-    ToolCall,
-    Usage,
-)
+from rubberduck.messages import ChatRequest, EmbedRequest, Request
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -76,8 +64,22 @@ from rubberduck.providers.base import (
     response_closer,
     transport_error,
 )
+from rubberduck.providers.openai_wire import (
+    CHUNK_DECODER,
+    EMBEDDINGS_DECODER,
+    ENCODER,
+    ERROR_DECODER,
+    MODELS_DECODER,
+    Answer,
+    Chunk,
+    ErrorInfo,
+    add_common_fields,
+    chat_body,
+    error_text,
+    iter_sse_events,
+)
 
-__all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo", "iter_sse_events"]
+__all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
 
 #: Features :meth:`OpenAIProvider.supports_feature` knows. Whether a given model
 #: honours them (vision, tools) is up to the server and the model.
@@ -86,113 +88,6 @@ FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"}
 _START_HINT = "start the server, or fix `base_url` for this provider"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
-_READ_BYTES = 65536
-#: What ends an SSE event: a blank line after LF, CRLF or CR line ends.
-_BLANK_LINES = (b"\n\n", b"\n\r\n", b"\r\r")
-
-#: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
-#: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
-#: rejects unknown fields.
-_OPTION_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "num_predict": "max_tokens",
-    "stop": "stop",
-    "seed": "seed",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
-#: OpenAI ``finish_reason`` → Ollama ``done_reason``. Ollama ends a tool-calling
-#: answer with "stop"; other values ("content_filter", ...) pass through.
-_DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
-#: First bytes of base64-encoded images → MIME type, for ``data:`` URLs.
-_IMAGE_MAGIC = {"iVBORw0KGgo": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif"}
-
-
-# --- wire shapes (unknown fields are ignored) ---------------------------------------
-
-
-class _FunctionPart(msgspec.Struct):
-    name: str | None = None
-    # A JSON string per the spec; a few servers send the object itself.
-    arguments: str | dict[str, Any] | None = None
-
-
-class _ToolCallPart(msgspec.Struct):
-    index: int | None = None
-    id: str | None = None
-    function: _FunctionPart | None = None
-
-
-class _MessagePart(msgspec.Struct):
-    content: str | None = None
-    reasoning_content: str | None = None  # llama.cpp, vLLM, DeepSeek
-    reasoning: str | None = None  # Ollama /v1, OpenRouter
-    tool_calls: list[_ToolCallPart] | None = None
-
-
-class _Choice(msgspec.Struct):
-    index: int = 0
-    delta: _MessagePart | None = None  # streamed chat
-    message: _MessagePart | None = None  # non-streamed chat
-    text: str | None = None  # /completions
-    finish_reason: str | None = None
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class _Timings(msgspec.Struct):  # llama.cpp's extension, milliseconds
-    prompt_ms: float | None = None
-    predicted_ms: float | None = None
-
-
-class _Error(msgspec.Struct):
-    message: str = ""
-    type: str | None = None
-    code: str | int | None = None
-
-
-class _Chunk(msgspec.Struct):
-    """A streamed chunk, or a whole non-streamed answer (same fields)."""
-
-    model: str | None = None
-    choices: list[_Choice] = []
-    usage: _Usage | None = None
-    timings: _Timings | None = None
-    error: _Error | str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _Error | str | None = None
-    message: str | None = None  # some proxies answer {"message": ...}
-
-
-class _Model(msgspec.Struct):
-    id: str
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_Model]
-
-
-class _Embedding(msgspec.Struct):
-    embedding: list[float]
-    index: int = 0
-
-
-class _Embeddings(msgspec.Struct):
-    data: list[_Embedding]
-
-
-_CHUNK_DECODER = msgspec.json.Decoder(_Chunk)
-_ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
-_MODELS_DECODER = msgspec.json.Decoder(_ModelList)
-_EMBEDDINGS_DECODER = msgspec.json.Decoder(_Embeddings)
-_ARGUMENTS_DECODER = msgspec.json.Decoder()
-_ENCODER = msgspec.json.Encoder()
 
 
 class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -301,6 +196,12 @@ class OpenAIProvider:
         """Send a chat (``POST /chat/completions``) or generate (``POST /completions``)
         request and emit its events (see :class:`~rubberduck.providers.base.Provider`).
 
+        Format: OpenAI /v1/chat/completions and /v1/completions; SSE
+        (``data: {chunk}`` ... ``data: [DONE]``) when ``request.stream``, one JSON
+        body otherwise. Emits a :class:`Delta` per content piece, then one
+        :class:`ToolCall` per call (arguments parsed once the call is whole), then
+        :class:`Done` with ``usage`` in tokens and ``durations`` in seconds.
+
         A generate request's prompt goes to the model as-is (Ollama's ``raw=True``):
         ``/completions`` has no ``system``, ``template`` or ``images``, so those are
         not sent; neither are ``keep_alive`` and ``think``.
@@ -324,15 +225,15 @@ class OpenAIProvider:
         model = self._model(request.model)
         body: dict[str, Any]
         if isinstance(request, ChatRequest):
-            path, body = "/chat/completions", _chat_body(request, model)
+            path, body = "/chat/completions", chat_body(request, model)
         else:
             path = "/completions"
             body = {"model": model, "prompt": request.prompt, "stream": request.stream}
             if request.suffix is not None:
                 body["suffix"] = request.suffix
-        _common_fields(body, request.stream, request.options, request.format)
-        resp = self._post(path, _ENCODER.encode(body), scope, model, stream=request.stream)
-        answer = _Answer(model)
+        add_common_fields(body, request.stream, request.options, request.format)
+        resp = self._post(path, ENCODER.encode(body), scope, model, stream=request.stream)
+        answer = Answer(model)
         complete = False
         try:
             ctype = resp.headers.get("Content-Type", "")
@@ -372,6 +273,8 @@ class OpenAIProvider:
         """``POST /embeddings``: one vector per input, in input order (the
         semantics of Ollama's ``/api/embed``; OpenAI embeddings are unit length).
 
+        Format: OpenAI /v1/embeddings with ``encoding_format: "float"``.
+
         Args:
             request: ``input`` is one text or a list; ``dimensions`` is passed on;
                 ``truncate``, ``options`` and ``keep_alive`` have no OpenAI
@@ -391,8 +294,8 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        raw = self._call("POST", "/embeddings", timeout, _ENCODER.encode(body), model)
-        data = self._decode(_EMBEDDINGS_DECODER, raw).data
+        raw = self._call("POST", "/embeddings", timeout, ENCODER.encode(body), model)
+        data = self._decode(EMBEDDINGS_DECODER, raw).data
         if len(data) != len(texts):
             raise ProtocolError(
                 f"asked for {len(texts)} embeddings, got {len(data)}", provider=self.name
@@ -464,18 +367,18 @@ class OpenAIProvider:
                 raise
         return self._session.request(method, url, **kwargs)
 
-    def _decode_chunk(self, data: str | bytes) -> _Chunk:
-        chunk: _Chunk = self._decode(_CHUNK_DECODER, data)
+    def _decode_chunk(self, data: str | bytes) -> Chunk:
+        chunk: Chunk = self._decode(CHUNK_DECODER, data)
         if chunk.error is not None:
             raise ProviderUnavailable(
-                f"the server reported an error: {self._redact(_error_text(chunk.error))}"
+                f"the server reported an error: {self._redact(error_text(chunk.error))}"
             )
         return chunk
 
     def _decode(self, decoder: msgspec.json.Decoder[Any], data: str | bytes) -> Any:
         try:
             return decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except msgspec.DecodeError as exc:
             text = data if isinstance(data, str) else data[:120].decode("utf-8", "replace")
             raise ProtocolError(
                 f"not OpenAI-format JSON ({exc}): {self._redact(text[:120])!r}", provider=self.name
@@ -488,18 +391,18 @@ class OpenAIProvider:
             raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
         except Exception:  # noqa: BLE001 - the status alone still says enough
             raw = b""
-        error: _Error | str | None = None
+        error: ErrorInfo | str | None = None
         try:
-            body = _ERROR_DECODER.decode(raw)
+            body = ERROR_DECODER.decode(raw)
             error = body.error if body.error is not None else body.message
         except msgspec.DecodeError:
             pass
         if error is None:
             error = raw[:200].decode("utf-8", "replace").strip()
         status = resp.status_code
-        text = self._redact(_error_text(error))[:300] or resp.reason or f"HTTP {status}"
+        text = self._redact(error_text(error))[:300] or resp.reason or f"HTTP {status}"
         code = kind = ""
-        if isinstance(error, _Error):
+        if isinstance(error, ErrorInfo):
             code = "" if error.code is None else str(error.code)
             kind = error.type or ""
         what = f"HTTP {status}: {text}"
@@ -591,7 +494,8 @@ class OpenAIProvider:
             raise self._transport_error(exc) from exc
 
     def list_models(self, timeout: float) -> list[str]:
-        """``GET /models``; returns the ``data[].id`` values (``"gpt-4o-mini"``).
+        """``GET /models`` (OpenAI /v1/models); returns the ``data[].id`` values
+        (``"gpt-4o-mini"``; llama.cpp: its ``--alias``, else the GGUF file path).
 
         Args:
             timeout: Connect and read timeout, seconds.
@@ -601,14 +505,19 @@ class OpenAIProvider:
             ConfigError: HTTP 401/403 (``fallback`` is ``True``).
             ProtocolError: the answer is not OpenAI's model list.
         """
-        models = self._decode(_MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
+        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
         names = [m.id for m in models.data]
         self._catalogue = tuple(names)
         return names
 
     def health_check(self, timeout: float) -> str:
-        """``GET /models``, which costs no tokens; returns e.g.
-        ``"OpenAI-compatible API, 1 model"``.
+        """``GET /models`` (OpenAI /v1/models), which costs no tokens.
+
+        Args:
+            timeout: Connect and read timeout, seconds.
+
+        Returns:
+            A short description, e.g. ``"OpenAI-compatible API, 1 model"``.
 
         Raises:
             ProviderUnavailable, ConfigError, ProtocolError: as for :meth:`list_models`.
@@ -623,8 +532,11 @@ class OpenAIProvider:
     # --- description --------------------------------------------------------------
 
     def info(self) -> ProviderInfo:
-        """What this backend is, from configuration and the last catalogue read
-        (no network call)."""
+        """What this backend is, from configuration and the last catalogue read.
+
+        Returns:
+            A :class:`ProviderInfo`; no network call is made.
+        """
         models = self._catalogue
         if models is None:
             models = (self.default_model,) if self.default_model else ()
@@ -652,7 +564,8 @@ class OpenAIProvider:
         return name in FEATURES
 
     def validate_config(self) -> None:
-        """Check what can be checked without a network call.
+        """Check what can be checked without a network call (the ``base_url`` was
+        checked at construction).
 
         Raises:
             ConfigError: the API key variable is named but unset or unusable, or a
@@ -677,252 +590,6 @@ class OpenAIProvider:
             The estimated count, tokens (0 for ``""``).
         """
         return math.ceil(len(text.encode("utf-8")) / 4)
-
-
-# --- SSE --------------------------------------------------------------------------------
-
-
-def iter_sse_events(
-    read: Callable[[int], bytes], *, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> Iterator[sseclient.Event]:
-    """Server-Sent Events from a byte source, framed by ``sseclient-py``.
-
-    sseclient-py stitches events cut across reads and buffers each event whole;
-    the bytes of an unfinished event are counted here so that a server cannot make
-    it buffer without bound. Comments and unknown fields are skipped, events
-    without data are not dispatched (WHATWG HTML "Server-sent events").
-
-    Args:
-        read: Returns up to ``n`` bytes as they arrive, ``b""`` at the end
-            (``resp.raw.read1``).
-        max_event_bytes: Longest event accepted, bytes.
-
-    Yields:
-        Events with ``.event`` (``"message"`` unless named) and ``.data`` (str).
-
-    Raises:
-        ProtocolError: an event is longer than ``max_event_bytes``.
-        UnicodeDecodeError: an event is not UTF-8.
-    """
-    too_long = f"an SSE event is longer than {max_event_bytes} bytes"
-
-    def chunks() -> Iterator[bytes]:
-        pending, tail = 0, b""  # bytes of the unfinished event; the last 2 bytes read
-        while data := read(_READ_BYTES):
-            window = tail + data
-            ends = [i + len(sep) for sep in _BLANK_LINES if (i := window.rfind(sep)) != -1]
-            pending = len(window) - max(ends) if ends else pending + len(data)
-            if pending > max_event_bytes:
-                raise ProtocolError(too_long)
-            tail = window[-2:]
-            yield data
-
-    for event in sseclient.SSEClient(chunks()).events():
-        if len(event.data) > max_event_bytes:  # a whole event within one read
-            raise ProtocolError(too_long)
-        yield event
-
-
-# --- request bodies -------------------------------------------------------------------
-
-
-def _chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": _messages(request.messages),
-        "stream": request.stream,
-    }
-    if request.tools:
-        body["tools"] = request.tools
-    return body
-
-
-def _common_fields(
-    body: dict[str, Any],
-    stream: bool,
-    options: dict[str, Any] | None,
-    format: str | dict[str, Any] | None,
-) -> None:
-    """Usage reporting, Ollama options and ``format``, as OpenAI fields."""
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    for key, value in (options or {}).items():
-        field = _OPTION_FIELDS.get(key)
-        if field is None or value is None:
-            continue
-        if field == "max_tokens" and isinstance(value, (int, float)) and value < 0:
-            continue  # Ollama's -1/-2 mean "no cap": send none
-        body[field] = value
-    if format == "json":
-        body["response_format"] = {"type": "json_object"}
-    elif isinstance(format, dict):
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": format},
-        }
-
-
-def _messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Ollama messages → OpenAI messages: tool-call arguments become JSON strings,
-    images become ``image_url`` parts, tool results get the ``tool_call_id`` of the
-    call they answer (matched by ``tool_name``, else in order)."""
-    out: list[dict[str, Any]] = []
-    pending: list[tuple[str, str]] = []  # (id, name) of calls not yet answered
-    for number, msg in enumerate(messages):
-        item: dict[str, Any] = {"role": msg.role, "content": msg.content}
-        if msg.images:
-            item["content"] = [
-                *([{"type": "text", "text": msg.content}] if msg.content else []),
-                *({"type": "image_url", "image_url": {"url": _image_url(i)}} for i in msg.images),
-            ]
-        if msg.tool_calls:
-            calls = [
-                _tool_call(call, f"call_{number}_{i}") for i, call in enumerate(msg.tool_calls)
-            ]
-            item["tool_calls"] = calls
-            item["content"] = msg.content or None
-            pending = [(c["id"], c["function"]["name"]) for c in calls]
-        if msg.role == "tool":
-            match = next((p for p in pending if p[1] == msg.tool_name), None)
-            if match is None and pending and msg.tool_name is None:
-                match = pending[0]
-            if match is not None:
-                pending.remove(match)
-                item["tool_call_id"] = match[0]
-        out.append(item)
-    return out
-
-
-def _tool_call(call: dict[str, Any], fallback_id: str) -> dict[str, Any]:
-    function = call.get("function") or {}
-    arguments = function.get("arguments", {})
-    return {
-        "id": call.get("id") or fallback_id,
-        "type": "function",
-        "function": {
-            "name": function.get("name", ""),
-            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-        },
-    }
-
-
-def _image_url(image: str) -> str:
-    if image.startswith(("data:", "http://", "https://")):
-        return image
-    mime = next((m for magic, m in _IMAGE_MAGIC.items() if image.startswith(magic)), "image/png")
-    return f"data:{mime};base64,{image}"
-
-
-# --- answers ------------------------------------------------------------------------
-
-
-class _CallParts:
-    """One tool call being assembled from streamed fragments."""
-
-    __slots__ = ("arguments", "id", "name", "whole")
-
-    def __init__(self) -> None:
-        self.id: str | None = None
-        self.name = ""
-        self.arguments: list[str] = []
-        self.whole: dict[str, Any] | None = None
-
-
-class _Answer:
-    """Turns chunks into events; keeps what the final :class:`Done` needs."""
-
-    __slots__ = ("by_index", "calls", "finish_reason", "model", "timings", "usage")
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.finish_reason: str | None = None
-        self.usage: _Usage | None = None
-        self.timings: _Timings | None = None
-        self.calls: list[_CallParts] = []
-        self.by_index: dict[int, _CallParts] = {}
-
-    def add(self, chunk: _Chunk, emit: Emit, *, whole: bool) -> None:
-        if chunk.model:
-            self.model = chunk.model
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.timings is not None:
-            self.timings = chunk.timings
-        for choice in chunk.choices:
-            if choice.index != 0:
-                continue  # n > 1 is never asked for
-            part = choice.delta or choice.message
-            if part is not None:
-                thinking = part.reasoning_content or part.reasoning or ""
-                if part.content or thinking:
-                    emit(Delta(part.content or "", thinking))
-                if part.tool_calls:
-                    self._add_calls(part.tool_calls, whole)
-            elif choice.text:
-                emit(Delta(choice.text))
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-
-    def _add_calls(self, parts: list[_ToolCallPart], whole: bool) -> None:
-        for position, part in enumerate(parts):
-            index = position if whole or part.index is None else part.index
-            fn = part.function or _FunctionPart()
-            call = self.by_index.get(index)
-            # Ollama's /v1 gives parallel calls all index 0, each whole with its own id.
-            if call is not None and part.id and call.id and part.id != call.id and fn.name:
-                call = None
-            if call is None:
-                call = self.by_index[index] = _CallParts()
-                self.calls.append(call)
-            call.id = call.id or part.id
-            call.name = call.name or fn.name or ""
-            if isinstance(fn.arguments, dict):
-                call.whole = fn.arguments
-            elif fn.arguments:
-                call.arguments.append(fn.arguments)
-
-    def finish(self, emit: Emit, provider: str, elapsed_s: float) -> None:
-        for call in self.calls:
-            emit(ToolCall(call.name, _arguments(call), call.id))
-        usage, timings = self.usage or _Usage(), self.timings or _Timings()
-        prompt_s = timings.prompt_ms / 1e3 if timings.prompt_ms is not None else None
-        eval_s = timings.predicted_ms / 1e3 if timings.predicted_ms is not None else None
-        emit(
-            Done(
-                done_reason=_DONE_REASONS.get(self.finish_reason or "", self.finish_reason),
-                usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
-                model=self.model,
-                provider=provider,
-                cost_usd=0.0,
-                durations=Durations(
-                    total_s=prompt_s + eval_s
-                    if prompt_s is not None and eval_s is not None
-                    else elapsed_s,
-                    prompt_eval_s=prompt_s,
-                    eval_s=eval_s,
-                ),
-            )
-        )
-
-
-def _arguments(call: _CallParts) -> dict[str, Any]:
-    """A tool call's arguments as an object (OpenAI streams them as a JSON string)."""
-    if not call.name:
-        raise ProtocolError("a streamed tool call has no function name")
-    if call.whole is not None:
-        return call.whole
-    text = "".join(call.arguments)
-    if not text.strip():
-        return {}
-    try:
-        value = _ARGUMENTS_DECODER.decode(text)
-    except msgspec.DecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise ProtocolError(
-            f"tool call {call.name!r} has arguments that are not a JSON object: {text[:120]!r}"
-        )
-    return value
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -973,12 +640,6 @@ def _closed_before_answer(exc: requests.ConnectionError) -> bool:
 
 def _valid_header_value(value: str) -> bool:
     return all(" " < ch < "\x7f" for ch in value)
-
-
-def _error_text(error: _Error | str) -> str:
-    if isinstance(error, str):
-        return error
-    return error.message or error.type or ("" if error.code is None else str(error.code))
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -47,7 +47,8 @@ from rubberduck.messages import (
 )
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import CancelScope
-from rubberduck.providers.openai import OpenAIProvider, ProviderInfo, iter_sse_events
+from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
+from rubberduck.providers.openai_wire import iter_sse_events
 from tests.fake_ollama import free_port
 from tests.strategies import OpenAIStream, chunkings, openai_chat_streams
 
@@ -698,6 +699,7 @@ def test_malformed_data_is_protocol_error(
     httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert exc.provider == "openai"
+    assert "JSON" in exc.message or "UTF-8" in exc.message
     assert not any(isinstance(e, Done) for e in events)
 
 
