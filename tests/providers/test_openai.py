@@ -1276,3 +1276,45 @@ def test_llamacpp_back_to_back_requests_on_one_pool(real: OpenAIProvider) -> Non
     for stream in (True, True, False, True, False):
         request = ChatRequest(messages=QUESTION, stream=stream, options={"num_predict": 2})
         assert isinstance(run(real, request)[-1], Done)
+
+
+@slow
+def test_runtime_falls_back_past_a_refused_and_an_unauthorized_backend(
+    llamacpp: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the actors: a dead backend and one with a wrong key are skipped."""
+    from rubberduck import ChatResponse, Runtime
+
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-" + os.urandom(8).hex())
+    common = {"kind": "openai", "model": LLAMACPP_MODEL, "timeout": 60}
+    config = load_config(
+        {
+            "provider": {
+                "down": {**common, "base_url": f"http://127.0.0.1:{free_port()}/v1"},
+                "badkey": {**common, "base_url": llamacpp, "api_key_env": KEY_ENV},
+                "llamacpp": {**common, "base_url": llamacpp, "api_key_env": LLAMACPP_KEY_ENV},
+            }
+        }
+    )
+    with Runtime(config) as rt:
+        reply = rt.chat(messages=QUESTION, options={"temperature": 0, "num_predict": 24})
+    assert isinstance(reply, ChatResponse)
+    assert reply.provider == "llamacpp" and "paris" in reply.message.content.lower()
+    assert [f.split(":")[0] for f in reply.fallbacks] == ["down", "badkey"]
+    assert "check the API key" in reply.fallbacks[1], reply.fallbacks
+
+
+def test_the_key_never_reaches_the_logs(
+    httpserver: HTTPServer,
+    make_provider: Callable[..., OpenAIProvider],
+    api_key: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+    httpserver.expect_request("/v1/models").respond_with_json({"error": {"message": KEY}}, 401)
+    caplog.set_level("DEBUG")
+    provider = make_provider(api_key_env=api_key)
+    run(provider, chat())
+    with pytest.raises(ConfigError):
+        provider.health_check(1)
+    assert caplog.records and KEY not in caplog.text
