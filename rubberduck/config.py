@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -36,19 +36,24 @@ __all__ = [
     "load_config",
 ]
 
-ProviderKind = Literal["ollama", "local", "anthropic"]
+ProviderKind = Literal["ollama", "local", "openai", "anthropic"]
 
 
 class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[provider.NAME]`` table.
 
     Attributes:
-        kind: ``"ollama"``, ``"local"`` or ``"anthropic"``; defaults to the table's name.
+        kind: ``"ollama"``, ``"local"``, ``"openai"`` (an OpenAI-compatible
+            server: llama.cpp, vLLM, LM Studio, OpenAI) or ``"anthropic"``;
+            defaults to the table's name.
         enabled: ``False`` keeps the table but starts no backend.
         base_url: Server URL (Ollama: default ``OLLAMA_HOST``, else
-            ``http://127.0.0.1:11434``).
-        api_key_env: Name of the environment variable holding the API key (never the
-            key itself).
+            ``http://127.0.0.1:11434``; ``openai``: required, with the version,
+            e.g. ``http://127.0.0.1:8080/v1``; ``anthropic``: default
+            ``https://api.anthropic.com``).
+        api_key_env: Name of the environment variable holding the API key (never
+            the key itself), e.g. ``"OPENAI_API_KEY"``; ``None`` for servers that
+            need none (``anthropic`` default: ``ANTHROPIC_API_KEY``).
         model: Default model for requests that name none. For ``local``, a
             packaged model name or a ``.gguf`` path.
         models: Extra model names to treat as served before the catalogue is read.
@@ -198,11 +203,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             if not cfg.enabled:
                 continue
             kind = cfg.kind or name
-            if kind not in ("ollama", "local", "anthropic"):
-                raise ConfigError(
-                    f'[provider.{name}] needs kind = "ollama", "local" or "anthropic" '
-                    f"(got {kind!r})"
-                )
+            if kind not in get_args(ProviderKind):
+                kinds = ", ".join(f'"{k}"' for k in get_args(ProviderKind))
+                raise ConfigError(f"[provider.{name}] needs kind = one of {kinds} (got {kind!r})")
             out.append((name, msgspec.structs.replace(cfg, kind=kind)))
         return out
 

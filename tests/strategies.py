@@ -4,6 +4,9 @@
 its final metrics; :meth:`ChatStream.to_ndjson` serializes it the way Ollama's Go
 server does (one compact JSON object per line, ``\\n``-terminated, UTF-8 left
 unescaped, ``<``/``>``/``&`` and U+2028/U+2029 escaped as ``encoding/json`` does).
+``openai_chat_streams()`` draws a streamed ``/v1/chat/completions`` answer (text,
+tool calls with arguments cut into fragments, usage); :meth:`OpenAIStream.to_sse`
+serializes it as Server-Sent Events.
 ``anthropic_streams()`` draws a streamed Anthropic Messages answer (text deltas, an
 optional tool call whose input JSON arrives in fragments); :meth:`AnthropicStream.to_sse`
 writes it as the SSE events Anthropic documents.
@@ -27,13 +30,17 @@ __all__ = [
     "BackendFaults",
     "ChatStream",
     "FaultSchedule",
+    "OpenAIStream",
     "RequestPlan",
+    "StreamedToolCall",
     "anthropic_streams",
     "chunkings",
     "fault_schedules",
     "go_json",
     "ollama_chat_streams",
+    "openai_chat_streams",
     "split_at",
+    "streamed_tool_calls",
 ]
 
 _GO_ESCAPES = {
@@ -322,4 +329,117 @@ def anthropic_streams(draw: st.DrawFn, max_deltas: int = 15) -> AnthropicStream:
         input_tokens=draw(st.integers(min_value=0, max_value=200_000)),
         output_tokens=draw(st.integers(min_value=0, max_value=200_000)),
         stop_reason=draw(st.sampled_from(["end_turn", "max_tokens", "stop_sequence", "tool_use"])),
+    )
+
+
+# --- OpenAI-compatible SSE streams (OpenAI /v1/chat/completions, stream=true) --------
+
+
+@dataclass(frozen=True)
+class StreamedToolCall:
+    """One tool call as OpenAI streams it: ``arguments`` (a JSON object) serialized,
+    then cut into ``fragments`` that arrive one chunk each."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    fragments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OpenAIStream:
+    """A streamed ``/v1/chat/completions`` answer with ``include_usage``.
+
+    ``line_end`` is the SSE line terminator (``"\\n"`` as OpenAI and llama.cpp
+    write it, or ``"\\r\\n"``); ``comments`` puts ``: keep-alive`` comment lines
+    between events, as some proxies do.
+    """
+
+    model: str
+    contents: tuple[str, ...]
+    tool_calls: tuple[StreamedToolCall, ...]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    line_end: str
+    comments: bool
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-123",
+            "object": "chat.completion.chunk",
+            "created": 1694268190,
+            "model": self.model,
+            "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def chunks(self) -> list[dict[str, Any]]:
+        """The chunk objects, in order: role, contents, tool-call fragments, the
+        finish reason, then the usage chunk (``choices: []``)."""
+        out = [self._chunk({"role": "assistant", "content": ""})]
+        out += [self._chunk({"content": text}) for text in self.contents]
+        for index, call in enumerate(self.tool_calls):
+            head = {"index": index, "id": call.id, "type": "function"}
+            out.append(
+                self._chunk(
+                    {"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}
+                )
+            )
+            out += [
+                self._chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in call.fragments
+            ]
+        out.append(self._chunk({}, self.finish_reason))
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+        out.append({**self._chunk({}), "choices": [], "usage": usage})
+        return out
+
+    def to_sse(self) -> bytes:
+        """The HTTP body: ``data: {json}`` events, each ended by a blank line, then
+        ``data: [DONE]``."""
+        end = self.line_end
+        events = [json.dumps(chunk, ensure_ascii=False) for chunk in self.chunks()] + ["[DONE]"]
+        comment = f": keep-alive{end}" if self.comments else ""
+        return "".join(f"{comment}data: {data}{end}{end}" for data in events).encode("utf-8")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def streamed_tool_calls(draw: st.DrawFn, number: int) -> StreamedToolCall:
+    """A tool call whose JSON arguments are cut at arbitrary character offsets."""
+    arguments = draw(st.dictionaries(st.text(max_size=8), _json_values, max_size=4))
+    text = json.dumps(arguments)
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=6))))
+    bounds = [0, *cuts, len(text)]
+    fragments = tuple(text[a:b] for a, b in pairwise(bounds) if b > a)
+    name = draw(st.sampled_from(["get_weather", "search", "add"]))
+    return StreamedToolCall(f"call_{number}", name, arguments, fragments)
+
+
+@st.composite
+def openai_chat_streams(draw: st.DrawFn, max_chunks: int = 20) -> OpenAIStream:
+    """A streamed chat answer: unicode contents (some empty), maybe tool calls."""
+    n_calls = draw(st.integers(0, 2))
+    return OpenAIStream(
+        model=draw(st.sampled_from(["gpt-4o-mini", "smollm2-135m-instruct", "qwen3:0.6b"])),
+        contents=tuple(draw(st.lists(st.text(max_size=30), max_size=max_chunks))),
+        tool_calls=tuple(draw(streamed_tool_calls(i)) for i in range(n_calls)),
+        finish_reason="tool_calls" if n_calls else draw(st.sampled_from(["stop", "length"])),
+        prompt_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        completion_tokens=draw(st.integers(min_value=0, max_value=200_000)),
+        line_end=draw(st.sampled_from(["\n", "\r\n"])),
+        comments=draw(st.booleans()),
     )

@@ -8,6 +8,7 @@ from rubberduck.providers.anthropic import AnthropicProvider
 from rubberduck.providers.base import CancelScope, Emit, Provider
 from rubberduck.providers.local import LocalProvider
 from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
+from rubberduck.providers.openai import OpenAIProvider
 
 __all__ = [
     "AnthropicProvider",
@@ -15,6 +16,7 @@ __all__ = [
     "Emit",
     "LocalProvider",
     "OllamaProvider",
+    "OpenAIProvider",
     "Provider",
     "create_provider",
     "parse_ollama_host",
@@ -62,6 +64,18 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
             pool_size=cfg.max_in_flight + 2,
             trust_env=cfg.trust_env,
         )
+    if kind == "openai":
+        return OpenAIProvider(
+            name,
+            base_url=cfg.base_url,
+            default_model=cfg.model,
+            api_key_env=cfg.api_key_env,
+            timeout=cfg.timeout,
+            connect_timeout=cfg.connect_timeout,
+            pool_size=cfg.max_in_flight + 2,
+            trust_env=cfg.trust_env,
+        )
     raise ConfigError(
-        f'[provider.{name}] has unknown kind {kind!r} — use "ollama", "local" or "anthropic"'
+        f'[provider.{name}] has unknown kind {kind!r} — use "ollama", "local", "openai" '
+        'or "anthropic"'
     )

@@ -1,0 +1,660 @@
+"""OpenAI-compatible servers: ``/chat/completions``, ``/completions``, ``/embeddings``,
+``/models`` under a ``base_url`` that includes the version (``.../v1``).
+
+Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings" /
+"Models"; llama.cpp's ``tools/server``, vLLM, LM Studio and Ollama's ``/v1`` follow it):
+
+- A streamed answer is Server-Sent Events (``text/event-stream``): one
+  ``data: {chunk}`` event per piece, each ended by a blank line, and a last
+  ``data: [DONE]``. With ``stream_options.include_usage`` a chunk near the end
+  carries ``usage`` (OpenAI and llama.cpp's chat: its own chunk with
+  ``choices: []``; llama.cpp's ``/completions``: the chunk with ``finish_reason``).
+- Tool calls stream as ``delta.tool_calls[]`` fragments keyed by ``index``; the
+  first fragment has ``id`` and ``function.name``, and ``function.arguments`` is
+  a JSON *string* cut into pieces, whole only at the end.
+- Errors before output are an HTTP status with
+  ``{"error": {"message", "type", "code"}}``; errors after output has started are
+  one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
+
+The wire format (bodies, chunk shapes, SSE framing by ``sseclient-py`` over a
+bounded byte stream, one reusable msgspec decoder) is in
+:mod:`rubberduck.providers.openai_wire`; this module does the HTTP and the errors.
+
+Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
+reports server timings (``timings.prompt_ms``/``predicted_ms``); other servers do
+not, and ``Done.durations.total_s`` is then the time from sending the request to
+the end of the answer, measured here. ``cost_usd`` is always 0.0: prices are not
+modelled.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import math
+import os
+import platform
+import time
+import urllib.parse
+from typing import Any
+
+import msgspec
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from rubberduck import __version__
+from rubberduck.errors import (
+    Cancelled,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    ProtocolError,
+    ProviderUnavailable,
+    RubberDuckError,
+    ServerBusy,
+)
+from rubberduck.messages import ChatRequest, EmbedRequest, Request
+from rubberduck.providers.base import (
+    DEFAULT_MAX_LINE_BYTES,
+    CancelScope,
+    Emit,
+    end_response,
+    read_body,
+    response_closer,
+    transport_error,
+)
+from rubberduck.providers.openai_wire import (
+    CHUNK_DECODER,
+    EMBEDDINGS_DECODER,
+    ENCODER,
+    ERROR_DECODER,
+    MODELS_DECODER,
+    Answer,
+    Chunk,
+    ErrorInfo,
+    add_common_fields,
+    chat_body,
+    error_text,
+    iter_sse_events,
+)
+
+__all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
+
+#: Features :meth:`OpenAIProvider.supports_feature` knows. Whether a given model
+#: honours them (vision, tools) is up to the server and the model.
+FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"})
+
+_START_HINT = "start the server, or fix `base_url` for this provider"
+#: Bodies of error responses are read up to this many bytes.
+_MAX_ERROR_BYTES = 64 * 1024
+
+
+class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What :meth:`OpenAIProvider.info` reports, without a network call.
+
+    Attributes:
+        name: Configured backend name.
+        kind: ``"openai"``.
+        base_url: The API root, e.g. ``"http://127.0.0.1:8080/v1"``.
+        models: The catalogue from the last :meth:`~OpenAIProvider.list_models`
+            or health check, else the default model alone, else empty.
+        requires_api_key: An ``api_key_env`` is configured.
+        is_local: The host is loopback or a private address.
+    """
+
+    name: str
+    kind: str
+    base_url: str
+    models: tuple[str, ...]
+    requires_api_key: bool
+    is_local: bool
+
+
+class _Secret:
+    """Holds the API key; its repr never shows it (``vars(provider)``, debuggers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "_Secret('***')" if self.value else "_Secret('')"
+
+
+class OpenAIProvider:
+    """A backend speaking the OpenAI-compatible HTTP API (requests, one pooled session).
+
+    Args:
+        name: Configured backend name.
+        base_url: API root including the version, e.g. ``"http://127.0.0.1:8080/v1"``
+            (llama.cpp) or ``"https://api.openai.com/v1"``.
+        default_model: Model for requests that name none.
+        api_key_env: Name of the environment variable holding the API key (e.g.
+            ``"OPENAI_API_KEY"``), read once here and sent as
+            ``Authorization: Bearer ...``; ``None`` for servers that need none.
+        timeout: Read timeout in seconds: the longest silence accepted between bytes.
+        connect_timeout: Seconds to wait for the TCP connection.
+        pool_size: Connections kept open to the server.
+        trust_env: Read proxies and .netrc from the environment (costs ~0.2 ms a call).
+        max_event_bytes: Longest SSE event, and longest non-streamed body, accepted.
+
+    Raises:
+        ConfigError: ``base_url`` is missing, not http(s), or carries credentials.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str = "openai",
+        *,
+        base_url: str | None = None,
+        default_model: str | None = None,
+        api_key_env: str | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 3.0,
+        pool_size: int = 8,
+        trust_env: bool = False,
+        max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self.name = name
+        self.base_url = _check_base_url(base_url, name)
+        self.default_model = default_model
+        self.api_key_env = api_key_env or None
+        self.max_event_bytes = max_event_bytes
+        self.is_local = _is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
+        self._timeout = (connect_timeout, timeout)
+        self._catalogue: tuple[str, ...] | None = None
+        self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
+        self._session = requests.Session()
+        self._session.trust_env = trust_env
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"rubberduck/{__version__} ({platform.machine()} "
+                f"{platform.system().lower()}) Python/{platform.python_version()}",
+            }
+        )
+        if self._key.value and _valid_header_value(self._key.value):
+            self._session.headers["Authorization"] = f"Bearer {self._key.value}"
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    # --- requests ---------------------------------------------------------------
+
+    def run(self, request: Request, emit: Emit, scope: CancelScope) -> None:
+        """Send a chat (``POST /chat/completions``) or generate (``POST /completions``)
+        request and emit its events (see :class:`~rubberduck.providers.base.Provider`).
+
+        Format: OpenAI /v1/chat/completions and /v1/completions; SSE
+        (``data: {chunk}`` ... ``data: [DONE]``) when ``request.stream``, one JSON
+        body otherwise. Emits a :class:`Delta` per content piece, then one
+        :class:`ToolCall` per call (arguments parsed once the call is whole), then
+        :class:`Done` with ``usage`` in tokens and ``durations`` in seconds.
+
+        A generate request's prompt goes to the model as-is (Ollama's ``raw=True``):
+        ``/completions`` has no ``system``, ``template`` or ``images``, so those are
+        not sent; neither are ``keep_alive`` and ``think``.
+
+        Raises:
+            ConfigError: HTTP 401/403, a missing API key, or an exhausted quota;
+                ``fallback`` is ``True`` and the message names the key's variable.
+            ModelNotFound: HTTP 404 naming the model.
+            ServerBusy: HTTP 429 or 503 (``retry_after_s`` from ``Retry-After``).
+            InvalidRequest: HTTP 400/4xx, or no model named and no default.
+            ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
+                is not about a model (wrong ``base_url``), or an ``error`` event
+                mid-stream.
+            RequestTimeout: the read timeout passed.
+            ProtocolError: an event that is not OpenAI's JSON, an event over
+                ``max_event_bytes``, tool-call arguments that are not a JSON
+                object, or a stream that ends before ``data: [DONE]``.
+            Cancelled: ``scope`` was cancelled.
+        """
+        started = time.monotonic()
+        model = self._model(request.model)
+        body: dict[str, Any]
+        if isinstance(request, ChatRequest):
+            path, body = "/chat/completions", chat_body(request, model)
+        else:
+            path = "/completions"
+            body = {"model": model, "prompt": request.prompt, "stream": request.stream}
+            if request.suffix is not None:
+                body["suffix"] = request.suffix
+        add_common_fields(body, request.stream, request.options, request.format)
+        resp = self._post(path, ENCODER.encode(body), scope, model, stream=request.stream)
+        answer = Answer(model)
+        complete = False
+        try:
+            ctype = resp.headers.get("Content-Type", "")
+            if not request.stream or ctype.startswith("application/json"):
+                body_bytes = read_body(resp, max_bytes=self.max_event_bytes)
+                answer.add(self._decode_chunk(body_bytes), emit, whole=True)
+                complete = True
+            else:
+                events = iter_sse_events(resp.raw.read1, max_event_bytes=self.max_event_bytes)
+                for event in events:
+                    if event.data == "[DONE]":
+                        complete = True
+                        break
+                    if event.event == "error":
+                        raise ProviderUnavailable(
+                            f"the server sent an error event: {self._redact(event.data[:300])}"
+                        )
+                    answer.add(self._decode_chunk(event.data), emit, whole=False)
+                if not complete:
+                    raise ProtocolError("the stream ended before `data: [DONE]`")
+            answer.finish(emit, self.name, time.monotonic() - started)
+        except RubberDuckError as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
+            exc.provider = exc.provider or self.name
+            self._redacted(exc)
+            raise
+        except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
+            raise self._transport_error(exc) from exc
+        finally:
+            scope.detach()
+            end_response(resp, complete=complete)
+
+    def embed(self, request: EmbedRequest, timeout: float) -> list[list[float]]:
+        """``POST /embeddings``: one vector per input, in input order (the
+        semantics of Ollama's ``/api/embed``; OpenAI embeddings are unit length).
+
+        Format: OpenAI /v1/embeddings with ``encoding_format: "float"``.
+
+        Args:
+            request: ``input`` is one text or a list; ``dimensions`` is passed on;
+                ``truncate``, ``options`` and ``keep_alive`` have no OpenAI
+                equivalent and are not sent.
+            timeout: Read timeout, seconds.
+
+        Returns:
+            The vectors, each a list of floats of the model's dimension.
+
+        Raises:
+            InvalidRequest: no model, or HTTP 400 (e.g. an empty input).
+            ProtocolError: the answer has a vector count that differs from the inputs.
+            ProviderUnavailable, ModelNotFound, ServerBusy, ConfigError: as for :meth:`run`.
+        """
+        model = self._model(request.model)
+        texts = [request.input] if isinstance(request.input, str) else list(request.input)
+        body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        raw = self._call("POST", "/embeddings", timeout, ENCODER.encode(body), model)
+        data = self._decode(EMBEDDINGS_DECODER, raw).data
+        if len(data) != len(texts):
+            raise ProtocolError(
+                f"asked for {len(texts)} embeddings, got {len(data)}", provider=self.name
+            )
+        return [item.embedding for item in sorted(data, key=lambda item: item.index)]
+
+    def _model(self, model: str | None) -> str:
+        if model is not None:
+            return model
+        if self.default_model is None:
+            raise InvalidRequest(
+                "the request names no model and this backend has no default — pass "
+                "model=... or set `model` in its [provider] table",
+                provider=self.name,
+            )
+        return self.default_model
+
+    def _headers(self, stream: bool) -> dict[str, str] | None:
+        """Per-request headers; raises before sending when the key is unusable."""
+        if self.api_key_env and not self._key.value:
+            raise self._auth_error(
+                f"${self.api_key_env} is not set — export it with the API key, or remove "
+                "`api_key_env` for a server that needs none"
+            )
+        if self._key.value and "Authorization" not in self._session.headers:
+            raise self._auth_error(
+                f"the API key in ${self.api_key_env} contains whitespace or control "
+                "characters — set it again without them"
+            )
+        # Compressed SSE would arrive in undecoded pieces through raw.read1.
+        return {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if stream else None
+
+    def _post(
+        self, path: str, body: bytes, scope: CancelScope, model: str, *, stream: bool
+    ) -> requests.Response:
+        headers = self._headers(stream)
+        try:
+            resp = self._send(
+                "POST",
+                self.base_url + path,
+                data=body,
+                headers=headers,
+                stream=True,
+                timeout=self._timeout,
+            )
+        except Exception as exc:
+            raise self._transport_error(exc) from exc
+        scope.attach(response_closer(resp))
+        if resp.status_code != 200:
+            try:
+                raise self._http_error(resp, model)
+            finally:
+                scope.detach()
+                resp.close()
+        return resp
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """``Session.request``, sent once more if a pooled connection turns out to
+        be closed before any answer arrived.
+
+        llama.cpp's server closes the connection after every streamed answer while
+        still advertising keep-alive; a request sent on it in that moment gets no
+        answer at all, so sending it again cannot run it twice.
+        """
+        try:
+            return self._session.request(method, url, **kwargs)
+        except requests.ConnectionError as exc:
+            if not _closed_before_answer(exc):
+                raise
+        return self._session.request(method, url, **kwargs)
+
+    def _decode_chunk(self, data: str | bytes) -> Chunk:
+        chunk: Chunk = self._decode(CHUNK_DECODER, data)
+        if chunk.error is not None:
+            raise ProviderUnavailable(
+                f"the server reported an error: {self._redact(error_text(chunk.error))}"
+            )
+        return chunk
+
+    def _decode(self, decoder: msgspec.json.Decoder[Any], data: str | bytes) -> Any:
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            text = data if isinstance(data, str) else data[:120].decode("utf-8", "replace")
+            raise ProtocolError(
+                f"not OpenAI-format JSON ({exc}): {self._redact(text[:120])!r}", provider=self.name
+            ) from None
+
+    # --- errors -------------------------------------------------------------------
+
+    def _http_error(self, resp: requests.Response, model: str | None) -> RubberDuckError:
+        try:
+            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the status alone still says enough
+            raw = b""
+        error: ErrorInfo | str | None = None
+        try:
+            body = ERROR_DECODER.decode(raw)
+            error = body.error if body.error is not None else body.message
+        except msgspec.DecodeError:
+            pass
+        if error is None:
+            error = raw[:200].decode("utf-8", "replace").strip()
+        status = resp.status_code
+        text = self._redact(error_text(error))[:300] or resp.reason or f"HTTP {status}"
+        code = kind = ""
+        if isinstance(error, ErrorInfo):
+            code = "" if error.code is None else str(error.code)
+            kind = error.type or ""
+        what = f"HTTP {status}: {text}"
+        if status in (401, 403) or code == "invalid_api_key":
+            return self._auth_error(what)
+        if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
+            return ModelNotFound(
+                f"model {model!r} not found at {self.base_url} ({text}) — pick one that "
+                "`GET /models` lists",
+                provider=self.name,
+                model=model,
+            )
+        if code == "insufficient_quota":
+            return self._auth_error(f"{what} — the account's quota is used up")
+        if status in (429, 503):
+            return ServerBusy(
+                f"{what} — the server is at capacity; retry later or add a backend",
+                provider=self.name,
+                retry_after_s=_retry_after(resp.headers),
+            )
+        if status == 404:
+            return ProviderUnavailable(
+                f"{what} at {resp.url} — check `base_url` (it usually ends in /v1)",
+                provider=self.name,
+            )
+        if status >= 500:
+            return ProviderUnavailable(what, provider=self.name)
+        if kind == "exceed_context_size_error" or code == "context_length_exceeded":
+            return InvalidRequest(
+                f"{what} — shorten the prompt or raise the server's context size",
+                provider=self.name,
+            )
+        return InvalidRequest(what, provider=self.name)
+
+    def _auth_error(self, what: str) -> ConfigError:
+        if self.api_key_env:
+            remedy = f"check the API key in ${self.api_key_env}"
+        else:
+            remedy = "set `api_key_env` for this provider to the variable holding the key"
+        error = ConfigError(f"{what} — {remedy}", provider=self.name)
+        error.fallback = True  # another backend may well serve the request
+        return error
+
+    def _transport_error(self, exc: BaseException) -> RubberDuckError:
+        error = transport_error(exc, provider=self.name, base_url=self.base_url, hint=_START_HINT)
+        return self._redacted(error)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (servers echo bad keys in their errors)."""
+        key = self._key.value
+        return text.replace(key, "***") if key else text
+
+    def _redacted(self, error: RubberDuckError) -> RubberDuckError:
+        if self._key.value and self._key.value in error.message:
+            error.message = self._redact(error.message)
+            error.args = (error.message,)
+        return error
+
+    # --- control-plane calls ------------------------------------------------------
+
+    def _call(
+        self, method: str, path: str, timeout: float, body: bytes | None, model: str | None
+    ) -> bytes:
+        """A non-streamed call; returns the 200 body."""
+        try:
+            # stream=True leaves an error body unread, for _http_error to read.
+            resp = self._send(
+                method,
+                self.base_url + path,
+                data=body,
+                headers=self._headers(stream=False),
+                stream=True,
+                timeout=(min(timeout, self._timeout[0]), timeout),
+            )
+            complete = False
+            try:
+                if resp.status_code != 200:
+                    raise self._http_error(resp, model)
+                data = read_body(resp, max_bytes=self.max_event_bytes)
+                complete = True
+                return data
+            finally:
+                end_response(resp, complete=complete)
+        except RubberDuckError as exc:
+            exc.provider = exc.provider or self.name
+            self._redacted(exc)
+            raise
+        except Exception as exc:
+            raise self._transport_error(exc) from exc
+
+    def list_models(self, timeout: float) -> list[str]:
+        """``GET /models`` (OpenAI /v1/models); returns the ``data[].id`` values
+        (``"gpt-4o-mini"``; llama.cpp: its ``--alias``, else the GGUF file path).
+
+        Args:
+            timeout: Connect and read timeout, seconds.
+
+        Raises:
+            ProviderUnavailable: not reachable or not answering 200.
+            ConfigError: HTTP 401/403 (``fallback`` is ``True``).
+            ProtocolError: the answer is not OpenAI's model list.
+        """
+        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
+        names = [m.id for m in models.data]
+        self._catalogue = tuple(names)
+        return names
+
+    def health_check(self, timeout: float) -> str:
+        """``GET /models`` (OpenAI /v1/models), which costs no tokens.
+
+        Args:
+            timeout: Connect and read timeout, seconds.
+
+        Returns:
+            A short description, e.g. ``"OpenAI-compatible API, 1 model"``.
+
+        Raises:
+            ProviderUnavailable, ConfigError, ProtocolError: as for :meth:`list_models`.
+        """
+        count = len(self.list_models(timeout))
+        return f"OpenAI-compatible API, {count} model{'' if count == 1 else 's'}"
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._session.close()
+
+    # --- description --------------------------------------------------------------
+
+    def info(self) -> ProviderInfo:
+        """What this backend is, from configuration and the last catalogue read.
+
+        Returns:
+            A :class:`ProviderInfo`; no network call is made.
+        """
+        models = self._catalogue
+        if models is None:
+            models = (self.default_model,) if self.default_model else ()
+        return ProviderInfo(
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            models=models,
+            requires_api_key=self.api_key_env is not None,
+            is_local=self.is_local,
+        )
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether this provider implements ``name`` for OpenAI-compatible servers.
+
+        Args:
+            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images as
+                ``image_url`` parts), ``"embeddings"`` or ``"json_mode"``
+                (``response_format``). Other names give ``False``.
+
+        Returns:
+            ``True`` if the request fields are sent; whether the model honours
+            them is up to the server.
+        """
+        return name in FEATURES
+
+    def validate_config(self) -> None:
+        """Check what can be checked without a network call (the ``base_url`` was
+        checked at construction).
+
+        Raises:
+            ConfigError: the API key variable is named but unset or unusable, or a
+                key would be sent in clear text to a host that is not local.
+        """
+        if self.api_key_env:
+            self._headers(stream=False)
+            if not self.is_local and self.base_url.startswith("http://"):
+                raise ConfigError(
+                    f"the API key would go in clear text to {self.base_url} — use https://",
+                    provider=self.name,
+                )
+
+    def count_tokens(self, text: str) -> int:
+        """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,
+        rounded up (OpenAI's rule of thumb for English; no tokenizer is loaded).
+
+        Args:
+            text: Any text.
+
+        Returns:
+            The estimated count, tokens (0 for ``""``).
+        """
+        return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _check_base_url(base_url: str | None, name: str) -> str:
+    if not base_url:
+        raise ConfigError(
+            f"[provider.{name}] needs base_url, e.g. http://127.0.0.1:8080/v1 (llama.cpp) "
+            "or https://api.openai.com/v1",
+            provider=name,
+        )
+    split = urllib.parse.urlsplit(base_url.strip())
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ConfigError(
+            f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",
+            provider=name,
+        )
+    if split.username or split.password:
+        raise ConfigError(
+            f"[provider.{name}] base_url must not carry credentials — put the key in an "
+            "environment variable and name it in `api_key_env`",
+            provider=name,
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _is_local_host(host: str) -> bool:
+    """Loopback, private and link-local addresses and ``localhost``; names are not
+    resolved, so any other name counts as remote."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def _closed_before_answer(exc: requests.ConnectionError) -> bool:
+    """The server dropped a reused connection without a status line (urllib3's
+    ``ProtocolError("Connection aborted.", RemoteDisconnected | ConnectionResetError)``)."""
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, urllib3.exceptions.ProtocolError) and isinstance(
+        cause.args[-1] if cause.args else None, (ConnectionResetError, BrokenPipeError)
+    )
+
+
+def _valid_header_value(value: str) -> bool:
+    return all(" " < ch < "\x7f" for ch in value)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After``
+    (seconds or an HTTP date)."""
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1e3)
+        value = headers.get("Retry-After")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

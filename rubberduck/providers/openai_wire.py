@@ -1,0 +1,463 @@
+"""The OpenAI wire format, without HTTP: request bodies built from RubberDuck's
+(Ollama-shaped) requests, the shapes of answers and chunks, SSE framing, and the
+assembly of chunks into events. :mod:`rubberduck.providers.openai` does the HTTP.
+
+Format source: the OpenAI API reference ("Chat Completions", "Completions",
+"Embeddings", "Models"; streaming as Server-Sent Events), as llama.cpp's server,
+vLLM, LM Studio and Ollama's ``/v1`` speak it. Unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+import sseclient
+
+from rubberduck.errors import ProtocolError
+from rubberduck.messages import ChatRequest, Delta, Done, Durations, Message, ToolCall, Usage
+from rubberduck.providers.base import DEFAULT_MAX_LINE_BYTES, Emit
+
+__all__ = [
+    "CHUNK_DECODER",
+    "EMBEDDINGS_DECODER",
+    "ENCODER",
+    "ERROR_DECODER",
+    "MODELS_DECODER",
+    "Answer",
+    "Chunk",
+    "ErrorInfo",
+    "add_common_fields",
+    "chat_body",
+    "error_text",
+    "iter_sse_events",
+]
+
+_READ_BYTES = 65536
+#: What ends an SSE event: a blank line after LF, CRLF or CR line ends.
+_BLANK_LINES = (b"\n\n", b"\n\r\n", b"\r\r")
+
+#: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
+#: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
+#: rejects unknown fields.
+_OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "num_predict": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+#: OpenAI ``finish_reason`` → Ollama ``done_reason``. Ollama ends a tool-calling
+#: answer with "stop"; other values ("content_filter", ...) pass through.
+_DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
+#: First bytes of base64-encoded images → MIME type, for ``data:`` URLs.
+_IMAGE_MAGIC = {"iVBORw0KGgo": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif"}
+
+
+# --- wire shapes (unknown fields are ignored) ---------------------------------------
+
+
+class _FunctionPart(msgspec.Struct):
+    name: str | None = None
+    # A JSON string per the spec; a few servers send the object itself.
+    arguments: str | dict[str, Any] | None = None
+
+
+class _ToolCallPart(msgspec.Struct):
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionPart | None = None
+
+
+class _MessagePart(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None  # llama.cpp, vLLM, DeepSeek
+    reasoning: str | None = None  # Ollama /v1, OpenRouter
+    tool_calls: list[_ToolCallPart] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _MessagePart | None = None  # streamed chat
+    message: _MessagePart | None = None  # non-streamed chat
+    text: str | None = None  # /completions
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Timings(msgspec.Struct):  # llama.cpp's extension, milliseconds
+    prompt_ms: float | None = None
+    predicted_ms: float | None = None
+
+
+class ErrorInfo(msgspec.Struct):
+    """OpenAI's error object: ``{"message", "type", "code"}`` (``code`` is a string
+    at OpenAI, the HTTP status at llama.cpp)."""
+
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+
+
+class Chunk(msgspec.Struct):
+    """A ``chat.completion.chunk`` / ``text_completion`` chunk, or a whole
+    non-streamed answer (the same fields; ``choices[].message`` instead of
+    ``choices[].delta``). ``timings`` (milliseconds) is llama.cpp's extension;
+    ``error`` is set on a failure mid-stream."""
+
+    model: str | None = None
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    timings: _Timings | None = None
+    error: ErrorInfo | str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """The body of an HTTP error answer: ``{"error": {...}}`` (or a bare string)."""
+
+    error: ErrorInfo | str | None = None
+    message: str | None = None  # some proxies answer {"message": ...}
+
+
+class _Model(msgspec.Struct):
+    id: str
+
+
+class ModelList(msgspec.Struct):
+    """``GET /models``: ``{"object": "list", "data": [{"id": ...}, ...]}``."""
+
+    data: list[_Model]
+
+
+class _Embedding(msgspec.Struct):
+    embedding: list[float]
+    index: int = 0
+
+
+class Embeddings(msgspec.Struct):
+    """``POST /embeddings``: ``{"data": [{"index": i, "embedding": [floats]}]}``."""
+
+    data: list[_Embedding]
+
+
+# One reusable decoder per shape: building a Decoder costs far more than a decode.
+CHUNK_DECODER = msgspec.json.Decoder(Chunk)
+ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
+MODELS_DECODER = msgspec.json.Decoder(ModelList)
+EMBEDDINGS_DECODER = msgspec.json.Decoder(Embeddings)
+_ARGUMENTS_DECODER = msgspec.json.Decoder()
+ENCODER = msgspec.json.Encoder()
+
+
+# --- SSE --------------------------------------------------------------------------------
+
+
+def iter_sse_events(
+    read: Callable[[int], bytes], *, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[sseclient.Event]:
+    """Server-Sent Events from a byte source, framed by ``sseclient-py``.
+
+    sseclient-py stitches events cut across reads and buffers each event whole;
+    the bytes of an unfinished event are counted here so that a server cannot make
+    it buffer without bound. Comments and unknown fields are skipped, events
+    without data are not dispatched (WHATWG HTML "Server-sent events").
+
+    Args:
+        read: Returns up to ``n`` bytes as they arrive, ``b""`` at the end
+            (``resp.raw.read1``).
+        max_event_bytes: Longest event accepted, bytes.
+
+    Yields:
+        Events with ``.event`` (``"message"`` unless named) and ``.data`` (str).
+
+    Raises:
+        ProtocolError: an event is longer than ``max_event_bytes`` or not UTF-8.
+    """
+    too_long = f"an SSE event is longer than {max_event_bytes} bytes"
+
+    def chunks() -> Iterator[bytes]:
+        pending, tail = 0, b""  # bytes of the unfinished event; the last 2 bytes read
+        while data := read(_READ_BYTES):
+            window = tail + data
+            ends = [i + len(sep) for sep in _BLANK_LINES if (i := window.rfind(sep)) != -1]
+            pending = len(window) - max(ends) if ends else pending + len(data)
+            if pending > max_event_bytes:
+                raise ProtocolError(too_long)
+            tail = window[-2:]
+            yield data
+
+    try:
+        for event in sseclient.SSEClient(chunks()).events():
+            if len(event.data) > max_event_bytes:  # a whole event within one read
+                raise ProtocolError(too_long)
+            yield event
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"an SSE event is not UTF-8 ({exc.reason})") from None
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The ``POST /chat/completions`` body for ``request`` (before
+    :func:`add_common_fields`).
+
+    Args:
+        request: An Ollama-shaped chat request; its messages are converted by
+            the rules of :func:`_messages`, its ``tools`` passed as they are
+            (Ollama already uses OpenAI's function schema).
+        model: The model to name.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": _messages(request.messages),
+        "stream": request.stream,
+    }
+    if request.tools:
+        body["tools"] = request.tools
+    return body
+
+
+def add_common_fields(
+    body: dict[str, Any],
+    stream: bool,
+    options: dict[str, Any] | None,
+    format: str | dict[str, Any] | None,
+) -> None:
+    """Add usage reporting, Ollama options and ``format`` to ``body`` as OpenAI
+    fields: ``stream_options.include_usage`` when streaming; ``temperature``,
+    ``top_p``, ``num_predict`` (tokens) → ``max_tokens``, ``stop``, ``seed``,
+    ``presence_penalty``, ``frequency_penalty``; ``format="json"`` →
+    ``response_format: {"type": "json_object"}``, a schema →
+    ``{"type": "json_schema", "json_schema": {"name": "response", "schema": ...}}``.
+
+    Args:
+        body: The request body, changed in place.
+        stream: The answer will be streamed.
+        options: Ollama options; the others (``num_ctx``, ``top_k``, ...) are not sent.
+        format: ``"json"``, a JSON schema, or ``None``.
+    """
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    for key, value in (options or {}).items():
+        field = _OPTION_FIELDS.get(key)
+        if field is None or value is None:
+            continue
+        if field == "max_tokens" and isinstance(value, (int, float)) and value < 0:
+            continue  # Ollama's -1/-2 mean "no cap": send none
+        body[field] = value
+    if format == "json":
+        body["response_format"] = {"type": "json_object"}
+    elif isinstance(format, dict):
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": format},
+        }
+
+
+def _messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Ollama messages → OpenAI messages: tool-call arguments become JSON strings,
+    images become ``image_url`` parts, tool results get the ``tool_call_id`` of the
+    call they answer (matched by ``tool_name``, else in order)."""
+    out: list[dict[str, Any]] = []
+    pending: list[tuple[str, str]] = []  # (id, name) of calls not yet answered
+    for number, msg in enumerate(messages):
+        item: dict[str, Any] = {"role": msg.role, "content": msg.content}
+        if msg.images:
+            item["content"] = [
+                *([{"type": "text", "text": msg.content}] if msg.content else []),
+                *({"type": "image_url", "image_url": {"url": _image_url(i)}} for i in msg.images),
+            ]
+        if msg.tool_calls:
+            calls = [
+                _tool_call(call, f"call_{number}_{i}") for i, call in enumerate(msg.tool_calls)
+            ]
+            item["tool_calls"] = calls
+            item["content"] = msg.content or None
+            pending = [(c["id"], c["function"]["name"]) for c in calls]
+        if msg.role == "tool":
+            match = next((p for p in pending if p[1] == msg.tool_name), None)
+            if match is None and pending and msg.tool_name is None:
+                match = pending[0]
+            if match is not None:
+                pending.remove(match)
+                item["tool_call_id"] = match[0]
+        out.append(item)
+    return out
+
+
+def _tool_call(call: dict[str, Any], fallback_id: str) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments", {})
+    return {
+        "id": call.get("id") or fallback_id,
+        "type": "function",
+        "function": {
+            "name": function.get("name", ""),
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }
+
+
+def _image_url(image: str) -> str:
+    if image.startswith(("data:", "http://", "https://")):
+        return image
+    mime = next((m for magic, m in _IMAGE_MAGIC.items() if image.startswith(magic)), "image/png")
+    return f"data:{mime};base64,{image}"
+
+
+# --- answers ------------------------------------------------------------------------
+
+
+class _CallParts:
+    """One tool call being assembled from streamed fragments."""
+
+    __slots__ = ("arguments", "id", "name", "whole")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.arguments: list[str] = []
+        self.whole: dict[str, Any] | None = None
+
+
+class Answer:
+    """Turns chunks into events; keeps what the final :class:`Done` needs.
+
+    Text and reasoning are emitted as they arrive; tool calls are joined per
+    ``index`` and emitted by :meth:`finish`, when their arguments are whole.
+
+    Args:
+        model: The requested model, reported if the server names none.
+    """
+
+    __slots__ = ("by_index", "calls", "finish_reason", "model", "timings", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.finish_reason: str | None = None
+        self.usage: _Usage | None = None
+        self.timings: _Timings | None = None
+        self.calls: list[_CallParts] = []
+        self.by_index: dict[int, _CallParts] = {}
+
+    def add(self, chunk: Chunk, emit: Emit, *, whole: bool) -> None:
+        """Emit the text in ``chunk``; keep its tool-call fragments, finish reason,
+        usage and timings.
+
+        Args:
+            chunk: A decoded chunk (or whole answer).
+            emit: Where :class:`Delta` events go.
+            whole: ``chunk`` is a non-streamed answer (tool calls have no ``index``).
+        """
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.timings is not None:
+            self.timings = chunk.timings
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue  # n > 1 is never asked for
+            part = choice.delta or choice.message
+            if part is not None:
+                thinking = part.reasoning_content or part.reasoning or ""
+                if part.content or thinking:
+                    emit(Delta(part.content or "", thinking))
+                if part.tool_calls:
+                    self._add_calls(part.tool_calls, whole)
+            elif choice.text:
+                emit(Delta(choice.text))
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def _add_calls(self, parts: list[_ToolCallPart], whole: bool) -> None:
+        for position, part in enumerate(parts):
+            index = position if whole or part.index is None else part.index
+            fn = part.function or _FunctionPart()
+            call = self.by_index.get(index)
+            # Ollama's /v1 gives parallel calls all index 0, each whole with its own id.
+            if call is not None and part.id and call.id and part.id != call.id and fn.name:
+                call = None
+            if call is None:
+                call = self.by_index[index] = _CallParts()
+                self.calls.append(call)
+            call.id = call.id or part.id
+            call.name = call.name or fn.name or ""
+            if isinstance(fn.arguments, dict):
+                call.whole = fn.arguments
+            elif fn.arguments:
+                call.arguments.append(fn.arguments)
+
+    def finish(self, emit: Emit, provider: str, elapsed_s: float) -> None:
+        """Emit the tool calls, then :class:`Done`.
+
+        Args:
+            emit: Where the events go.
+            provider: The backend's configured name, for ``Done.provider``.
+            elapsed_s: Seconds since the request was sent: ``durations.total_s``
+                when the server reports no timings.
+
+        Raises:
+            ProtocolError: a tool call has no name, or arguments that are not a
+                JSON object.
+        """
+        for call in self.calls:
+            emit(ToolCall(call.name, _arguments(call), call.id))
+        usage, timings = self.usage or _Usage(), self.timings or _Timings()
+        prompt_s = timings.prompt_ms / 1e3 if timings.prompt_ms is not None else None
+        eval_s = timings.predicted_ms / 1e3 if timings.predicted_ms is not None else None
+        emit(
+            Done(
+                done_reason=_DONE_REASONS.get(self.finish_reason or "", self.finish_reason),
+                usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
+                model=self.model,
+                provider=provider,
+                cost_usd=0.0,
+                durations=Durations(
+                    total_s=prompt_s + eval_s
+                    if prompt_s is not None and eval_s is not None
+                    else elapsed_s,
+                    prompt_eval_s=prompt_s,
+                    eval_s=eval_s,
+                ),
+            )
+        )
+
+
+def _arguments(call: _CallParts) -> dict[str, Any]:
+    """A tool call's arguments as an object (OpenAI streams them as a JSON string)."""
+    if not call.name:
+        raise ProtocolError("a streamed tool call has no function name")
+    if call.whole is not None:
+        return call.whole
+    text = "".join(call.arguments)
+    if not text.strip():
+        return {}
+    try:
+        value = _ARGUMENTS_DECODER.decode(text)
+    except msgspec.DecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            f"tool call {call.name!r} has arguments that are not a JSON object: {text[:120]!r}"
+        )
+    return value
+
+
+def error_text(error: ErrorInfo | str) -> str:
+    """The human-readable part of an error object or string."""
+    if isinstance(error, str):
+        return error
+    return error.message or error.type or ("" if error.code is None else str(error.code))
