@@ -51,7 +51,6 @@ from typing import Any
 import msgspec
 import requests
 import sseclient  # type: ignore[import-untyped]
-from requests.adapters import HTTPAdapter
 
 from rubberduck import __version__
 from rubberduck.errors import (
@@ -87,11 +86,14 @@ from rubberduck.providers._anthropic_wire import (
 )
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
+    CancellableAdapter,
     CancelScope,
     Emit,
+    close_session,
     end_response,
     read_body,
     response_closer,
+    sending,
     transport_error,
 )
 
@@ -196,7 +198,7 @@ class AnthropicProvider:
         self.validate_config()
         self._session = requests.Session()
         self._session.trust_env = trust_env
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -379,10 +381,13 @@ class AnthropicProvider:
 
     def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
         try:
-            resp = self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=self._timeout
-            )
+            with sending(scope):
+                resp = self._session.post(
+                    self.base_url + path, data=body, stream=True, timeout=self._timeout
+                )
         except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
             raise transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_HINT
             ) from exc
@@ -638,7 +643,7 @@ class AnthropicProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._session.close()
+        close_session(self._session)
 
 
 def _retry_after(value: str | None) -> float | None:

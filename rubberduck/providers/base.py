@@ -35,6 +35,7 @@ __all__ = [
     "Emit",
     "Provider",
     "close_session",
+    "current_scope",
     "end_response",
     "iter_lines",
     "read_body",
@@ -157,9 +158,15 @@ def sending(scope: CancelScope) -> Iterator[None]:
         _sending.scope = None
 
 
+def current_scope() -> CancelScope | None:
+    """The scope of the :func:`sending` block this thread is in, if any."""
+    scope: CancelScope | None = getattr(_sending, "scope", None)
+    return scope
+
+
 class _ScopedConnection(HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
-        scope: CancelScope | None = getattr(_sending, "scope", None)
+        scope = current_scope()
         if scope is not None:
             if self.sock is None:
                 self.connect()

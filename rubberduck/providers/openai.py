@@ -41,7 +41,6 @@ from typing import Any
 import msgspec
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 
 from rubberduck import __version__
 from rubberduck.errors import (
@@ -57,11 +56,15 @@ from rubberduck.errors import (
 from rubberduck.messages import ChatRequest, EmbedRequest, Request
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
+    CancellableAdapter,
     CancelScope,
     Emit,
+    close_session,
+    current_scope,
     end_response,
     read_body,
     response_closer,
+    sending,
     transport_error,
 )
 from rubberduck.providers.openai_wire import (
@@ -170,7 +173,7 @@ class OpenAIProvider:
         self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
         self._session = requests.Session()
         self._session.trust_env = trust_env
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -333,15 +336,18 @@ class OpenAIProvider:
     ) -> requests.Response:
         headers = self._headers(stream)
         try:
-            resp = self._send(
-                "POST",
-                self.base_url + path,
-                data=body,
-                headers=headers,
-                stream=True,
-                timeout=self._timeout,
-            )
+            with sending(scope):
+                resp = self._send(
+                    "POST",
+                    self.base_url + path,
+                    data=body,
+                    headers=headers,
+                    stream=True,
+                    timeout=self._timeout,
+                )
         except Exception as exc:
+            if scope.cancelled:
+                raise Cancelled("the request was cancelled", provider=self.name) from None
             raise self._transport_error(exc) from exc
         scope.attach(response_closer(resp))
         if resp.status_code != 200:
@@ -363,7 +369,8 @@ class OpenAIProvider:
         try:
             return self._session.request(method, url, **kwargs)
         except requests.ConnectionError as exc:
-            if not _closed_before_answer(exc):
+            scope = current_scope()
+            if not _closed_before_answer(exc) or (scope is not None and scope.cancelled):
                 raise
         return self._session.request(method, url, **kwargs)
 
@@ -527,7 +534,7 @@ class OpenAIProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._session.close()
+        close_session(self._session)
 
     # --- description --------------------------------------------------------------
 
