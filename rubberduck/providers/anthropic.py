@@ -44,7 +44,6 @@ there is no price table here; ``Done.usage`` has the token counts.
 from __future__ import annotations
 
 import os
-import platform
 import urllib.parse
 from typing import Any
 
@@ -52,7 +51,6 @@ import msgspec
 import requests
 import sseclient  # type: ignore[import-untyped]
 
-from rubberduck import __version__
 from rubberduck.errors import (
     Cancelled,
     ConfigError,
@@ -86,12 +84,13 @@ from rubberduck.providers._anthropic_wire import (
 )
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
-    CancellableAdapter,
     CancelScope,
     Emit,
     close_session,
     end_response,
+    new_session,
     read_body,
+    read_ok_body,
     response_closer,
     sending,
     transport_error,
@@ -196,20 +195,13 @@ class AnthropicProvider:
         self.max_event_bytes = max_event_bytes
         self._timeout = (connect_timeout, timeout)
         self.validate_config()
-        self._session = requests.Session()
-        self._session.trust_env = trust_env
-        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {
+        self._session = new_session(
+            pool_size=pool_size,
+            trust_env=trust_env,
+            headers={
                 "x-api-key": os.environ[self.api_key_env].strip(),
                 "anthropic-version": ANTHROPIC_VERSION,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"rubberduck/{__version__} ({platform.machine()} "
-                f"{platform.system().lower()}) Python/{platform.python_version()}",
-            }
+            },
         )
 
     def __repr__(self) -> str:
@@ -593,15 +585,9 @@ class AnthropicProvider:
             resp = self._session.get(
                 self.base_url + path, params=params, stream=True, timeout=(timeout, timeout)
             )
-            complete = False
-            try:
-                if resp.status_code != 200:
-                    raise self._http_error(resp, "")
-                body = read_body(resp, max_bytes=self.max_event_bytes)
-                complete = True
-                return body
-            finally:
-                end_response(resp, complete=complete)
+            return read_ok_body(
+                resp, max_bytes=self.max_event_bytes, http_error=lambda r: self._http_error(r, "")
+            )
         except RubberDuckError as exc:
             exc.provider = exc.provider or self.name
             raise

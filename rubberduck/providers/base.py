@@ -9,9 +9,10 @@ one queue hand-off to the caller.
 
 from __future__ import annotations
 
+import platform
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from rubberduck import __version__
 from rubberduck.errors import (
     ProtocolError,
     ProviderUnavailable,
@@ -30,6 +32,7 @@ from rubberduck.errors import (
 from rubberduck.messages import Event, Request
 
 __all__ = [
+    "USER_AGENT",
     "CancelScope",
     "CancellableAdapter",
     "Emit",
@@ -38,7 +41,9 @@ __all__ = [
     "current_scope",
     "end_response",
     "iter_lines",
+    "new_session",
     "read_body",
+    "read_ok_body",
     "sending",
     "transport_error",
 ]
@@ -195,6 +200,58 @@ class CancellableAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _ScopedPool, "https": _ScopedHTTPSPool}
+
+
+USER_AGENT = (
+    f"rubberduck/{__version__} ({platform.machine()} {platform.system().lower()}) "
+    f"Python/{platform.python_version()}"
+)
+
+
+def new_session(
+    *, pool_size: int, trust_env: bool, headers: Mapping[str, str] | None = None
+) -> requests.Session:
+    """A session for one backend: one bounded pool of ``pool_size`` keep-alive
+    connections whose requests a :class:`CancelScope` can close (see
+    :class:`CancellableAdapter`), no automatic retries, JSON headers plus
+    ``headers``. ``trust_env`` reads proxies and .netrc from the environment (on
+    every request: slower)."""
+    session = requests.Session()
+    session.trust_env = trust_env
+    adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(
+        {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+    )
+    session.headers.update(headers or {})
+    return session
+
+
+def read_ok_body(
+    resp: requests.Response,
+    *,
+    max_bytes: int,
+    http_error: Callable[[requests.Response], RubberDuckError],
+) -> bytes:
+    """The body of a 200 answer (at most ``max_bytes``); the connection goes back
+    to the pool after it. Other statuses raise ``http_error(resp)``.
+
+    Raises:
+        RubberDuckError: from ``http_error``, or ``ProtocolError`` for a body
+            over ``max_bytes``.
+        requests / urllib3 exceptions: the connection broke (map them with
+            :func:`transport_error`).
+    """
+    complete = False
+    try:
+        if resp.status_code != 200:
+            raise http_error(resp)
+        body = read_body(resp, max_bytes=max_bytes)
+        complete = True
+        return body
+    finally:
+        end_response(resp, complete=complete)
 
 
 def close_session(session: requests.Session) -> None:

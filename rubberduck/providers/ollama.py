@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import platform
 import urllib.parse
 from typing import Any
 
 import msgspec
 import requests
 
-from rubberduck import __version__
 from rubberduck.errors import (
     Cancelled,
     ConfigError,
@@ -45,13 +43,14 @@ from rubberduck.messages import (
 )
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
-    CancellableAdapter,
     CancelScope,
     Emit,
     close_session,
     end_response,
     iter_lines,
+    new_session,
     read_body,
+    read_ok_body,
     response_closer,
     sending,
     transport_error,
@@ -223,19 +222,7 @@ class OllamaProvider:
         self.keep_alive = keep_alive
         self.max_line_bytes = max_line_bytes
         self._timeout = (connect_timeout, timeout)
-        self._session = requests.Session()
-        self._session.trust_env = trust_env
-        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"rubberduck/{__version__} ({platform.machine()} "
-                f"{platform.system().lower()}) Python/{platform.python_version()}",
-            }
-        )
+        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
 
     def __repr__(self) -> str:
         return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -399,15 +386,9 @@ class OllamaProvider:
         try:
             # stream=True leaves an error body unread, for _http_error to read.
             resp = self._session.get(self.base_url + path, stream=True, timeout=(timeout, timeout))
-            complete = False
-            try:
-                if resp.status_code != 200:
-                    raise self._http_error(resp, "")
-                body = read_body(resp, max_bytes=self.max_line_bytes)
-                complete = True
-                return body
-            finally:
-                end_response(resp, complete=complete)
+            return read_ok_body(
+                resp, max_bytes=self.max_line_bytes, http_error=lambda r: self._http_error(r, "")
+            )
         except RubberDuckError as exc:
             exc.provider = exc.provider or self.name
             raise

@@ -33,7 +33,6 @@ import email.utils
 import ipaddress
 import math
 import os
-import platform
 import time
 import urllib.parse
 from typing import Any
@@ -42,7 +41,6 @@ import msgspec
 import requests
 import urllib3.exceptions
 
-from rubberduck import __version__
 from rubberduck.errors import (
     Cancelled,
     ConfigError,
@@ -56,13 +54,14 @@ from rubberduck.errors import (
 from rubberduck.messages import ChatRequest, EmbedRequest, Request
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
-    CancellableAdapter,
     CancelScope,
     Emit,
     close_session,
     current_scope,
     end_response,
+    new_session,
     read_body,
+    read_ok_body,
     response_closer,
     sending,
     transport_error,
@@ -171,19 +170,7 @@ class OpenAIProvider:
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
         self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
-        self._session = requests.Session()
-        self._session.trust_env = trust_env
-        adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"rubberduck/{__version__} ({platform.machine()} "
-                f"{platform.system().lower()}) Python/{platform.python_version()}",
-            }
-        )
+        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
         if self._key.value and _valid_header_value(self._key.value):
             self._session.headers["Authorization"] = f"Bearer {self._key.value}"
 
@@ -484,15 +471,11 @@ class OpenAIProvider:
                 stream=True,
                 timeout=(min(timeout, self._timeout[0]), timeout),
             )
-            complete = False
-            try:
-                if resp.status_code != 200:
-                    raise self._http_error(resp, model)
-                data = read_body(resp, max_bytes=self.max_event_bytes)
-                complete = True
-                return data
-            finally:
-                end_response(resp, complete=complete)
+            return read_ok_body(
+                resp,
+                max_bytes=self.max_event_bytes,
+                http_error=lambda r: self._http_error(r, model),
+            )
         except RubberDuckError as exc:
             exc.provider = exc.provider or self.name
             self._redacted(exc)
