@@ -89,10 +89,9 @@ from rubberduck.providers.base import (
     close_session,
     end_response,
     new_session,
+    open_stream,
     read_body,
     read_ok_body,
-    response_closer,
-    sending,
     transport_error,
 )
 
@@ -372,25 +371,17 @@ class AnthropicProvider:
             ) from None
 
     def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
-        try:
-            with sending(scope):
-                resp = self._session.post(
-                    self.base_url + path, data=body, stream=True, timeout=self._timeout
-                )
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise transport_error(
+        return open_stream(
+            lambda: self._session.post(
+                self.base_url + path, data=body, stream=True, timeout=self._timeout
+            ),
+            scope,
+            http_error=lambda resp: self._http_error(resp, model),
+            transport=lambda exc: transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_HINT
-            ) from exc
-        scope.attach(response_closer(resp))
-        if resp.status_code != 200:
-            try:
-                raise self._http_error(resp, model)
-            finally:
-                scope.detach()
-                resp.close()
-        return resp
+            ),
+            provider=self.name,
+        )
 
     def _read_stream(self, resp: requests.Response, emit: Emit, model: str) -> None:
         """Emit the events of an SSE answer, ending with :class:`Done` at

@@ -24,6 +24,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from rubberduck import __version__
 from rubberduck.errors import (
+    Cancelled,
     ProtocolError,
     ProviderUnavailable,
     RequestTimeout,
@@ -42,6 +43,7 @@ __all__ = [
     "end_response",
     "iter_lines",
     "new_session",
+    "open_stream",
     "read_body",
     "read_ok_body",
     "sending",
@@ -252,6 +254,42 @@ def read_ok_body(
         return body
     finally:
         end_response(resp, complete=complete)
+
+
+def open_stream(
+    send: Callable[[], requests.Response],
+    scope: CancelScope,
+    *,
+    http_error: Callable[[requests.Response], RubberDuckError],
+    transport: Callable[[Exception], RubberDuckError],
+    provider: str,
+) -> requests.Response:
+    """Send a request (``send``, with ``stream=True``) whose answer is read as it
+    arrives; ``scope`` can close it from the moment it goes out.
+
+    Returns:
+        The 200 response, attached to ``scope`` (``scope.detach()`` when done).
+
+    Raises:
+        Cancelled: ``scope`` was cancelled.
+        RubberDuckError: ``http_error(resp)`` for another status, or
+            ``transport(exc)`` when the request could not be sent.
+    """
+    try:
+        with sending(scope):
+            resp = send()
+    except Exception as exc:
+        if scope.cancelled:
+            raise Cancelled("the request was cancelled", provider=provider) from None
+        raise transport(exc) from exc
+    scope.attach(response_closer(resp))
+    if resp.status_code != 200:
+        try:
+            raise http_error(resp)
+        finally:
+            scope.detach()
+            resp.close()
+    return resp
 
 
 def close_session(session: requests.Session) -> None:

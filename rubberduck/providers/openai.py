@@ -60,10 +60,9 @@ from rubberduck.providers.base import (
     current_scope,
     end_response,
     new_session,
+    open_stream,
     read_body,
     read_ok_body,
-    response_closer,
-    sending,
     transport_error,
 )
 from rubberduck.providers.openai_wire import (
@@ -322,28 +321,20 @@ class OpenAIProvider:
         self, path: str, body: bytes, scope: CancelScope, model: str, *, stream: bool
     ) -> requests.Response:
         headers = self._headers(stream)
-        try:
-            with sending(scope):
-                resp = self._send(
-                    "POST",
-                    self.base_url + path,
-                    data=body,
-                    headers=headers,
-                    stream=True,
-                    timeout=self._timeout,
-                )
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise self._transport_error(exc) from exc
-        scope.attach(response_closer(resp))
-        if resp.status_code != 200:
-            try:
-                raise self._http_error(resp, model)
-            finally:
-                scope.detach()
-                resp.close()
-        return resp
+        return open_stream(
+            lambda: self._send(
+                "POST",
+                self.base_url + path,
+                data=body,
+                headers=headers,
+                stream=True,
+                timeout=self._timeout,
+            ),
+            scope,
+            http_error=lambda resp: self._http_error(resp, model),
+            transport=self._transport_error,
+            provider=self.name,
+        )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """``Session.request``, sent once more if a pooled connection turns out to
