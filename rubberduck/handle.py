@@ -53,6 +53,7 @@ class RequestHandle:
         request: The request as submitted.
         deadline: ``time.monotonic()`` value after which the request fails with
             :class:`~rubberduck.errors.RequestTimeout`.
+        timeout: The request's total timeout as given, seconds.
         mid_stream: What a break after the first chunk does: ``"error"`` or
             ``"restart"`` (see :class:`~rubberduck.messages.Restart`).
         tried: Backends attempted, in order (a backend appears again after a
@@ -73,7 +74,7 @@ class RequestHandle:
         self.request = request
         self.mid_stream = mid_stream
         self.deadline = time.monotonic() + timeout
-        self._timeout = timeout
+        self.timeout = timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_buffered)
         self._lock = threading.Lock()
         self._scope: CancelScope | None = None
@@ -158,7 +159,17 @@ class RequestHandle:
         self._put(event)
 
     def _put(self, event: Event) -> None:
-        try:
+        # Checked and queued under the lock, so that no event lands behind the
+        # terminal one that another thread (a cancel, the deadline) just queued.
+        with self._lock:
+            if self.finished:
+                raise Cancelled("the request was cancelled")
+            try:
+                self._queue.put_nowait(event)
+                return
+            except queue.Full:
+                pass
+        try:  # the caller is behind: wait for room, outside the lock
             self._queue.put(event, timeout=max(self.time_left(), 0.0))
         except queue.Full:
             self._finish(RequestTimeout("the caller stopped reading events before the deadline"))
@@ -202,7 +213,7 @@ class RequestHandle:
             item = self._queue.get(timeout=max(self.time_left(), 0.0))
         except queue.Empty:
             self._finish(
-                RequestTimeout(f"no answer within the request timeout of {self._timeout:g} s")
+                RequestTimeout(f"no answer within the request timeout of {self.timeout:g} s")
             )
             item = self._drain_terminal()
         if isinstance(item, RubberDuckError):
@@ -213,12 +224,13 @@ class RequestHandle:
         return item  # type: ignore[no-any-return]
 
     def _drain_terminal(self) -> Any:
-        """After a timeout, the first item left in the queue (the terminal one if
-        the worker did not win the race)."""
+        """After a timeout, the next item: the request has ended, so its terminal
+        item is in the queue or about to be (whoever ended it queues it just
+        after marking it ended); events queued before it come first."""
         try:
-            return self._queue.get_nowait()
+            return self._queue.get(timeout=1.0)
         except queue.Empty:
-            return RequestTimeout(f"no answer within the request timeout of {self._timeout:g} s")
+            return RequestTimeout(f"no answer within the request timeout of {self.timeout:g} s")
 
     def __iter__(self) -> Iterator[Event]:
         while True:

@@ -22,6 +22,7 @@ from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_act
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
+from rubberduck.deadlines import DeadlineWatch
 from rubberduck.errors import Cancelled, ConfigError, InvalidRequest, ProviderUnavailable
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
@@ -76,6 +77,7 @@ class Runtime:
         self.escalation: str | None = None
         self._registry = Registry()
         self._load = Load()
+        self._deadlines = DeadlineWatch()
         routes = [
             Route(
                 name,
@@ -182,6 +184,7 @@ class Runtime:
         with self._lock:
             self._handles[handle.id] = handle
         handle.on_finish = self._forget
+        self._deadlines.watch(handle)
         # Waits (up to a second) only while the router is being restarted.
         if not self._registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
             handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
@@ -190,6 +193,7 @@ class Runtime:
     def _forget(self, handle: RequestHandle) -> None:
         with self._lock:
             self._handles.pop(handle.id, None)
+        self._deadlines.ended()
 
     def chat(
         self,
@@ -362,6 +366,7 @@ class Runtime:
         for handle in pending:
             handle.fail(Cancelled("the runtime was closed"))
         self._supervisor.stop(block=True, timeout=timeout)
+        self._deadlines.stop()
         for thread in self._registry.threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)

@@ -178,3 +178,17 @@ def test_a_backend_that_comes_back_is_used_within_one_cooldown(
     # One cooldown (+10 % jitter), plus a tick and the probe itself.
     assert took < cooldown * 1.1 + 0.25, took
     assert len(primary.posts()) == user_posts + 1, "the probe decided, not a user request"
+
+
+def test_the_deadline_holds_for_a_request_nobody_reads(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "hang"
+    with runtime_for(primary.url, backup.url) as rt:
+        handle = rt.chat("llama3.2", HI, stream=True, timeout=0.3)
+        # Nobody waits on the handle, yet its call is closed at the deadline.
+        assert wait_until(lambda: primary.disconnects == 1, 2)
+        assert rt.health()["primary"].in_flight == 0
+        with pytest.raises(RequestTimeout, match="0.3 s"):
+            handle.result()
