@@ -190,5 +190,5 @@ def test_the_deadline_holds_for_a_request_nobody_reads(
         # Nobody waits on the handle, yet its call is closed at the deadline.
         assert wait_until(lambda: primary.disconnects == 1, 2)
         assert rt.health()["primary"].in_flight == 0
-        with pytest.raises(RequestTimeout, match="0.3 s"):
+        with pytest.raises(RequestTimeout, match=r"0\.3 s"):
             handle.result()
