@@ -7,12 +7,14 @@ __version__ = "0.1.0"
 
 from rubberduck.config import (
     Config,
+    CostConfig,
     HealthConfig,
     ProviderConfig,
     RouterConfig,
     SupervisorConfig,
     load_config,
 )
+from rubberduck.cost import Price, UsageReport, UsageTotals
 from rubberduck.errors import (
     AllProvidersFailed,
     Cancelled,
@@ -54,6 +56,7 @@ __all__ = [
     "ChatResponse",
     "Config",
     "ConfigError",
+    "CostConfig",
     "Delta",
     "Done",
     "Durations",
@@ -66,6 +69,7 @@ __all__ = [
     "InvalidRequest",
     "Message",
     "ModelNotFound",
+    "Price",
     "ProtocolError",
     "ProviderConfig",
     "ProviderUnavailable",
@@ -80,6 +84,8 @@ __all__ = [
     "SupervisorConfig",
     "ToolCall",
     "Usage",
+    "UsageReport",
+    "UsageTotals",
     "__version__",
     "load_config",
 ]

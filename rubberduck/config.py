@@ -25,10 +25,12 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from rubberduck.cost import Price
 from rubberduck.errors import ConfigError
 
 __all__ = [
     "Config",
+    "CostConfig",
     "HealthConfig",
     "ProviderConfig",
     "RouterConfig",
@@ -169,6 +171,21 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     within: float = 5.0
 
 
+class CostConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[cost]`` table.
+
+    Attributes:
+        prices: Model → ``{input = USD, output = USD}`` per million tokens, over
+            the shipped defaults (``rubberduck.cost.DEFAULT_PRICES``, dated
+            ``PRICES_AS_OF``). A name also prices the models it is a prefix of.
+        shadow_model: Price local answers as if this cloud model had produced
+            the same tokens (``Done.shadow_cost_usd``); it needs a price.
+    """
+
+    prices: dict[str, Price] = {}
+    shadow_model: str | None = None
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration.
 
@@ -177,12 +194,14 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         router: Routing settings.
         health: Health-probe and circuit-breaker settings.
         supervisor: Restart intensity.
+        cost: Prices and the shadow model.
     """
 
     provider: dict[str, ProviderConfig] = {}
     router: RouterConfig = RouterConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    cost: CostConfig = CostConfig()
 
     def backends(self) -> list[tuple[str, ProviderConfig]]:
         """Enabled backends in routing order, each with its ``kind`` filled in.

@@ -13,7 +13,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import msgspec
@@ -91,6 +91,8 @@ class RequestHandle:
         self.retries_left = retries
         self.retry_round = 0
         self.on_finish: Any = None  # set by the runtime to forget the handle
+        #: Set by the runtime: fills in a Done's cost and counts its usage.
+        self.pricer: Callable[[Done], Done] | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "running"
@@ -144,14 +146,17 @@ class RequestHandle:
         if self.finished:
             raise Cancelled("the request was cancelled")
         if type(event) is Done:
+            done: Done = event
             if self.causes:
                 notes = tuple(
                     f"{name}: {err.message}"
                     for name, err in self.causes.items()
-                    if name != event.provider
+                    if name != done.provider
                 )
-                event = msgspec.structs.replace(event, fallbacks=notes)
-            self._finish(event)
+                done = msgspec.structs.replace(done, fallbacks=notes)
+            if self.pricer is not None:
+                done = self.pricer(done)
+            self._finish(done)
             return
         self.delivered = True
         if type(event) is Delta:

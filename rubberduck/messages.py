@@ -202,6 +202,9 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=Tr
         model: The model that answered, as the backend named it.
         provider: The configured name of the backend that answered.
         cost_usd: Cost of the request in USD; exactly 0.0 for local backends.
+        shadow_cost_usd: For a local answer, what the same tokens would have
+            cost on the configured shadow cloud model (``[cost] shadow_model``),
+            USD; ``None`` otherwise.
         durations: Server-side timings in seconds.
         fallbacks: ``"backend: reason"`` for each backend tried before this one.
     """
@@ -211,6 +214,7 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=Tr
     model: str = ""
     provider: str = ""
     cost_usd: float = 0.0
+    shadow_cost_usd: float | None = None
     durations: Durations = Durations()
     fallbacks: tuple[str, ...] = ()
 

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, cast
 
 import msgspec
@@ -22,6 +22,7 @@ from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_act
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
+from rubberduck.cost import UsageLedger, UsageReport, find_price
 from rubberduck.deadlines import DeadlineWatch
 from rubberduck.errors import Cancelled, ConfigError, InvalidRequest, ProviderUnavailable
 from rubberduck.handle import RequestHandle
@@ -29,6 +30,7 @@ from rubberduck.messages import (
     BackendHealth,
     ChatRequest,
     ChatResponse,
+    Done,
     GenerateRequest,
     GenerateResponse,
     Message,
@@ -77,6 +79,18 @@ class Runtime:
         self.escalation: str | None = None
         self._registry = Registry()
         self._load = Load()
+        cost = config.cost
+        self._ledger = UsageLedger(
+            {name: p.is_local for name, p in self.providers.items()},
+            cost.prices,
+            cost.shadow_model,
+        )
+        if cost.shadow_model and find_price(self._ledger.prices, cost.shadow_model) is None:
+            raise ConfigError(
+                f"[cost] shadow_model {cost.shadow_model!r} has no price — add "
+                f'[cost.prices."{cost.shadow_model}"] input = ..., output = ... (USD per '
+                "million tokens)"
+            )
         self._deadlines = DeadlineWatch()
         routes = [
             Route(
@@ -184,6 +198,7 @@ class Runtime:
         with self._lock:
             self._handles[handle.id] = handle
         handle.on_finish = self._forget
+        handle.pricer = self._ledger.price
         self._deadlines.watch(handle)
         # Waits (up to a second) only while the router is being restarted.
         if not self._registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
@@ -336,6 +351,17 @@ class Runtime:
             if all(h.checked for h in snapshot.values()) or time.monotonic() >= give_up:
                 return snapshot
             time.sleep(0.02)
+
+    def usage(self) -> UsageReport:
+        """Requests, tokens and cost (USD) since the runtime started, per backend
+        and per model; local backends cost 0.0 (see ``shadow_cost_usd``)."""
+        return self._ledger.report()
+
+    def subscribe_usage(self, callback: Callable[[Done], None]) -> Callable[[], None]:
+        """Call ``callback(done)`` with every finished request's ``Done`` (cost and
+        usage filled in), in the worker thread that finished it: keep it quick;
+        an exception in it is logged, not raised. Returns an unsubscribe function."""
+        return self._ledger.subscribe(callback)
 
     def models(self, timeout: float = 5.0) -> dict[str, list[str] | Exception]:
         """Ask every backend for its models now (Ollama ``/api/tags``).

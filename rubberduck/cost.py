@@ -1,0 +1,201 @@
+"""What requests cost: a price table, the cost of each answer, and running totals.
+
+Local backends (Ollama, the embedded model, an OpenAI-compatible server on a
+private address) cost exactly 0.0 USD. A cloud backend's answer costs its
+prompt and completion tokens at the model's price per million tokens, from the
+``[cost.prices]`` table over :data:`DEFAULT_PRICES`. An optional *shadow cost*
+prices a local answer as if a named cloud model had produced the same tokens:
+what running locally saved.
+
+Costing happens once per request, on its ``Done`` event, never per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from rubberduck.messages import Done
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "PRICES_AS_OF",
+    "Price",
+    "UsageLedger",
+    "UsageReport",
+    "UsageTotals",
+]
+
+log = logging.getLogger("rubberduck.cost")
+
+
+class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model's list price, USD per million tokens.
+
+    Attributes:
+        input: Per million prompt (input) tokens, USD.
+        output: Per million completion (output) tokens, USD.
+    """
+
+    input: float
+    output: float
+
+    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Cost in USD of that many tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+
+#: When :data:`DEFAULT_PRICES` were read off the vendors' pricing pages. Prices
+#: change: set your own in ``[cost.prices]``.
+PRICES_AS_OF = "2025-10"
+
+#: List prices (standard tier, no caching or batch discounts), USD per million
+#: tokens, as published by OpenAI and Anthropic on :data:`PRICES_AS_OF`.
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "claude-opus-4-1": Price(15.00, 75.00),
+    "claude-sonnet-4-5": Price(3.00, 15.00),
+    "claude-sonnet-4": Price(3.00, 15.00),
+    "claude-haiku-4-5": Price(1.00, 5.00),
+    "claude-3-7-sonnet": Price(3.00, 15.00),
+    "claude-3-5-sonnet": Price(3.00, 15.00),
+    "claude-3-5-haiku": Price(0.80, 4.00),
+}
+
+
+def find_price(prices: Mapping[str, Price], model: str) -> Price | None:
+    """The price of ``model``: an exact entry, else the longest entry that the
+    name starts with (``claude-sonnet-4-5-20250929`` → ``claude-sonnet-4-5``)."""
+    if model in prices:
+        return prices[model]
+    best = max((name for name in prices if model.startswith(name)), key=len, default=None)
+    return prices[best] if best is not None else None
+
+
+class UsageTotals(msgspec.Struct, kw_only=True):
+    """Running totals for one backend or one model.
+
+    Attributes:
+        requests: Requests that ended with ``Done``.
+        prompt_tokens: Prompt tokens, as the backends reported them.
+        completion_tokens: Completion tokens, as the backends reported them.
+        cost_usd: Total cost, USD.
+        shadow_cost_usd: What the local answers would have cost on the shadow
+            model, USD (0.0 without one).
+        unpriced: Cloud answers whose model has no price (counted at 0.0).
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    shadow_cost_usd: float = 0.0
+    unpriced: int = 0
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    """``Runtime.usage()``: totals since the runtime started.
+
+    Attributes:
+        by_backend: Backend name → totals.
+        by_model: Model name (as the backend reported it) → totals.
+        shadow_model: The cloud model local answers are shadow-priced at, if any.
+        prices_as_of: Date of the shipped default prices.
+    """
+
+    by_backend: dict[str, UsageTotals]
+    by_model: dict[str, UsageTotals]
+    shadow_model: str | None = None
+    prices_as_of: str = PRICES_AS_OF
+
+
+class UsageLedger:
+    """Prices each finished request and keeps the totals.
+
+    Args:
+        local: Backend name → ``True`` if it is local (free).
+        prices: Overrides and additions to :data:`DEFAULT_PRICES`.
+        shadow_model: Price local answers at this cloud model, as ``shadow_cost_usd``.
+
+    Raises:
+        ConfigError: (from the Runtime) ``shadow_model`` has no price.
+    """
+
+    def __init__(
+        self,
+        local: Mapping[str, bool],
+        prices: Mapping[str, Price] | None = None,
+        shadow_model: str | None = None,
+    ) -> None:
+        self.local = dict(local)
+        self.prices = {**DEFAULT_PRICES, **(prices or {})}
+        self.shadow_model = shadow_model
+        self.shadow_price = find_price(self.prices, shadow_model) if shadow_model else None
+        self._by_backend: dict[str, UsageTotals] = {}
+        self._by_model: dict[str, UsageTotals] = {}
+        self._subscribers: list[Callable[[Done], None]] = []
+        self._lock = threading.Lock()
+
+    def price(self, done: Done) -> Done:
+        """``done`` with ``cost_usd`` and ``shadow_cost_usd`` filled in, added to the
+        totals and sent to the subscribers."""
+        usage = done.usage
+        tokens = (usage.prompt_tokens, usage.completion_tokens)
+        unpriced = False
+        shadow = None
+        if self.local.get(done.provider, False):
+            cost = 0.0
+            if self.shadow_price is not None:
+                shadow = self.shadow_price.of(*tokens)
+        else:
+            price = find_price(self.prices, done.model)
+            unpriced = price is None
+            cost = price.of(*tokens) if price is not None else 0.0
+        done = msgspec.structs.replace(done, cost_usd=cost, shadow_cost_usd=shadow)
+        with self._lock:
+            for key, table in ((done.provider, self._by_backend), (done.model, self._by_model)):
+                totals = table.get(key)
+                if totals is None:
+                    totals = table[key] = UsageTotals()
+                totals.requests += 1
+                totals.prompt_tokens += tokens[0]
+                totals.completion_tokens += tokens[1]
+                totals.cost_usd += cost
+                totals.shadow_cost_usd += shadow or 0.0
+                totals.unpriced += unpriced
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(done)
+            except Exception:
+                log.exception("a usage subscriber failed")
+        return done
+
+    def subscribe(self, callback: Callable[[Done], None]) -> Callable[[], None]:
+        """Call ``callback(done)`` for every finished request (in a worker thread;
+        keep it quick). Returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def report(self) -> UsageReport:
+        """A copy of the totals."""
+        with self._lock:
+            return UsageReport(
+                by_backend={k: msgspec.structs.replace(v) for k, v in self._by_backend.items()},
+                by_model={k: msgspec.structs.replace(v) for k, v in self._by_model.items()},
+                shadow_model=self.shadow_model,
+            )
