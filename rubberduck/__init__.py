@@ -14,6 +14,7 @@ from rubberduck.config import (
     SupervisorConfig,
     load_config,
 )
+from rubberduck.context import Context
 from rubberduck.cost import Price, UsageReport, UsageTotals
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -56,6 +57,7 @@ __all__ = [
     "ChatResponse",
     "Config",
     "ConfigError",
+    "Context",
     "CostConfig",
     "Delta",
     "Done",

@@ -6,7 +6,7 @@ import rubberduck
 def test_exported_members() -> None:
     assert sorted(rubberduck.__all__) == sorted([
         "AllProvidersFailed", "BackendHealth", "Cancelled", "ChatRequest", "ChatResponse",
-        "Config", "ConfigError", "CostConfig", "Price", "UsageReport", "UsageTotals",
+        "Config", "ConfigError", "Context", "CostConfig", "Price", "UsageReport", "UsageTotals",
         "Delta", "Done", "Durations", "EmbedRequest", "Event",
         "GenerateRequest", "GenerateResponse", "HealthConfig", "InternalError", "InvalidRequest",
         "Message",
