@@ -1,0 +1,154 @@
+"""``rubberduck chat`` (one-shot or interactive) and ``rubberduck generate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import msgspec
+
+from rubberduck import usage_log
+from rubberduck.context import Context
+from rubberduck.messages import Delta, Done, Message, Restart
+from rubberduck.runtime import Runtime
+
+__all__ = ["register"]
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``chat`` and ``generate`` to the subcommands."""
+    chat = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="ask a question and stream the answer; no prompt on a terminal: a conversation",
+    )
+    chat.add_argument("prompt", nargs="?", help="the question (default: stdin, or interactive)")
+    chat.add_argument("--system", help="system prompt")
+    _request_options(chat)
+    chat.set_defaults(run=_chat)
+
+    gen = sub.add_parser("generate", parents=[common], help="complete a prompt (/api/generate)")
+    gen.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
+    gen.add_argument("--system", help="system prompt")
+    gen.add_argument("--raw", action="store_true", help="send the prompt without a template")
+    _request_options(gen)
+    gen.set_defaults(run=_generate)
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", help="model name (default: each backend's own)")
+    parser.add_argument("--num-predict", type=int, metavar="TOKENS", help="most tokens to generate")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--format", metavar="json", help='"json" for a JSON answer')
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of a request")
+    parser.add_argument(
+        "--on-break",
+        choices=("error", "restart"),
+        help="a stream that breaks mid-way: fail, or start over on the next backend",
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {"num_predict": args.num_predict, "temperature": args.temperature}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    if args.prompt is not None:
+        return str(args.prompt)
+    if sys.stdin.isatty():
+        return None
+    return sys.stdin.read()
+
+
+def _chat(rt: Runtime, args: argparse.Namespace) -> int:
+    prompt = _read_prompt(args)
+    if prompt is None:
+        return _conversation(rt, args)
+    messages = list(Context(prompt, system_prompt=args.system))
+    _stream(rt.stream_chat(args.model, messages, **_kwargs(args)), args)
+    return 0
+
+
+def _generate(rt: Runtime, args: argparse.Namespace) -> int:
+    prompt = _read_prompt(args)
+    if prompt is None:
+        print('rubberduck: give a prompt: rubberduck generate "text"', file=sys.stderr)
+        return 2
+    handle = rt.generate(
+        args.model, prompt, stream=True, system=args.system, raw=args.raw or None, **_kwargs(args)
+    )
+    _stream(handle, args)
+    return 0
+
+
+def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "options": _options(args) or None,
+        "format": args.format,
+        "timeout": args.timeout,
+        "mid_stream": args.on_break,
+    }
+
+
+def _conversation(rt: Runtime, args: argparse.Namespace) -> int:
+    """A conversation on a terminal: the history is kept; an empty line, ``/bye``
+    or Ctrl-D ends it."""
+    print("rubberduck: chatting — an empty line, /bye or Ctrl-D ends", file=sys.stderr)
+    history: list[Message] = []
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.strip() in ("", "/bye"):
+            return 0
+        ctx = Context(line, system_prompt=args.system, history=history)
+        answer = _stream(rt.stream_chat(args.model, list(ctx), **_kwargs(args)), args)
+        history += [Message("user", line), Message("assistant", answer)]
+
+
+def _stream(handle: Any, args: argparse.Namespace) -> str:
+    """Print a handle's events as they come; returns the answer's text."""
+    out = sys.stdout
+    text: list[str] = []
+    with handle:
+        for event in handle:
+            if isinstance(event, Delta):
+                text.append(event.text)
+                if not args.json:
+                    out.write(event.text)
+                    out.flush()
+            elif isinstance(event, Restart):
+                text.clear()
+                if not args.json:
+                    out.write("\n")
+                print(
+                    f"— {event.provider} broke off ({event.reason}); starting over elsewhere",
+                    file=sys.stderr,
+                )
+            elif isinstance(event, Done):
+                usage_log.append(event)
+                _report(event, "".join(text), args.json)
+    return "".join(text)
+
+
+def _report(done: Done, text: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"response": text, "done": msgspec.to_builtins(done)}))
+    else:
+        print(flush=True)  # end the answer's line before the report on stderr
+    parts = [f"answered by {done.provider} ({done.model})"]
+    if done.durations.total_s is not None:
+        parts.append(f"{done.durations.total_s:.2f} s")
+    parts.append(f"{done.usage.completion_tokens} tokens")
+    if done.tokens_per_second:
+        parts.append(f"{done.tokens_per_second:.0f} tokens/s")
+    if done.cost_usd:
+        parts.append(f"${done.cost_usd:.6f}")
+    print("— " + ", ".join(parts), file=sys.stderr)
+    for note in done.fallbacks:
+        print(f"  fell back from {note}", file=sys.stderr)
