@@ -201,6 +201,23 @@ class OllamaHTTP:
             )
         return self.default_model
 
+    def _encode(self, body: Any) -> bytes:
+        """The JSON body of a request.
+
+        Raises:
+            InvalidRequest: a value is not JSON (a Python function as a tool, a
+                set in ``options``, ...).
+        """
+        try:
+            return ENCODER.encode(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
+                "messages and parameters must hold JSON values; tools are dict schemas, "
+                "not Python functions",
+                provider=self.name,
+            ) from None
+
     def _call(
         self,
         method: str,

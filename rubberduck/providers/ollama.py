@@ -49,7 +49,6 @@ from rubberduck.messages import (
 )
 from rubberduck.providers._ollama_http import (
     DEFAULT_OLLAMA_HOST,
-    ENCODER,
     parse_ollama_host,
 )
 from rubberduck.providers._ollama_wire import (
@@ -139,7 +138,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         is_chat = isinstance(request, ChatRequest)
         path = "/api/chat" if is_chat else "/api/generate"
         decoder: msgspec.json.Decoder[Any] = CHAT_DECODER if is_chat else GENERATE_DECODER
-        resp = self._open(path, ENCODER.encode(request), scope, str(request.model))
+        resp = self._open(path, self._encode(request), scope, str(request.model))
         complete = False
         try:
             if not request.stream:
@@ -234,7 +233,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         request = self._complete(request)
         model = str(request.model)
         raw = self._call(
-            "POST", "/api/embed", body=ENCODER.encode(request), timeout=timeout, model=model
+            "POST", "/api/embed", body=self._encode(request), timeout=timeout, model=model
         )
         answer: EmbedAnswer = self._decode(EMBED_DECODER, raw)
         inputs = 1 if isinstance(request.input, str) else len(request.input)
@@ -287,7 +286,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         }
         body = {"model": name, **{k: v for k, v in fields.items() if v is not None}}
         raw = self._call(
-            "POST", "/api/embeddings", body=ENCODER.encode(body), timeout=timeout, model=name
+            "POST", "/api/embeddings", body=self._encode(body), timeout=timeout, model=name
         )
         answer: EmbeddingAnswer = self._decode(EMBEDDING_DECODER, raw)
         return answer.embedding

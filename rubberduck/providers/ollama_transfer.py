@@ -33,7 +33,7 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Message
 from rubberduck.ollama_types import Progress
-from rubberduck.providers._ollama_http import ENCODER, OllamaHTTP
+from rubberduck.providers._ollama_http import OllamaHTTP
 from rubberduck.providers.base import CancelScope, end_response, iter_lines, read_body
 
 __all__ = ["EmitProgress", "OllamaTransfers"]
@@ -251,7 +251,7 @@ class OllamaTransfers(OllamaHTTP):
         what = path.rsplit("/", 1)[-1]  # "pull", "push", "create"
         resp = self._open(
             path,
-            ENCODER.encode(body),
+            self._encode(body),
             scope,
             model,
             timeout=timeout,
