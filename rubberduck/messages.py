@@ -138,9 +138,10 @@ class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True)
             unloads it at once.
         tools: Tool definitions as dicts in Ollama's (OpenAI-style) function
             schema ``{"type": "function", "function": {"name", "description",
-            "parameters": {JSON schema}}}``, sent as given. Python callables are
-            not turned into schemas (the official client does that from
-            docstrings): pass the dict.
+            "parameters": {JSON schema}}}``, sent as given (``None``: no tools;
+            the Ollama provider then sends ``[]``, as the official client does).
+            Python callables are not turned into schemas (the official client
+            does that from docstrings): pass the dict.
         think: For thinking models: ``True``/``False`` or ``"low"``/``"medium"``/
             ``"high"``.
         logprobs: Ask for the log probability of each generated token.

@@ -166,12 +166,16 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             end_response(resp, complete=complete)
 
     def _complete(self, request: _R) -> _R:
-        """Fill in the backend's default model and keep_alive."""
+        """Fill in the backend's default model and keep_alive; a chat without tools
+        gets ``tools: []``, the body the official client sends (Ollama reads it as
+        no tools)."""
         changes: dict[str, Any] = {}
         if request.model is None:
             changes["model"] = self._model(None)
         if request.keep_alive is None and self.keep_alive is not None:
             changes["keep_alive"] = self.keep_alive
+        if isinstance(request, ChatRequest) and request.tools is None:
+            changes["tools"] = []
         return msgspec.structs.replace(request, **changes) if changes else request
 
     def _emit_line(self, line: Any, emit: Emit, is_chat: bool) -> bool:

@@ -251,6 +251,7 @@ def test_body_stream_false_sends_stream_key(
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": False,
+        "tools": [],  # as the official client sends it
     }
     request, _ = httpserver.log[0]
     assert request.headers["Content-Type"] == "application/json"
@@ -269,6 +270,7 @@ def test_body_stream_true_sends_stream_key(
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": True,
+        "tools": [],
     }
 
 

@@ -8,8 +8,8 @@ so both finish; the HTTP method, path and JSON body (parsed, so key order and
 ``0`` vs ``0.0`` do not count) must be equal.
 
 The deliberate differences are listed in :data:`DIFFERENCES`, each with a test
-that pins it exactly; only the first (``"tools": []``) is normalized away in the
-parametrized comparison, every other case avoids the inputs that differ.
+that pins it exactly; nothing is normalized away in the parametrized comparison,
+whose cases avoid the inputs that differ.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ DIFFERENCES = {
     "Runtime.chat/generate default to False like the official client) and "
     "OllamaProvider.pull/push/create stream progress unless told not to. Given the "
     "same `stream`, the bodies are equal, so every case below passes it",
-    "empty_tools": "the official chat always sends `tools: []`; RubberDuck leaves `tools` "
-    "out when there are none (Ollama checks len(tools) > 0: same meaning)",
     "tool_schema_keywords": "the official client passes tools through its pydantic Tool "
     "model, which drops JSON-schema keywords it does not model (additionalProperties, "
     "minimum, default, nested properties, ...); RubberDuck sends the schema as given",
@@ -409,16 +407,6 @@ def rubberduck_sends(
     return _sent(fake)
 
 
-def without_empty_tools(sent: Sent) -> Sent:
-    """DIFFERENCES["empty_tools"], normalized away."""
-    out: Sent = []
-    for method, path, body in sent:
-        if path == "/api/chat" and body.get("tools") == []:
-            body = {k: v for k, v in body.items() if k != "tools"}
-        out.append((method, path, body))
-    return out
-
-
 # --- the comparison --------------------------------------------------------------------
 
 
@@ -444,7 +432,7 @@ def test_same_request_as_the_official_client(case: Case, fake: FakeOllama, tmp_p
     official = official_sends(fake, case.method, *args, **kwargs)
     ours = rubberduck_sends(fake, lambda p: OURS[case.method](p, *args, **kwargs))
     assert len(official) == 1, official
-    assert ours == without_empty_tools(official)
+    assert ours == official
 
 
 @pytest.mark.parametrize(
@@ -508,12 +496,13 @@ def test_every_case_says_stream(tmp_path: Path) -> None:
             assert "stream" in kwargs, case.id
 
 
-def test_difference_empty_tools(fake: FakeOllama) -> None:
+def test_no_tools_is_an_empty_list_as_officially(fake: FakeOllama) -> None:
+    # The official chat always sends `tools: []` (list(_copy_tools(None))); so do we,
+    # though Ollama reads a missing list the same (len(req.Tools) > 0 checks).
     official = official_sends(fake, "chat", "llama3.2", HI)
     ours = rubberduck_sends(fake, lambda p: OURS["chat"](p, "llama3.2", HI, stream=False))
-    assert official[0][2]["tools"] == []
-    assert "tools" not in ours[0][2]
-    assert ours == without_empty_tools(official)
+    assert official[0][2]["tools"] == ours[0][2]["tools"] == []
+    assert ours == official
 
 
 def test_difference_tool_schema_keywords(fake: FakeOllama) -> None:
