@@ -16,7 +16,6 @@ thread, as it stops a generation.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
@@ -344,9 +343,9 @@ def _create_body(
         "files": dict(files) if files is not None else None,
         "adapters": dict(adapters) if adapters is not None else None,
         "template": template,
-        "license": license if isinstance(license, (str, type(None))) else builtins.list(license),
+        "license": license if isinstance(license, (str, type(None))) else list(license),
         "system": system,
         "parameters": dict(parameters) if parameters is not None else None,
-        "messages": builtins.list(messages) if messages is not None else None,
+        "messages": list(messages) if messages is not None else None,
     }
     return {"model": model, "stream": stream, **{k: v for k, v in fields.items() if v is not None}}

@@ -571,7 +571,9 @@ def test_info_features_and_token_estimate(provider: OllamaProvider, fake: FakeOl
     "keep_alive", [None, 300, -1, 0, 2.5, "5m", "1h30m", "-1m", "0", ".5h", "2.5s"]
 )
 def test_validate_config_accepts(keep_alive: Any) -> None:
-    OllamaProvider(keep_alive=keep_alive).validate_config()
+    provider = OllamaProvider(keep_alive=keep_alive)
+    provider.validate_config()
+    provider.close()
 
 
 @pytest.mark.parametrize(

@@ -599,7 +599,7 @@ def test_difference_callable_tools(fake: FakeOllama) -> None:
     official = official_sends(fake, "chat", "llama3.2", HI, tools=[add])
     assert official[0][2]["tools"][0]["function"]["name"] == "add"
     with pytest.raises(InvalidRequest, match="not Python functions"):
-        OURS["chat"](OllamaProvider(base_url=fake.url), "llama3.2", HI, tools=[add])
+        rubberduck_sends(fake, lambda p: OURS["chat"](p, "llama3.2", HI, tools=[add]))
     assert fake.requests == []
 
 
