@@ -1,10 +1,11 @@
 """Wire types: requests, stream events, responses and actor messages.
 
 Every type here is a frozen :mod:`msgspec` Struct. Request structs encode to the
-exact JSON body of Ollama's native API (``omit_defaults`` drops unset fields, and
-``stream`` defaults to ``True`` as it does in Ollama), so a provider can send them
-without copying. Durations are seconds (Ollama sends nanoseconds; providers
-convert), token counts are tokens, costs are USD.
+exact JSON body of Ollama's native API, field for field what the official ``ollama``
+Python client (0.6.x) sends for the same arguments (``omit_defaults`` drops unset
+fields; ``stream`` is always sent, as that client sends it), so a provider can send
+them without copying. Durations are seconds (Ollama sends nanoseconds; providers
+convert), token counts are tokens, sizes are bytes, costs are USD.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from rubberduck.images import check_base64, encode_image, encode_images
 
 __all__ = [
     "BackendHealth",
@@ -21,6 +24,7 @@ __all__ = [
     "Done",
     "Durations",
     "EmbedRequest",
+    "EmbedResponse",
     "Event",
     "GenerateRequest",
     "GenerateResponse",
@@ -29,6 +33,7 @@ __all__ = [
     "Restart",
     "ToolCall",
     "Usage",
+    "encode_image",
 ]
 
 
@@ -47,25 +52,74 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True, tag="tool_call",
     id: str | None = None
 
 
+#: ``msgspec.structs.force_setattr`` (msgspec >= 0.18.5) sets a field of a frozen
+#: struct in ``__post_init__``.
+_force_setattr = getattr(msgspec.structs, "force_setattr", None)
+
+
+def _set(struct: msgspec.Struct, field: str, value: Any) -> None:
+    if _force_setattr is None:
+        raise TypeError(f"converting {field} needs msgspec >= 0.18.5")
+    _force_setattr(struct, field, value)
+
+
+def _normalize_images(struct: Message | GenerateRequest) -> None:
+    images = struct.images
+    if images is not None and not (
+        isinstance(images, list) and images and all(type(i) is str for i in images)
+    ):
+        _set(struct, "images", encode_images(images))
+    elif images:
+        for image in images:
+            check_base64(image)
+
+
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     """One chat message (Ollama /api/chat ``messages[]``).
 
     Attributes:
         role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
         content: Text content.
-        images: Base64-encoded images, for vision models.
+        images: Images for vision models. Each may be given as raw bytes, a
+            :class:`pathlib.Path` to a file, or a base64 string (see
+            :func:`encode_image`); the message holds base64 strings.
         tool_calls: Tool calls made by an assistant message, in Ollama's shape
-            ``{"function": {"name": ..., "arguments": {...}}}``.
+            ``{"function": {"name": ..., "arguments": {...}}}`` (arguments are a
+            JSON object); an ``id`` given with a call is sent on.
         tool_name: For ``role="tool"``, the tool whose result this is.
         thinking: A thinking model's reasoning, where the backend separates it.
+
+    Empty values (``[]``, ``""``) of the optional fields count as unset and are
+    not sent, as the official client drops them.
+
+    Raises:
+        ValueError: an image is not bytes, a readable path or base64.
     """
 
     role: str
     content: str = ""
-    images: list[str] | None = None
+    # list[Any]: bytes and paths are accepted and become base64 strings here.
+    images: list[Any] | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_name: str | None = None
     thinking: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            _normalize_images(self)
+        if self.tool_calls is not None and not self.tool_calls:
+            _set(self, "tool_calls", None)
+        if self.tool_name == "":
+            _set(self, "tool_name", None)
+        if self.thinking == "":
+            _set(self, "thinking", None)
+
+
+def _true() -> bool:
+    # A default_factory other than an empty collection is never omitted by
+    # omit_defaults, so ``stream`` is always in the body, as the official client
+    # sends it.
+    return True
 
 
 class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
@@ -82,19 +136,29 @@ class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True)
         keep_alive: How long the backend keeps the model loaded: seconds, or a
             duration string such as ``"5m"``; negative keeps it forever, ``0``
             unloads it at once.
-        tools: Tool definitions in Ollama's (OpenAI-style) function schema.
+        tools: Tool definitions as dicts in Ollama's (OpenAI-style) function
+            schema ``{"type": "function", "function": {"name", "description",
+            "parameters": {JSON schema}}}``, sent as given (``None``: no tools;
+            the Ollama provider then sends ``[]``, as the official client does).
+            Python callables are not turned into schemas (the official client
+            does that from docstrings): pass the dict.
         think: For thinking models: ``True``/``False`` or ``"low"``/``"medium"``/
             ``"high"``.
+        logprobs: Ask for the log probability of each generated token.
+        top_logprobs: Alternatives per token with their log probabilities (0–20).
+            The events do not carry log probabilities yet.
     """
 
     model: str | None = None
     messages: list[Message]
-    stream: bool = True
+    stream: bool = msgspec.field(default_factory=_true)
     options: dict[str, Any] | None = None
     format: str | dict[str, Any] | None = None
     keep_alive: float | str | None = None
     tools: list[dict[str, Any]] | None = None
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
@@ -107,8 +171,17 @@ class GenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=T
         suffix: Text after the insertion point, for fill-in-the-middle models.
         template: Prompt template that overrides the model's.
         raw: Send ``prompt`` as-is, without the model's template.
-        images: Base64-encoded images.
-        stream, options, format, keep_alive, think: As in :class:`ChatRequest`.
+        context: Token ids from a previous answer's ``context`` (deprecated by
+            Ollama in favour of chat).
+        images: Images, as in :class:`Message` (bytes, a path or base64).
+        stream, options, format, keep_alive, think, logprobs, top_logprobs: As in
+            :class:`ChatRequest`.
+
+    An empty ``prompt`` is not sent; with no prompt Ollama only loads the model
+    (``done_reason: "load"``).
+
+    Raises:
+        ValueError: an image is not bytes, a readable path or base64.
     """
 
     model: str | None = None
@@ -117,12 +190,19 @@ class GenerateRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=T
     suffix: str | None = None
     template: str | None = None
     raw: bool | None = None
-    images: list[str] | None = None
-    stream: bool = True
+    context: list[int] | None = None
+    images: list[Any] | None = None
+    stream: bool = msgspec.field(default_factory=_true)
     options: dict[str, Any] | None = None
     format: str | dict[str, Any] | None = None
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            _normalize_images(self)
 
 
 class EmbedRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
@@ -178,6 +258,27 @@ class Durations(msgspec.Struct, frozen=True):
     load_s: float | None = None
     prompt_eval_s: float | None = None
     eval_s: float | None = None
+
+
+class EmbedResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an :class:`EmbedRequest` (Ollama ``POST /api/embed``).
+
+    Attributes:
+        embeddings: One vector per input, in input order. Ollama normalizes them
+            to unit length.
+        model: The model that answered.
+        provider: The configured name of the backend that answered.
+        usage: ``prompt_tokens`` is the tokens read across all inputs (Ollama
+            ``prompt_eval_count``).
+        durations: ``total_s`` and ``load_s`` in seconds (Ollama
+            ``total_duration`` / ``load_duration``, nanoseconds on the wire).
+    """
+
+    embeddings: list[list[float]]
+    model: str = ""
+    provider: str = ""
+    usage: Usage = Usage()
+    durations: Durations = Durations()
 
 
 class Delta(msgspec.Struct, frozen=True, tag="delta", tag_field="type"):

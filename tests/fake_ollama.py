@@ -1,14 +1,18 @@
 """A fault-injecting server that speaks Ollama's protocol, for what a real server
 cannot do on demand: answer 503, drop the connection, break mid-stream, stall.
 
-Its healthy answers are the transcripts in ``shared/fixtures/ollama/`` (taken from
-Ollama's docs and server code), streamed as chunked NDJSON like Ollama's Go server
-does. Bound to 127.0.0.1 on a free port; ``stop()`` (or the ``with`` block) shuts it
-down.
+It serves every endpoint of Ollama's native API (chat, generate, embed, embeddings,
+tags, ps, show, version, ``GET /``, pull, push, create, blobs, copy, delete). Its
+healthy answers are the transcripts in ``shared/fixtures/ollama/`` and
+``tests/fixtures/ollama/`` (taken from Ollama's docs and server code), streamed as
+chunked NDJSON like Ollama's Go server does. Every request is recorded, its raw
+body too. Bound to 127.0.0.1 on a free port; ``stop()`` (or the ``with`` block)
+shuts it down.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import select
 import socket
@@ -20,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ollama"
+#: Transcripts of the endpoints the shared ones do not cover (see its README.md).
+MORE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
 
 #: Fault modes. "ok": healthy; "busy": every POST answers 503 (the version probe
 #: still works, as in Ollama); "drop": every connection is closed without an
 #: answer; "midstream": two chunks, then the connection drops; "error_line": two
 #: chunks, then an {"error"} line with status 200; "stall": headers, one chunk,
 #: then silence; "hang": no answer at all (not even headers) until released or the
-#: client goes away; "not_found": POSTs answer 404; "bad_request": POSTs answer 400.
+#: client goes away; "not_found": POSTs and DELETEs answer 404; "bad_request": POSTs
+#: answer 400. Faults apply to POST answers (and "drop" to every request).
 MODES = (
     "ok",
     "busy",
@@ -41,8 +48,26 @@ MODES = (
 
 
 def fixture(name: str) -> bytes:
-    """Bytes of one protocol transcript from ``shared/fixtures/ollama``."""
-    return (FIXTURES / name).read_bytes()
+    """Bytes of one protocol transcript from ``shared/fixtures/ollama``, else from
+    ``tests/fixtures/ollama``."""
+    path = FIXTURES / name
+    return (path if path.exists() else MORE_FIXTURES / name).read_bytes()
+
+
+#: GET path → transcript.
+_GET_ANSWERS = {"/api/version": "version.json", "/api/tags": "tags.json", "/api/ps": "ps.json"}
+#: POST path → streamed transcript (progress endpoints).
+_PROGRESS = {
+    "/api/pull": "pull_progress.ndjson",
+    "/api/push": "push_progress.ndjson",
+    "/api/create": "create_progress.ndjson",
+}
+#: POST path → one JSON answer.
+_JSON_ANSWERS = {
+    "/api/embed": "embed.json",
+    "/api/embeddings": "embeddings.json",
+    "/api/show": "show.json",
+}
 
 
 def free_port() -> int:
@@ -63,6 +88,8 @@ class FakeOllama:
         self.script: deque[str] = deque(script)
         self._script_lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
+        self.raw_bodies: list[bytes] = []  # the bytes of each request's body, in order
+        self.blobs: set[str] = set()  # digests uploaded to /api/blobs
         self.post_times: list[float] = []  # time.monotonic() of each POST
         self.retry_after: str | None = None  # a Retry-After header on 503 answers
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
@@ -78,18 +105,37 @@ class FakeOllama:
                 pass
 
             def do_GET(self) -> None:
-                fake._record(self, {})
+                fake._record(self, b"")
                 if fake.mode == "drop":
                     return self._drop()
-                name = {"/api/version": "version.json", "/api/tags": "tags.json"}.get(self.path)
+                if self.path == "/":
+                    return self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+                name = _GET_ANSWERS.get(self.path)
                 if name is None:
                     return self._send(404, b'{"error":"not found"}')
                 self._send(200, fixture(name))
 
+            def do_HEAD(self) -> None:
+                fake._record(self, b"")
+                digest = self.path.removeprefix("/api/blobs/")
+                found = self.path == "/" or digest in fake.blobs
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_DELETE(self) -> None:
+                fake._record(self, self._body())
+                mode = fake.next_mode()
+                if mode == "drop":
+                    return self._drop()
+                if mode == "not_found" or self.path != "/api/delete":
+                    return self._send(404, fixture("error_model_not_found.json"))
+                self._send(200, b"")
+
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                fake._record(self, body)
+                raw = self._body()
+                fake._record(self, raw)
+                body = fake.requests[-1][2]
                 mode = fake.next_mode()
                 if mode == "hang":
                     return self._hang()
@@ -102,10 +148,34 @@ class FakeOllama:
                     return self._send(404, fixture("error_model_not_found.json"))
                 if mode == "bad_request":
                     return self._send(400, b'{"error":"invalid options: num_ctx"}')
+                if self.path.startswith("/api/blobs/"):
+                    digest = self.path.removeprefix("/api/blobs/")
+                    if digest != "sha256:" + hashlib.sha256(raw).hexdigest():
+                        return self._send(400, b'{"error":"digest mismatch"}')
+                    fake.blobs.add(digest)
+                    return self._send(201, b"")
+                if self.path == "/api/copy":
+                    return self._send(200, b"")
+                if self.path in _JSON_ANSWERS:
+                    answer = json.loads(fixture(_JSON_ANSWERS[self.path]))
+                    if "model" in answer:
+                        answer["model"] = body.get("model", answer["model"])
+                    return self._send(200, json.dumps(answer).encode())
+                if self.path == "/api/generate" and not body.get("prompt") and mode == "ok":
+                    name = (
+                        "generate_unload.json"
+                        if body.get("keep_alive") == 0
+                        else "generate_load.json"
+                    )
+                    return self._send(200, fixture(name))
                 lines = _answer_lines(self.path, body)
                 if not body.get("stream", True) and mode == "ok":
-                    return self._send(200, _non_streamed(lines), "application/json")
+                    return self._send(200, _non_streamed(self.path, lines), "application/json")
                 self._stream(lines, mode)
+
+            def _body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length)
 
             def _send(
                 self,
@@ -178,7 +248,12 @@ class FakeOllama:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
 
-    def _record(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    def _record(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {}  # a blob upload: see raw_bodies
+        self.raw_bodies.append(raw)
         self.requests.append((handler.command, handler.path, body))
         if handler.command == "POST":
             self.post_times.append(time.monotonic())
@@ -217,6 +292,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:
     """The fixture transcript for the endpoint, with the requested model's name."""
+    if path in _PROGRESS:
+        return [line for line in fixture(_PROGRESS[path]).splitlines() if line.strip()]
     name = "chat_stream.ndjson" if path == "/api/chat" else "generate_stream.ndjson"
     lines = []
     for raw in fixture(name).splitlines():
@@ -227,10 +304,13 @@ def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:
     return lines
 
 
-def _non_streamed(lines: list[bytes]) -> bytes:
-    """What Ollama sends for ``stream: false``: the final line, with the whole text."""
+def _non_streamed(path: str, lines: list[bytes]) -> bytes:
+    """What Ollama sends for ``stream: false``: the final line, with the whole text
+    (for a transfer, the final status)."""
     objs = [json.loads(line) for line in lines]
     final = objs[-1]
+    if path in _PROGRESS:
+        return json.dumps(final).encode()
     if "message" in final:
         final["message"]["content"] = "".join(o["message"]["content"] for o in objs)
     else:

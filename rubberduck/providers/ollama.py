@@ -1,186 +1,99 @@
-"""Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/version``.
+"""Ollama's native HTTP API: inference (``/api/chat``, ``/api/generate``,
+``/api/embed``, ``/api/embeddings``), the server's state (``GET /``,
+``/api/version``) and, through
+:class:`~rubberduck.providers.ollama_admin.OllamaAdmin` and
+:class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`, model management
+(``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/blobs``, ``/api/copy``,
+``/api/delete``, ``/api/pull``, ``/api/push``, ``/api/create``).
 
 Protocol (ollama/ollama ``docs/api.md``, ``server/routes.go``):
 
 - Streaming answers are NDJSON (``application/x-ndjson``), one JSON object per
   line; the last has ``"done": true`` with ``done_reason`` and metrics
   (durations in nanoseconds, ``prompt_eval_count`` / ``eval_count`` in tokens).
-- Errors before output are an HTTP status with ``{"error": "..."}``: 404 for an
-  unknown model, 400 for a bad request, 503 when the queue is full
-  (``OLLAMA_MAX_QUEUE``), 500 for a failed load.
-- Errors after output has started are one more line ``{"error": "..."}`` with the
-  status still 200.
+- A generate with no prompt only loads the model (``done_reason: "load"``); with
+  ``keep_alive: 0`` as well it unloads it (``done_reason: "unload"``).
+- Errors: see :mod:`rubberduck.providers._ollama_http`.
+
+Request bodies are what the official ``ollama`` Python client (0.6.x) sends for the
+same arguments; ``tests/providers/test_ollama_client_parity.py`` compares them and
+lists the deliberate differences.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import urllib.parse
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-import requests
 
 from rubberduck.errors import (
     Cancelled,
-    ConfigError,
     InvalidRequest,
-    ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
-    ServerBusy,
 )
 from rubberduck.messages import (
     ChatRequest,
     Delta,
     Done,
     Durations,
+    EmbedRequest,
+    EmbedResponse,
+    Event,
+    GenerateRequest,
     Request,
     ToolCall,
     Usage,
 )
+from rubberduck.providers._ollama_http import (
+    DEFAULT_OLLAMA_HOST,
+    parse_ollama_host,
+)
+from rubberduck.providers._ollama_wire import (
+    CHAT_DECODER,
+    EMBED_DECODER,
+    EMBEDDING_DECODER,
+    GENERATE_DECODER,
+    TAGS_DECODER,
+    VERSION_DECODER,
+    EmbedAnswer,
+    EmbeddingAnswer,
+    Tags,
+    VersionAnswer,
+    seconds,
+)
 from rubberduck.providers.base import (
-    DEFAULT_MAX_LINE_BYTES,
     CancelScope,
     Emit,
-    close_session,
+    ProviderInfo,
     end_response,
+    estimate_tokens,
+    is_local_host,
     iter_lines,
-    new_session,
-    open_stream,
     read_body,
-    read_ok_body,
-    transport_error,
 )
+from rubberduck.providers.ollama_admin import OllamaAdmin
+from rubberduck.providers.ollama_transfer import OllamaTransfers
 
-__all__ = ["DEFAULT_OLLAMA_HOST", "OllamaProvider", "parse_ollama_host"]
+__all__ = ["DEFAULT_OLLAMA_HOST", "FEATURES", "OllamaProvider", "parse_ollama_host"]
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_PORT = 11434
-_START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
+#: Features :meth:`OllamaProvider.supports_feature` reports; whether a given model
+#: has them is in ``show(model).capabilities``.
+FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode", "thinking"})
 
-
-def parse_ollama_host(host: str | None) -> str:
-    """Turn an ``OLLAMA_HOST``-style value into a base URL, as Ollama's clients do.
-
-    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]`` and
-    bracketed IPv6. A missing port is 11434 (80/443 with an explicit http/https
-    scheme). ``0.0.0.0`` and ``::`` are addresses a server listens on, not ones to
-    connect to, so they map to loopback.
-
-    Args:
-        host: The value, or ``None``/``""`` for the default.
-
-    Returns:
-        A URL such as ``"http://127.0.0.1:11434"``, without a trailing slash.
-
-    Raises:
-        ConfigError: the port is not a number in 0–65535.
-    """
-    text, port = (host or "").strip(), DEFAULT_PORT
-    scheme, _, hostport = text.partition("://")
-    if not hostport:
-        scheme, hostport = "http", text
-    elif scheme == "http":
-        port = 80
-    elif scheme == "https":
-        port = 443
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
-    try:
-        port = split.port or port
-    except ValueError as exc:
-        raise ConfigError(f"bad port in Ollama host {host!r} — use host:port") from exc
-    name = split.hostname or "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    if ip is not None and ip.is_unspecified:
-        name = "127.0.0.1" if ip.version == 4 else "::1"
-        ip = ipaddress.ip_address(name)
-    if ip is not None and ip.version == 6:
-        name = f"[{name}]"
-    path = split.path.strip("/")
-    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
+_R = TypeVar("_R", bound=ChatRequest | GenerateRequest | EmbedRequest)
 
 
-# --- wire shapes of Ollama's answers (unknown fields are ignored) -------------------
-
-
-class _Function(msgspec.Struct):
-    name: str
-    arguments: dict[str, Any] = {}
-
-
-class _ToolCall(msgspec.Struct):
-    function: _Function
-    id: str | None = None
-
-
-class _Message(msgspec.Struct):
-    role: str = "assistant"
-    content: str = ""
-    thinking: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-
-
-class _Metrics(msgspec.Struct):
-    model: str = ""
-    done: bool = False
-    done_reason: str | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
-    error: str | None = None
-
-
-class _ChatLine(_Metrics):
-    message: _Message | None = None
-
-
-class _GenerateLine(_Metrics):
-    response: str = ""
-    thinking: str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    error: str = ""
-
-
-class _Version(msgspec.Struct):
-    version: str
-
-
-class _TagModel(msgspec.Struct):
-    name: str = ""
-    model: str = ""
-
-
-class _Tags(msgspec.Struct):
-    models: list[_TagModel] = []
-
-
-_CHAT_DECODER = msgspec.json.Decoder(_ChatLine)
-_GENERATE_DECODER = msgspec.json.Decoder(_GenerateLine)
-_ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
-_VERSION_DECODER = msgspec.json.Decoder(_Version)
-_TAGS_DECODER = msgspec.json.Decoder(_Tags)
-_ENCODER = msgspec.json.Encoder()
-
-
-def _seconds(ns: int | None) -> float | None:
-    return ns / 1e9 if ns is not None else None
-
-
-class OllamaProvider:
+class OllamaProvider(OllamaTransfers, OllamaAdmin):
     """A backend speaking Ollama's native API over HTTP (requests, one pooled session).
+
+    Inference and the provider contract are here; the catalogue (``list``,
+    ``show``, ``has_model``, ``ps``, ``create_blob``, ``blob_exists``, ``copy``,
+    ``delete``) comes from :class:`~rubberduck.providers.ollama_admin.OllamaAdmin`,
+    transfers with progress (``pull``, ``push``, ``create`` and their ``iter_``
+    forms) from :class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`.
 
     Args:
         name: Configured backend name.
@@ -194,42 +107,20 @@ class OllamaProvider:
         pool_size: Connections kept open to the server.
         trust_env: Read proxies and .netrc from the environment (costs ~0.2 ms a
             call; off by default, since Ollama is usually local).
-        max_line_bytes: Longest NDJSON line accepted, bytes.
+        max_line_bytes: Longest NDJSON line, and longest non-streamed answer,
+            accepted, bytes.
+
+    Raises:
+        ConfigError: the host's port is not a number.
     """
 
-    kind = "ollama"
-    is_local = True
-
-    def __init__(
-        self,
-        name: str = "ollama",
-        *,
-        base_url: str | None = None,
-        default_model: str | None = None,
-        timeout: float = 300.0,
-        connect_timeout: float = 3.0,
-        keep_alive: float | str | None = None,
-        pool_size: int = 8,
-        trust_env: bool = False,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    ) -> None:
-        self.name = name
-        self.base_url = parse_ollama_host(
-            base_url if base_url is not None else os.environ.get("OLLAMA_HOST")
-        )
-        self.default_model = default_model
-        self.keep_alive = keep_alive
-        self.max_line_bytes = max_line_bytes
-        self._timeout = (connect_timeout, timeout)
-        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
-
-    def __repr__(self) -> str:
-        return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    # --- requests ---------------------------------------------------------------
+    # --- inference ----------------------------------------------------------------
 
     def run(self, request: Request, emit: Emit, scope: CancelScope) -> None:
-        """Send a chat or generate request and emit its events (see :class:`Provider`).
+        """Send a chat (Ollama ``POST /api/chat``) or generate (``POST
+        /api/generate``) request and emit its events (see :class:`Provider`):
+        a :class:`Delta` per text piece, a :class:`ToolCall` per call, then one
+        :class:`Done` with usage in tokens and durations in seconds.
 
         Raises:
             ModelNotFound: HTTP 404 — the message says which ``ollama pull`` to run.
@@ -241,12 +132,13 @@ class OllamaProvider:
             RequestTimeout: the read timeout passed.
             ProtocolError: a line that is not Ollama's JSON, or a stream that ends
                 without its ``done`` line.
+            Cancelled: ``scope`` was cancelled while the answer was being read.
         """
         request = self._complete(request)
         is_chat = isinstance(request, ChatRequest)
         path = "/api/chat" if is_chat else "/api/generate"
-        decoder: msgspec.json.Decoder[Any] = _CHAT_DECODER if is_chat else _GENERATE_DECODER
-        resp = self._post(path, _ENCODER.encode(request), scope, str(request.model))
+        decoder: msgspec.json.Decoder[Any] = CHAT_DECODER if is_chat else GENERATE_DECODER
+        resp = self._open(path, self._encode(request), scope, str(request.model))
         complete = False
         try:
             if not request.stream:
@@ -268,76 +160,23 @@ class OllamaProvider:
         except Exception as exc:
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
-            ) from exc
+            raise self._transport_error(exc) from exc
         finally:
             scope.detach()
             end_response(resp, complete=complete)
 
-    def _complete(self, request: Request) -> Request:
-        """Fill in the backend's default model and keep_alive."""
+    def _complete(self, request: _R) -> _R:
+        """Fill in the backend's default model and keep_alive; a chat without tools
+        gets ``tools: []``, the body the official client sends (Ollama reads it as
+        no tools)."""
         changes: dict[str, Any] = {}
         if request.model is None:
-            if self.default_model is None:
-                raise InvalidRequest(
-                    "the request names no model and this backend has no default — pass "
-                    "model=... or set `model` in its [provider] table",
-                    provider=self.name,
-                )
-            changes["model"] = self.default_model
+            changes["model"] = self._model(None)
         if request.keep_alive is None and self.keep_alive is not None:
             changes["keep_alive"] = self.keep_alive
+        if isinstance(request, ChatRequest) and request.tools is None:
+            changes["tools"] = []
         return msgspec.structs.replace(request, **changes) if changes else request
-
-    def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
-        return open_stream(
-            lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=self._timeout
-            ),
-            scope,
-            http_error=lambda resp: self._http_error(resp, model),
-            transport=lambda exc: transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
-            ),
-            provider=self.name,
-        )
-
-    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
-        try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        try:
-            message = _ERROR_DECODER.decode(raw).error
-        except msgspec.DecodeError:
-            message = raw[:200].decode("utf-8", "replace").strip()
-        status = resp.status_code
-        message = message or resp.reason or f"HTTP {status}"
-        if status == 404:
-            return ModelNotFound(
-                f"model {model!r} not found at {self.base_url} — run `ollama pull {model}`",
-                provider=self.name,
-                model=model,
-            )
-        if status == 503:
-            return ServerBusy(
-                f"{message} (HTTP 503) — raise OLLAMA_MAX_QUEUE or retry later",
-                provider=self.name,
-                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
-            )
-        if status >= 500 or status in (401, 403, 429):
-            return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
-        return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
-
-    def _decode(self, decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
-        try:
-            return decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            snippet = raw[:120].decode("utf-8", "replace")
-            raise ProtocolError(
-                f"not an Ollama JSON line ({exc}): {snippet!r}", provider=self.name
-            ) from None
 
     def _emit_line(self, line: Any, emit: Emit, is_chat: bool) -> bool:
         """Emit one decoded line's events; return True after the final ``done`` line."""
@@ -362,31 +201,173 @@ class OllamaProvider:
                 provider=self.name,
                 cost_usd=0.0,
                 durations=Durations(
-                    total_s=_seconds(line.total_duration),
-                    load_s=_seconds(line.load_duration),
-                    prompt_eval_s=_seconds(line.prompt_eval_duration),
-                    eval_s=_seconds(line.eval_duration),
+                    total_s=seconds(line.total_duration),
+                    load_s=seconds(line.load_duration),
+                    prompt_eval_s=seconds(line.prompt_eval_duration),
+                    eval_s=seconds(line.eval_duration),
                 ),
             )
         )
         return True
 
-    # --- control-plane calls ------------------------------------------------------
+    def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
+        """One vector per input, in input order, unit length. Ollama ``POST
+        /api/embed``.
 
-    def _get(self, path: str, timeout: float) -> bytes:
-        try:
-            # stream=True leaves an error body unread, for _http_error to read.
-            resp = self._session.get(self.base_url + path, stream=True, timeout=(timeout, timeout))
-            return read_ok_body(
-                resp, max_bytes=self.max_line_bytes, http_error=lambda r: self._http_error(r, "")
+        Args:
+            request: ``input`` is one text or a list; ``truncate`` (default on
+                the server: cut inputs to the context), ``dimensions`` (shorter
+                vectors, for models trained for it), ``options`` and
+                ``keep_alive`` are sent as given.
+            timeout: Read timeout, seconds (``None``: the provider's).
+
+        Returns:
+            An :class:`EmbedResponse`: vectors, ``usage.prompt_tokens`` (tokens
+            read), ``durations.total_s`` / ``load_s`` in seconds.
+
+        Raises:
+            ModelNotFound: HTTP 404, with the ``ollama pull`` command.
+            InvalidRequest: HTTP 400 (e.g. the model cannot embed, or an input is
+                over the context with ``truncate=False``), or no model anywhere.
+            ServerBusy: HTTP 503.
+            ProviderUnavailable: not reachable, or HTTP 5xx.
+            ProtocolError: the answer is not Ollama's, or has a vector count that
+                differs from the inputs.
+        """
+        request = self._complete(request)
+        model = str(request.model)
+        raw = self._call(
+            "POST", "/api/embed", body=self._encode(request), timeout=timeout, model=model
+        )
+        answer: EmbedAnswer = self._decode(EMBED_DECODER, raw)
+        inputs = 1 if isinstance(request.input, str) else len(request.input)
+        if len(answer.embeddings) != inputs and request.input != "":
+            raise ProtocolError(
+                f"asked for {inputs} embeddings, got {len(answer.embeddings)}", provider=self.name
             )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            raise
-        except Exception as exc:
-            raise transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_START_HINT
-            ) from exc
+        return EmbedResponse(
+            embeddings=answer.embeddings,
+            model=answer.model or model,
+            provider=self.name,
+            usage=Usage(prompt_tokens=answer.prompt_eval_count or 0),
+            durations=Durations(
+                total_s=seconds(answer.total_duration), load_s=seconds(answer.load_duration)
+            ),
+        )
+
+    def embeddings(
+        self,
+        model: str | None = None,
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        """One embedding, from the legacy endpoint Ollama keeps for old clients
+        (prefer :meth:`embed`: batches, truncation, unit-length vectors). Ollama
+        ``POST /api/embeddings``.
+
+        Args:
+            model: Model name; ``None`` for the backend's default.
+            prompt: The text; ``None`` only loads the model (the answer is ``[]``).
+            options: Model options.
+            keep_alive: Seconds or a duration string; ``None`` for the backend's
+                default.
+            timeout: Read timeout, seconds.
+
+        Returns:
+            The vector (not normalized).
+
+        Raises:
+            ModelNotFound, InvalidRequest, ServerBusy, ProviderUnavailable,
+            ProtocolError: as for :meth:`embed`.
+        """
+        name = self._model(model)
+        fields = {
+            "prompt": prompt,
+            "options": options,
+            "keep_alive": keep_alive if keep_alive is not None else self.keep_alive,
+        }
+        body = {"model": name, **{k: v for k, v in fields.items() if v is not None}}
+        raw = self._call(
+            "POST", "/api/embeddings", body=self._encode(body), timeout=timeout, model=name
+        )
+        answer: EmbeddingAnswer = self._decode(EMBEDDING_DECODER, raw)
+        return answer.embedding
+
+    def warm_up(self, model: str | None = None, *, keep_alive: float | str | None = None) -> Done:
+        """Load a model into memory now, so the first real request does not wait.
+        Ollama ``POST /api/generate`` with no prompt (for a model that only
+        embeds, ``POST /api/embed`` with no input).
+
+        Args:
+            model: Model name; ``None`` for the backend's default.
+            keep_alive: How long to keep it loaded: seconds, ``"30m"``, negative for
+                ever; ``None`` for the backend's default (the server's is 5 minutes).
+
+        Returns:
+            The :class:`Done` of the load: ``done_reason == "load"``,
+            ``durations.load_s`` in seconds.
+
+        Raises:
+            ModelNotFound: the server does not have the model.
+            ProviderUnavailable, ServerBusy, RequestTimeout: as for :meth:`run`.
+        """
+        request = GenerateRequest(model=model, keep_alive=keep_alive, stream=False)
+        try:
+            return self._done(request)
+        except InvalidRequest as exc:
+            if "does not support generate" not in exc.message:
+                raise
+        # An embedding model: an empty /api/embed loads it (server/routes.go).
+        self.embed(EmbedRequest(model=self._model(model), input=[], keep_alive=keep_alive))
+        return Done(done_reason="load", model=self._model(model), provider=self.name)
+
+    def unload(self, model: str | None = None) -> Done:
+        """Unload a model from memory now (for any kind of model). Ollama ``POST
+        /api/generate`` with no prompt and ``keep_alive: 0``.
+
+        Returns:
+            The :class:`Done` of the unload (``done_reason == "unload"``).
+
+        Raises:
+            ModelNotFound: the server does not have the model.
+            ProviderUnavailable, ServerBusy, RequestTimeout: as for :meth:`run`.
+        """
+        return self._done(GenerateRequest(model=model, keep_alive=0, stream=False))
+
+    def _done(self, request: GenerateRequest) -> Done:
+        events: list[Event] = []
+        self.run(request, events.append, CancelScope())
+        done = events[-1]
+        assert isinstance(done, Done)  # run() ends with a Done or raises
+        return done
+
+    # --- the server ---------------------------------------------------------------
+
+    def is_running(self, timeout: float | None = None) -> bool:
+        """Whether an Ollama server answers at ``base_url``. Ollama ``GET /``
+        (``"Ollama is running"``). Never raises.
+
+        Args:
+            timeout: Connect and read timeout, seconds (``None``: the provider's).
+        """
+        try:
+            return self._call("GET", "/", timeout=timeout).startswith(b"Ollama is running")
+        except RubberDuckError:
+            return False
+
+    def version(self, timeout: float | None = None) -> str:
+        """The server's version, e.g. ``"0.12.6"``. Ollama ``GET /api/version``.
+
+        Raises:
+            ProviderUnavailable: not reachable or not answering 200.
+            ProtocolError: the answer is not Ollama's version JSON.
+        """
+        answer: VersionAnswer = self._decode(
+            VERSION_DECODER, self._call("GET", "/api/version", timeout=timeout)
+        )
+        return answer.version
 
     def health_check(self, timeout: float) -> str:
         """``GET /api/version``; returns ``"ollama 0.12.6"``.
@@ -395,26 +376,68 @@ class OllamaProvider:
             ProviderUnavailable: not reachable or not answering 200.
             ProtocolError: the answer is not Ollama's version JSON.
         """
-        version = self._decode(_VERSION_DECODER, self._get("/api/version", timeout))
-        return f"ollama {version.version}"
+        return f"ollama {self.version(timeout)}"
 
     def list_models(self, timeout: float) -> list[str]:
-        """``GET /api/tags``; returns model names such as ``"llama3.2:latest"``.
+        """``GET /api/tags``; returns model names such as ``"llama3.2:latest"``
+        (:meth:`list` gives the whole entries).
 
         Raises:
             ProviderUnavailable, ProtocolError: as for :meth:`health_check`.
         """
-        tags = self._decode(_TAGS_DECODER, self._get("/api/tags", timeout))
-        return [m.name or m.model for m in tags.models]
+        # Names only: the health probe calls this, and a date Ollama might one
+        # day format differently must not take the backend down.
+        tags: Tags = self._decode(TAGS_DECODER, self._call("GET", "/api/tags", timeout=timeout))
+        names = [m.name or m.model for m in tags.models]
+        self._catalogue = tuple(names)
+        return names
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        close_session(self._session)
+    # --- description --------------------------------------------------------------
 
+    def info(self) -> ProviderInfo:
+        """What this backend is, from configuration and the last catalogue read
+        (:meth:`list_models` or :meth:`list`); no network call.
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+        Returns:
+            A :class:`ProviderInfo` with ``kind="ollama"`` and
+            ``requires_api_key=False``.
+        """
+        models = self._catalogue
+        if models is None:
+            models = (self.default_model,) if self.default_model else ()
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        return ProviderInfo(
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            models=models,
+            requires_api_key=False,
+            is_local=is_local_host(host),
+        )
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether this provider implements ``name`` against Ollama.
+
+        Args:
+            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images),
+                ``"embeddings"``, ``"json_mode"`` (``format``: ``"json"`` or a
+                schema) or ``"thinking"`` (``think``). Other names give ``False``.
+
+        Returns:
+            ``True`` for all of these: the server takes the fields for every model,
+            and answers HTTP 400 for a model that lacks the capability.
+            ``show(model).capabilities`` says what one model can do.
+        """
+        return name in FEATURES
+
+    def count_tokens(self, text: str) -> int:
+        """An *estimate* of the tokens in ``text``: one per 4 bytes of UTF-8.
+
+        Ollama's API has no tokenizer endpoint, so no exact count is possible
+        without running the model; the exact prompt size of a request comes back
+        as ``Done.usage.prompt_tokens`` (Ollama ``prompt_eval_count``).
+
+        Returns:
+            The estimated count, tokens (0 for ``""``).
+        """
+        return estimate_tokens(text)

@@ -30,8 +30,6 @@ modelled.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
-import math
 import os
 import time
 import urllib.parse
@@ -56,9 +54,12 @@ from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
     Emit,
+    ProviderInfo,
     close_session,
     current_scope,
     end_response,
+    estimate_tokens,
+    is_local_host,
     new_session,
     open_stream,
     read_body,
@@ -89,27 +90,6 @@ FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"}
 _START_HINT = "start the server, or fix `base_url` for this provider"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
-
-
-class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What :meth:`OpenAIProvider.info` reports, without a network call.
-
-    Attributes:
-        name: Configured backend name.
-        kind: ``"openai"``.
-        base_url: The API root, e.g. ``"http://127.0.0.1:8080/v1"``.
-        models: The catalogue from the last :meth:`~OpenAIProvider.list_models`
-            or health check, else the default model alone, else empty.
-        requires_api_key: An ``api_key_env`` is configured.
-        is_local: The host is loopback or a private address.
-    """
-
-    name: str
-    kind: str
-    base_url: str
-    models: tuple[str, ...]
-    requires_api_key: bool
-    is_local: bool
 
 
 class _Secret:
@@ -165,7 +145,7 @@ class OpenAIProvider:
         self.default_model = default_model
         self.api_key_env = api_key_env or None
         self.max_event_bytes = max_event_bytes
-        self.is_local = _is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
+        self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
         self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
@@ -570,7 +550,7 @@ class OpenAIProvider:
         Returns:
             The estimated count, tokens (0 for ``""``).
         """
-        return math.ceil(len(text.encode("utf-8")) / 4)
+        return estimate_tokens(text)
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -596,18 +576,6 @@ def _check_base_url(base_url: str | None, name: str) -> str:
             provider=name,
         )
     return base_url.strip().rstrip("/")
-
-
-def _is_local_host(host: str) -> bool:
-    """Loopback, private and link-local addresses and ``localhost``; names are not
-    resolved, so any other name counts as remote."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 def _closed_before_answer(exc: requests.ConnectionError) -> bool:

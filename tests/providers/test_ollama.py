@@ -251,21 +251,27 @@ def test_body_stream_false_sends_stream_key(
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": False,
+        "tools": [],  # as the official client sends it
     }
     request, _ = httpserver.log[0]
     assert request.headers["Content-Type"] == "application/json"
 
 
-def test_body_stream_true_omits_stream_key(
+def test_body_stream_true_sends_stream_key(
     httpserver: HTTPServer, provider: OllamaProvider
 ) -> None:
+    # Ollama streams when the key is absent too; the official client always sends
+    # it, and so do we (tests/providers/test_ollama_client_parity.py).
     httpserver.expect_request("/api/chat", method="POST").respond_with_data(
         load_fixture("chat_stream.ndjson"), content_type=NDJSON
     )
     run(provider, chat(stream=True))
-    body = sent_json(httpserver)
-    assert "stream" not in body
-    assert body == {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    assert sent_json(httpserver) == {
+        "model": "llama3.2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "tools": [],
+    }
 
 
 def test_generate_body_goes_to_api_generate(

@@ -1,0 +1,366 @@
+"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: the
+host setting, one pooled session, sending, bounded reads, and Ollama's errors
+mapped onto :mod:`rubberduck.errors`.
+
+Errors (ollama/ollama ``server/routes.go``): a failure before any output is an HTTP
+status with ``{"error": "..."}`` — 404 for an unknown model, 400 for a bad request,
+503 when the queue is full (``OLLAMA_MAX_QUEUE``), 500 for a failed load or pull.
+After output has started, it is one more NDJSON line ``{"error": "..."}`` with the
+status still 200.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import requests
+
+from rubberduck.errors import (
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    ProtocolError,
+    ProviderUnavailable,
+    RubberDuckError,
+    ServerBusy,
+)
+from rubberduck.providers.base import (
+    DEFAULT_MAX_LINE_BYTES,
+    CancelScope,
+    close_session,
+    end_response,
+    new_session,
+    open_stream,
+    read_body,
+    transport_error,
+)
+
+__all__ = ["DEFAULT_OLLAMA_HOST", "ENCODER", "OllamaHTTP", "parse_ollama_host"]
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_PORT = 11434
+START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
+#: Bodies of error responses are read up to this many bytes.
+_MAX_ERROR_BYTES = 64 * 1024
+
+ENCODER = msgspec.json.Encoder()
+
+#: A Go duration (``time.ParseDuration``), as Ollama reads a ``keep_alive`` string.
+_GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
+
+
+class _ErrorBody(msgspec.Struct):
+    error: str = ""
+
+
+_ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
+
+
+def parse_ollama_host(host: str | None) -> str:
+    """Turn an ``OLLAMA_HOST``-style value into a base URL, as Ollama's clients do.
+
+    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]`` and
+    bracketed IPv6. A missing port is 11434 (80/443 with an explicit http/https
+    scheme). ``0.0.0.0`` and ``::`` are addresses a server listens on, not ones to
+    connect to, so they map to loopback.
+
+    Args:
+        host: The value, or ``None``/``""`` for the default.
+
+    Returns:
+        A URL such as ``"http://127.0.0.1:11434"``, without a trailing slash.
+
+    Raises:
+        ConfigError: the port is not a number in 0–65535.
+    """
+    text, port = (host or "").strip(), DEFAULT_PORT
+    scheme, _, hostport = text.partition("://")
+    if not hostport:
+        scheme, hostport = "http", text
+    elif scheme == "http":
+        port = 80
+    elif scheme == "https":
+        port = 443
+    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+    try:
+        port = split.port or port
+    except ValueError as exc:
+        raise ConfigError(f"bad port in Ollama host {host!r} — use host:port") from exc
+    name = split.hostname or "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_unspecified:
+        name = "127.0.0.1" if ip.version == 4 else "::1"
+        ip = ipaddress.ip_address(name)
+    if ip is not None and ip.version == 6:
+        name = f"[{name}]"
+    path = split.path.strip("/")
+    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
+
+
+class OllamaHTTP:
+    """The connection to one Ollama server (see :class:`OllamaProvider` for the
+    arguments)."""
+
+    kind = "ollama"
+    is_local = True
+
+    def __init__(
+        self,
+        name: str = "ollama",
+        *,
+        base_url: str | None = None,
+        default_model: str | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 3.0,
+        keep_alive: float | str | None = None,
+        pool_size: int = 8,
+        trust_env: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self.name = name
+        self.base_url = parse_ollama_host(
+            base_url if base_url is not None else os.environ.get("OLLAMA_HOST")
+        )
+        self.default_model = default_model
+        self.keep_alive = keep_alive
+        self.max_line_bytes = max_line_bytes
+        self.pool_size = pool_size
+        self._timeout = (connect_timeout, timeout)
+        self._catalogue: tuple[str, ...] | None = None
+        self._session = new_session(pool_size=max(1, pool_size), trust_env=trust_env)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        close_session(self._session)
+
+    def validate_config(self) -> None:
+        """Check the settings without a network call (the host was parsed at
+        construction).
+
+        Raises:
+            ConfigError: the URL is not http(s), a timeout or the pool size is not
+                positive, ``max_line_bytes`` is under 1 KiB, or ``keep_alive`` is a
+                string Ollama cannot read; the message says what to write instead.
+        """
+        where = f"[provider.{self.name}]"
+        if urllib.parse.urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"{where} base_url {self.base_url!r} is not http(s) — use "
+                f"{DEFAULT_OLLAMA_HOST} or set OLLAMA_HOST to host:port",
+                provider=self.name,
+            )
+        if min(self._timeout) <= 0:
+            raise ConfigError(
+                f"{where} needs timeout and connect_timeout > 0 (seconds)", provider=self.name
+            )
+        if self.pool_size < 1:
+            raise ConfigError(f"{where} needs a pool size of at least 1", provider=self.name)
+        if self.max_line_bytes < 1024:
+            raise ConfigError(
+                f"{where} max_line_bytes {self.max_line_bytes} is too small for Ollama's "
+                "lines — use at least 1024 (the default is 8 MiB)",
+                provider=self.name,
+            )
+        keep_alive = self.keep_alive
+        if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive.strip()):
+            raise ConfigError(
+                f"{where} keep_alive {keep_alive!r} is not a duration Ollama reads — use "
+                'seconds as a number (300), or a string with a unit ("5m", "1h30m"); '
+                "negative keeps the model loaded, 0 unloads it at once",
+                provider=self.name,
+            )
+
+    # --- sending ----------------------------------------------------------------
+
+    def _timeouts(self, timeout: float | None) -> tuple[float, float]:
+        """(connect, read) seconds; ``timeout`` overrides the read timeout."""
+        if timeout is None:
+            return self._timeout
+        return (min(timeout, self._timeout[0]), timeout)
+
+    def _model(self, model: str | None) -> str:
+        if model:
+            return model
+        if self.default_model is None:
+            raise InvalidRequest(
+                "the request names no model and this backend has no default — pass "
+                "model=... or set `model` in its [provider] table",
+                provider=self.name,
+            )
+        return self.default_model
+
+    def _encode(self, body: Any) -> bytes:
+        """The JSON body of a request.
+
+        Raises:
+            InvalidRequest: a value is not JSON (a Python function as a tool, a
+                set in ``options``, ...).
+        """
+        try:
+            return ENCODER.encode(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
+                "messages and parameters must hold JSON values; tools are dict schemas, "
+                "not Python functions",
+                provider=self.name,
+            ) from None
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        timeout: float | None = None,
+        model: str = "",
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """A non-streamed call; returns the body of an ``ok`` answer (at most
+        ``max_line_bytes``) and gives the connection back to the pool.
+
+        Raises:
+            RubberDuckError: the status is not ``ok`` (see :meth:`_http_error`), or
+                the connection failed (see :func:`transport_error`).
+        """
+        try:
+            # stream=True leaves an error body unread, for _http_error to read.
+            resp = self._session.request(
+                method,
+                self.base_url + path,
+                data=body,
+                headers=headers,
+                stream=True,
+                timeout=self._timeouts(timeout),
+            )
+            complete = False
+            try:
+                if resp.status_code not in ok:
+                    raise self._http_error(resp, model)
+                data = read_body(resp, max_bytes=self.max_line_bytes)
+                complete = True
+                return data
+            finally:
+                end_response(resp, complete=complete)
+        except RubberDuckError as exc:
+            exc.provider = exc.provider or self.name
+            raise
+        except Exception as exc:
+            raise self._transport_error(exc) from exc
+
+    def _exists(self, path: str, timeout: float | None) -> bool:
+        """``HEAD path``: ``True`` for 200, ``False`` for 404.
+
+        Raises:
+            RubberDuckError: another status, or the connection failed.
+        """
+        try:
+            resp = self._session.head(self.base_url + path, timeout=self._timeouts(timeout))
+            with resp:
+                if resp.status_code in (200, 404):
+                    return resp.status_code == 200
+                raise self._http_error(resp, "")
+        except RubberDuckError as exc:
+            exc.provider = exc.provider or self.name
+            raise
+        except Exception as exc:
+            raise self._transport_error(exc) from exc
+
+    def _open(
+        self,
+        path: str,
+        body: bytes,
+        scope: CancelScope,
+        model: str,
+        *,
+        timeout: float | None = None,
+        http_error: Callable[[requests.Response], RubberDuckError] | None = None,
+    ) -> requests.Response:
+        """POST a request whose answer is read as it arrives (see
+        :func:`~rubberduck.providers.base.open_stream`)."""
+        timeouts = self._timeouts(timeout)
+        return open_stream(
+            lambda: self._session.post(
+                self.base_url + path, data=body, stream=True, timeout=timeouts
+            ),
+            scope,
+            http_error=http_error or (lambda resp: self._http_error(resp, model)),
+            transport=self._transport_error,
+            provider=self.name,
+        )
+
+    def _decode(self, decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            snippet = raw[:120].decode("utf-8", "replace")
+            raise ProtocolError(
+                f"not an Ollama JSON answer ({exc}): {snippet!r}", provider=self.name
+            ) from None
+
+    # --- errors -------------------------------------------------------------------
+
+    def _transport_error(self, exc: BaseException) -> RubberDuckError:
+        return transport_error(exc, provider=self.name, base_url=self.base_url, hint=START_HINT)
+
+    @staticmethod
+    def _error_text(resp: requests.Response) -> str:
+        """The ``error`` of an error body, else its start, else the reason phrase."""
+        try:
+            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the status alone still says enough
+            raw = b""
+        try:
+            message = _ERROR_DECODER.decode(raw).error
+        except msgspec.DecodeError:
+            message = raw[:200].decode("utf-8", "replace").strip()
+        return message or resp.reason or f"HTTP {resp.status_code}"
+
+    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
+        """Map an HTTP error answer; ``model`` is the model the call was about
+        (``""`` for calls about none, where a 404 means a missing endpoint)."""
+        message = self._error_text(resp)
+        status = resp.status_code
+        if status == 404 and model:
+            return ModelNotFound(
+                f"model {model!r} not found at {self.base_url} — run `ollama pull {model}`",
+                provider=self.name,
+                model=model,
+            )
+        if status == 404:
+            path = urllib.parse.urlsplit(resp.url).path if resp.url else "?"
+            return ProviderUnavailable(
+                f"HTTP 404 for {path}: {message} — is {self.base_url} an Ollama server, "
+                "and new enough for this endpoint? (`ollama --version`)",
+                provider=self.name,
+            )
+        if status == 503:
+            return ServerBusy(
+                f"{message} (HTTP 503) — raise OLLAMA_MAX_QUEUE or retry later",
+                provider=self.name,
+                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+            )
+        if status >= 500 or status in (401, 403, 429):
+            return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
+        return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
