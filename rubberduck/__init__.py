@@ -39,6 +39,7 @@ from rubberduck.messages import (
     Done,
     Durations,
     EmbedRequest,
+    EmbedResponse,
     Event,
     GenerateRequest,
     GenerateResponse,
@@ -46,6 +47,13 @@ from rubberduck.messages import (
     Restart,
     ToolCall,
     Usage,
+)
+from rubberduck.ollama_types import (
+    ModelList,
+    ProcessList,
+    Progress,
+    ShowResponse,
+    StatusResponse,
 )
 from rubberduck.runtime import Runtime
 
@@ -63,6 +71,7 @@ __all__ = [
     "Done",
     "Durations",
     "EmbedRequest",
+    "EmbedResponse",
     "Event",
     "GenerateRequest",
     "GenerateResponse",
@@ -70,8 +79,11 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "Message",
+    "ModelList",
     "ModelNotFound",
     "Price",
+    "ProcessList",
+    "Progress",
     "ProtocolError",
     "ProviderConfig",
     "ProviderUnavailable",
@@ -82,6 +94,8 @@ __all__ = [
     "RubberDuckError",
     "Runtime",
     "ServerBusy",
+    "ShowResponse",
+    "StatusResponse",
     "StreamInterrupted",
     "SupervisorConfig",
     "ToolCall",

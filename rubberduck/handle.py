@@ -20,13 +20,14 @@ import msgspec
 
 from rubberduck.errors import Cancelled, RequestTimeout, RubberDuckError
 from rubberduck.messages import (
+    AnyRequest,
     ChatRequest,
     ChatResponse,
     Delta,
     Done,
+    EmbedResponse,
     Event,
     GenerateResponse,
-    Request,
     Restart,
     assemble_chat,
     assemble_generate,
@@ -63,7 +64,7 @@ class RequestHandle:
 
     def __init__(
         self,
-        request: Request,
+        request: AnyRequest,
         *,
         timeout: float,
         max_buffered: int = 4096,
@@ -91,6 +92,8 @@ class RequestHandle:
         self.retries_left = retries
         self.retry_round = 0
         self.on_finish: Any = None  # set by the runtime to forget the handle
+        #: The answer of an embedding request, set by the worker before its Done.
+        self.embedding: EmbedResponse | None = None
         #: Set by the runtime: fills in a Done's cost and counts its usage.
         self.pricer: Callable[[Done], Done] | None = None
 
@@ -248,7 +251,9 @@ class RequestHandle:
             if type(event) is Done:
                 return
 
-    def result(self, timeout: float | None = None) -> ChatResponse | GenerateResponse:
+    def result(
+        self, timeout: float | None = None
+    ) -> ChatResponse | GenerateResponse | EmbedResponse:
         """Wait for the whole answer.
 
         Args:
@@ -257,7 +262,8 @@ class RequestHandle:
 
         Returns:
             A :class:`ChatResponse` for a chat request, a
-            :class:`GenerateResponse` for a generate request.
+            :class:`GenerateResponse` for a generate request, an
+            :class:`EmbedResponse` for an embedding request.
 
         Raises:
             RubberDuckError: the request failed; a timeout is
@@ -271,6 +277,8 @@ class RequestHandle:
             raise self._outcome
         if isinstance(self.request, ChatRequest):
             return assemble_chat(self._events)
+        if self.embedding is not None:
+            return self.embedding
         return assemble_generate(self._events)
 
     def cancel(self) -> None:

@@ -225,6 +225,8 @@ class EmbedRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True
 
 
 Request = ChatRequest | GenerateRequest
+#: Anything ``Runtime.submit`` takes.
+AnyRequest = ChatRequest | GenerateRequest | EmbedRequest
 
 
 class Usage(msgspec.Struct, frozen=True):

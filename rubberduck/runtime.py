@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import msgspec
@@ -27,17 +27,20 @@ from rubberduck.deadlines import DeadlineWatch
 from rubberduck.errors import Cancelled, ConfigError, InvalidRequest, ProviderUnavailable
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
+    AnyRequest,
     BackendHealth,
     ChatRequest,
     ChatResponse,
     Done,
+    EmbedRequest,
+    EmbedResponse,
     GenerateRequest,
     GenerateResponse,
     Message,
-    Request,
     Snapshot,
     Submit,
 )
+from rubberduck.model_admin import ModelAdmin
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
 
@@ -46,8 +49,14 @@ __all__ = ["Runtime"]
 log = logging.getLogger("rubberduck")
 
 
-class Runtime:
+class Runtime(ModelAdmin):
     """A supervised set of backends with health checks and automatic fallback.
+
+    Requests (:meth:`chat`, :meth:`generate`, :meth:`embed`, :meth:`submit`) are
+    routed and fall back; model management (``list``, ``show``, ``ps``, ``pull``,
+    ``push``, ``create``, ``copy``, ``delete``, ``version``, ``embeddings`` — the
+    official ``ollama.Client`` names — plus ``ensure_model``, ``warm_up`` and
+    ``unload``) acts on one Ollama backend: see :class:`ModelAdmin`.
 
     Build it with :meth:`from_config` or :meth:`default`; use it as a context
     manager or call :meth:`close`, which stops every actor and thread.
@@ -98,6 +107,7 @@ class Runtime:
                 tuple(cfg.models),
                 cfg.serve_any_model,
                 cfg.priority if cfg.priority is not None else i,
+                _supports(self.providers[name], "embeddings"),
             )
             for i, (name, cfg) in enumerate(backends)
         ]
@@ -161,7 +171,7 @@ class Runtime:
 
     def submit(
         self,
-        request: Request,
+        request: AnyRequest,
         *,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
@@ -169,7 +179,8 @@ class Runtime:
         """Start a request without waiting; returns its handle at once.
 
         Args:
-            request: A :class:`ChatRequest` or :class:`GenerateRequest`.
+            request: A :class:`ChatRequest`, :class:`GenerateRequest` or
+                :class:`EmbedRequest`.
             timeout: Deadline of the whole request (queueing, retries, fallback
                 and generation), seconds; default ``[router] request_timeout``.
             mid_stream: When the stream breaks after its first chunk:
@@ -316,6 +327,48 @@ class Runtime:
         handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
         return handle if stream else cast(GenerateResponse, handle.result())
 
+    def embed(
+        self,
+        model: str | None = None,
+        input: str | Sequence[str] = "",
+        truncate: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EmbedResponse:
+        """Embed one text or several (Ollama ``/api/embed`` semantics), routed and
+        falling back like a chat, to backends that can embed.
+
+        Args:
+            model: Embedding model; ``None`` lets each backend use its default.
+            input: A text, or a list of texts.
+            truncate: Cut inputs longer than the context (Ollama's default) or
+                fail on them (``False``).
+            options: Model options.
+            keep_alive: Seconds or a duration string (``"5m"``).
+            dimensions: Keep the first N values (models that allow it).
+            timeout: Deadline of the whole request, seconds.
+
+        Returns:
+            An :class:`EmbedResponse`: ``.embeddings`` (one unit-length vector per
+            input, in order), ``.model``, ``.provider``, ``.usage``.
+
+        Raises:
+            AllProvidersFailed: no backend could embed (``.causes`` says why).
+            RequestTimeout, InvalidRequest, ...: see :mod:`rubberduck.errors`.
+        """
+        request = EmbedRequest(
+            model=model,
+            input=input if isinstance(input, str) else list(input),
+            truncate=truncate,
+            dimensions=dimensions,
+            options=dict(options) if options else None,
+            keep_alive=keep_alive,
+        )
+        return cast(EmbedResponse, self.submit(request, timeout=timeout).result())
+
     # --- control --------------------------------------------------------------------
 
     def health(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
@@ -431,3 +484,10 @@ def _options(options: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[s
     if not options and not extra:
         return None
     return {**(options or {}), **extra}
+
+
+def _supports(provider: Provider, feature: str) -> bool:
+    """``provider.supports_feature(feature)``; ``True`` for a provider without it
+    (it says so by failing, and the router moves on)."""
+    check = getattr(provider, "supports_feature", None)
+    return bool(check(feature)) if check is not None else True

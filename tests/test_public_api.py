@@ -7,7 +7,8 @@ def test_exported_members() -> None:
     assert sorted(rubberduck.__all__) == sorted([
         "AllProvidersFailed", "BackendHealth", "Cancelled", "ChatRequest", "ChatResponse",
         "Config", "ConfigError", "Context", "CostConfig", "Price", "UsageReport", "UsageTotals",
-        "Delta", "Done", "Durations", "EmbedRequest", "Event",
+        "Delta", "EmbedResponse", "ModelList", "ProcessList", "Progress", "ShowResponse",
+        "StatusResponse", "Done", "Durations", "EmbedRequest", "Event",
         "GenerateRequest", "GenerateResponse", "HealthConfig", "InternalError", "InvalidRequest",
         "Message",
         "ModelNotFound", "ProtocolError", "ProviderConfig", "ProviderUnavailable",

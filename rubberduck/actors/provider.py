@@ -38,7 +38,7 @@ from rubberduck.errors import (
     StreamInterrupted,
 )
 from rubberduck.handle import RequestHandle
-from rubberduck.messages import AttemptFailed, Dispatch, Outcome
+from rubberduck.messages import AttemptFailed, Dispatch, Done, EmbedRequest, Outcome
 from rubberduck.providers.base import Provider
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
@@ -214,7 +214,11 @@ class ProviderActor(SupervisedActor):
         scope = handle.new_scope()
         error: RubberDuckError | None = None
         try:
-            self.provider.run(handle.request, handle.emit, scope)
+            request = handle.request
+            if isinstance(request, EmbedRequest):
+                self._embed(handle, request)
+            else:
+                self.provider.run(request, handle.emit, scope)
         except RubberDuckError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - a provider bug must not lose the request
@@ -234,6 +238,21 @@ class ProviderActor(SupervisedActor):
         if error is not None and not error.provider:
             error.provider = self.backend
         return error
+
+    def _embed(self, handle: RequestHandle, request: EmbedRequest) -> None:
+        """An embedding request: one call, no stream (closed by its timeout, the
+        time left before the request's deadline, rather than by a cancel)."""
+        answer = self.provider.embed(request, timeout=max(handle.time_left(), 0.001))
+        handle.embedding = answer
+        handle.emit(
+            Done(
+                done_reason="stop",
+                usage=answer.usage,
+                model=answer.model,
+                provider=self.backend,
+                durations=answer.durations,
+            )
+        )
 
     def _report_failed(self, handle: RequestHandle, error: RubberDuckError) -> None:
         message = AttemptFailed(handle, self.backend, error)

@@ -29,6 +29,7 @@ from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
     InternalError,
+    InvalidRequest,
     ModelNotFound,
     ProviderUnavailable,
     RequestTimeout,
@@ -38,6 +39,7 @@ from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AttemptFailed,
     Dispatch,
+    EmbedRequest,
     ProviderDown,
     ProviderUp,
     Resync,
@@ -59,12 +61,14 @@ class Route:
         models: Models to treat as served before the catalogue is read.
         serve_any_model: Accept any model (answering with its own).
         priority: Lower goes first; equal priorities share the load.
+        embeddings: The backend can embed (``EmbedRequest``).
     """
 
     name: str
     models: tuple[str, ...] = ()
     serve_any_model: bool = False
     priority: int = 0
+    embeddings: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,11 @@ class Router(SupervisedActor):
             name = route.name
             if name in handle.excluded:
                 continue
-            if not self.serves(route, model):
+            if not route.embeddings and isinstance(handle.request, EmbedRequest):
+                handle.causes.setdefault(
+                    name, InvalidRequest("has no embeddings endpoint", provider=name)
+                )
+            elif not self.serves(route, model):
                 handle.causes.setdefault(
                     name,
                     ModelNotFound(

@@ -61,7 +61,16 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.messages import Delta, Done, EmbedRequest, Event, Request, ToolCall, Usage
+from rubberduck.messages import (
+    Delta,
+    Done,
+    EmbedRequest,
+    EmbedResponse,
+    Event,
+    Request,
+    ToolCall,
+    Usage,
+)
 from rubberduck.providers._anthropic_wire import (
     EVENT_DECODER,
     EVENT_TYPES,
@@ -339,7 +348,7 @@ class AnthropicProvider:
             scope.detach()
             end_response(resp, complete=complete)
 
-    def embed(self, request: EmbedRequest, timeout: float) -> list[list[float]]:
+    def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """Anthropic offers no embeddings endpoint.
 
         Raises:

@@ -33,7 +33,7 @@ from rubberduck.errors import (
     RequestTimeout,
     RubberDuckError,
 )
-from rubberduck.messages import Event, Request
+from rubberduck.messages import EmbedRequest, EmbedResponse, Event, Request
 
 __all__ = [
     "USER_AGENT",
@@ -90,6 +90,16 @@ class Provider(Protocol):
         Raises:
             RubberDuckError: a subclass saying what failed; ``fallback`` tells
                 whether another backend may serve the request.
+        """
+        ...
+
+    def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
+        """One vector per input (Ollama ``/api/embed`` semantics).
+
+        Raises:
+            InvalidRequest: with ``fallback`` True where the backend has no
+                embeddings (the router moves on).
+            RubberDuckError: as for :meth:`run`.
         """
         ...
 

@@ -49,7 +49,7 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.messages import ChatRequest, EmbedRequest, Request
+from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -238,7 +238,7 @@ class OpenAIProvider:
             scope.detach()
             end_response(resp, complete=complete)
 
-    def embed(self, request: EmbedRequest, timeout: float) -> list[list[float]]:
+    def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """``POST /embeddings``: one vector per input, in input order (the
         semantics of Ollama's ``/api/embed``; OpenAI embeddings are unit length).
 
@@ -251,7 +251,8 @@ class OpenAIProvider:
             timeout: Read timeout, seconds.
 
         Returns:
-            The vectors, each a list of floats of the model's dimension.
+            One vector per input (floats, the model's dimension), with the model,
+            this backend's name and the prompt tokens where the server says.
 
         Raises:
             InvalidRequest: no model, or HTTP 400 (e.g. an empty input).
@@ -263,13 +264,20 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        raw = self._call("POST", "/embeddings", timeout, ENCODER.encode(body), model)
-        data = self._decode(EMBEDDINGS_DECODER, raw).data
+        read_timeout = timeout if timeout is not None else self._timeout[1]
+        raw = self._call("POST", "/embeddings", read_timeout, ENCODER.encode(body), model)
+        answer = self._decode(EMBEDDINGS_DECODER, raw)
+        data = answer.data
         if len(data) != len(texts):
             raise ProtocolError(
                 f"asked for {len(texts)} embeddings, got {len(data)}", provider=self.name
             )
-        return [item.embedding for item in sorted(data, key=lambda item: item.index)]
+        return EmbedResponse(
+            embeddings=[item.embedding for item in sorted(data, key=lambda item: item.index)],
+            model=answer.model or model,
+            provider=self.name,
+            usage=Usage(answer.usage.prompt_tokens if answer.usage else 0, 0),
+        )
 
     def _model(self, model: str | None) -> str:
         if model is not None:

@@ -142,10 +142,17 @@ class _Embedding(msgspec.Struct):
     index: int = 0
 
 
+class _EmbeddingsUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
 class Embeddings(msgspec.Struct):
-    """``POST /embeddings``: ``{"data": [{"index": i, "embedding": [floats]}]}``."""
+    """``POST /embeddings``: ``{"data": [{"index": i, "embedding": [floats]}],
+    "model": ..., "usage": {"prompt_tokens": n}}``."""
 
     data: list[_Embedding]
+    model: str = ""
+    usage: _EmbeddingsUsage | None = None
 
 
 # One reusable decoder per shape: building a Decoder costs far more than a decode.

@@ -997,7 +997,7 @@ def test_embed(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
     }
     httpserver.expect_request("/v1/embeddings", method="POST").respond_with_json(answer)
     request = EmbedRequest(model="text-embedding-3-small", input=["a", "b"], dimensions=2)
-    assert provider.embed(request, 1) == [[0.1, 0.2], [0.3, 0.4]]
+    assert provider.embed(request, 1).embeddings == [[0.1, 0.2], [0.3, 0.4]]
     assert sent(httpserver)[0] == {
         "model": "text-embedding-3-small",
         "input": ["a", "b"],
@@ -1201,10 +1201,12 @@ def test_llamacpp_json_schema_is_honoured(real: OpenAIProvider) -> None:
 
 @slow
 def test_llamacpp_embeddings(real: OpenAIProvider) -> None:
-    vectors = real.embed(EmbedRequest(input=["hello", "a duck on a pond"]), 10)
+    answer = real.embed(EmbedRequest(input=["hello", "a duck on a pond"]), 10)
+    assert answer.provider == "llamacpp" and answer.usage.prompt_tokens > 0
+    vectors = answer.embeddings
     assert len(vectors) == 2 and len(vectors[0]) == len(vectors[1]) == 576  # SmolLM2's n_embd
     assert vectors[0] != vectors[1]
-    (single,) = real.embed(EmbedRequest(input="hello"), 10)
+    (single,) = real.embed(EmbedRequest(input="hello"), 10).embeddings
     assert single == pytest.approx(vectors[0], abs=1e-5)
 
 

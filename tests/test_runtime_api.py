@@ -1,0 +1,100 @@
+"""The Runtime as a replacement for ``ollama.Client``: every official method has an
+equivalent; embeddings are routed and fall back; model management acts on one
+Ollama backend."""
+
+from __future__ import annotations
+
+import inspect
+
+import ollama
+import pytest
+
+from rubberduck import EmbedResponse, InvalidRequest, ModelNotFound, Runtime
+from tests.conftest import runtime_for
+from tests.fake_ollama import FakeOllama
+
+#: Official methods with no Runtime equivalent, and why.
+NOT_LOCAL = {
+    "close": "not an endpoint; Runtime.close() stops the whole runtime",
+    "web_search": "ollama.com's hosted search, needs an account key",
+    "web_fetch": "ollama.com's hosted fetch, needs an account key",
+    "systemone": "not a route of the Ollama server (server/routes.go)",
+}
+
+
+def test_every_official_client_method_has_a_runtime_equivalent() -> None:
+    official = {
+        name
+        for name, _ in inspect.getmembers(ollama.Client, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    missing = sorted(official - set(NOT_LOCAL) - set(dir(Runtime)))
+    assert not missing, f"ollama.Client methods with no Runtime equivalent: {missing}"
+    assert {"version", "ensure_model", "warm_up", "unload"} <= set(dir(Runtime))
+
+
+def test_embed_is_routed_and_falls_back(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    primary.mode = "busy"
+    with runtime_for(primary.url, backup.url) as rt:
+        answer = rt.embed("nomic-embed-text", ["Why is the sky blue?"])
+    assert isinstance(answer, EmbedResponse)
+    assert answer.provider == "backup" and len(answer.embeddings) == 1
+    assert backup.posts()[0] == {"model": "nomic-embed-text", "input": ["Why is the sky blue?"]}
+
+
+def test_embed_skips_backends_that_cannot_embed(
+    servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, _ = servers
+    monkeypatch.setenv("RD_TEST_KEY", "sk-ant-test")
+    config = {
+        "provider": {
+            "claude": {"kind": "anthropic", "api_key_env": "RD_TEST_KEY", "model": "claude-x",
+                       "base_url": "http://127.0.0.1:9"},
+            "ollama": {"base_url": primary.url},
+        },
+    }  # fmt: skip
+    with Runtime.from_config(config) as rt:
+        answer = rt.embed("nomic-embed-text", "hi")
+    assert answer.provider == "ollama"
+    assert all(path != "/v1/messages" for _, path, _ in primary.requests)
+
+
+def test_model_management_acts_on_the_ollama_backend(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url) as rt:
+        assert rt.list().models[0].name == "llama3.2:latest"
+        assert rt.show("llama3.2").details is not None
+        assert rt.ps().models
+        assert rt.version() == "0.12.6"
+        statuses = [p.status for p in rt.pull("llama3.2", stream=True)]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+        assert rt.pull("llama3.2").status == "success"
+        rt.copy("llama3.2", "duck", backend="backup")
+        rt.delete("duck", backend="backup")
+        rt.ensure_model("llama3.2")
+    assert [path for method, path, _ in backup.requests if method != "GET"] == [
+        "/api/copy",
+        "/api/delete",
+    ]
+
+
+def test_a_missing_model_is_reported_with_the_pull_command(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "not_found"
+    with runtime_for(primary.url, backup.url) as rt:
+        with pytest.raises(ModelNotFound, match="ollama pull qwen3"):
+            rt.ensure_model("qwen3")
+        with pytest.raises(InvalidRequest, match="no backend named 'nope'"):
+            rt.list(backend="nope")
+
+
+def test_model_management_on_a_non_ollama_backend_is_refused() -> None:
+    with Runtime.from_config({"provider": {"local": {"kind": "local"}}}) as rt:
+        with pytest.raises(InvalidRequest, match="no Ollama backend"):
+            rt.ps()
