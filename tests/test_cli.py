@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from rubberduck import Progress
 from rubberduck.cli import main
+from rubberduck.cli._models import ProgressBar, human_bytes
 from tests.conftest import ANSWER
 from tests.fake_ollama import FakeOllama, free_port
 
@@ -106,3 +109,47 @@ def test_a_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path.write_text("[provider.ollama]\nbase_ur = 1\n")
     assert main(["health", "--config", str(path)]) == 2
     assert "base_ur" in capsys.readouterr().err
+
+
+def test_embed(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", "Why is the sky blue?", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    assert out.split()[1] == "dims" and "embedded by ollama" in err
+    assert main(["embed", "hi", "--config", config, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["embeddings"]) == 1
+
+
+def test_show_ps_and_rm(
+    config: str, ollama: FakeOllama, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["show", "llama3.2", "--config", config]) == 0
+    assert "quantization" in capsys.readouterr().out
+    assert main(["ps", "--config", config, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"]
+    assert main(["rm", "duck", "goose", "--config", config]) == 0
+    assert capsys.readouterr().out == "deleted 'duck'\ndeleted 'goose'\n"
+    assert [b["model"] for m, p, b in ollama.requests if m == "DELETE"] == ["duck", "goose"]
+
+
+def test_pull_draws_progress_and_json_lines(
+    config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pull", "llama3.2", "--config", config]) == 0
+    err = capsys.readouterr().err
+    assert "pulling manifest" in err and "success" in err and "%" in err
+    assert main(["pull", "llama3.2", "--config", config, "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["status"] == "success"
+
+
+def test_progress_bar_shows_bytes_and_rate() -> None:
+    clock = iter([0.0, 0.0, 2.0])
+    bar = ProgressBar(io.StringIO(), width=10, clock=lambda: next(clock))
+    layer = "sha256:aa"
+    bar.line(Progress(status="pulling aa", digest=layer, total=4_000_000, completed=0))
+    text = bar.line(
+        Progress(status="pulling aa", digest=layer, total=4_000_000, completed=2_000_000)
+    )
+    assert "50%" in text and "█████     " in text
+    assert "2.0 MB/4.0 MB" in text and "1.0 MB/s" in text
+    assert human_bytes(2019393189) == "2.0 GB"
