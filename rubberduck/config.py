@@ -75,6 +75,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             ``ServerBusy`` at once and the router moves on.
         trust_env: Read proxy settings and .netrc from the environment.
         n_ctx: ``local`` only: context window, tokens.
+        embeddings: ``local`` only: load the model so that it can also embed
+            (``Runtime.embed``); chat answers stay the same.
         max_tokens: ``local`` and ``anthropic``: completion cap when a request sets
             no ``num_predict``, tokens.
     """
@@ -94,6 +96,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_queue: int = 64
     trust_env: bool = False
     n_ctx: int = 4096
+    embeddings: bool = False
     max_tokens: int = 256
 
 

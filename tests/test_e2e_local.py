@@ -106,3 +106,18 @@ def test_cli_health_shows_ollama_down_and_local_up(ollama_down: str) -> None:
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert "open" in lines["ollama"] and "not reachable" in lines["ollama"]
     assert " up " in lines["local"]
+
+
+@pytest.mark.slow
+def test_the_embedded_model_embeds_through_the_runtime() -> None:
+    config = {"provider": {"local": {"kind": "local", "embeddings": True, "max_tokens": 8}}}
+    with Runtime.from_config(config) as rt:
+        answer = rt.embed(None, ["a duck", "tax law"])
+        again = rt.embed(None, "a duck")
+        reply = rt.chat(None, [{"role": "user", "content": "Say hi."}])
+    a, b = answer.embeddings
+    assert len(a) == 576 and answer.provider == "local"  # SmolLM2-135M: n_embd 576
+    assert sum(x * x for x in a) == pytest.approx(1.0, abs=1e-4)  # unit length, as Ollama
+    assert again.embeddings[0] == pytest.approx(a, abs=1e-5) and a != b
+    # (SmolLM2 is a chat model: its mean-pooled vectors carry little meaning.)
+    assert reply.message.content

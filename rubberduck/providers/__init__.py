@@ -50,6 +50,7 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
             n_ctx=cfg.n_ctx,
             n_parallel=cfg.max_in_flight,
             max_tokens=cfg.max_tokens,
+            embeddings=cfg.embeddings,
         )
     if kind == "anthropic":
         return AnthropicProvider(
