@@ -95,6 +95,7 @@ from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
     Emit,
+    ProviderInfo,
     close_session,
     end_response,
     new_session,
@@ -253,28 +254,22 @@ class AnthropicProvider:
                 "spaces, control or non-ASCII characters"
             )
 
-    def info(self) -> dict[str, Any]:
-        """What this backend is, without a network call.
-
-        Returns:
-            ``name``, ``kind``, ``base_url``, ``default_model``, ``models`` (the
-            configured names; :meth:`list_models` reads the live catalogue),
-            ``requires_api_key`` (True), ``api_key_env`` (the variable's name) and
-            ``is_local`` (False).
-        """
+    def info(self) -> ProviderInfo:
+        """What this backend is, without a network call: ``models`` are the
+        default and configured names (:meth:`list_models` reads the live
+        catalogue); ``requires_api_key`` is True (the key's variable is
+        ``api_key_env``; the key itself is never reported)."""
         models = list(self.models)
         if self.default_model and self.default_model not in models:
             models.insert(0, self.default_model)
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "base_url": self.base_url,
-            "default_model": self.default_model,
-            "models": models,
-            "requires_api_key": True,
-            "api_key_env": self.api_key_env,
-            "is_local": self.is_local,
-        }
+        return ProviderInfo(
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            models=tuple(models),
+            requires_api_key=True,
+            is_local=self.is_local,
+        )
 
     def supports_feature(self, name: str) -> bool:
         """Whether requests may use a feature.

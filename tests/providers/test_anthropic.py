@@ -792,10 +792,8 @@ def test_health_check_with_a_bad_key(server: FakeAnthropic, provider: AnthropicP
 
 def test_info_features_and_token_estimate(provider: AnthropicProvider) -> None:
     info = provider.info()
-    assert info["kind"] == "anthropic"
-    assert info["requires_api_key"] is True
-    assert info["models"] == [MODEL]
-    assert info["is_local"] is False
+    assert (info.kind, info.requires_api_key, info.is_local) == ("anthropic", True, False)
+    assert info.models == (MODEL,)
     assert {f: provider.supports_feature(f) for f in ("streaming", "tools", "vision")} == {
         "streaming": True,
         "tools": True,
