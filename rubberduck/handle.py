@@ -9,6 +9,7 @@ router with an error, the caller by cancelling or timing out — goes through
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -177,11 +178,18 @@ class RequestHandle:
                 return
             except queue.Full:
                 pass
-        try:  # the caller is behind: wait for room, outside the lock
-            self._queue.put(event, timeout=max(self.time_left(), 0.0))
-        except queue.Full:
-            self._finish(RequestTimeout("the caller stopped reading events before the deadline"))
-            raise Cancelled("the caller stopped reading") from None
+        # The caller is behind: wait for room outside the lock, in short slices,
+        # so that a cancel or the deadline ending the request stops the wait.
+        while self.time_left() > 0:
+            if self.finished:
+                raise Cancelled("the request was cancelled")
+            try:
+                self._queue.put(event, timeout=min(0.05, max(self.time_left(), 0.0)))
+                return
+            except queue.Full:
+                continue
+        self._finish(RequestTimeout("the caller stopped reading events before the deadline"))
+        raise Cancelled("the caller stopped reading")
 
     def fail(self, error: RubberDuckError) -> bool:
         """End the request with ``error``; ``False`` if it had already ended."""
@@ -195,13 +203,28 @@ class RequestHandle:
             scope = self._scope
         if isinstance(outcome, (Cancelled, RequestTimeout)) and scope is not None:
             scope.cancel()
-        try:
-            self._queue.put(outcome, timeout=max(self.time_left(), 0.0))
-        except queue.Full:
-            pass  # the caller is not reading; its own deadline ends the wait
+        if isinstance(outcome, Done):
+            try:  # the whole answer must reach the caller: wait for it to read
+                self._queue.put(outcome, timeout=max(self.time_left(), 0.0))
+            except queue.Full:
+                pass  # the caller is not reading; its own deadline ends the wait
+        else:
+            self._put_failure(outcome)
         if self.on_finish is not None:
             self.on_finish(self)
         return True
+
+    def _put_failure(self, error: RubberDuckError) -> None:
+        """Queue a failure without waiting: whoever ends the request (a cancel,
+        ``Runtime.close()``, the deadline) may be the very thread that should be
+        reading. Events still unread give way to it; the request is over."""
+        while True:
+            try:
+                self._queue.put_nowait(error)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
 
     # --- caller side --------------------------------------------------------------
 

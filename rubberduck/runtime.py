@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -79,9 +80,20 @@ class Runtime(ModelAdmin):
         backends = config.backends()
         if not backends:
             raise ConfigError("no enabled backend — add a [provider.NAME] table")
-        self.providers: dict[str, Provider] = {
-            name: create_provider(name, cfg) for name, cfg in backends
-        }
+        _check_timeout(config.router.request_timeout, ConfigError, "[router] request_timeout")
+        self.providers: dict[str, Provider] = {}
+        try:
+            for name, cfg in backends:
+                self.providers[name] = create_provider(name, cfg)
+            self._start(config, backends)
+        except BaseException:
+            if (deadlines := getattr(self, "_deadlines", None)) is not None:
+                deadlines.stop()
+            for provider in self.providers.values():
+                provider.close()
+            raise
+
+    def _start(self, config: Config, backends: list[tuple[str, ProviderConfig]]) -> None:
         self._handles: dict[int, RequestHandle] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -199,6 +211,8 @@ class Runtime(ModelAdmin):
             why = self.escalation or "the runtime is closed"
             raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
         rc = self.config.router
+        if timeout is not None:
+            _check_timeout(timeout, InvalidRequest, "timeout")
         handle = RequestHandle(
             request,
             timeout=timeout if timeout is not None else rc.request_timeout,
@@ -444,15 +458,20 @@ class Runtime(ModelAdmin):
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(Cancelled("the runtime was closed"))
-        self._supervisor.stop(block=True, timeout=timeout)
-        self._deadlines.stop()
-        for thread in self._registry.threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-        for pool in self._registry.leftovers:
-            pool.shutdown(wait=True)
-        for provider in self.providers.values():
-            provider.close()
+        try:
+            self._supervisor.stop(block=True, timeout=timeout)
+        except pykka.Timeout:
+            log.error("the runtime's actors did not stop within %g s; closing anyway", timeout)
+        finally:
+            self._registry.cancel_timers()
+            self._deadlines.stop()
+            for thread in self._registry.threads:
+                if thread is not threading.current_thread():
+                    thread.join(timeout)
+            for pool in self._registry.leftovers:
+                pool.shutdown(wait=True)
+            for provider in self.providers.values():
+                provider.close()
 
     def _escalated(self, reason: str) -> None:
         self.escalation = reason
@@ -491,3 +510,9 @@ def _supports(provider: Provider, feature: str) -> bool:
     (it says so by failing, and the router moves on)."""
     check = getattr(provider, "supports_feature", None)
     return bool(check(feature)) if check is not None else True
+
+
+def _check_timeout(value: float, error: type[ConfigError | InvalidRequest], what: str) -> None:
+    """A deadline must be a finite number of seconds above zero."""
+    if not (math.isfinite(value) and value > 0):
+        raise error(f"{what} must be a number of seconds above 0 (got {value!r})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +155,15 @@ def test_progress_bar_shows_bytes_and_rate() -> None:
     assert "50%" in text and "█████     " in text
     assert "2.0 MB/4.0 MB" in text and "1.0 MB/s" in text
     assert human_bytes(2019393189) == "2.0 GB"
+
+
+def test_a_reader_that_goes_away_is_not_an_error(config: str) -> None:
+    command = (
+        f"{sys.executable} -m rubberduck.cli generate --config {config} hi | head -c 1 >/dev/null;"
+        " echo ${PIPESTATUS[0]}"
+    )
+    result = subprocess.run(
+        command, shell=True, executable="/bin/bash", capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "0"
+    assert "Traceback" not in result.stderr

@@ -3,12 +3,23 @@ load, the mid-stream policy, deadlines, and recovery within one cooldown."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from rubberduck import AllProvidersFailed, Cancelled, Delta, Done, RequestTimeout, Restart
+from rubberduck import (
+    AllProvidersFailed,
+    Cancelled,
+    ConfigError,
+    Delta,
+    Done,
+    InvalidRequest,
+    RequestTimeout,
+    Restart,
+)
+from rubberduck.messages import Crash
 from tests.conftest import ANSWER, HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama, free_port
 
@@ -192,3 +203,54 @@ def test_the_deadline_holds_for_a_request_nobody_reads(
         assert rt.health()["primary"].in_flight == 0
         with pytest.raises(RequestTimeout, match=r"0\.3 s"):
             handle.result()
+
+
+def test_cancel_and_close_do_not_wait_for_a_caller_that_fell_behind(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url, router={"max_buffered_events": 1}) as rt:
+        handle = rt.stream_chat("llama3.2", HI, timeout=30)
+        assert wait_until(lambda: len(primary.posts()) == 1)
+        time.sleep(0.1)  # the worker fills the one-event buffer and waits for room
+        started = time.monotonic()
+        handle.cancel()
+        assert time.monotonic() - started < 0.5
+        behind = rt.stream_chat("llama3.2", HI, timeout=30)
+        assert wait_until(lambda: len(primary.posts()) == 2)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2, "close() must not wait for the deadline"
+    with pytest.raises(Cancelled):
+        behind.result()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.0, float("inf")])
+def test_a_timeout_must_be_finite_and_positive(
+    servers: tuple[FakeOllama, FakeOllama], bad: float
+) -> None:
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url) as rt, pytest.raises(InvalidRequest, match="above 0"):
+        rt.chat("llama3.2", HI, timeout=bad)
+    with pytest.raises(ConfigError, match="request_timeout"):
+        runtime_for(primary.url, backup.url, router={"request_timeout": bad})
+
+
+def test_retries_pending_when_the_router_crashed_end_with_close(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    for server in servers:
+        server.mode, server.retry_after = "busy", "30"
+    with runtime_for(primary.url, backup.url, failure_threshold=100) as rt:
+        handle = rt.stream_chat("llama3.2", HI, timeout=60)
+        assert wait_until(
+            lambda: any(t.name.startswith("rubberduck-retry") for t in threading.enumerate())
+        )
+        old = rt._registry.get("router")
+        rt._registry.tell("router", Crash("test"))
+        assert wait_until(lambda: rt._registry.get("router") not in (None, old))
+        started = time.monotonic()
+    assert time.monotonic() - started < 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("rubberduck-retry")]
+    with pytest.raises(Cancelled):
+        handle.result()

@@ -5,12 +5,20 @@ Ollama backend."""
 from __future__ import annotations
 
 import inspect
+import time
 
 import ollama
 import pytest
 
-from rubberduck import EmbedResponse, InvalidRequest, ModelNotFound, Runtime
-from tests.conftest import runtime_for
+from rubberduck import (
+    Cancelled,
+    EmbedRequest,
+    EmbedResponse,
+    InvalidRequest,
+    ModelNotFound,
+    Runtime,
+)
+from tests.conftest import runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 
 #: Official methods with no Runtime equivalent, and why.
@@ -98,3 +106,19 @@ def test_model_management_on_a_non_ollama_backend_is_refused() -> None:
     with Runtime.from_config({"provider": {"local": {"kind": "local"}}}) as rt:
         with pytest.raises(InvalidRequest, match="no Ollama backend"):
             rt.ps()
+
+
+def test_close_does_not_wait_for_an_embedding_in_flight(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "hang"
+    rt = runtime_for(primary.url, backup.url)
+    handle = rt.submit(EmbedRequest(model="nomic-embed-text", input="x"), timeout=30)
+    assert wait_until(lambda: len(primary.posts()) == 1)
+    started = time.monotonic()
+    rt.close()
+    assert time.monotonic() - started < 2
+    assert wait_until(lambda: primary.disconnects == 1), "its HTTP call is closed"
+    with pytest.raises(Cancelled):
+        handle.result()

@@ -155,9 +155,12 @@ class HealthMonitor(SupervisedActor):
                 b.breaker.state == "closed" and now - b.last_probe >= self.config.interval
             )
             if due and not self._ticking_stopped.is_set():
-                b.probing = True
                 want_catalogue = now - b.catalogue_at >= self.config.catalogue_ttl
-                self._pool.submit(self._probe, name, b.provider, want_catalogue)
+                try:
+                    self._pool.submit(self._probe, name, b.provider, want_catalogue)
+                except RuntimeError:  # the pool is shutting down (the interpreter exits)
+                    return
+                b.probing = True
 
     def _probe(self, name: str, provider: Provider, want_catalogue: bool) -> None:
         """Runs on the probe pool; reports back with a message."""

@@ -39,7 +39,7 @@ from rubberduck.errors import (
 )
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import AttemptFailed, Dispatch, Done, EmbedRequest, Outcome
-from rubberduck.providers.base import Provider
+from rubberduck.providers.base import CancelScope, Provider, sending
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -216,7 +216,7 @@ class ProviderActor(SupervisedActor):
         try:
             request = handle.request
             if isinstance(request, EmbedRequest):
-                self._embed(handle, request)
+                self._embed(handle, request, scope)
             else:
                 self.provider.run(request, handle.emit, scope)
         except RubberDuckError as exc:
@@ -239,10 +239,14 @@ class ProviderActor(SupervisedActor):
             error.provider = self.backend
         return error
 
-    def _embed(self, handle: RequestHandle, request: EmbedRequest) -> None:
-        """An embedding request: one call, no stream (closed by its timeout, the
-        time left before the request's deadline, rather than by a cancel)."""
-        answer = self.provider.embed(request, timeout=max(handle.time_left(), 0.001))
+    def _embed(self, handle: RequestHandle, request: EmbedRequest, scope: CancelScope) -> None:
+        """An embedding request: one call, no stream; a cancel, the deadline or
+        this actor's death closes its connection (HTTP providers)."""
+        try:
+            with sending(scope):
+                answer = self.provider.embed(request, timeout=max(handle.time_left(), 0.001))
+        finally:
+            scope.detach()
         handle.embedding = answer
         handle.emit(
             Done(
@@ -255,6 +259,8 @@ class ProviderActor(SupervisedActor):
         )
 
     def _report_failed(self, handle: RequestHandle, error: RubberDuckError) -> None:
+        if handle.finished:
+            return  # cancelled, timed out or closed meanwhile: nothing to route
         message = AttemptFailed(handle, self.backend, error)
         if not self.registry.tell_eventually(ROUTER, message, handle.time_left()):
             handle.causes[self.backend] = error

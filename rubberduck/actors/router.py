@@ -124,20 +124,13 @@ class Router(SupervisedActor):
     def started(self) -> None:
         self.down: dict[str, str] = {}
         self.catalogue: dict[str, set[str]] = {}
-        self._timers: set[threading.Timer] = set()
-        self._timers_lock = threading.Lock()
         # After a restart our view is empty: ask for the current one.
         self.registry.tell(HEALTH, Resync())
 
     def cleanup(self, crashed: bool) -> None:
         if crashed:
             return  # pending retries reach the new router by name
-        with self._timers_lock:
-            timers, self._timers = self._timers, set()
-        for timer in timers:
-            timer.cancel()  # at a stop the runtime has ended every request
-        for timer in timers:
-            timer.join(1.0)
+        self.registry.cancel_timers()  # at a stop the runtime has ended every request
 
     def dead_letter(self, message: Any) -> None:
         # Still in the mailbox when this router died: give it to the next one.
@@ -245,16 +238,12 @@ class Router(SupervisedActor):
         timer = threading.Timer(delay, self._resubmit, args=(handle,))
         timer.daemon = True
         timer.name = f"rubberduck-retry-{handle.id}"
-        with self._timers_lock:
-            self._timers.add(timer)
+        self.registry.add_timer(timer)
         timer.start()
-        self.registry.add_thread(timer)
         return True
 
     def _resubmit(self, handle: RequestHandle) -> None:
         """Timer thread: the backoff is over; by name, so a restarted router gets it."""
-        with self._timers_lock:
-            self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
         if handle.finished:
             return
         if not self.registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):

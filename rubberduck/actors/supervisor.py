@@ -84,6 +84,7 @@ class Registry:
         #: Every thread an actor ran on, so that shutdown can join them.
         self.threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
+        self.timers: list[threading.Timer] = []
         #: Worker pools of crashed actors, still finishing; shutdown joins them.
         self.leftovers: list[Executor] = []
 
@@ -92,6 +93,23 @@ class Registry:
         with self._threads_lock:
             self.threads = [t for t in self.threads if t.is_alive()]
             self.threads.append(thread)
+
+    def add_timer(self, timer: threading.Timer) -> None:
+        """Remember a pending timer (a Router's retry), so that shutdown can
+        cancel it even after the actor that set it was replaced."""
+        with self._threads_lock:
+            self.timers = [t for t in self.timers if t.is_alive()]
+            self.timers.append(timer)
+
+    def cancel_timers(self, join_s: float = 1.0) -> None:
+        """Cancel every pending timer and wait (up to ``join_s`` each) for them."""
+        with self._threads_lock:
+            timers, self.timers = self.timers, []
+        for timer in timers:
+            timer.cancel()
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.join(join_s)
 
     def set(self, name: str, ref: pykka.ActorRef[Any]) -> None:
         """Point ``name`` at ``ref``."""
@@ -297,15 +315,10 @@ class Supervisor(pykka.ThreadingActor):
         while self.restarts and now - self.restarts[0] > self.within_s:
             self.restarts.popleft()
         if len(self.restarts) > self.max_restarts:
-            reason = (
+            self._give_up(
                 f"{msg.name} {msg.reason}; more than {self.max_restarts} restarts in "
                 f"{self.within_s:g} s, so the supervisor gave up"
             )
-            log.error("rubberduck runtime stopped: %s", reason)
-            self._stop_children(self.order)
-            if self.on_escalate is not None:
-                self.on_escalate(reason)
-            self.actor_ref.stop(block=False)
             return
         group = self._restart_group(msg.name)
         log.warning("restarting %s (%s; %s)", ", ".join(group), msg.reason, self.strategy.value)
@@ -315,8 +328,20 @@ class Supervisor(pykka.ThreadingActor):
             if name != msg.name and self.specs[name].restart is Restart.TEMPORARY:
                 self._forget(name)
                 continue
-            self._start_child(name)
+            try:
+                self._start_child(name)
+            except Exception as exc:  # noqa: BLE001 - a child that cannot start: give up
+                self._give_up(f"{name} could not be restarted: {exc!r}")
+                return
             self.restart_log.append((name, time.monotonic()))
+
+    def _give_up(self, reason: str) -> None:
+        """Escalate: stop every child (reverse start order), tell the parent, stop."""
+        log.error("rubberduck runtime stopped: %s", reason)
+        self._stop_children(self.order)
+        if self.on_escalate is not None:
+            self.on_escalate(reason)
+        self.actor_ref.stop(block=False)
 
     def _restart_group(self, name: str) -> list[str]:
         """The live children to restart with ``name``, in start order."""
