@@ -99,6 +99,23 @@ class UsageTotals(msgspec.Struct, kw_only=True):
     shadow_cost_usd: float = 0.0
     unpriced: int = 0
 
+    def add(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        shadow_cost_usd: float | None,
+        *,
+        unpriced: bool = False,
+    ) -> None:
+        """Count one more answer."""
+        self.requests += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd += cost_usd
+        self.shadow_cost_usd += shadow_cost_usd or 0.0
+        self.unpriced += unpriced
+
 
 class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     """``Runtime.usage()``: totals since the runtime started.
@@ -161,15 +178,7 @@ class UsageLedger:
         done = msgspec.structs.replace(done, cost_usd=cost, shadow_cost_usd=shadow)
         with self._lock:
             for key, table in ((done.provider, self._by_backend), (done.model, self._by_model)):
-                totals = table.get(key)
-                if totals is None:
-                    totals = table[key] = UsageTotals()
-                totals.requests += 1
-                totals.prompt_tokens += tokens[0]
-                totals.completion_tokens += tokens[1]
-                totals.cost_usd += cost
-                totals.shadow_cost_usd += shadow or 0.0
-                totals.unpriced += unpriced
+                table.setdefault(key, UsageTotals()).add(*tokens, cost, shadow, unpriced=unpriced)
             subscribers = list(self._subscribers)
         for callback in subscribers:
             try:

@@ -77,10 +77,7 @@ def totals(since: float | None = None) -> UsageReport:
         if since is not None and entry.time < since:
             continue
         for key, table in ((entry.provider, by_backend), (entry.model, by_model)):
-            t = table.setdefault(key, UsageTotals())
-            t.requests += 1
-            t.prompt_tokens += entry.prompt_tokens
-            t.completion_tokens += entry.completion_tokens
-            t.cost_usd += entry.cost_usd
-            t.shadow_cost_usd += entry.shadow_cost_usd or 0.0
+            table.setdefault(key, UsageTotals()).add(
+                entry.prompt_tokens, entry.completion_tokens, entry.cost_usd, entry.shadow_cost_usd
+            )
     return UsageReport(by_backend=by_backend, by_model=by_model)

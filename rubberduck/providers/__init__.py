@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rubberduck.config import ProviderConfig
+from typing import Any, get_args
+
+from rubberduck.config import ProviderConfig, ProviderKind
 from rubberduck.errors import ConfigError
 from rubberduck.providers.anthropic import AnthropicProvider
 from rubberduck.providers.base import CancelScope, Emit, Provider
@@ -32,17 +34,18 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
     kind = cfg.kind or name
     if cfg.max_in_flight < 1 or cfg.max_queue < 0:
         raise ConfigError(f"[provider.{name}] needs max_in_flight >= 1 and max_queue >= 0")
+    # What every HTTP provider takes the same way (seconds; a pool a bit larger
+    # than the requests in flight, for probes).
+    http: dict[str, Any] = {
+        "base_url": cfg.base_url,
+        "default_model": cfg.model,
+        "timeout": cfg.timeout,
+        "connect_timeout": cfg.connect_timeout,
+        "pool_size": cfg.max_in_flight + 2,
+        "trust_env": cfg.trust_env,
+    }
     if kind == "ollama":
-        return OllamaProvider(
-            name,
-            base_url=cfg.base_url,
-            default_model=cfg.model,
-            timeout=cfg.timeout,
-            connect_timeout=cfg.connect_timeout,
-            keep_alive=cfg.keep_alive,
-            pool_size=cfg.max_in_flight + 2,
-            trust_env=cfg.trust_env,
-        )
+        return OllamaProvider(name, keep_alive=cfg.keep_alive, **http)
     if kind == "local":
         return LocalProvider(
             name,
@@ -55,28 +58,12 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
     if kind == "anthropic":
         return AnthropicProvider(
             name,
-            base_url=cfg.base_url,
             api_key_env=cfg.api_key_env,
-            default_model=cfg.model,
             models=cfg.models,
             max_tokens=cfg.max_tokens,
-            timeout=cfg.timeout,
-            connect_timeout=cfg.connect_timeout,
-            pool_size=cfg.max_in_flight + 2,
-            trust_env=cfg.trust_env,
+            **http,
         )
     if kind == "openai":
-        return OpenAIProvider(
-            name,
-            base_url=cfg.base_url,
-            default_model=cfg.model,
-            api_key_env=cfg.api_key_env,
-            timeout=cfg.timeout,
-            connect_timeout=cfg.connect_timeout,
-            pool_size=cfg.max_in_flight + 2,
-            trust_env=cfg.trust_env,
-        )
-    raise ConfigError(
-        f'[provider.{name}] has unknown kind {kind!r} — use "ollama", "local", "openai" '
-        'or "anthropic"'
-    )
+        return OpenAIProvider(name, api_key_env=cfg.api_key_env, **http)
+    kinds = ", ".join(f'"{k}"' for k in get_args(ProviderKind))
+    raise ConfigError(f"[provider.{name}] has unknown kind {kind!r} — use one of {kinds}")
