@@ -70,7 +70,6 @@ class RequestHandle:
         timeout: float,
         max_buffered: int = 4096,
         mid_stream: Literal["error", "restart"] = "error",
-        retries: int = 0,
     ) -> None:
         self.id = next(_ids)
         self.request = request
@@ -88,9 +87,8 @@ class RequestHandle:
         self.partial: list[str] = []
         self.tried: list[str] = []
         self.causes: dict[str, RubberDuckError] = {}
-        # Router bookkeeping: backends not to try again this round, rounds left.
+        # Router bookkeeping: backends not to try again this round, rounds retried.
         self.excluded: set[str] = set()
-        self.retries_left = retries
         self.retry_round = 0
         self.on_finish: Any = None  # set by the runtime to forget the handle
         #: The answer of an embedding request, set by the worker before its Done.

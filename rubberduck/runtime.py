@@ -218,7 +218,6 @@ class Runtime(ModelAdmin):
             timeout=timeout if timeout is not None else rc.request_timeout,
             max_buffered=rc.max_buffered_events,
             mid_stream=mid_stream or rc.mid_stream,
-            retries=rc.retries,
         )
         with self._lock:
             self._handles[handle.id] = handle

@@ -163,12 +163,14 @@ class ProviderActor(SupervisedActor):
         self._slots.release()
         self.load.add(self.backend, -1)
 
-    def _hand_back(self, handle: RequestHandle, when: str) -> None:
-        error = ProviderUnavailable(
-            f"its actor {self._exit_reason or 'stopped'} {when}; the request was moved",
-            provider=self.backend,
+    def _moved(self, when: str) -> ProviderUnavailable:
+        """Why a request leaves this actor as it dies (fallback: the Router moves it)."""
+        return ProviderUnavailable(
+            f"its actor {self._exit_reason or 'stopped'} {when}", provider=self.backend
         )
-        self._report_failed(handle, error)
+
+    def _hand_back(self, handle: RequestHandle, when: str) -> None:
+        self._report_failed(handle, self._moved(f"{when}; the request was moved"))
 
     # --- worker threads -----------------------------------------------------------
 
@@ -180,9 +182,7 @@ class ProviderActor(SupervisedActor):
             if handle.finished:
                 return
             if self._exit_reason is not None:
-                error = ProviderUnavailable(
-                    f"its actor {self._exit_reason} during the request", provider=self.backend
-                )
+                error = self._moved("during the request")
             elif error is None:
                 error = ProtocolError(
                     "the answer ended without a final chunk", provider=self.backend

@@ -219,7 +219,7 @@ class Router(SupervisedActor):
 
     def _retry_later(self, handle: RequestHandle) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
-        if handle.retries_left <= 0:
+        if handle.retry_round >= self.backoff.retries:
             return False
         again = [
             (name, error)
@@ -232,7 +232,6 @@ class Router(SupervisedActor):
         delay = self.backoff.delay(handle.retry_round, retry_after, self._rng)
         if delay >= handle.time_left():
             return False
-        handle.retries_left -= 1
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
         timer = threading.Timer(delay, self._resubmit, args=(handle,))

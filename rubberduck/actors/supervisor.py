@@ -256,9 +256,6 @@ class Supervisor(pykka.ThreadingActor):
         on_escalate: Called with a reason once the supervisor gives up; by then
             every child has been stopped.
         stop_timeout: Seconds to wait for each child to stop.
-
-    Attributes:
-        restart_log: ``(child name, time.monotonic() of its new start)`` per restart.
     """
 
     def __init__(
@@ -282,7 +279,6 @@ class Supervisor(pykka.ThreadingActor):
         self.on_escalate = on_escalate
         self.stop_timeout = stop_timeout
         self.restarts: deque[float] = deque()
-        self.restart_log: list[tuple[str, float]] = []
         self._urns: dict[str, str] = {}
         self._stopping = threading.Event()
 
@@ -333,7 +329,6 @@ class Supervisor(pykka.ThreadingActor):
             except Exception as exc:  # noqa: BLE001 - a child that cannot start: give up
                 self._give_up(f"{name} could not be restarted: {exc!r}")
                 return
-            self.restart_log.append((name, time.monotonic()))
 
     def _give_up(self, reason: str) -> None:
         """Escalate: stop every child (reverse start order), tell the parent, stop."""
