@@ -11,12 +11,23 @@ from typing import Any
 
 import pytest
 
-from rubberduck import Runtime
+from rubberduck import RubberDuckError, Runtime
+from rubberduck.messages import Event, Request
+from rubberduck.providers.base import CancelScope, Provider
 from tests.fake_ollama import FIXTURES as FIXTURES_DIR
 from tests.fake_ollama import FakeOllama
 from tests.fake_ollama import fixture as load_fixture
 
-__all__ = ["ANSWER", "FIXTURES_DIR", "HI", "load_fixture", "runtime_for", "wait_until"]
+__all__ = [
+    "ANSWER",
+    "FIXTURES_DIR",
+    "HI",
+    "load_fixture",
+    "run",
+    "run_failing",
+    "runtime_for",
+    "wait_until",
+]
 
 HI = [{"role": "user", "content": "Why is the sky blue?"}]
 ANSWER = "The sky is blue."  # chat_stream.ndjson
@@ -56,6 +67,23 @@ def runtime_for(
             "health": {"interval": 0.1, "cooldown": 0.2, "failure_threshold": 2, **health},
         }
     )
+
+
+def run(provider: Provider, request: Request) -> list[Event]:
+    """Run ``request`` on a provider alone (no actors); return its events."""
+    events: list[Event] = []
+    provider.run(request, events.append, CancelScope())
+    return events
+
+
+def run_failing(
+    provider: Provider, request: Request, error: type[RubberDuckError]
+) -> tuple[list[Event], Any]:
+    """Run a request that must raise ``error``; return the events and the exception."""
+    events: list[Event] = []
+    with pytest.raises(error) as info:
+        provider.run(request, events.append, CancelScope())
+    return events, info.value
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from rubberduck.messages import (
 from rubberduck.providers import create_provider
 from rubberduck.providers.anthropic import AnthropicProvider
 from rubberduck.providers.base import CancelScope
+from tests.conftest import run, run_failing
 from tests.fake_anthropic import FIXTURES, JSON, FakeAnthropic, Reply, fixture, sse_events
 from tests.fake_ollama import free_port
 from tests.strategies import AnthropicStream, anthropic_streams, chunkings
@@ -57,24 +58,6 @@ STATUSES = (400, 401, 403, 404, 413, 429, 500, 529)
 
 def chat(**fields: Any) -> ChatRequest:
     return ChatRequest(**{"model": MODEL, "messages": HI, **fields})
-
-
-def run(provider: AnthropicProvider, request: ChatRequest | GenerateRequest) -> list[Event]:
-    events: list[Event] = []
-    provider.run(request, events.append, CancelScope())
-    return events
-
-
-def run_failing(
-    provider: AnthropicProvider,
-    request: ChatRequest | GenerateRequest,
-    error: type[RubberDuckError],
-) -> tuple[list[Event], Any]:
-    """Run a request that must raise ``error``; return the events and the exception."""
-    events: list[Event] = []
-    with pytest.raises(error) as info:
-        provider.run(request, events.append, CancelScope())
-    return events, info.value
 
 
 def sent_json(server: FakeAnthropic) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from rubberduck.messages import (
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.ollama import OllamaProvider
 from tests import fake_ollama
-from tests.conftest import load_fixture, wait_until
+from tests.conftest import load_fixture, run, run_failing, wait_until
 from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
 
 NDJSON = "application/x-ndjson"
@@ -72,24 +72,6 @@ def chat_line(content: str, *, done: bool = False, **extra: Any) -> bytes:
 
 
 DONE_LINE = chat_line("", done=True, done_reason="stop", prompt_eval_count=1, eval_count=2)
-
-
-def run(provider: OllamaProvider, request: ChatRequest | GenerateRequest) -> list[Event]:
-    events: list[Event] = []
-    provider.run(request, events.append, CancelScope())
-    return events
-
-
-def run_failing(
-    provider: OllamaProvider,
-    request: ChatRequest | GenerateRequest,
-    error: type[RubberDuckError],
-) -> tuple[list[Event], Any]:
-    """Run a request that must raise ``error``; return the events and the exception."""
-    events: list[Event] = []
-    with pytest.raises(error) as info:
-        provider.run(request, events.append, CancelScope())
-    return events, info.value
 
 
 def streaming(chunks: Iterable[bytes], status: int = 200) -> Callable[[Request], Response]:

@@ -49,6 +49,7 @@ from rubberduck.providers import create_provider
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
 from rubberduck.providers.openai_wire import iter_sse_events
+from tests.conftest import run, run_failing
 from tests.fake_ollama import free_port
 from tests.strategies import OpenAIStream, chunkings, openai_chat_streams
 
@@ -108,21 +109,6 @@ def without_durations(events: list[Event]) -> list[Event]:
         msgspec.structs.replace(e, durations=Durations()) if isinstance(e, Done) else e
         for e in events
     ]
-
-
-def run(provider: OpenAIProvider, request: ChatRequest | GenerateRequest) -> list[Event]:
-    events: list[Event] = []
-    provider.run(request, events.append, CancelScope())
-    return events
-
-
-def run_failing(
-    provider: OpenAIProvider, request: ChatRequest | GenerateRequest, error: type[RubberDuckError]
-) -> tuple[list[Event], Any]:
-    events: list[Event] = []
-    with pytest.raises(error) as info:
-        provider.run(request, events.append, CancelScope())
-    return events, info.value
 
 
 def streaming(chunks: Iterable[bytes], status: int = 200) -> Callable[[Request], Response]:
