@@ -18,6 +18,7 @@ from rubberduck.context import Context
 from rubberduck.cost import Price, UsageReport, UsageTotals
 from rubberduck.errors import (
     AllProvidersFailed,
+    AuthError,
     Cancelled,
     ConfigError,
     InternalError,
@@ -59,6 +60,7 @@ from rubberduck.runtime import Runtime
 
 __all__ = [
     "AllProvidersFailed",
+    "AuthError",
     "BackendHealth",
     "Cancelled",
     "ChatRequest",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AllProvidersFailed",
+    "AuthError",
     "Cancelled",
     "ConfigError",
     "InternalError",
@@ -50,6 +51,20 @@ class ConfigError(RubberDuckError):
     """The configuration is invalid; the message names the key and the fix."""
 
     kind = "config"
+
+
+class AuthError(ConfigError):
+    """The backend rejected this provider's credentials: HTTP 401 or 403, a missing
+    or unusable API key, or an account whose quota or billing is used up.
+
+    Another backend may serve the request (``fallback`` is ``True``), but this one
+    is not retried: the same key would be rejected again. The message names the
+    environment variable that holds the key. It is a :class:`ConfigError`, since
+    the fix is in the configuration.
+    """
+
+    kind = "auth"
+    fallback = True
 
 
 class InvalidRequest(RubberDuckError):

@@ -33,7 +33,9 @@ MORE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
 #: chunks, then an {"error"} line with status 200; "stall": headers, one chunk,
 #: then silence; "hang": no answer at all (not even headers) until released or the
 #: client goes away; "not_found": POSTs and DELETEs answer 404; "bad_request": POSTs
-#: answer 400. Faults apply to POST answers (and "drop" to every request).
+#: answer 400; "unauthorized": POSTs answer 401, as Ollama does for a cloud model
+#: before `ollama signin`; "rate_limited": POSTs answer 429 (with ``retry_after``).
+#: Faults apply to POST answers (and "drop" to every request).
 MODES = (
     "ok",
     "busy",
@@ -44,6 +46,8 @@ MODES = (
     "hang",
     "not_found",
     "bad_request",
+    "unauthorized",
+    "rate_limited",
 )
 
 
@@ -91,7 +95,7 @@ class FakeOllama:
         self.raw_bodies: list[bytes] = []  # the bytes of each request's body, in order
         self.blobs: set[str] = set()  # digests uploaded to /api/blobs
         self.post_times: list[float] = []  # time.monotonic() of each POST
-        self.retry_after: str | None = None  # a Retry-After header on 503 answers
+        self.retry_after: str | None = None  # a Retry-After header on 503 and 429 answers
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
@@ -141,9 +145,13 @@ class FakeOllama:
                     return self._hang()
                 if mode == "drop":
                     return self._drop()
+                headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
                 if mode == "busy":
-                    headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
                     return self._send(503, fixture("error_server_busy.json"), headers=headers)
+                if mode == "rate_limited":
+                    return self._send(429, b'{"error":"too many requests"}', headers=headers)
+                if mode == "unauthorized":
+                    return self._send(401, b'{"error":"unauthorized"}')
                 if mode == "not_found":
                     return self._send(404, fixture("error_model_not_found.json"))
                 if mode == "bad_request":

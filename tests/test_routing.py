@@ -11,6 +11,7 @@ import pytest
 
 from rubberduck import (
     AllProvidersFailed,
+    AuthError,
     Cancelled,
     ConfigError,
     Delta,
@@ -96,6 +97,33 @@ def test_a_refused_connection_is_not_retried() -> None:
         with pytest.raises(AllProvidersFailed, match="ollama serve"):
             rt.chat("llama3.2", HI)
         assert time.monotonic() - started < 0.5
+
+
+def test_a_rejected_key_falls_back_at_once_and_is_never_retried(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.mode = "unauthorized"
+    with runtime_for(primary.url, backup.url, router=FAST_RETRY) as rt:
+        reply = rt.chat("llama3.2", HI)
+        assert reply.provider == "backup"
+        assert reply.fallbacks == ("primary: HTTP 401: unauthorized — run `ollama signin` "
+                                   "for cloud models, or check the credentials a proxy in "
+                                   "front of Ollama expects",)  # fmt: skip
+        backup.mode = "not_found"
+        with pytest.raises(AllProvidersFailed) as info:
+            rt.chat("llama3.2", HI)
+    assert isinstance(info.value.causes["primary"], AuthError)
+    assert len(primary.posts()) == 2, "one attempt per request, no retry rounds"
+
+
+def test_a_429_is_retried_after_its_retry_after(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, _ = servers
+    primary.script.append("rate_limited")
+    primary.retry_after = "0.5"
+    with runtime_for(primary.url, f"http://127.0.0.1:{free_port()}", router=FAST_RETRY) as rt:
+        assert rt.chat("llama3.2", HI).provider == "primary"
+    assert primary.post_times[1] - primary.post_times[0] >= 0.5
 
 
 def test_the_deadline_covers_queueing_and_fallback(servers: tuple[FakeOllama, FakeOllama]) -> None:

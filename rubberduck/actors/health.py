@@ -40,9 +40,12 @@ __all__ = ["FAILURE_KINDS", "HealthMonitor"]
 HEALTH = "health"
 #: Outcome kinds that count against a backend. A 503 ("busy") counts too, so a
 #: backend that keeps refusing work is cooled down, but only "refused" opens the
-#: circuit at once. "model_not_found" and "invalid" are about the request, not
-#: the backend.
-FAILURE_KINDS = frozenset({"refused", "unavailable", "timeout", "protocol", "interrupted", "busy"})
+#: circuit at once. A rejected key ("auth") counts: the backend cannot serve
+#: anyone until its configuration changes. "model_not_found" and "invalid" are
+#: about the request, not the backend.
+FAILURE_KINDS = frozenset(
+    {"refused", "unavailable", "timeout", "protocol", "interrupted", "busy", "auth"}
+)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import msgspec
 import requests
 
 from rubberduck.errors import (
+    AuthError,
     ConfigError,
     InvalidRequest,
     ModelNotFound,
@@ -353,7 +354,21 @@ class OllamaHTTP:
                 provider=self.name,
                 retry_after_s=_retry_after(resp.headers.get("Retry-After")),
             )
-        if status >= 500 or status in (401, 403, 429):
+        if status == 429:
+            return ServerBusy(
+                f"{message} (HTTP 429) — rate limited; retry later",
+                provider=self.name,
+                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+            )
+        if status in (401, 403):
+            # Ollama answers 401 for cloud models until `ollama signin`; a proxy in
+            # front of a server answers 401/403 for a missing or wrong key.
+            return AuthError(
+                f"HTTP {status}: {message} — run `ollama signin` for cloud models, or "
+                "check the credentials a proxy in front of Ollama expects",
+                provider=self.name,
+            )
+        if status >= 500:
             return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
         return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
 

@@ -52,6 +52,7 @@ import requests
 import sseclient  # type: ignore[import-untyped]
 
 from rubberduck.errors import (
+    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
@@ -305,9 +306,9 @@ class AnthropicProvider:
             InvalidRequest: HTTP 400/413 or another 4xx, no model anywhere, a history
                 that cannot be expressed in the Messages API; with ``fallback`` True
                 for what Anthropic does not offer (``format``, ``suffix``, ...).
-            ProviderUnavailable: connection refused or broken, HTTP 401/402/403 (the
-                message names the key's variable), HTTP 5xx, or an ``error`` event
-                other than ``overloaded_error`` mid-stream.
+            AuthError: HTTP 401/402/403 (the message names the key's variable).
+            ProviderUnavailable: connection refused or broken, HTTP 5xx, or an
+                ``error`` event other than ``overloaded_error`` mid-stream.
             ModelNotFound: HTTP 404.
             ServerBusy: HTTP 429/529, with ``retry_after_s`` from ``retry-after``, or
                 an ``overloaded_error`` event mid-stream.
@@ -529,12 +530,12 @@ class AnthropicProvider:
         retry_after = _retry_after(resp.headers.get("retry-after"))
         if status in (401, 403):
             what = "rejected the API key" if status == 401 else "refused this API key"
-            return ProviderUnavailable(
+            return AuthError(
                 f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
                 provider=self.name,
             )
         if status == 402:
-            return ProviderUnavailable(
+            return AuthError(
                 f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
                 provider=self.name,
             )
@@ -598,7 +599,8 @@ class AnthropicProvider:
             ``"anthropic API 2023-06-01"``.
 
         Raises:
-            ProviderUnavailable: not reachable, or the key is rejected (401/403).
+            ProviderUnavailable: not reachable.
+            AuthError: the key is rejected (401/403).
             ServerBusy: rate limited or overloaded.
             ProtocolError: the answer is not Anthropic's model list.
         """

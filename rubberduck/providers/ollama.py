@@ -124,7 +124,10 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
 
         Raises:
             ModelNotFound: HTTP 404 — the message says which ``ollama pull`` to run.
-            ServerBusy: HTTP 503 (Ollama's queue is full).
+            ServerBusy: HTTP 503 (Ollama's queue is full) or 429, with
+                ``retry_after_s`` from ``Retry-After``.
+            AuthError: HTTP 401/403 (a cloud model before ``ollama signin``, or a
+                proxy in front of Ollama that wants credentials).
             InvalidRequest: HTTP 400, or the request names no model and the backend
                 has no default.
             ProviderUnavailable: connection refused or broken, HTTP 5xx, or an
@@ -229,7 +232,8 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             ModelNotFound: HTTP 404, with the ``ollama pull`` command.
             InvalidRequest: HTTP 400 (e.g. the model cannot embed, or an input is
                 over the context with ``truncate=False``), or no model anywhere.
-            ServerBusy: HTTP 503.
+            ServerBusy: HTTP 503 or 429.
+            AuthError: HTTP 401/403.
             ProviderUnavailable: not reachable, or HTTP 5xx.
             ProtocolError: the answer is not Ollama's, or has a vector count that
                 differs from the inputs.

@@ -40,6 +40,7 @@ import requests
 import urllib3.exceptions
 
 from rubberduck.errors import (
+    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
@@ -176,7 +177,7 @@ class OpenAIProvider:
         not sent; neither are ``keep_alive`` and ``think``.
 
         Raises:
-            ConfigError: HTTP 401/403, a missing API key, or an exhausted quota;
+            AuthError: HTTP 401/403, a missing API key, or an exhausted quota;
                 ``fallback`` is ``True`` and the message names the key's variable.
             ModelNotFound: HTTP 404 naming the model.
             ServerBusy: HTTP 429 or 503 (``retry_after_s`` from ``Retry-After``).
@@ -257,7 +258,7 @@ class OpenAIProvider:
         Raises:
             InvalidRequest: no model, or HTTP 400 (e.g. an empty input).
             ProtocolError: the answer has a vector count that differs from the inputs.
-            ProviderUnavailable, ModelNotFound, ServerBusy, ConfigError: as for :meth:`run`.
+            ProviderUnavailable, ModelNotFound, ServerBusy, AuthError: as for :meth:`run`.
         """
         model = self._model(request.model)
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
@@ -410,14 +411,12 @@ class OpenAIProvider:
             )
         return InvalidRequest(what, provider=self.name)
 
-    def _auth_error(self, what: str) -> ConfigError:
+    def _auth_error(self, what: str) -> AuthError:
         if self.api_key_env:
             remedy = f"check the API key in ${self.api_key_env}"
         else:
             remedy = "set `api_key_env` for this provider to the variable holding the key"
-        error = ConfigError(f"{what} — {remedy}", provider=self.name)
-        error.fallback = True  # another backend may well serve the request
-        return error
+        return AuthError(f"{what} — {remedy}", provider=self.name)
 
     def _transport_error(self, exc: BaseException) -> RubberDuckError:
         error = transport_error(exc, provider=self.name, base_url=self.base_url, hint=_START_HINT)
@@ -471,7 +470,7 @@ class OpenAIProvider:
 
         Raises:
             ProviderUnavailable: not reachable or not answering 200.
-            ConfigError: HTTP 401/403 (``fallback`` is ``True``).
+            AuthError: HTTP 401/403 (``fallback`` is ``True``).
             ProtocolError: the answer is not OpenAI's model list.
         """
         models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
@@ -489,7 +488,7 @@ class OpenAIProvider:
             A short description, e.g. ``"OpenAI-compatible API, 1 model"``.
 
         Raises:
-            ProviderUnavailable, ConfigError, ProtocolError: as for :meth:`list_models`.
+            ProviderUnavailable, AuthError, ProtocolError: as for :meth:`list_models`.
         """
         count = len(self.list_models(timeout))
         return f"OpenAI-compatible API, {count} model{'' if count == 1 else 's'}"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from rubberduck import Runtime
 from rubberduck.config import load_config
 from rubberduck.errors import (
+    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
@@ -483,8 +484,8 @@ def test_non_streamed_tool_use(server: FakeAnthropic, provider: AnthropicProvide
     ("status", "error", "fallback", "text"),
     [
         (400, InvalidRequest, False, "roles must alternate"),
-        (401, ProviderUnavailable, True, f"check the API key in ${KEY_ENV}"),
-        (403, ProviderUnavailable, True, f"check the API key in ${KEY_ENV}"),
+        (401, AuthError, True, f"check the API key in ${KEY_ENV}"),
+        (403, AuthError, True, f"check the API key in ${KEY_ENV}"),
         (404, ModelNotFound, True, "rubberduck models"),
         (413, InvalidRequest, False, "too large"),
         (429, ServerBusy, True, "rate limit"),
@@ -533,7 +534,7 @@ def test_wrong_key_is_the_documented_401(
     server: FakeAnthropic, provider: AnthropicProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.api_key = "another-key"
-    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    _, exc = run_failing(provider, chat(), AuthError)
     assert "invalid x-api-key" in exc.message
     assert KEY_ENV in exc.message
 
@@ -734,7 +735,7 @@ def test_key_never_leaks(
         {"type": "error", "error": {"type": "authentication_error", "message": f"bad key {KEY}"}}
     )
     serve(server, "", pieces=[echo.encode()], status=401, content_type=JSON)
-    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    _, exc = run_failing(provider, chat(), AuthError)
     seen = [str(exc), repr(exc), exc.message, repr(provider), str(provider), str(provider.info())]
     serve(server, "stream_text.sse")
     run(provider, chat())
@@ -769,7 +770,7 @@ def test_list_models_follows_pages(server: FakeAnthropic, provider: AnthropicPro
 
 def test_health_check_with_a_bad_key(server: FakeAnthropic, provider: AnthropicProvider) -> None:
     server.api_key = "another-key"
-    with pytest.raises(ProviderUnavailable, match=KEY_ENV):
+    with pytest.raises(AuthError, match=KEY_ENV):
         provider.health_check(1)
 
 

@@ -18,6 +18,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from rubberduck.errors import (
+    AuthError,
     InvalidRequest,
     ModelNotFound,
     ProtocolError,
@@ -498,6 +499,31 @@ def test_503_is_server_busy(
     assert BUSY_TEXT in exc.message  # the server's own words, two spaces and all
     assert exc.retry_after_s == retry_after
     assert exc.fallback is True
+    assert events == []
+
+
+def test_429_is_server_busy_with_its_retry_after(
+    httpserver: HTTPServer, provider: OllamaProvider
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        b'{"error":"too many requests"}', status=429, headers={"Retry-After": "7"},
+        content_type=JSON,
+    )  # fmt: skip
+    events, exc = run_failing(provider, chat(), ServerBusy)
+    assert (exc.retry_after_s, exc.fallback) == (7.0, True)
+    assert "too many requests" in exc.message and events == []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_auth_errors(
+    httpserver: HTTPServer, provider: OllamaProvider, status: int
+) -> None:
+    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+        b'{"error":"unauthorized"}', status=status, content_type=JSON
+    )
+    events, exc = run_failing(provider, chat(), AuthError)
+    assert exc.kind == "auth" and exc.fallback is True
+    assert f"HTTP {status}: unauthorized" in exc.message and "ollama signin" in exc.message
     assert events == []
 
 

@@ -24,6 +24,7 @@ from werkzeug import Request, Response
 
 from rubberduck.config import load_config
 from rubberduck.errors import (
+    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
@@ -460,7 +461,7 @@ def test_401_is_a_config_error_that_falls_back_and_hides_the_key(
         {"error": error}, status=401
     )
     provider = make_provider(api_key_env=api_key)
-    events, exc = run_failing(provider, chat(), ConfigError)
+    events, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True
     assert f"check the API key in ${KEY_ENV}" in exc.message
     assert "Incorrect API key provided" in exc.message
@@ -476,7 +477,7 @@ def test_403_without_api_key_env_says_how_to_set_one(
     httpserver.expect_request("/v1/chat/completions").respond_with_json(
         {"error": {"message": "Forbidden", "type": "permission_error", "code": 403}}, status=403
     )
-    _, exc = run_failing(provider, chat(), ConfigError)
+    _, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True and "api_key_env" in exc.message
 
 
@@ -512,7 +513,7 @@ def test_429_insufficient_quota_is_a_config_error(
     httpserver.expect_request("/v1/chat/completions").respond_with_json(
         {"error": error}, status=429
     )
-    _, exc = run_failing(provider, chat(), ConfigError)
+    _, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True and "quota" in exc.message
 
 
@@ -599,7 +600,7 @@ def test_missing_key_fails_before_sending(
 ) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     provider = make_provider(api_key_env=KEY_ENV)
-    _, exc = run_failing(provider, chat(), ConfigError)
+    _, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True and f"${KEY_ENV} is not set" in exc.message
     with pytest.raises(ConfigError):
         provider.validate_config()
@@ -615,7 +616,7 @@ def test_key_with_control_characters_is_refused_without_showing_it(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, f"  {KEY[:10]}\n{KEY[10:]}\n")  # surrounding blanks are stripped
     provider = make_provider(api_key_env=KEY_ENV)
-    _, exc = run_failing(provider, chat(), ConfigError)
+    _, exc = run_failing(provider, chat(), AuthError)
     assert "control characters" in exc.message
     assert KEY[:10] not in str(exc) and KEY[10:] not in str(exc)
     assert httpserver.log == []
@@ -1248,7 +1249,7 @@ def test_llamacpp_wrong_key_is_a_config_error(
     monkeypatch.setenv(KEY_ENV, wrong)
     provider = OpenAIProvider(base_url=llamacpp, default_model="m", api_key_env=KEY_ENV)
     try:
-        _, exc = run_failing(provider, chat(), ConfigError)
+        _, exc = run_failing(provider, chat(), AuthError)
         with pytest.raises(ConfigError):
             provider.health_check(5)  # llama.cpp guards /v1/models with the key too
     finally:
