@@ -10,8 +10,9 @@ from typing import Any
 import msgspec
 
 from rubberduck import usage_log
+from rubberduck.cli._conversation import Conversation
 from rubberduck.context import Context
-from rubberduck.messages import Delta, Done, Message, Restart
+from rubberduck.messages import Delta, Done, Restart
 from rubberduck.runtime import Runtime
 
 __all__ = ["register"]
@@ -22,7 +23,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     chat = sub.add_parser(
         "chat",
         parents=[common],
-        help="ask a question and stream the answer; no prompt on a terminal: a conversation",
+        help="ask a question and stream the answer; no prompt on a terminal: a conversation "
+        "(/? there lists its commands)",
     )
     chat.add_argument("prompt", nargs="?", help="the question (default: stdin, or interactive)")
     chat.add_argument("--system", help="system prompt")
@@ -94,21 +96,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _conversation(rt: Runtime, args: argparse.Namespace) -> int:
-    """A conversation on a terminal: the history is kept; an empty line, ``/bye``
-    or Ctrl-D ends it."""
-    print("rubberduck: chatting — an empty line, /bye or Ctrl-D ends", file=sys.stderr)
-    history: list[Message] = []
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
-            print(file=sys.stderr)
-            return 0
-        if line.strip() in ("", "/bye"):
-            return 0
-        ctx = Context(line, system_prompt=args.system, history=history)
-        answer = _stream(rt.stream_chat(args.model, list(ctx), **_kwargs(args)), args)
-        history += [Message("user", line), Message("assistant", answer)]
+    return Conversation(rt, args, options=_options(args), stream=_stream).run()
 
 
 def _stream(handle: Any, args: argparse.Namespace) -> str:
