@@ -116,14 +116,6 @@ class RequestHandle:
             scope.cancel()
         return scope
 
-    def abort_attempt(self) -> None:
-        """Close the current attempt's HTTP call without ending the request (its
-        backend's actor is going away; the worker hands the request on)."""
-        with self._lock:
-            scope = self._scope
-        if scope is not None:
-            scope.cancel()
-
     def restart(self, provider: str, reason: str) -> None:
         """Tell the caller to discard what it received (a :class:`Restart` event);
         the request may then fall back as if nothing had been delivered.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from rubberduck import (
     Runtime,
     StreamInterrupted,
 )
+from rubberduck.actors.provider import ProviderActor
 from rubberduck.messages import Crash
 from tests.conftest import ANSWER, HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama, free_port
@@ -73,6 +75,34 @@ def test_requests_of_a_crashed_actor_move_to_another_backend(
     assert all("crashed" in r.fallbacks[0] for r in replies)
     assert wait_until(lambda: primary.disconnects == 1), "the running call must be closed"
     assert len(primary.posts()) == 1, "queued requests must not reach the old backend"
+
+
+def test_a_crash_does_not_touch_the_next_attempt_of_a_request_it_handed_on(
+    servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, backup = servers
+    primary.mode, backup.mode = "busy", "hang"
+    # Hold primary's worker between handing the request on and letting go of it.
+    gate = threading.Event()
+    let_go = ProviderActor._left
+
+    def slow_left(actor: ProviderActor, handle: Any) -> None:
+        if actor.backend == "primary":
+            gate.wait(5)
+        let_go(actor, handle)
+
+    monkeypatch.setattr(ProviderActor, "_left", slow_left)
+    try:
+        with runtime_for(primary.url, backup.url) as rt:
+            handle = rt.chat("llama3.2", HI, stream=True)
+            assert wait_until(lambda: len(backup.posts()) == 1)
+            old = crash(rt, "provider:primary")
+            assert restarted(rt, "provider:primary", old)
+            time.sleep(0.2)
+            assert backup.disconnects == 0, "the crash closed backup's call"
+            assert not handle.finished
+    finally:
+        gate.set()
 
 
 def test_crash_after_the_first_chunk_is_a_typed_error(

@@ -107,6 +107,10 @@ class ProviderActor(SupervisedActor):
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
         self._lock = threading.Lock()
         self._admitted: dict[int, tuple[RequestHandle, Future[None]]] = {}
+        # The cancel scope of each attempt running here, by handle id. At our death
+        # only these are closed: a request already handed on may be running its
+        # next attempt elsewhere.
+        self._scopes: dict[int, CancelScope] = {}
         self._exit_reason: str | None = None
 
     def cleanup(self, crashed: bool) -> None:
@@ -116,12 +120,13 @@ class ProviderActor(SupervisedActor):
         with self._lock:
             self._exit_reason = "crashed" if crashed else "stopped"
             admitted = list(self._admitted.values())
+            running = list(self._scopes.values())
         for handle, future in admitted:
             if future.cancel():  # still queued: it never reached the backend
                 self._left(handle)
                 self._hand_back(handle, "before it started")
-            else:
-                handle.abort_attempt()  # the worker sees the closed call and hands it back
+        for scope in running:
+            scope.cancel()  # the worker sees the closed call and hands the request on
         # After a crash the replacement takes new work at once (the runtime joins
         # these workers at close); at a stop, wait for them (their calls are
         # closed, so the wait is short).
@@ -160,6 +165,7 @@ class ProviderActor(SupervisedActor):
         """``handle`` is no longer this actor's: free its slot and count."""
         with self._lock:
             self._admitted.pop(handle.id, None)
+            self._scopes.pop(handle.id, None)
         self._slots.release()
         self.load.add(self.backend, -1)
 
@@ -212,6 +218,11 @@ class ProviderActor(SupervisedActor):
         """One call to the backend; returns the error, or ``None`` on success."""
         started = time.monotonic()
         scope = handle.new_scope()
+        with self._lock:
+            self._scopes[handle.id] = scope
+            dying = self._exit_reason is not None
+        if dying:
+            scope.cancel()  # cleanup has already closed the scopes it knew of
         error: RubberDuckError | None = None
         try:
             request = handle.request
