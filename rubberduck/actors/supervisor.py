@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import pykka
+import pykka.messages
 
 from rubberduck.messages import ChildExited, Crash
 
@@ -137,7 +139,15 @@ class Registry:
             ref.tell(message)
         except pykka.ActorDeadError:
             return False
-        return True
+        if ref.is_alive():
+            return True
+        # pykka's tell checks that the actor lives, then puts: if it died in
+        # between, the message may sit in a mailbox nobody reads any more. (The
+        # actor object outlives its thread's last steps; pykka 4.x internal, pinned.)
+        actor = ref._actor_weakref()  # type: ignore[attr-defined]
+        if isinstance(actor, SupervisedActor):
+            return not actor.take_back(message)
+        return not _take_back_from(ref.actor_inbox, message)
 
     def tell_eventually(self, name: str, message: Any, within_s: float = 1.0) -> bool:
         """:meth:`tell`, retried every 5 ms for up to ``within_s`` seconds (at
@@ -166,6 +176,7 @@ class SupervisedActor(pykka.ThreadingActor):
         super().__init__()
         self.registry = registry
         self.name = name
+        self._torn_down = threading.Event()
 
     def started(self) -> None:
         """Set-up after the thread starts; an exception here is a crash."""
@@ -187,22 +198,43 @@ class SupervisedActor(pykka.ThreadingActor):
         return self.receive(message)
 
     def _actor_loop_teardown(self) -> None:
-        # pykka's teardown answers pending asks with ActorDeadError but drops
-        # pending tells; take those first. (pykka 4.x internal; pinned in setup.cfg
-        # and covered by test_supervisor.py.)
-        kept = []
-        while not self.actor_inbox.empty():
-            envelope = self.actor_inbox.get()
-            if envelope.reply_to is None:
+        # pykka's own teardown answers pending asks with ActorDeadError but drops
+        # pending tells; this one gives those to dead_letter. (pykka 4.x internal;
+        # pinned in setup.cfg and covered by test_supervisor.py.)
+        self._empty_mailbox()
+
+    def take_back(self, message: Any) -> bool:
+        """After a ``tell`` of ``message`` found this actor dead: take ``message``
+        back out of the mailbox if it is still there (the sender then treats it
+        as not delivered), and hand any other mail left there to :meth:`dead_letter`.
+
+        Returns:
+            ``True`` if ``message`` was taken back (it was never handled).
+        """
+        return self._empty_mailbox(message)
+
+    def _empty_mailbox(self, taking: Any = None) -> bool:
+        # A dead actor handles no more mail, so emptying its mailbox from the
+        # sender's thread is safe; get_nowait lets two threads empty it at once.
+        found = False
+        while True:
+            try:
+                envelope = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+            except queue.Empty:
+                return found
+            if taking is not None and envelope.message is taking and not found:
+                found = True
+            elif envelope.reply_to is None:
                 self.dead_letter(envelope.message)
+            elif isinstance(envelope.message, pykka.messages._ActorStop):
+                envelope.reply_to.set(None)
             else:
-                kept.append(envelope)
-        for envelope in kept:
-            self.actor_inbox.put(envelope)
-        super()._actor_loop_teardown()  # type: ignore[misc]
+                error = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling it")
+                envelope.reply_to.set_exception(exc_info=(type(error), error, None))
 
     def on_start(self) -> None:
-        self.registry.add_thread(threading.current_thread())
+        self._thread = threading.current_thread()
+        self.registry.add_thread(self._thread)
         try:
             self.started()
         except Exception as exc:
@@ -226,6 +258,23 @@ class SupervisedActor(pykka.ThreadingActor):
         finally:
             message = ChildExited(self.name, self.actor_urn, abnormal, reason)
             self.registry.tell(SUPERVISOR, message)
+
+
+def _take_back_from(inbox: Any, message: Any) -> bool:
+    """Take ``message`` out of a mailbox whose actor is gone, leaving the rest."""
+    others, found = [], False
+    while True:
+        try:
+            envelope = inbox.get_nowait()
+        except queue.Empty:
+            break
+        if envelope.message is message and not found:
+            found = True
+        else:
+            others.append(envelope)
+    for envelope in others:
+        inbox.put(envelope)
+    return found
 
 
 @dataclass(frozen=True)
@@ -283,7 +332,8 @@ class Supervisor(pykka.ThreadingActor):
         self._stopping = threading.Event()
 
     def on_start(self) -> None:
-        self.registry.add_thread(threading.current_thread())
+        self._thread = threading.current_thread()
+        self.registry.add_thread(self._thread)
         self.registry.set(SUPERVISOR, self.actor_ref)
         for name in self.order:
             self._start_child(name)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pykka
 import pytest
+from pykka._envelope import Envelope
 
 from rubberduck.actors.supervisor import (
     ChildSpec,
@@ -240,3 +241,37 @@ def test_mail_left_at_a_crash_reaches_dead_letter() -> None:
     assert wait_until(lambda: len(Keeper.letters) == 2)
     assert Keeper.letters == ["letter 1", "letter 2"]
     sup.stop()
+
+
+def test_a_tell_that_meets_a_dying_actor_is_refused_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = Registry()
+    ref = Keeper.start(registry, "keeper")
+    registry.set("keeper", ref)
+    actor = ref._actor_weakref()  # alive a moment after its death, as in the race
+    ref.stop()  # dead, and its mailbox was emptied at death
+    ref.actor_inbox.put(Envelope("stranded earlier"))
+    # pykka's tell checks is_alive, then puts: make the check pass, as when the
+    # actor dies between the two.
+    answers = iter([True])
+    monkeypatch.setattr(ref, "is_alive", lambda: next(answers, False))
+    assert registry.tell("keeper", "letter") is False, "the sender must route it elsewhere"
+    assert ref.actor_inbox.empty()
+    assert Keeper.letters == ["stranded earlier"]
+    del actor
+
+
+def test_a_tell_to_an_actor_already_gone_takes_its_message_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = Registry()
+    ref = Keeper.start(registry, "keeper")
+    registry.set("keeper", ref)
+    ref.stop()
+    assert wait_until(lambda: ref._actor_weakref() is None)
+    ref.actor_inbox.put(Envelope("somebody else's"))
+    answers = iter([True])
+    monkeypatch.setattr(ref, "is_alive", lambda: next(answers, False))
+    assert registry.tell("keeper", "letter") is False
+    assert [e.message for e in [ref.actor_inbox.get_nowait()]] == ["somebody else's"]
