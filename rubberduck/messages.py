@@ -471,12 +471,6 @@ class Submit(msgspec.Struct, frozen=True):
     handle: Any
 
 
-class Dispatch(msgspec.Struct, frozen=True):
-    """Router → ProviderActor: run this request on your backend."""
-
-    handle: Any
-
-
 class AttemptFailed(msgspec.Struct, frozen=True):
     """ProviderActor → Router: the backend failed before the first chunk."""
 

@@ -1,8 +1,11 @@
 """ProviderActor: one per backend; runs requests on a bounded worker pool.
 
-The actor thread only admits work (a non-blocking slot check, then a hand-off to
-the pool), so it never blocks on HTTP. A worker runs the provider's blocking call
-with the request handle's ``emit`` as the callback: chunks go straight to the
+The Router admits work through :meth:`ProviderActor.admit` on its own thread (a
+non-blocking slot check, then a hand-off to the pool): a mailbox hop there would
+cost a thread wake-up per request and carry nothing that the lock does not. The
+actor owns the pool and its lifecycle; it is what the supervisor restarts. A
+worker runs the provider's blocking call with the request handle's ``emit`` as
+the callback: chunks go straight to the
 caller's queue. When the call ends, the worker tells the HealthMonitor the outcome
 and, for a failure, tells the Router to try elsewhere (retries with backoff are
 the Router's: a 503 goes to another backend first).
@@ -13,8 +16,9 @@ re-routed. With ``mid_stream="error"`` the caller gets
 ``"restart"`` a :class:`~rubberduck.messages.Restart` event, then the request
 falls back like any other.
 
-When the actor dies (a crash, or a sibling's restart under ``one_for_all``), its
-requests are not lost: those still queued go back to the Router at once, the
+When the actor dies (a crash, or a sibling's restart under ``one_for_all``), it
+admits nothing more and its requests are not lost: those still queued go back to
+the Router at once, the
 running ones have their HTTP call closed and go back to the Router (or, past the
 first chunk, follow the mid-stream policy).
 """
@@ -24,7 +28,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from rubberduck.actors.health import HEALTH
 from rubberduck.actors.supervisor import Registry, SupervisedActor
@@ -38,7 +41,7 @@ from rubberduck.errors import (
     StreamInterrupted,
 )
 from rubberduck.handle import RequestHandle
-from rubberduck.messages import AttemptFailed, Dispatch, Done, EmbedRequest, Outcome
+from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome
 from rubberduck.providers.base import CancelScope, Provider, sending
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
@@ -112,6 +115,7 @@ class ProviderActor(SupervisedActor):
         # next attempt elsewhere.
         self._scopes: dict[int, CancelScope] = {}
         self._exit_reason: str | None = None
+        self.registry.admissions[self.backend] = self.admit
 
     def cleanup(self, crashed: bool) -> None:
         pool = getattr(self, "_pool", None)
@@ -121,6 +125,8 @@ class ProviderActor(SupervisedActor):
             self._exit_reason = "crashed" if crashed else "stopped"
             admitted = list(self._admitted.values())
             running = list(self._scopes.values())
+        if self.registry.admissions.get(self.backend) == self.admit:
+            del self.registry.admissions[self.backend]
         for handle, future in admitted:
             if future.cancel():  # still queued: it never reached the backend
                 self._left(handle)
@@ -134,32 +140,34 @@ class ProviderActor(SupervisedActor):
         if crashed:
             self.registry.leftovers.append(pool)
 
-    def dead_letter(self, message: Any) -> None:
-        if isinstance(message, Dispatch):
-            self.load.add(self.backend, -1)
-            self._hand_back(message.handle, "before it took the request")
+    def admit(self, handle: RequestHandle) -> bool:
+        """Take ``handle`` for this backend: queue it on the worker pool, or answer
+        :class:`~rubberduck.errors.ServerBusy` (through the Router) when
+        ``max_in_flight + max_queue`` requests are here already. Called on the
+        Router's thread; never blocks.
 
-    def receive(self, message: Any) -> Any:
-        if isinstance(message, Dispatch):
-            self._admit(message.handle)
-        return None
-
-    def _admit(self, handle: RequestHandle) -> None:
-        if handle.finished:
-            self.load.add(self.backend, -1)
-            return
-        if not self._slots.acquire(blocking=False):
-            self.load.add(self.backend, -1)
-            busy = ServerBusy(
-                f"{self.max_in_flight} requests running and {self.max_queue} waiting — "
-                "raise max_in_flight/max_queue for this provider, or add a backend",
-                provider=self.backend,
-            )
-            self._report_failed(handle, busy)
-            return
+        Returns:
+            ``False`` if this actor is going away and took nothing (route it
+            elsewhere); the caller's in-flight count is then the caller's to undo.
+        """
         with self._lock:
-            future = self._pool.submit(self._work, handle)
-            self._admitted[handle.id] = (handle, future)
+            if self._exit_reason is not None:
+                return False
+            if handle.finished:
+                self.load.add(self.backend, -1)
+                return True
+            if self._slots.acquire(blocking=False):
+                future = self._pool.submit(self._work, handle)
+                self._admitted[handle.id] = (handle, future)
+                return True
+        self.load.add(self.backend, -1)
+        busy = ServerBusy(
+            f"{self.max_in_flight} requests running and {self.max_queue} waiting — "
+            "raise max_in_flight/max_queue for this provider, or add a backend",
+            provider=self.backend,
+        )
+        self._report_failed(handle, busy)
+        return True
 
     def _left(self, handle: RequestHandle) -> None:
         """``handle`` is no longer this actor's: free its slot and count."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rubberduck.actors.health import HEALTH
-from rubberduck.actors.provider import ROUTER, Load, provider_actor_name
+from rubberduck.actors.provider import ROUTER, Load
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -38,7 +38,6 @@ from rubberduck.errors import (
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AttemptFailed,
-    Dispatch,
     EmbedRequest,
     ProviderDown,
     ProviderUp,
@@ -210,7 +209,8 @@ class Router(SupervisedActor):
             handle.excluded.add(name)
             handle.tried.append(name)
             self.load.add(name, 1)
-            if self.registry.tell(provider_actor_name(name), Dispatch(handle)):
+            admit = self.registry.admissions.get(name)
+            if admit is not None and admit(handle):
                 return
             self.load.add(name, -1)
             handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)

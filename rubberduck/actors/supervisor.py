@@ -89,6 +89,9 @@ class Registry:
         self.timers: list[threading.Timer] = []
         #: Worker pools of crashed actors, still finishing; shutdown joins them.
         self.leftovers: list[Executor] = []
+        #: Backend name → its live ProviderActor's ``admit`` (thread-safe), so that
+        #: the Router hands a request to the backend's pool without a mailbox hop.
+        self.admissions: dict[str, Callable[[Any], bool]] = {}
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
