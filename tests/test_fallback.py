@@ -36,6 +36,35 @@ def test_healthy_primary_serves_and_reports_usage(servers: tuple[FakeOllama, Fak
     assert backup.posts() == []
 
 
+def test_health_counts_every_answered_request_at_once(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url, interval=60.0, cooldown=60.0) as rt:
+        for _ in range(5):
+            rt.chat("llama3.2", HI)
+        health = rt.health()["primary"]  # no tick in between: read with the snapshot
+    assert (health.requests, health.failures, health.failure_ratio) == (5, 0, 0.0)
+    assert health.latency_p50_s is not None and health.latency_p50_s > 0
+
+
+def test_the_failure_rate_weighs_failures_after_the_successes_before_them(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    rate = {"failure_rate": 0.5, "min_requests": 4, "window": 60.0, "failure_threshold": 99}
+    with runtime_for(primary.url, backup.url, interval=60.0, cooldown=60.0, **rate) as rt:
+        for _ in range(3):
+            assert rt.chat("llama3.2", HI).provider == "primary"
+        primary.mode = "busy"
+        for _ in range(2):
+            assert rt.chat("llama3.2", HI).provider == "backup"
+        health = rt.health()["primary"]
+        assert (health.state, health.failure_ratio) == ("closed", 0.4)
+        rt.chat("llama3.2", HI)  # 3 of 6 failed: the rate is reached
+        assert wait_until(lambda: rt.health()["primary"].state == "open")
+
+
 @pytest.mark.parametrize("mode", ["busy", "drop"])
 def test_failing_primary_falls_back_and_is_marked_down(
     servers: tuple[FakeOllama, FakeOllama], mode: str

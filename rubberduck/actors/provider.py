@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from rubberduck.actors.health import HEALTH
+from rubberduck.actors.health import HEALTH, SuccessLog
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -83,6 +83,7 @@ class ProviderActor(SupervisedActor):
         registry: Where the Router and HealthMonitor are found.
         provider: The backend's provider.
         load: The shared in-flight counts (see :class:`Load`).
+        successes: Where successful requests are noted for the HealthMonitor.
         max_in_flight: Requests running at once (pool size).
         max_queue: Requests waiting for a worker; past it, ``ServerBusy``.
     """
@@ -93,6 +94,7 @@ class ProviderActor(SupervisedActor):
         provider: Provider,
         load: Load | None = None,
         *,
+        successes: SuccessLog | None = None,
         max_in_flight: int = 4,
         max_queue: int = 64,
     ) -> None:
@@ -100,6 +102,7 @@ class ProviderActor(SupervisedActor):
         self.provider = provider
         self.backend = provider.name
         self.load = load if load is not None else Load()
+        self.successes = successes if successes is not None else SuccessLog()
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
 
@@ -250,10 +253,13 @@ class ProviderActor(SupervisedActor):
             kind = "refused"
         else:
             kind = error.kind
-        self.registry.tell(
-            HEALTH,
-            Outcome(self.backend, kind, time.monotonic() - started, error.message if error else ""),
+        outcome = Outcome(
+            self.backend, kind, time.monotonic() - started, error.message if error else ""
         )
+        if kind == "ok":
+            self.successes.note(outcome)  # read at the monitor's next message or tick
+        else:
+            self.registry.tell(HEALTH, outcome)
         if error is not None and not error.provider:
             error.provider = self.backend
         return error
