@@ -95,6 +95,8 @@ def _image_block(data: str) -> dict[str, Any]:
 def _tool_call(call: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
     """(name, arguments, id) of an Ollama ``{"function": {"name", "arguments"}}`` or
     OpenAI ``{"id", "function": {"name", "arguments": "<json>"}}`` tool call."""
+    if not isinstance(call, dict):
+        raise ValueError(f"a tool call is not an object: {call!r:.120}")
     fn = call.get("function")
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
         raise ValueError(f"a tool call has no function name: {call!r:.120}")
@@ -180,13 +182,13 @@ def tools_to_anthropic(tools: list[dict[str, Any]] | None) -> list[Tool] | None:
     ``input_schema``). Tools already in Anthropic's shape pass through.
 
     Raises:
-        ValueError: a tool without a name.
+        ValueError: a tool that is not an object or has no name.
     """
     if not tools:
         return None
     out = []
     for tool in tools:
-        fn = tool.get("function", tool)
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise ValueError(f"a tool has no name: {tool!r:.120}")
         schema = fn.get("input_schema", fn.get("parameters")) or {

@@ -318,7 +318,7 @@ class AnthropicProvider:
             Cancelled: ``scope`` was cancelled.
         """
         body = self._body(request)
-        resp = self._post("/v1/messages", _ENCODER.encode(body), scope, body.model)
+        resp = self._post("/v1/messages", self._encode(body), scope, body.model)
         complete = False
         try:
             if body.stream:
@@ -373,6 +373,20 @@ class AnthropicProvider:
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(
                 f"the request cannot be sent to Anthropic: {exc}", provider=self.name
+            ) from None
+
+    def _encode(self, body: msgspec.Struct) -> bytes:
+        """The JSON bytes of a request body.
+
+        Raises:
+            InvalidRequest: a value in the request (a tool schema, an option) is
+                not JSON-encodable.
+        """
+        try:
+            return _ENCODER.encode(body)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be encoded as JSON: {exc}", provider=self.name
             ) from None
 
     def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:

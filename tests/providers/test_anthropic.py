@@ -448,6 +448,26 @@ def test_embeddings_are_not_offered(provider: AnthropicProvider) -> None:
     assert provider.supports_feature("embeddings") is False
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        chat(tools=["get_weather"]),
+        chat(messages=[*HI, Message(role="assistant", tool_calls=["get_weather"])]),  # type: ignore[list-item]
+        chat(tools=[{"function": {"name": "f", "parameters": {"x": object()}}}]),
+        chat(options={"temperature": object()}),
+    ],
+    ids=["tool_not_a_dict", "tool_call_not_a_dict", "schema_not_json", "option_not_a_number"],
+)
+def test_request_that_cannot_be_sent_is_invalid(
+    server: FakeAnthropic, provider: AnthropicProvider, request_: ChatRequest
+) -> None:
+    """Nothing but a typed error comes out, and nothing is sent."""
+    _, exc = run_failing(provider, request_, InvalidRequest)
+    assert exc.fallback is False
+    assert exc.provider == "claude"
+    assert server.requests == []
+
+
 def test_no_model_anywhere(
     server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
 ) -> None:
