@@ -119,7 +119,9 @@ def messages_to_turns(messages: list[Message]) -> tuple[str | None, list[Turn]]:
     each ``role: "tool"`` message becomes a ``tool_result`` block for the earliest
     unanswered call of the same ``tool_name`` (else the earliest unanswered call).
     Consecutive turns of one role are merged, so tool results sit together at the
-    start of one user turn, as the API requires. Earlier thinking is dropped.
+    start of one user turn, as the API requires. Earlier thinking is dropped, and
+    a message left with no content is not sent (Anthropic answers 400 to a turn
+    without content).
 
     Raises:
         ValueError: an unknown role, a tool result with no call to answer, a
@@ -164,6 +166,8 @@ def messages_to_turns(messages: list[Message]) -> tuple[str | None, list[Turn]]:
             raise ValueError(
                 f"unknown message role {msg.role!r} — use system, user, assistant or tool"
             )
+        if not blocks:
+            continue  # the API rejects a turn without content; an empty message says nothing
         if turns and turns[-1][0] == role:
             turns[-1][1].extend(blocks)
         else:

@@ -366,6 +366,29 @@ def test_generate_body_is_one_user_message(
     assert events == [Delta("Hi! My name is Claude."), done("stop", 2095, 503)]
 
 
+def test_messages_without_content_are_left_out(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """Anthropic answers 400 to a turn with no content ("all messages must have
+    non-empty content"); an empty message adds nothing, so it is not sent."""
+    history = [
+        Message(role="user", content="Hello"),
+        Message(role="assistant", content="", thinking="only thinking, which is dropped"),
+        Message(role="user", content=""),
+        Message(role="user", content="Anyone there?"),
+    ]
+    run(provider, chat(messages=history))
+    assert sent_json(server)["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello"},
+                {"type": "text", "text": "Anyone there?"},
+            ],
+        }
+    ]
+
+
 def test_images_become_base64_image_blocks(
     server: FakeAnthropic, provider: AnthropicProvider
 ) -> None:
