@@ -307,9 +307,11 @@ class AnthropicProvider:
                 that cannot be expressed in the Messages API; with ``fallback`` True
                 for what Anthropic does not offer (``format``, ``suffix``, ...).
             AuthError: HTTP 401/402/403 (the message names the key's variable).
-            ProviderUnavailable: connection refused or broken, HTTP 5xx, or an
-                ``error`` event other than ``overloaded_error`` mid-stream.
-            ModelNotFound: HTTP 404.
+            ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
+                does not name the model, or an ``error`` event other than
+                ``overloaded_error`` mid-stream.
+            ModelNotFound: HTTP 404 naming the model; another 404 (a wrong
+                ``base_url``) is ProviderUnavailable.
             ServerBusy: HTTP 429/529, with ``retry_after_s`` from ``retry-after``, or
                 an ``overloaded_error`` event mid-stream.
             RequestTimeout: the read timeout passed.
@@ -554,9 +556,13 @@ class AnthropicProvider:
                 provider=self.name,
             )
         if status == 404:
-            if not model:
+            # The API names the model ("model: claude-x") when it is the model that
+            # is missing; any other 404 is a path this base_url does not serve.
+            if not model or not (message.startswith("model:") or model in message):
                 return ProviderUnavailable(
-                    f"{detail} — is {self.base_url} the Anthropic API?", provider=self.name
+                    f"{detail} — is {self.base_url} the Anthropic API? Set base_url to "
+                    f"the host alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
+                    provider=self.name,
                 )
             return ModelNotFound(
                 f"model {model!r} not found ({detail}) — check the name against "

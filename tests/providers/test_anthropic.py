@@ -529,7 +529,7 @@ def test_non_streamed_tool_use(server: FakeAnthropic, provider: AnthropicProvide
         (400, InvalidRequest, False, "roles must alternate"),
         (401, AuthError, True, f"check the API key in ${KEY_ENV}"),
         (403, AuthError, True, f"check the API key in ${KEY_ENV}"),
-        (404, ModelNotFound, True, "rubberduck models"),
+        (404, ProviderUnavailable, True, "base_url"),
         (413, InvalidRequest, False, "too large"),
         (429, ServerBusy, True, "rate limit"),
         (500, ProviderUnavailable, True, "api_error"),
@@ -552,10 +552,30 @@ def test_http_errors(
     assert text in exc.message
     assert f"HTTP {status}" in exc.message
     assert events == []
-    if status == 404:
-        assert exc.model == MODEL
     if isinstance(exc, ProviderUnavailable):
         assert exc.refused is False
+
+
+def test_unknown_model_is_model_not_found(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """The live 404 for a model names it (``"model: <name>"``)."""
+    serve(server, "error_404_model.json", status=404)
+    _, exc = run_failing(provider, chat(), ModelNotFound)
+    assert exc.model == MODEL
+    assert "rubberduck models" in exc.message
+
+
+def test_wrong_base_url_is_not_model_not_found(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
+) -> None:
+    """A base_url ending in /v1 (as OpenAI's does) posts to /v1/v1/messages: the
+    generic 404 says the path is wrong, not that the model is missing."""
+    provider = make_provider(base_url=server.url + "/v1")
+    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    assert server.requests[0].path == "/v1/v1/messages"
+    assert "base_url" in exc.message
+    assert "/v1" in exc.message
 
 
 @pytest.mark.parametrize("status", [429, 529])
