@@ -406,13 +406,13 @@ _ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
 
 
 def decode_error_body(raw: bytes) -> tuple[str, str]:
-    """(error type, message) of an error body; ("", start of the body) if it is
-    not Anthropic's error JSON."""
+    """(error type, message) of an error body; ("", the body as text) if it is not
+    Anthropic's error JSON. Neither is shortened: callers redact, then cut."""
     try:
         error = _ERROR_DECODER.decode(raw).error
         return error.type, error.message
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return "", raw[:200].decode("utf-8", "replace").strip()
+        return "", raw.decode("utf-8", "replace").strip()
 
 
 class UsageCounter:

@@ -121,6 +121,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 _HINT = "check the network, a proxy (`trust_env`) and `base_url` in the [provider] table"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
+#: Longest excerpt of a server's error text put in an error message, characters.
+_MAX_DETAIL_CHARS = 300
 #: ``GET /v1/models`` pages read at most (1000 models each).
 _MAX_MODEL_PAGES = 10
 #: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
@@ -512,20 +514,25 @@ class AnthropicProvider:
         try:
             return decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            snippet = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
+            text = raw if isinstance(raw, str) else raw[:1024].decode("utf-8", "replace")
             raise ProtocolError(
-                f"not Anthropic's JSON ({exc}): {snippet!r}", provider=self.name
+                f"not Anthropic's JSON ({exc}): {self._excerpt(text, 120)!r}", provider=self.name
             ) from None
 
     # --- errors -----------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
+    def _excerpt(self, text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
+        """At most ``limit`` characters of ``text`` for an error message, with the
+        API key replaced by ``[redacted]`` (servers echo a rejected key). The key is
+        replaced before the cut, so no part of it survives at the edge."""
         key = self._session.headers.get("x-api-key")
-        return text.replace(key, "[redacted]") if isinstance(key, str) and key in text else text
+        if isinstance(key, str) and key:
+            text = text[: limit + len(key)].replace(key, "[redacted]")
+        return text[:limit] + ("…" if len(text) > limit else "")
 
     def _stream_error(self, error_type: str, message: str) -> RubberDuckError:
         """An ``error`` event after the 200 (e.g. ``overloaded_error``)."""
-        detail = self._redact(f"{error_type or 'error'}: {message}")
+        detail = self._excerpt(f"{error_type or 'error'}: {message}")
         if error_type == "overloaded_error":
             return ServerBusy(
                 f"Anthropic is overloaded ({detail}) mid-stream — retry later",
@@ -542,7 +549,9 @@ class AnthropicProvider:
             raw = b""
         error_type, message = decode_error_body(raw)
         status = resp.status_code
-        detail = self._redact(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
+        detail = self._excerpt(
+            f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip()
+        )
         retry_after = _retry_after(resp.headers.get("retry-after"))
         if status in (401, 403):
             what = "rejected the API key" if status == 401 else "refused this API key"

@@ -808,6 +808,32 @@ def test_key_never_leaks(
     assert "[redacted]" in exc.message
 
 
+@pytest.mark.parametrize("content_type", [JSON, "text/html"])
+def test_error_detail_is_bounded_and_never_holds_part_of_the_key(
+    server: FakeAnthropic, provider: AnthropicProvider, content_type: str
+) -> None:
+    """A long error body is cut to a short detail, and the key is redacted before
+    the cut: a key straddling the cut must not leave its first half behind."""
+    text = "x" * 180 + f" {KEY} " + "y" * 50_000
+    body = (
+        json.dumps({"type": "error", "error": {"type": "api_error", "message": text}}).encode()
+        if content_type == JSON
+        else text.encode()
+    )
+    serve(server, "", pieces=[body], status=500, content_type=content_type)
+    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    assert len(exc.message) < 1000
+    assert KEY[:12] not in str(exc)
+
+
+def test_malformed_answer_never_shows_the_key(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    serve(server, "", pieces=[f"not json {KEY}".encode()], content_type=JSON)
+    _, exc = run_failing(provider, chat(stream=False), ProtocolError)
+    assert KEY[:12] not in str(exc)
+
+
 # --- control plane and description --------------------------------------------------
 
 
