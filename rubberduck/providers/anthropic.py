@@ -126,13 +126,14 @@ _MAX_DETAIL_CHARS = 300
 #: ``GET /v1/models`` pages read at most (1000 models each).
 _MAX_MODEL_PAGES = 10
 #: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
-#: turn that ends in tool calls; reasons not listed (``refusal``, ``pause_turn``,
-#: ...) pass through unchanged.
+#: turn that ends in tool calls; running out of context is "length", as Ollama reports
+#: it; reasons not listed (``refusal``, ``pause_turn``, ...) pass through unchanged.
 _DONE_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "tool_use": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
 }
 #: Answers of :meth:`AnthropicProvider.supports_feature`.
 _FEATURES = {

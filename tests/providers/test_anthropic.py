@@ -191,6 +191,25 @@ def test_documented_streams(server: FakeAnthropic, provider: AnthropicProvider, 
     assert run(provider, chat()) == TRANSCRIPTS[name]
 
 
+@pytest.mark.parametrize(
+    ("stop_reason", "done_reason"),
+    [
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("stop_sequence", "stop"),
+        ("refusal", "refusal"),
+    ],
+)
+def test_stop_reasons(
+    server: FakeAnthropic, provider: AnthropicProvider, stop_reason: str, done_reason: str
+) -> None:
+    body = fixture("stream_text.sse").replace(b'"end_turn"', f'"{stop_reason}"'.encode())
+    serve(server, "", pieces=[body])
+    final = run(provider, chat())[-1]
+    assert isinstance(final, Done)
+    assert final.done_reason == done_reason
+
+
 def test_tool_use_text_reassembles(server: FakeAnthropic, provider: AnthropicProvider) -> None:
     serve(server, "stream_tool_use.sse")
     events = run(provider, chat())
