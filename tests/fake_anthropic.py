@@ -43,6 +43,8 @@ class Reply:
         headers: More headers (``retry-after``, ...).
         end: ``"clean"`` (the closing chunk), ``"drop"`` (shut the socket down
             mid-body) or ``"stall"`` (send nothing more until the server stops).
+        hold_headers: Send nothing at all, not even the status line, until the
+            test sets ``release`` (at most 5 s), as a server that is slow to start.
     """
 
     pieces: list[bytes]
@@ -50,6 +52,7 @@ class Reply:
     content_type: str = SSE
     headers: dict[str, str] = field(default_factory=dict)
     end: str = "clean"
+    hold_headers: bool = False
 
 
 @dataclass
@@ -104,6 +107,8 @@ class FakeAnthropic:
                     reply = Reply([fixture("error_401.json")], status=401, content_type=JSON)
                 else:
                     reply = fake._next_reply(f"{self.command} {path}")
+                if reply.hold_headers:
+                    fake.release.wait(5)
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Transfer-Encoding", "chunked")

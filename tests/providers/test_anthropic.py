@@ -25,6 +25,7 @@ from rubberduck.errors import (
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -116,6 +117,16 @@ def make_provider(server: FakeAnthropic) -> Iterator[Callable[..., AnthropicProv
 @pytest.fixture
 def provider(make_provider: Callable[..., AnthropicProvider]) -> AnthropicProvider:
     return make_provider()
+
+
+def run_failing_in(
+    provider: AnthropicProvider, request: ChatRequest, scope: CancelScope, error: type[Exception]
+) -> tuple[list[Event], Any]:
+    """Run ``request`` under ``scope``; it must raise ``error``."""
+    events: list[Event] = []
+    with pytest.raises(error) as info:
+        provider.run(request, events.append, scope)
+    return events, info.value
 
 
 def serve(server: FakeAnthropic, name: str, **reply: Any) -> None:
@@ -753,12 +764,64 @@ def test_cancel_mid_stream_returns_promptly(
     assert events == [Delta("Hello")]
 
 
+def cancel_after(scope: CancelScope, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, scope.cancel)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_cancel_while_waiting_for_headers(
+    server: FakeAnthropic, provider: AnthropicProvider, stream: bool
+) -> None:
+    server.reply("POST /v1/messages", Reply([fixture("stream_text.sse")], hold_headers=True))
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        events, _ = run_failing_in(provider, chat(stream=stream), scope, Cancelled)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+    assert events == []
+
+
+def test_cancel_while_reading_an_error_body(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """A cancel that lands while the error body trickles in is still a cancel, not
+    the HTTP status (which the router would act on)."""
+    serve(server, "error_429.json", status=429, pieces=[b'{"type": "error", '], end="stall")
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        run_failing_in(provider, chat(), scope, Cancelled)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_read_timeout(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider], where: str
+) -> None:
+    events = sse_events(fixture("stream_text.sse"))
+    if where == "headers":
+        server.reply("POST /v1/messages", Reply(events, hold_headers=True))
+    else:
+        server.reply("POST /v1/messages", Reply(events[:4], end="stall"))
+    started = time.monotonic()
+    seen, exc = run_failing(make_provider(timeout=0.3), chat(), RequestTimeout)
+    assert time.monotonic() - started < 2
+    assert exc.provider == "claude"
+    assert seen == ([] if where == "headers" else [Delta("Hello")])
+
+
 def test_cancel_before_run(server: FakeAnthropic, provider: AnthropicProvider) -> None:
     scope = CancelScope()
     scope.cancel()
-    events: list[Event] = []
-    with pytest.raises(RubberDuckError):
-        provider.run(chat(), events.append, scope)
+    events, _ = run_failing_in(provider, chat(), scope, Cancelled)
     assert events == []
 
 
