@@ -23,6 +23,7 @@ __all__ = [
     "BlockDelta",
     "BlockStart",
     "BlockStop",
+    "CountTokensBody",
     "ErrorEvent",
     "MessageDelta",
     "MessageStart",
@@ -30,12 +31,14 @@ __all__ = [
     "NotOffered",
     "Ping",
     "RequestBody",
+    "TokenCount",
     "Turn",
     "UsageCounter",
     "build_body",
     "decode_error_body",
     "decode_message",
     "decode_models",
+    "decode_token_count",
     "event_source",
     "messages_to_turns",
     "tools_to_anthropic",
@@ -73,6 +76,30 @@ class RequestBody(msgspec.Struct, omit_defaults=True, kw_only=True):
     stop_sequences: list[str] | None = None
     tools: list[Tool] | None = None
     thinking: dict[str, Any] | None = None
+
+
+class CountTokensBody(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The body of ``POST /v1/messages/count_tokens``: the fields of
+    :class:`RequestBody` that shape the prompt. The endpoint rejects the others
+    (``max_tokens``, ``stream``, sampling options) with 400 "Extra inputs are not
+    permitted"."""
+
+    model: str
+    messages: list[Turn]
+    system: str | None = None
+    tools: list[Tool] | None = None
+    thinking: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, body: RequestBody) -> CountTokensBody:
+        """The count request for the prompt of ``body``."""
+        return cls(
+            model=body.model,
+            messages=body.messages,
+            system=body.system,
+            tools=body.tools,
+            thinking=body.thinking,
+        )
 
 
 #: Base64 prefixes of the image formats the API accepts, and their media types.
@@ -400,7 +427,14 @@ class ModelList(msgspec.Struct):
     last_id: str | None = None
 
 
+class TokenCount(msgspec.Struct):
+    """The answer of ``POST /v1/messages/count_tokens``."""
+
+    input_tokens: int
+
+
 decode_message = msgspec.json.Decoder(MessageInfo).decode
+decode_token_count = msgspec.json.Decoder(TokenCount).decode
 decode_models = msgspec.json.Decoder(ModelList).decode
 _ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
 

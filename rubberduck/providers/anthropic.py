@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -79,6 +81,7 @@ from rubberduck.providers._anthropic_wire import (
     BlockDelta,
     BlockStart,
     BlockStop,
+    CountTokensBody,
     ErrorEvent,
     MessageDelta,
     MessageStart,
@@ -90,6 +93,7 @@ from rubberduck.providers._anthropic_wire import (
     decode_error_body,
     decode_message,
     decode_models,
+    decode_token_count,
     event_source,
 )
 from rubberduck.providers.base import (
@@ -293,7 +297,7 @@ class AnthropicProvider:
         (https://docs.anthropic.com/en/docs/resources/glossary), so this is
         ``ceil(len(text) / 3.5)`` and may be off by tens of percent for code or
         other languages. The exact count is ``POST /v1/messages/count_tokens``,
-        which this provider does not call.
+        which :meth:`count_request_tokens` calls.
 
         Returns:
             Estimated tokens (0 for an empty text).
@@ -323,14 +327,59 @@ class AnthropicProvider:
             Cancelled: ``scope`` was cancelled.
         """
         body = self._body(request)
-        resp = self._post("/v1/messages", self._encode(body), scope, body.model)
-        complete = False
-        try:
+        resp = self._post("/v1/messages", self._encode(body), scope, body.model, self._timeout)
+        with self._reading(resp, scope):
             if body.stream:
                 self._read_stream(resp, emit, body.model)
             else:
                 raw = read_body(resp, max_bytes=self.max_event_bytes)
                 self._emit_message(self._decode(decode_message, raw), emit, body.model)
+
+    def count_request_tokens(
+        self, request: Request, timeout: float, scope: CancelScope | None = None
+    ) -> int:
+        """The exact input tokens of ``request`` for its model, as Anthropic counts
+        them: ``POST /v1/messages/count_tokens``
+        (https://docs.anthropic.com/en/api/messages-count-tokens), which is free
+        and rate limited apart from messages. The body is the one :meth:`run`
+        would send (system prompt, messages, images, tools, thinking) without
+        ``max_tokens``, ``stream`` and sampling options, which the endpoint
+        rejects. Unlike :meth:`count_tokens` this is not an estimate, but it
+        costs a round trip.
+
+        Args:
+            request: A chat or generate request, as for :meth:`run`.
+            timeout: Seconds to wait for the connection and between bytes of the
+                answer.
+            scope: Lets another thread cancel the call at any moment, as for
+                :meth:`run`.
+
+        Returns:
+            Input tokens (``input_tokens``), system prompt and tools included.
+
+        Raises:
+            InvalidRequest, AuthError, ModelNotFound, ServerBusy,
+            ProviderUnavailable, RequestTimeout, Cancelled: as for :meth:`run`.
+            ProtocolError: the answer is not ``{"input_tokens": N}``.
+        """
+        scope = scope or CancelScope()
+        body = self._body(request)
+        wait = (min(timeout, self._timeout[0]), timeout)
+        encoded = self._encode(CountTokensBody.of(body))
+        resp = self._post("/v1/messages/count_tokens", encoded, scope, body.model, wait)
+        with self._reading(resp, scope):
+            raw = read_body(resp, max_bytes=self.max_event_bytes)
+            count: int = self._decode(decode_token_count, raw).input_tokens
+        return count
+
+    @contextmanager
+    def _reading(self, resp: requests.Response, scope: CancelScope) -> Iterator[None]:
+        """Read a 200 answer inside this block: failures become typed errors (a
+        cancel is :class:`Cancelled`), and the response is released after it (the
+        connection back to the pool when the block completed)."""
+        complete = False
+        try:
+            yield
             complete = True
         except RubberDuckError as exc:
             if scope.cancelled:
@@ -394,10 +443,19 @@ class AnthropicProvider:
                 f"the request cannot be encoded as JSON: {exc}", provider=self.name
             ) from None
 
-    def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
+    def _post(
+        self,
+        path: str,
+        body: bytes,
+        scope: CancelScope,
+        model: str,
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        """Send ``POST path``; the 200 response, its body unread (see
+        :func:`open_stream`). ``timeout`` is (connect, read) in seconds."""
         return open_stream(
             lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=self._timeout
+                self.base_url + path, data=body, stream=True, timeout=timeout
             ),
             scope,
             http_error=lambda resp: self._http_error(resp, model),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1019,6 +1020,155 @@ def test_runtime_falls_back_from_an_overloaded_anthropic_backend() -> None:
     assert len(final.fallbacks) == 1
     assert final.fallbacks[0].startswith("claude")
     assert [r.path for r in busy.requests if r.method == "POST"] == ["/v1/messages"]
+
+
+# --- count_request_tokens: POST /v1/messages/count_tokens -----------------------------
+
+COUNT = "POST /v1/messages/count_tokens"
+
+
+def test_count_request_tokens(server: FakeAnthropic, provider: AnthropicProvider) -> None:
+    history = [
+        Message(role="system", content="You are a scientist"),
+        Message(role="user", content="Hello, Claude"),
+    ]
+    options = {"temperature": 0.2, "top_k": 5, "num_predict": 100, "stop": ["END"]}
+    request = chat(messages=history, tools=[WEATHER_TOOL], think="low", options=options)
+    assert provider.count_request_tokens(request, timeout=2) == 2095
+    (sent,) = server.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/messages/count_tokens")
+    headers = {k.lower(): v for k, v in sent.headers.items()}
+    assert (headers["x-api-key"], headers["anthropic-version"]) == (KEY, "2023-06-01")
+    assert json.loads(sent.body) == {
+        "model": MODEL,
+        "system": "You are a scientist",
+        "messages": [{"role": "user", "content": "Hello, Claude"}],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Get the current weather in a given location",
+                "input_schema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+            }
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+
+
+def test_count_request_tokens_of_a_generate_request(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    request = GenerateRequest(prompt="Hello", system="Be brief.", stream=False)
+    assert provider.count_request_tokens(request, timeout=2) == 2095
+    assert sent_json(server) == {
+        "model": MODEL,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
+
+
+def test_fake_count_tokens_rejects_what_the_real_endpoint_rejects(server: FakeAnthropic) -> None:
+    """The fake is strict, so the tests above would catch a stray field."""
+    url = server.url + "/v1/messages/count_tokens"
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    for body, message in [
+        ({"model": MODEL, "messages": [], "max_tokens": 5}, "max_tokens: Extra inputs"),
+        ({"model": MODEL, "messages": [], "stream": True}, "stream: Extra inputs"),
+        ({"messages": []}, "model: Field required"),
+    ]:
+        with requests.post(url, json=body, headers=headers, timeout=2) as resp:
+            assert resp.status_code == 400
+            assert message in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (Reply([fixture("error_400.json")], 400, JSON), InvalidRequest),
+        (Reply([fixture("error_404_model.json")], 404, JSON), ModelNotFound),
+        (Reply([fixture("error_404.json")], 404, JSON), ProviderUnavailable),
+        (Reply([fixture("error_429.json")], 429, JSON, {"retry-after": "3"}), ServerBusy),
+        (Reply([fixture("error_529.json")], 529, JSON), ServerBusy),
+        (Reply([fixture("error_500.json")], 500, JSON), ProviderUnavailable),
+        (Reply([b'{"tokens": 12}'], content_type=JSON), ProtocolError),
+        (Reply([b'{"input_tokens": 12'], end="drop", content_type=JSON), ProviderUnavailable),
+    ],
+    ids=["400", "404_model", "404_path", "429", "529", "500", "not_a_count", "dropped"],
+)
+def test_count_request_tokens_errors(
+    server: FakeAnthropic,
+    provider: AnthropicProvider,
+    reply: Reply,
+    error: type[RubberDuckError],
+) -> None:
+    server.reply(COUNT, reply)
+    with pytest.raises(error) as info:
+        provider.count_request_tokens(chat(), timeout=2)
+    assert type(info.value) is error
+    assert info.value.provider == "claude"
+    if isinstance(info.value, ServerBusy) and reply.status == 429:
+        assert info.value.retry_after_s == 3.0
+    if isinstance(info.value, ModelNotFound):
+        assert info.value.model == MODEL
+
+
+def test_count_request_tokens_with_a_bad_key(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    server.api_key = "another-key"
+    with pytest.raises(AuthError) as info:
+        provider.count_request_tokens(chat(), timeout=2)
+    assert KEY_ENV in info.value.message
+    assert KEY not in str(info.value)
+
+
+def test_count_request_tokens_checks_the_request_first(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
+) -> None:
+    provider = make_provider(default_model=None)
+    with pytest.raises(InvalidRequest):
+        provider.count_request_tokens(chat(model=None), timeout=2)
+    with pytest.raises(InvalidRequest) as info:
+        provider.count_request_tokens(chat(format="json"), timeout=2)
+    assert info.value.fallback is True
+    assert server.requests == []
+
+
+def test_count_request_tokens_cancelled_while_waiting(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    server.reply(COUNT, Reply([fixture("count_tokens.json")], content_type=JSON, hold_headers=True))
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Cancelled):
+            provider.count_request_tokens(chat(), timeout=5, scope=scope)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_count_request_tokens_timeout(
+    server: FakeAnthropic, provider: AnthropicProvider, where: str
+) -> None:
+    if where == "headers":
+        reply = Reply([fixture("count_tokens.json")], content_type=JSON, hold_headers=True)
+    else:
+        reply = Reply([b'{"input_tokens": '], content_type=JSON, end="stall")
+    server.reply(COUNT, reply)
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        provider.count_request_tokens(chat(), timeout=0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_count_request_tokens_reuses_the_connection(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    for _ in range(3):
+        assert provider.count_request_tokens(chat(), timeout=2) == 2095
+    assert len(server.client_ports) == 1
 
 
 # --- property: any transcript, any chunking -----------------------------------------
