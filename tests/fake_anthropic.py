@@ -1,6 +1,9 @@
 """A fake Anthropic API that replays the documented transcripts in
 ``tests/fixtures/anthropic/`` over real HTTP/1.1: chunked bodies, keep-alive, SSE as
-``text/event-stream``.
+``text/event-stream``. Routes: ``POST /v1/messages``, ``POST
+/v1/messages/count_tokens`` (which, like the real one, answers 400 to a body
+without ``model``/``messages`` or with fields it does not take) and ``GET
+/v1/models``; a request without the right ``x-api-key`` gets the documented 401.
 
 Each reply is written as a list of pieces, one HTTP chunk (one TCP write, Nagle off)
 each, so a test decides exactly where the bytes are cut. A reply can end cleanly,
@@ -10,6 +13,7 @@ port; ``stop()`` (or the ``with`` block) shuts it down.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -43,6 +47,8 @@ class Reply:
         headers: More headers (``retry-after``, ...).
         end: ``"clean"`` (the closing chunk), ``"drop"`` (shut the socket down
             mid-body) or ``"stall"`` (send nothing more until the server stops).
+        hold_headers: Send nothing at all, not even the status line, until the
+            test sets ``release`` (at most 5 s), as a server that is slow to start.
     """
 
     pieces: list[bytes]
@@ -50,6 +56,37 @@ class Reply:
     content_type: str = SSE
     headers: dict[str, str] = field(default_factory=dict)
     end: str = "clean"
+    hold_headers: bool = False
+
+
+#: Top-level fields ``POST /v1/messages/count_tokens`` accepts
+#: (https://docs.anthropic.com/en/api/messages-count-tokens); it answers any other,
+#: ``max_tokens`` and ``stream`` included, with 400 "<field>: Extra inputs are not
+#: permitted".
+COUNT_TOKENS_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"}
+)
+
+
+def invalid_request(message: str) -> Reply:
+    """Anthropic's 400 ``invalid_request_error`` with ``message``."""
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    return Reply([json.dumps(error).encode()], status=400, content_type=JSON)
+
+
+def _count_problem(body: bytes) -> str | None:
+    """What the real count_tokens endpoint would reject in ``body``, if anything."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return "There was an issue with your request body: invalid JSON"
+    if not isinstance(fields, dict):
+        return "Input should be an object"
+    for name in ("model", "messages"):
+        if name not in fields:
+            return f"{name}: Field required"
+    extra = sorted(set(fields) - COUNT_TOKENS_FIELDS)
+    return f"{extra[0]}: Extra inputs are not permitted" if extra else None
 
 
 @dataclass
@@ -73,6 +110,9 @@ class FakeAnthropic:
         self.replies: dict[str, list[Reply]] = {
             "POST /v1/messages": [Reply([fixture("stream_text.sse")])],
             "GET /v1/models": [Reply([fixture("models.json")], content_type=JSON)],
+            "POST /v1/messages/count_tokens": [
+                Reply([fixture("count_tokens.json")], content_type=JSON)
+            ],
         }
         self.requests: list[Received] = []
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
@@ -102,8 +142,12 @@ class FakeAnthropic:
                 fake.client_ports.add(self.client_address[1])
                 if self.headers.get("x-api-key") != fake.api_key:
                     reply = Reply([fixture("error_401.json")], status=401, content_type=JSON)
+                elif path == "/v1/messages/count_tokens" and (problem := _count_problem(body)):
+                    reply = invalid_request(problem)
                 else:
                     reply = fake._next_reply(f"{self.command} {path}")
+                if reply.hold_headers:
+                    fake.release.wait(5)
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Transfer-Encoding", "chunked")

@@ -1,5 +1,6 @@
-"""Wire shapes of Anthropic's Messages API, and the conversion of Ollama-shaped
-requests into them. Sources are listed in :mod:`rubberduck.providers.anthropic`.
+"""The answer side of Anthropic's Messages API: the shapes of its answers and
+stream events, and how they become RubberDuck events. Sources are listed in
+:mod:`rubberduck.providers.anthropic`.
 
 Answers are decoded with msgspec Structs (unknown fields ignored); the SSE events
 are one tagged union on their ``type`` field, decoded by one reusable decoder.
@@ -12,13 +13,17 @@ from typing import Any
 
 import msgspec
 import requests
+import sseclient  # type: ignore[import-untyped]
 
 from rubberduck.errors import ProtocolError
-from rubberduck.messages import ChatRequest, Message, Request
+from rubberduck.messages import Delta, Done, ToolCall, Usage
+from rubberduck.providers._anthropic_errors import AnthropicErrors
+from rubberduck.providers.base import Emit
 
 __all__ = [
     "EVENT_DECODER",
     "EVENT_TYPES",
+    "AnswerReader",
     "Block",
     "BlockDelta",
     "BlockStart",
@@ -27,245 +32,14 @@ __all__ = [
     "MessageDelta",
     "MessageStart",
     "MessageStop",
-    "NotOffered",
     "Ping",
-    "RequestBody",
-    "Turn",
+    "TokenCount",
     "UsageCounter",
-    "build_body",
-    "decode_error_body",
     "decode_message",
     "decode_models",
+    "decode_token_count",
     "event_source",
-    "messages_to_turns",
-    "tools_to_anthropic",
 ]
-
-# --- the request ----------------------------------------------------------------------
-
-
-class Turn(msgspec.Struct):
-    """One entry of ``messages``: ``role`` is ``"user"`` or ``"assistant"``."""
-
-    role: str
-    content: str | list[dict[str, Any]]
-
-
-class Tool(msgspec.Struct, omit_defaults=True):
-    """One entry of ``tools``."""
-
-    name: str
-    input_schema: dict[str, Any]
-    description: str | None = None
-
-
-class RequestBody(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """The body of ``POST /v1/messages``; unset fields are left out."""
-
-    model: str
-    max_tokens: int
-    messages: list[Turn]
-    system: str | None = None
-    stream: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    stop_sequences: list[str] | None = None
-    tools: list[Tool] | None = None
-    thinking: dict[str, Any] | None = None
-
-
-#: Base64 prefixes of the image formats the API accepts, and their media types.
-_IMAGE_MAGIC = (
-    ("/9j/", "image/jpeg"),
-    ("iVBORw0KGgo", "image/png"),
-    ("R0lGOD", "image/gif"),
-    ("UklGR", "image/webp"),
-)
-
-
-def _image_block(data: str) -> dict[str, Any]:
-    for prefix, media_type in _IMAGE_MAGIC:
-        if data.startswith(prefix):
-            source = {"type": "base64", "media_type": media_type, "data": data}
-            return {"type": "image", "source": source}
-    raise ValueError("an image is not base64 JPEG, PNG, GIF or WebP")
-
-
-def _tool_call(call: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
-    """(name, arguments, id) of an Ollama ``{"function": {"name", "arguments"}}`` or
-    OpenAI ``{"id", "function": {"name", "arguments": "<json>"}}`` tool call."""
-    fn = call.get("function")
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise ValueError(f"a tool call has no function name: {call!r:.120}")
-    args = fn.get("arguments")
-    if isinstance(args, str):
-        args = msgspec.json.decode(args) if args.strip() else {}
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        raise ValueError(f"tool call {fn['name']!r} has arguments that are not an object")
-    call_id = call.get("id")
-    return fn["name"], args, call_id if isinstance(call_id, str) and call_id else None
-
-
-def messages_to_turns(messages: list[Message]) -> tuple[str | None, list[Turn]]:
-    """Ollama-shaped chat history → Anthropic's ``system`` and ``messages``.
-
-    System messages are joined into ``system``. An assistant's ``tool_calls``
-    become ``tool_use`` blocks (with a made-up id where the history has none);
-    each ``role: "tool"`` message becomes a ``tool_result`` block for the earliest
-    unanswered call of the same ``tool_name`` (else the earliest unanswered call).
-    Consecutive turns of one role are merged, so tool results sit together at the
-    start of one user turn, as the API requires. Earlier thinking is dropped.
-
-    Raises:
-        ValueError: an unknown role, a tool result with no call to answer, a
-            malformed tool call or an image in an unknown format.
-    """
-    system: list[str] = []
-    turns: list[tuple[str, list[dict[str, Any]]]] = []
-    unanswered: list[tuple[str, str]] = []  # (id, name)
-    made_up = 0
-    for msg in messages:
-        blocks: list[dict[str, Any]] = []
-        if msg.role == "system":
-            system.append(msg.content)
-            continue
-        if msg.role == "tool":
-            role = "user"
-            match = next((c for c in unanswered if c[1] == msg.tool_name), None)
-            if match is None and unanswered:
-                match = unanswered[0]
-            if match is None:
-                raise ValueError("a `tool` message answers no earlier assistant tool call")
-            unanswered.remove(match)
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": match[0]}
-            if msg.content:
-                result["content"] = msg.content
-            blocks.append(result)
-        elif msg.role in ("user", "assistant"):
-            role = msg.role
-            blocks.extend(_image_block(image) for image in msg.images or ())
-            if msg.content:
-                blocks.append({"type": "text", "text": msg.content})
-            if role == "assistant" and msg.tool_calls:
-                unanswered = []
-                for call in msg.tool_calls:
-                    name, args, call_id = _tool_call(call)
-                    if call_id is None:
-                        made_up += 1
-                        call_id = f"toolu_rubberduck_{made_up}"
-                    unanswered.append((call_id, name))
-                    blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
-        else:
-            raise ValueError(
-                f"unknown message role {msg.role!r} — use system, user, assistant or tool"
-            )
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, blocks))
-    return ("\n\n".join(system) if system else None), [
-        Turn(
-            role, blocks[0]["text"] if len(blocks) == 1 and blocks[0]["type"] == "text" else blocks
-        )
-        for role, blocks in turns
-    ]
-
-
-def tools_to_anthropic(tools: list[dict[str, Any]] | None) -> list[Tool] | None:
-    """Ollama/OpenAI function tools (``{"type": "function", "function": {"name",
-    "description", "parameters"}}``) → Anthropic tools (``name``, ``description``,
-    ``input_schema``). Tools already in Anthropic's shape pass through.
-
-    Raises:
-        ValueError: a tool without a name.
-    """
-    if not tools:
-        return None
-    out = []
-    for tool in tools:
-        fn = tool.get("function", tool)
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise ValueError(f"a tool has no name: {tool!r:.120}")
-        schema = fn.get("input_schema", fn.get("parameters")) or {
-            "type": "object",
-            "properties": {},
-        }
-        out.append(Tool(name=fn["name"], input_schema=schema, description=fn.get("description")))
-    return out
-
-
-#: ``thinking.budget_tokens`` for each ``think`` value; Anthropic's minimum is 1024.
-_THINK_BUDGETS: dict[bool | str, int] = {True: 4096, "low": 1024, "medium": 4096, "high": 16384}
-#: Ollama ``GenerateRequest`` fields the Messages API has no counterpart for.
-_GENERATE_ONLY = ("suffix", "template", "raw")
-
-
-class NotOffered(Exception):
-    """The request needs a feature the Messages API lacks; another backend may
-    have it."""
-
-
-def build_body(request: Request, *, model: str, max_tokens: int) -> RequestBody:
-    """The ``POST /v1/messages`` body for an Ollama-shaped request.
-
-    Options map as ``num_predict`` → ``max_tokens`` (``max_tokens`` when unset or
-    <= 0, Ollama's "no limit"), ``temperature``, ``top_p``, ``top_k``, ``stop`` →
-    ``stop_sequences``; the rest (``seed``, ``num_ctx``, ...) have no counterpart.
-    ``think`` asks for extended thinking with a budget of 1024 (``"low"``), 4096
-    (``True``, ``"medium"``) or 16384 (``"high"``) tokens; ``max_tokens`` grows by
-    the budget when it is not above it, so the answer keeps its room.
-
-    Args:
-        request: A chat (see :func:`messages_to_turns`) or a generate request (one
-            user message, ``system`` as is).
-        model: The model to ask.
-        max_tokens: The default completion cap, tokens.
-
-    Raises:
-        NotOffered: ``format`` (JSON mode), or a generate ``suffix``, ``template`` or
-            ``raw``.
-        ValueError, TypeError: an option of the wrong type, an unknown ``think``
-            value, or history that does not map.
-    """
-    if request.format is not None:
-        raise NotOffered("JSON mode (`format`)")
-    opts = request.options or {}
-    fields: dict[str, Any] = {"max_tokens": max_tokens}
-    if (n := opts.get("num_predict")) is not None and int(n) > 0:
-        fields["max_tokens"] = int(n)
-    for key in ("temperature", "top_p"):
-        if opts.get(key) is not None:
-            fields[key] = float(opts[key])
-    if opts.get("top_k") is not None:
-        fields["top_k"] = int(opts["top_k"])
-    if stop := opts.get("stop"):
-        fields["stop_sequences"] = [stop] if isinstance(stop, str) else [str(s) for s in stop]
-    if request.think:
-        budget = _THINK_BUDGETS.get(request.think)
-        if budget is None:
-            raise ValueError(f"think={request.think!r} — use true, 'low', 'medium' or 'high'")
-        if fields["max_tokens"] <= budget:
-            fields["max_tokens"] += budget
-        fields["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    if isinstance(request, ChatRequest):
-        system, turns = messages_to_turns(request.messages)
-        tools = tools_to_anthropic(request.tools)
-    else:
-        for name in _GENERATE_ONLY:
-            if getattr(request, name) is not None:
-                raise NotOffered(f"generate with `{name}`")
-        prompt = Message(role="user", content=request.prompt, images=request.images)
-        system, turns = request.system, messages_to_turns([prompt])[1]
-        tools = None
-    return RequestBody(
-        model=model, messages=turns, system=system, stream=request.stream, tools=tools, **fields
-    )
-
-
-# --- the answers ----------------------------------------------------------------------
 
 
 class UsageInfo(msgspec.Struct):
@@ -380,10 +154,6 @@ EVENT_TYPES = frozenset(
 )
 
 
-class ErrorBody(msgspec.Struct):
-    error: ErrorInfo
-
-
 class ModelInfo(msgspec.Struct):
     id: str
 
@@ -394,19 +164,15 @@ class ModelList(msgspec.Struct):
     last_id: str | None = None
 
 
+class TokenCount(msgspec.Struct):
+    """The answer of ``POST /v1/messages/count_tokens``."""
+
+    input_tokens: int
+
+
 decode_message = msgspec.json.Decoder(MessageInfo).decode
+decode_token_count = msgspec.json.Decoder(TokenCount).decode
 decode_models = msgspec.json.Decoder(ModelList).decode
-_ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
-
-
-def decode_error_body(raw: bytes) -> tuple[str, str]:
-    """(error type, message) of an error body; ("", start of the body) if it is
-    not Anthropic's error JSON."""
-    try:
-        error = _ERROR_DECODER.decode(raw).error
-        return error.type, error.message
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return "", raw[:200].decode("utf-8", "replace").strip()
 
 
 class UsageCounter:
@@ -467,3 +233,161 @@ def event_source(resp: requests.Response, max_event_bytes: int) -> Iterator[byte
             raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
         tail = window[-3:]
         yield data
+
+
+#: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
+#: turn that ends in tool calls; running out of context is "length", as Ollama reports
+#: it; reasons not listed (``refusal``, ``pause_turn``, ...) pass through unchanged.
+_DONE_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+}
+
+
+class AnswerReader:
+    """Turns one backend's answers into :class:`Delta`, :class:`ToolCall` and a
+    final :class:`Done` (usage in tokens, cached input tokens counted as prompt).
+
+    Args:
+        provider: Configured backend name, for ``Done.provider`` and errors.
+        max_event_bytes: Largest SSE event accepted, bytes.
+        errors: Maps ``error`` events, and redacts excerpts.
+    """
+
+    __slots__ = ("_errors", "max_event_bytes", "provider")
+
+    def __init__(self, provider: str, *, max_event_bytes: int, errors: AnthropicErrors) -> None:
+        self.provider = provider
+        self.max_event_bytes = max_event_bytes
+        self._errors = errors
+
+    def read_stream(self, resp: requests.Response, emit: Emit, model: str) -> None:
+        """Emit the events of an SSE answer, ending with :class:`Done` at
+        ``message_stop``.
+
+        Raises:
+            ProtocolError: a malformed or oversized event, a delta for a block that
+                never started, tool input that is not a JSON object, or the end of
+                the body before ``message_stop``.
+            ServerBusy, ProviderUnavailable: an ``error`` event.
+        """
+        usage = UsageCounter()
+        stop_reason: str | None = None
+        tools: dict[int, tuple[Block, list[str]]] = {}
+        events = sseclient.SSEClient(event_source(resp, self.max_event_bytes)).events()
+        for sse in events:
+            if sse.event not in EVENT_TYPES and sse.event != "message":
+                continue  # a newer event type: Anthropic asks clients to skip them
+            if len(sse.data) > self.max_event_bytes:  # characters <= bytes
+                raise ProtocolError(f"an SSE event is longer than {self.max_event_bytes} bytes")
+            event = self.decode(EVENT_DECODER.decode, sse.data)
+            kind = type(event)
+            if kind is BlockDelta:
+                delta = event.delta
+                if delta.type == "text_delta":
+                    if delta.text:
+                        emit(Delta(delta.text))
+                elif delta.type == "thinking_delta":
+                    if delta.thinking:
+                        emit(Delta("", delta.thinking))
+                elif delta.type == "input_json_delta":
+                    if event.index not in tools:
+                        raise ProtocolError(
+                            f"input_json_delta for block {event.index}, which is not a "
+                            "started tool_use block"
+                        )
+                    tools[event.index][1].append(delta.partial_json)
+                # signature_delta and citations_delta carry nothing to emit
+            elif kind is BlockStart:
+                if event.content_block.type == "tool_use":
+                    tools[event.index] = (event.content_block, [])
+            elif kind is BlockStop:
+                if event.index in tools:
+                    block, parts = tools.pop(event.index)
+                    emit(ToolCall(block.name, self._tool_input(block, "".join(parts)), block.id))
+            elif kind is MessageStart:
+                model = event.message.model or model
+                usage.add(event.message.usage)
+            elif kind is MessageDelta:
+                stop_reason = event.delta.stop_reason or stop_reason
+                usage.add(event.usage)
+            elif kind is MessageStop:
+                emit(self._done(stop_reason, usage, model))
+                return
+            elif kind is ErrorEvent:
+                raise self._errors.stream_error(event.error.type, event.error.message)
+            # ping: a keep-alive
+        raise ProtocolError("the stream ended before Anthropic's `message_stop` event")
+
+    def read_message(self, raw: bytes, emit: Emit, model: str) -> None:
+        """Emit the events of a non-streamed answer (a Message object), ending with
+        :class:`Done`.
+
+        Raises:
+            ProtocolError: not a Message object, or tool input that is not a JSON
+                object.
+        """
+        message = self.decode(decode_message, raw)
+        for block in message.content:
+            if block.type == "text" and block.text:
+                emit(Delta(block.text))
+            elif block.type == "thinking" and block.thinking:
+                emit(Delta("", block.thinking))
+            elif block.type == "tool_use":
+                emit(ToolCall(block.name, self._tool_input(block, ""), block.id))
+        usage = UsageCounter()
+        usage.add(message.usage)
+        emit(self._done(message.stop_reason, usage, message.model or model))
+
+    def _done(self, stop_reason: str | None, usage: UsageCounter, model: str) -> Done:
+        return Done(
+            done_reason=_DONE_REASONS.get(stop_reason, stop_reason) if stop_reason else None,
+            usage=Usage(usage.prompt_tokens, usage.output_tokens),
+            model=model,
+            provider=self.provider,
+        )
+
+    def _tool_input(self, block: Block, partial_json: str) -> dict[str, Any]:
+        """A tool call's arguments: the joined ``partial_json`` fragments, else the
+        block's own ``input``.
+
+        Raises:
+            ProtocolError: the input is not a JSON object.
+        """
+        value: Any = block.input
+        if partial_json.strip():
+            try:
+                value = msgspec.json.decode(partial_json)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(
+                    f"tool {block.name!r} input is not JSON ({exc}): "
+                    f"{self._errors.excerpt(partial_json, 120)!r}",
+                    provider=self.provider,
+                ) from None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ProtocolError(
+                f"tool {block.name!r} input is not a JSON object: {value!r:.120}",
+                provider=self.provider,
+            )
+        return value
+
+    def decode(self, decode: Any, raw: bytes | str) -> Any:
+        """``decode(raw)``, a msgspec decoder's ``decode``.
+
+        Raises:
+            ProtocolError: ``raw`` is not that JSON shape (the message shows a
+                redacted excerpt).
+        """
+        try:
+            return decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            text = raw if isinstance(raw, str) else raw[:1024].decode("utf-8", "replace")
+            raise ProtocolError(
+                f"not Anthropic's JSON ({exc}): {self._errors.excerpt(text, 120)!r}",
+                provider=self.provider,
+            ) from None

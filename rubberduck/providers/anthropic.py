@@ -39,58 +39,41 @@ fill-in-the-middle (requests that need them raise :class:`InvalidRequest` with
 earlier assistant turns is dropped (Anthropic wants it back only with its
 signature, which Ollama-shaped history does not keep). ``Done.cost_usd`` stays 0.0:
 there is no price table here; ``Done.usage`` has the token counts.
+
+Layout: this module holds the provider (configuration, calls, control plane);
+``_anthropic_request`` builds the request bodies, ``_anthropic_wire`` decodes the
+answers and streams into events, ``_anthropic_errors`` maps failures onto errors.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.parse
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgspec
 import requests
-import sseclient  # type: ignore[import-untyped]
 
 from rubberduck.errors import (
-    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
-    ModelNotFound,
     ProtocolError,
-    ProviderUnavailable,
     RubberDuckError,
-    ServerBusy,
 )
-from rubberduck.messages import (
-    Delta,
-    Done,
-    EmbedRequest,
-    EmbedResponse,
-    Event,
-    Request,
-    ToolCall,
-    Usage,
-)
-from rubberduck.providers._anthropic_wire import (
-    EVENT_DECODER,
-    EVENT_TYPES,
-    Block,
-    BlockDelta,
-    BlockStart,
-    BlockStop,
-    ErrorEvent,
-    MessageDelta,
-    MessageStart,
-    MessageStop,
+from rubberduck.messages import EmbedRequest, EmbedResponse, Request
+from rubberduck.providers._anthropic_errors import DEFAULT_ANTHROPIC_URL, AnthropicErrors
+from rubberduck.providers._anthropic_request import (
+    CountTokensBody,
     NotOffered,
     RequestBody,
-    UsageCounter,
     build_body,
-    decode_error_body,
-    decode_message,
+)
+from rubberduck.providers._anthropic_wire import (
+    AnswerReader,
     decode_models,
-    event_source,
+    decode_token_count,
 )
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
@@ -113,25 +96,13 @@ __all__ = [
     "AnthropicProvider",
 ]
 
-DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 DEFAULT_API_KEY_ENV = "ANTHROPIC_API_KEY"
 #: The ``anthropic-version`` header value (https://docs.anthropic.com/en/api/versioning).
 ANTHROPIC_VERSION = "2023-06-01"
 
 _HINT = "check the network, a proxy (`trust_env`) and `base_url` in the [provider] table"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
 #: ``GET /v1/models`` pages read at most (1000 models each).
 _MAX_MODEL_PAGES = 10
-#: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
-#: turn that ends in tool calls; reasons not listed (``refusal``, ``pause_turn``,
-#: ...) pass through unchanged.
-_DONE_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "tool_use": "stop",
-    "max_tokens": "length",
-}
 #: Answers of :meth:`AnthropicProvider.supports_feature`.
 _FEATURES = {
     "streaming": True,
@@ -143,16 +114,6 @@ _FEATURES = {
 }
 
 _ENCODER = msgspec.json.Encoder()
-
-
-def _not_offered(what: str, provider: str) -> InvalidRequest:
-    """An InvalidRequest that another backend may still serve."""
-    err = InvalidRequest(
-        f"{what} — Anthropic's Messages API does not offer it; use a backend that does",
-        provider=provider,
-    )
-    err.fallback = True
-    return err
 
 
 class AnthropicProvider:
@@ -205,14 +166,16 @@ class AnthropicProvider:
         self.max_event_bytes = max_event_bytes
         self._timeout = (connect_timeout, timeout)
         self.validate_config()
+        key = os.environ[self.api_key_env].strip()
         self._session = new_session(
             pool_size=pool_size,
             trust_env=trust_env,
-            headers={
-                "x-api-key": os.environ[self.api_key_env].strip(),
-                "anthropic-version": ANTHROPIC_VERSION,
-            },
+            headers={"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION},
         )
+        self._errors = AnthropicErrors(
+            name, base_url=self.base_url, api_key_env=self.api_key_env, api_key=key
+        )
+        self._answers = AnswerReader(name, max_event_bytes=max_event_bytes, errors=self._errors)
 
     def __repr__(self) -> str:
         return (
@@ -290,7 +253,7 @@ class AnthropicProvider:
         (https://docs.anthropic.com/en/docs/resources/glossary), so this is
         ``ceil(len(text) / 3.5)`` and may be off by tens of percent for code or
         other languages. The exact count is ``POST /v1/messages/count_tokens``,
-        which this provider does not call.
+        which :meth:`count_request_tokens` calls.
 
         Returns:
             Estimated tokens (0 for an empty text).
@@ -307,9 +270,11 @@ class AnthropicProvider:
                 that cannot be expressed in the Messages API; with ``fallback`` True
                 for what Anthropic does not offer (``format``, ``suffix``, ...).
             AuthError: HTTP 401/402/403 (the message names the key's variable).
-            ProviderUnavailable: connection refused or broken, HTTP 5xx, or an
-                ``error`` event other than ``overloaded_error`` mid-stream.
-            ModelNotFound: HTTP 404.
+            ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
+                does not name the model, or an ``error`` event other than
+                ``overloaded_error`` mid-stream.
+            ModelNotFound: HTTP 404 naming the model; another 404 (a wrong
+                ``base_url``) is ProviderUnavailable.
             ServerBusy: HTTP 429/529, with ``retry_after_s`` from ``retry-after``, or
                 an ``overloaded_error`` event mid-stream.
             RequestTimeout: the read timeout passed.
@@ -318,14 +283,59 @@ class AnthropicProvider:
             Cancelled: ``scope`` was cancelled.
         """
         body = self._body(request)
-        resp = self._post("/v1/messages", _ENCODER.encode(body), scope, body.model)
-        complete = False
-        try:
+        resp = self._post("/v1/messages", self._encode(body), scope, body.model, self._timeout)
+        with self._reading(resp, scope):
             if body.stream:
-                self._read_stream(resp, emit, body.model)
+                self._answers.read_stream(resp, emit, body.model)
             else:
                 raw = read_body(resp, max_bytes=self.max_event_bytes)
-                self._emit_message(self._decode(decode_message, raw), emit, body.model)
+                self._answers.read_message(raw, emit, body.model)
+
+    def count_request_tokens(
+        self, request: Request, timeout: float, scope: CancelScope | None = None
+    ) -> int:
+        """The exact input tokens of ``request`` for its model, as Anthropic counts
+        them: ``POST /v1/messages/count_tokens``
+        (https://docs.anthropic.com/en/api/messages-count-tokens), which is free
+        and rate limited apart from messages. The body is the one :meth:`run`
+        would send (system prompt, messages, images, tools, thinking) without
+        ``max_tokens``, ``stream`` and sampling options, which the endpoint
+        rejects. Unlike :meth:`count_tokens` this is not an estimate, but it
+        costs a round trip.
+
+        Args:
+            request: A chat or generate request, as for :meth:`run`.
+            timeout: Seconds to wait for the connection and between bytes of the
+                answer.
+            scope: Lets another thread cancel the call at any moment, as for
+                :meth:`run`.
+
+        Returns:
+            Input tokens (``input_tokens``), system prompt and tools included.
+
+        Raises:
+            InvalidRequest, AuthError, ModelNotFound, ServerBusy,
+            ProviderUnavailable, RequestTimeout, Cancelled: as for :meth:`run`.
+            ProtocolError: the answer is not ``{"input_tokens": N}``.
+        """
+        scope = scope or CancelScope()
+        body = self._body(request)
+        wait = (min(timeout, self._timeout[0]), timeout)
+        encoded = self._encode(CountTokensBody.of(body))
+        resp = self._post("/v1/messages/count_tokens", encoded, scope, body.model, wait)
+        with self._reading(resp, scope):
+            raw = read_body(resp, max_bytes=self.max_event_bytes)
+            count: int = self._answers.decode(decode_token_count, raw).input_tokens
+        return count
+
+    @contextmanager
+    def _reading(self, resp: requests.Response, scope: CancelScope) -> Iterator[None]:
+        """Read a 200 answer inside this block: failures become typed errors (a
+        cancel is :class:`Cancelled`), and the response is released after it (the
+        connection back to the pool when the block completed)."""
+        complete = False
+        try:
+            yield
             complete = True
         except RubberDuckError as exc:
             if scope.cancelled:
@@ -350,7 +360,7 @@ class AnthropicProvider:
         Raises:
             InvalidRequest: always, with ``fallback`` True so the router moves on.
         """
-        raise _not_offered("embeddings", self.name)
+        raise self._errors.not_offered("embeddings")
 
     def _body(self, request: Request) -> RequestBody:
         """The Messages API body for ``request``.
@@ -369,209 +379,47 @@ class AnthropicProvider:
         try:
             return build_body(request, model=model, max_tokens=self.max_tokens)
         except NotOffered as exc:
-            raise _not_offered(str(exc), self.name) from None
+            raise self._errors.not_offered(str(exc)) from None
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(
                 f"the request cannot be sent to Anthropic: {exc}", provider=self.name
             ) from None
 
-    def _post(self, path: str, body: bytes, scope: CancelScope, model: str) -> requests.Response:
+    def _encode(self, body: msgspec.Struct) -> bytes:
+        """The JSON bytes of a request body.
+
+        Raises:
+            InvalidRequest: a value in the request (a tool schema, an option) is
+                not JSON-encodable.
+        """
+        try:
+            return _ENCODER.encode(body)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be encoded as JSON: {exc}", provider=self.name
+            ) from None
+
+    def _post(
+        self,
+        path: str,
+        body: bytes,
+        scope: CancelScope,
+        model: str,
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        """Send ``POST path``; the 200 response, its body unread (see
+        :func:`open_stream`). ``timeout`` is (connect, read) in seconds."""
         return open_stream(
             lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=self._timeout
+                self.base_url + path, data=body, stream=True, timeout=timeout
             ),
             scope,
-            http_error=lambda resp: self._http_error(resp, model),
+            http_error=lambda resp: self._errors.http_error(resp, model),
             transport=lambda exc: transport_error(
                 exc, provider=self.name, base_url=self.base_url, hint=_HINT
             ),
             provider=self.name,
         )
-
-    def _read_stream(self, resp: requests.Response, emit: Emit, model: str) -> None:
-        """Emit the events of an SSE answer, ending with :class:`Done` at
-        ``message_stop``.
-
-        Raises:
-            ProtocolError: a malformed or oversized event, a delta for a block that
-                never started, tool input that is not a JSON object, or the end of
-                the body before ``message_stop``.
-            ServerBusy, ProviderUnavailable: an ``error`` event.
-        """
-        usage = UsageCounter()
-        stop_reason: str | None = None
-        tools: dict[int, tuple[Block, list[str]]] = {}
-        events = sseclient.SSEClient(event_source(resp, self.max_event_bytes)).events()
-        for sse in events:
-            if sse.event not in EVENT_TYPES and sse.event != "message":
-                continue  # a newer event type: Anthropic asks clients to skip them
-            if len(sse.data) > self.max_event_bytes:  # characters <= bytes
-                raise ProtocolError(f"an SSE event is longer than {self.max_event_bytes} bytes")
-            event = self._decode(EVENT_DECODER.decode, sse.data)
-            kind = type(event)
-            if kind is BlockDelta:
-                delta = event.delta
-                if delta.type == "text_delta":
-                    if delta.text:
-                        emit(Delta(delta.text))
-                elif delta.type == "thinking_delta":
-                    if delta.thinking:
-                        emit(Delta("", delta.thinking))
-                elif delta.type == "input_json_delta":
-                    if event.index not in tools:
-                        raise ProtocolError(
-                            f"input_json_delta for block {event.index}, which is not a "
-                            "started tool_use block"
-                        )
-                    tools[event.index][1].append(delta.partial_json)
-                # signature_delta and citations_delta carry nothing to emit
-            elif kind is BlockStart:
-                if event.content_block.type == "tool_use":
-                    tools[event.index] = (event.content_block, [])
-            elif kind is BlockStop:
-                if event.index in tools:
-                    block, parts = tools.pop(event.index)
-                    emit(ToolCall(block.name, self._tool_input(block, "".join(parts)), block.id))
-            elif kind is MessageStart:
-                model = event.message.model or model
-                usage.add(event.message.usage)
-            elif kind is MessageDelta:
-                stop_reason = event.delta.stop_reason or stop_reason
-                usage.add(event.usage)
-            elif kind is MessageStop:
-                emit(self._done(stop_reason, usage, model))
-                return
-            elif kind is ErrorEvent:
-                raise self._stream_error(event.error.type, event.error.message)
-            # ping: a keep-alive
-        raise ProtocolError("the stream ended before Anthropic's `message_stop` event")
-
-    def _emit_message(self, message: Any, emit: Emit, model: str) -> None:
-        """Emit the events of a non-streamed answer (a Message object)."""
-        for block in message.content:
-            if block.type == "text" and block.text:
-                emit(Delta(block.text))
-            elif block.type == "thinking" and block.thinking:
-                emit(Delta("", block.thinking))
-            elif block.type == "tool_use":
-                emit(ToolCall(block.name, self._tool_input(block, ""), block.id))
-        usage = UsageCounter()
-        usage.add(message.usage)
-        emit(self._done(message.stop_reason, usage, message.model or model))
-
-    def _done(self, stop_reason: str | None, usage: UsageCounter, model: str) -> Event:
-        return Done(
-            done_reason=_DONE_REASONS.get(stop_reason, stop_reason) if stop_reason else None,
-            usage=Usage(usage.prompt_tokens, usage.output_tokens),
-            model=model,
-            provider=self.name,
-        )
-
-    def _tool_input(self, block: Block, partial_json: str) -> dict[str, Any]:
-        """A tool call's arguments: the joined ``partial_json`` fragments, else the
-        block's own ``input``.
-
-        Raises:
-            ProtocolError: the input is not a JSON object.
-        """
-        value: Any = block.input
-        if partial_json.strip():
-            try:
-                value = msgspec.json.decode(partial_json)
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(
-                    f"tool {block.name!r} input is not JSON ({exc}): {partial_json[:120]!r}",
-                    provider=self.name,
-                ) from None
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ProtocolError(
-                f"tool {block.name!r} input is not a JSON object: {value!r:.120}",
-                provider=self.name,
-            )
-        return value
-
-    def _decode(self, decode: Any, raw: bytes | str) -> Any:
-        try:
-            return decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            snippet = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
-            raise ProtocolError(
-                f"not Anthropic's JSON ({exc}): {snippet!r}", provider=self.name
-            ) from None
-
-    # --- errors -----------------------------------------------------------------------
-
-    def _redact(self, text: str) -> str:
-        key = self._session.headers.get("x-api-key")
-        return text.replace(key, "[redacted]") if isinstance(key, str) and key in text else text
-
-    def _stream_error(self, error_type: str, message: str) -> RubberDuckError:
-        """An ``error`` event after the 200 (e.g. ``overloaded_error``)."""
-        detail = self._redact(f"{error_type or 'error'}: {message}")
-        if error_type == "overloaded_error":
-            return ServerBusy(
-                f"Anthropic is overloaded ({detail}) mid-stream — retry later",
-                provider=self.name,
-            )
-        return ProviderUnavailable(
-            f"Anthropic sent an error mid-stream: {detail}", provider=self.name
-        )
-
-    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
-        try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        error_type, message = decode_error_body(raw)
-        status = resp.status_code
-        detail = self._redact(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
-        retry_after = _retry_after(resp.headers.get("retry-after"))
-        if status in (401, 403):
-            what = "rejected the API key" if status == 401 else "refused this API key"
-            return AuthError(
-                f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
-                provider=self.name,
-            )
-        if status == 402:
-            return AuthError(
-                f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
-                provider=self.name,
-            )
-        if status == 404:
-            if not model:
-                return ProviderUnavailable(
-                    f"{detail} — is {self.base_url} the Anthropic API?", provider=self.name
-                )
-            return ModelNotFound(
-                f"model {model!r} not found ({detail}) — check the name against "
-                "`rubberduck models` (GET /v1/models)",
-                provider=self.name,
-                model=model,
-            )
-        if status == 429:
-            wait = f"after {retry_after:g} s" if retry_after is not None else "later"
-            return ServerBusy(
-                f"{detail} — rate limited; retry {wait} or raise the account's rate limit",
-                provider=self.name,
-                retry_after_s=retry_after,
-            )
-        if status == 529:
-            return ServerBusy(
-                f"{detail} — Anthropic is overloaded; retry later",
-                provider=self.name,
-                retry_after_s=retry_after,
-            )
-        if status == 413:
-            return InvalidRequest(
-                f"{detail} — the request is too large; send a shorter conversation or "
-                "smaller images",
-                provider=self.name,
-            )
-        if status >= 500:
-            return ProviderUnavailable(detail, provider=self.name)
-        return InvalidRequest(f"{detail} — fix the request", provider=self.name)
 
     # --- control-plane calls ----------------------------------------------------------
 
@@ -582,7 +430,9 @@ class AnthropicProvider:
                 self.base_url + path, params=params, stream=True, timeout=(timeout, timeout)
             )
             return read_ok_body(
-                resp, max_bytes=self.max_event_bytes, http_error=lambda r: self._http_error(r, "")
+                resp,
+                max_bytes=self.max_event_bytes,
+                http_error=lambda r: self._errors.http_error(r, ""),
             )
         except RubberDuckError as exc:
             exc.provider = exc.provider or self.name
@@ -604,7 +454,7 @@ class AnthropicProvider:
             ServerBusy: rate limited or overloaded.
             ProtocolError: the answer is not Anthropic's model list.
         """
-        self._decode(decode_models, self._get("/v1/models", {"limit": 1}, timeout))
+        self._answers.decode(decode_models, self._get("/v1/models", {"limit": 1}, timeout))
         return f"anthropic API {ANTHROPIC_VERSION}"
 
     def list_models(self, timeout: float) -> list[str]:
@@ -617,7 +467,7 @@ class AnthropicProvider:
         ids: list[str] = []
         params: dict[str, str | int] = {"limit": 1000}
         for _ in range(_MAX_MODEL_PAGES):
-            page = self._decode(decode_models, self._get("/v1/models", params, timeout))
+            page = self._answers.decode(decode_models, self._get("/v1/models", params, timeout))
             ids.extend(m.id for m in page.data)
             if not page.has_more or not page.last_id:
                 break
@@ -627,11 +477,3 @@ class AnthropicProvider:
     def close(self) -> None:
         """Close the connection pool."""
         close_session(self._session)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``retry-after`` header given in seconds (dates are ignored)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

@@ -335,7 +335,7 @@ def open_stream(
         The 200 response, attached to ``scope`` (``scope.detach()`` when done).
 
     Raises:
-        Cancelled: ``scope`` was cancelled.
+        Cancelled: ``scope`` was cancelled (also while an error body was read).
         RubberDuckError: ``http_error(resp)`` for another status, or
             ``transport(exc)`` when the request could not be sent.
     """
@@ -349,10 +349,13 @@ def open_stream(
     scope.attach(response_closer(resp))
     if resp.status_code != 200:
         try:
-            raise http_error(resp)
+            error = http_error(resp)
         finally:
             scope.detach()
             resp.close()
+        if scope.cancelled:  # the cancel cut the error body short: it is not the answer
+            raise Cancelled("the request was cancelled", provider=provider) from None
+        raise error
     return resp
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from rubberduck.errors import (
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -118,6 +120,16 @@ def provider(make_provider: Callable[..., AnthropicProvider]) -> AnthropicProvid
     return make_provider()
 
 
+def run_failing_in(
+    provider: AnthropicProvider, request: ChatRequest, scope: CancelScope, error: type[Exception]
+) -> tuple[list[Event], Any]:
+    """Run ``request`` under ``scope``; it must raise ``error``."""
+    events: list[Event] = []
+    with pytest.raises(error) as info:
+        provider.run(request, events.append, scope)
+    return events, info.value
+
+
 def serve(server: FakeAnthropic, name: str, **reply: Any) -> None:
     """Answer the next POSTs with one fixture, in one piece unless ``pieces`` is given."""
     if "pieces" not in reply:
@@ -189,6 +201,25 @@ def test_fixtures_readme_lists_every_transcript() -> None:
 def test_documented_streams(server: FakeAnthropic, provider: AnthropicProvider, name: str) -> None:
     serve(server, name)
     assert run(provider, chat()) == TRANSCRIPTS[name]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "done_reason"),
+    [
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("stop_sequence", "stop"),
+        ("refusal", "refusal"),
+    ],
+)
+def test_stop_reasons(
+    server: FakeAnthropic, provider: AnthropicProvider, stop_reason: str, done_reason: str
+) -> None:
+    body = fixture("stream_text.sse").replace(b'"end_turn"', f'"{stop_reason}"'.encode())
+    serve(server, "", pieces=[body])
+    final = run(provider, chat())[-1]
+    assert isinstance(final, Done)
+    assert final.done_reason == done_reason
 
 
 def test_tool_use_text_reassembles(server: FakeAnthropic, provider: AnthropicProvider) -> None:
@@ -366,6 +397,29 @@ def test_generate_body_is_one_user_message(
     assert events == [Delta("Hi! My name is Claude."), done("stop", 2095, 503)]
 
 
+def test_messages_without_content_are_left_out(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """Anthropic answers 400 to a turn with no content ("all messages must have
+    non-empty content"); an empty message adds nothing, so it is not sent."""
+    history = [
+        Message(role="user", content="Hello"),
+        Message(role="assistant", content="", thinking="only thinking, which is dropped"),
+        Message(role="user", content=""),
+        Message(role="user", content="Anyone there?"),
+    ]
+    run(provider, chat(messages=history))
+    assert sent_json(server)["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello"},
+                {"type": "text", "text": "Anyone there?"},
+            ],
+        }
+    ]
+
+
 def test_images_become_base64_image_blocks(
     server: FakeAnthropic, provider: AnthropicProvider
 ) -> None:
@@ -448,6 +502,26 @@ def test_embeddings_are_not_offered(provider: AnthropicProvider) -> None:
     assert provider.supports_feature("embeddings") is False
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        chat(tools=["get_weather"]),
+        chat(messages=[*HI, Message(role="assistant", tool_calls=["get_weather"])]),  # type: ignore[list-item]
+        chat(tools=[{"function": {"name": "f", "parameters": {"x": object()}}}]),
+        chat(options={"temperature": object()}),
+    ],
+    ids=["tool_not_a_dict", "tool_call_not_a_dict", "schema_not_json", "option_not_a_number"],
+)
+def test_request_that_cannot_be_sent_is_invalid(
+    server: FakeAnthropic, provider: AnthropicProvider, request_: ChatRequest
+) -> None:
+    """Nothing but a typed error comes out, and nothing is sent."""
+    _, exc = run_failing(provider, request_, InvalidRequest)
+    assert exc.fallback is False
+    assert exc.provider == "claude"
+    assert server.requests == []
+
+
 def test_no_model_anywhere(
     server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
 ) -> None:
@@ -486,7 +560,7 @@ def test_non_streamed_tool_use(server: FakeAnthropic, provider: AnthropicProvide
         (400, InvalidRequest, False, "roles must alternate"),
         (401, AuthError, True, f"check the API key in ${KEY_ENV}"),
         (403, AuthError, True, f"check the API key in ${KEY_ENV}"),
-        (404, ModelNotFound, True, "rubberduck models"),
+        (404, ProviderUnavailable, True, "base_url"),
         (413, InvalidRequest, False, "too large"),
         (429, ServerBusy, True, "rate limit"),
         (500, ProviderUnavailable, True, "api_error"),
@@ -509,10 +583,30 @@ def test_http_errors(
     assert text in exc.message
     assert f"HTTP {status}" in exc.message
     assert events == []
-    if status == 404:
-        assert exc.model == MODEL
     if isinstance(exc, ProviderUnavailable):
         assert exc.refused is False
+
+
+def test_unknown_model_is_model_not_found(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """The live 404 for a model names it (``"model: <name>"``)."""
+    serve(server, "error_404_model.json", status=404)
+    _, exc = run_failing(provider, chat(), ModelNotFound)
+    assert exc.model == MODEL
+    assert "rubberduck models" in exc.message
+
+
+def test_wrong_base_url_is_not_model_not_found(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
+) -> None:
+    """A base_url ending in /v1 (as OpenAI's does) posts to /v1/v1/messages: the
+    generic 404 says the path is wrong, not that the model is missing."""
+    provider = make_provider(base_url=server.url + "/v1")
+    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    assert server.requests[0].path == "/v1/v1/messages"
+    assert "base_url" in exc.message
+    assert "/v1" in exc.message
 
 
 @pytest.mark.parametrize("status", [429, 529])
@@ -671,12 +765,64 @@ def test_cancel_mid_stream_returns_promptly(
     assert events == [Delta("Hello")]
 
 
+def cancel_after(scope: CancelScope, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, scope.cancel)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_cancel_while_waiting_for_headers(
+    server: FakeAnthropic, provider: AnthropicProvider, stream: bool
+) -> None:
+    server.reply("POST /v1/messages", Reply([fixture("stream_text.sse")], hold_headers=True))
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        events, _ = run_failing_in(provider, chat(stream=stream), scope, Cancelled)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+    assert events == []
+
+
+def test_cancel_while_reading_an_error_body(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """A cancel that lands while the error body trickles in is still a cancel, not
+    the HTTP status (which the router would act on)."""
+    serve(server, "error_429.json", status=429, pieces=[b'{"type": "error", '], end="stall")
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        run_failing_in(provider, chat(), scope, Cancelled)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_read_timeout(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider], where: str
+) -> None:
+    events = sse_events(fixture("stream_text.sse"))
+    if where == "headers":
+        server.reply("POST /v1/messages", Reply(events, hold_headers=True))
+    else:
+        server.reply("POST /v1/messages", Reply(events[:4], end="stall"))
+    started = time.monotonic()
+    seen, exc = run_failing(make_provider(timeout=0.3), chat(), RequestTimeout)
+    assert time.monotonic() - started < 2
+    assert exc.provider == "claude"
+    assert seen == ([] if where == "headers" else [Delta("Hello")])
+
+
 def test_cancel_before_run(server: FakeAnthropic, provider: AnthropicProvider) -> None:
     scope = CancelScope()
     scope.cancel()
-    events: list[Event] = []
-    with pytest.raises(RubberDuckError):
-        provider.run(chat(), events.append, scope)
+    events, _ = run_failing_in(provider, chat(), scope, Cancelled)
     assert events == []
 
 
@@ -743,6 +889,32 @@ def test_key_never_leaks(
     for text in seen:
         assert KEY not in text
     assert "[redacted]" in exc.message
+
+
+@pytest.mark.parametrize("content_type", [JSON, "text/html"])
+def test_error_detail_is_bounded_and_never_holds_part_of_the_key(
+    server: FakeAnthropic, provider: AnthropicProvider, content_type: str
+) -> None:
+    """A long error body is cut to a short detail, and the key is redacted before
+    the cut: a key straddling the cut must not leave its first half behind."""
+    text = "x" * 180 + f" {KEY} " + "y" * 50_000
+    body = (
+        json.dumps({"type": "error", "error": {"type": "api_error", "message": text}}).encode()
+        if content_type == JSON
+        else text.encode()
+    )
+    serve(server, "", pieces=[body], status=500, content_type=content_type)
+    _, exc = run_failing(provider, chat(), ProviderUnavailable)
+    assert len(exc.message) < 1000
+    assert KEY[:12] not in str(exc)
+
+
+def test_malformed_answer_never_shows_the_key(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    serve(server, "", pieces=[f"not json {KEY}".encode()], content_type=JSON)
+    _, exc = run_failing(provider, chat(stream=False), ProtocolError)
+    assert KEY[:12] not in str(exc)
 
 
 # --- control plane and description --------------------------------------------------
@@ -848,6 +1020,155 @@ def test_runtime_falls_back_from_an_overloaded_anthropic_backend() -> None:
     assert len(final.fallbacks) == 1
     assert final.fallbacks[0].startswith("claude")
     assert [r.path for r in busy.requests if r.method == "POST"] == ["/v1/messages"]
+
+
+# --- count_request_tokens: POST /v1/messages/count_tokens -----------------------------
+
+COUNT = "POST /v1/messages/count_tokens"
+
+
+def test_count_request_tokens(server: FakeAnthropic, provider: AnthropicProvider) -> None:
+    history = [
+        Message(role="system", content="You are a scientist"),
+        Message(role="user", content="Hello, Claude"),
+    ]
+    options = {"temperature": 0.2, "top_k": 5, "num_predict": 100, "stop": ["END"]}
+    request = chat(messages=history, tools=[WEATHER_TOOL], think="low", options=options)
+    assert provider.count_request_tokens(request, timeout=2) == 2095
+    (sent,) = server.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/messages/count_tokens")
+    headers = {k.lower(): v for k, v in sent.headers.items()}
+    assert (headers["x-api-key"], headers["anthropic-version"]) == (KEY, "2023-06-01")
+    assert json.loads(sent.body) == {
+        "model": MODEL,
+        "system": "You are a scientist",
+        "messages": [{"role": "user", "content": "Hello, Claude"}],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Get the current weather in a given location",
+                "input_schema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+            }
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+
+
+def test_count_request_tokens_of_a_generate_request(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    request = GenerateRequest(prompt="Hello", system="Be brief.", stream=False)
+    assert provider.count_request_tokens(request, timeout=2) == 2095
+    assert sent_json(server) == {
+        "model": MODEL,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
+
+
+def test_fake_count_tokens_rejects_what_the_real_endpoint_rejects(server: FakeAnthropic) -> None:
+    """The fake is strict, so the tests above would catch a stray field."""
+    url = server.url + "/v1/messages/count_tokens"
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    for body, message in [
+        ({"model": MODEL, "messages": [], "max_tokens": 5}, "max_tokens: Extra inputs"),
+        ({"model": MODEL, "messages": [], "stream": True}, "stream: Extra inputs"),
+        ({"messages": []}, "model: Field required"),
+    ]:
+        with requests.post(url, json=body, headers=headers, timeout=2) as resp:
+            assert resp.status_code == 400
+            assert message in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (Reply([fixture("error_400.json")], 400, JSON), InvalidRequest),
+        (Reply([fixture("error_404_model.json")], 404, JSON), ModelNotFound),
+        (Reply([fixture("error_404.json")], 404, JSON), ProviderUnavailable),
+        (Reply([fixture("error_429.json")], 429, JSON, {"retry-after": "3"}), ServerBusy),
+        (Reply([fixture("error_529.json")], 529, JSON), ServerBusy),
+        (Reply([fixture("error_500.json")], 500, JSON), ProviderUnavailable),
+        (Reply([b'{"tokens": 12}'], content_type=JSON), ProtocolError),
+        (Reply([b'{"input_tokens": 12'], end="drop", content_type=JSON), ProviderUnavailable),
+    ],
+    ids=["400", "404_model", "404_path", "429", "529", "500", "not_a_count", "dropped"],
+)
+def test_count_request_tokens_errors(
+    server: FakeAnthropic,
+    provider: AnthropicProvider,
+    reply: Reply,
+    error: type[RubberDuckError],
+) -> None:
+    server.reply(COUNT, reply)
+    with pytest.raises(error) as info:
+        provider.count_request_tokens(chat(), timeout=2)
+    assert type(info.value) is error
+    assert info.value.provider == "claude"
+    if isinstance(info.value, ServerBusy) and reply.status == 429:
+        assert info.value.retry_after_s == 3.0
+    if isinstance(info.value, ModelNotFound):
+        assert info.value.model == MODEL
+
+
+def test_count_request_tokens_with_a_bad_key(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    server.api_key = "another-key"
+    with pytest.raises(AuthError) as info:
+        provider.count_request_tokens(chat(), timeout=2)
+    assert KEY_ENV in info.value.message
+    assert KEY not in str(info.value)
+
+
+def test_count_request_tokens_checks_the_request_first(
+    server: FakeAnthropic, make_provider: Callable[..., AnthropicProvider]
+) -> None:
+    provider = make_provider(default_model=None)
+    with pytest.raises(InvalidRequest):
+        provider.count_request_tokens(chat(model=None), timeout=2)
+    with pytest.raises(InvalidRequest) as info:
+        provider.count_request_tokens(chat(format="json"), timeout=2)
+    assert info.value.fallback is True
+    assert server.requests == []
+
+
+def test_count_request_tokens_cancelled_while_waiting(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    server.reply(COUNT, Reply([fixture("count_tokens.json")], content_type=JSON, hold_headers=True))
+    scope = CancelScope()
+    timer = cancel_after(scope, 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Cancelled):
+            provider.count_request_tokens(chat(), timeout=5, scope=scope)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_count_request_tokens_timeout(
+    server: FakeAnthropic, provider: AnthropicProvider, where: str
+) -> None:
+    if where == "headers":
+        reply = Reply([fixture("count_tokens.json")], content_type=JSON, hold_headers=True)
+    else:
+        reply = Reply([b'{"input_tokens": '], content_type=JSON, end="stall")
+    server.reply(COUNT, reply)
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        provider.count_request_tokens(chat(), timeout=0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_count_request_tokens_reuses_the_connection(
+    server: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    for _ in range(3):
+        assert provider.count_request_tokens(chat(), timeout=2) == 2095
+    assert len(server.client_ports) == 1
 
 
 # --- property: any transcript, any chunking -----------------------------------------

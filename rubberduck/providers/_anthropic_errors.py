@@ -1,0 +1,184 @@
+"""What Anthropic's failures mean: HTTP statuses and error bodies
+(https://docs.anthropic.com/en/api/errors), ``error`` events mid-stream and features
+the Messages API lacks, each as a typed :class:`~rubberduck.errors.RubberDuckError`
+whose message never holds the API key.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import requests
+
+from rubberduck.errors import (
+    AuthError,
+    InvalidRequest,
+    ModelNotFound,
+    ProviderUnavailable,
+    RubberDuckError,
+    ServerBusy,
+)
+
+__all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body", "retry_after"]
+
+DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
+#: Bodies of error responses are read up to this many bytes.
+_MAX_ERROR_BYTES = 64 * 1024
+#: Longest excerpt of a server's error text put in an error message, characters.
+_MAX_DETAIL_CHARS = 300
+
+
+class _ErrorInfo(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _ErrorBody(msgspec.Struct):
+    """``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+
+    error: _ErrorInfo
+
+
+_ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
+
+
+def decode_error_body(raw: bytes) -> tuple[str, str]:
+    """(error type, message) of an error body; ("", the body as text) if it is not
+    Anthropic's error JSON. Neither is shortened: callers redact, then cut."""
+    try:
+        error = _ERROR_DECODER.decode(raw).error
+        return error.type, error.message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "", raw.decode("utf-8", "replace").strip()
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``retry-after`` header, which Anthropic gives in seconds
+    (https://docs.anthropic.com/en/api/rate-limits); other forms are ignored."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class AnthropicErrors:
+    """Builds the typed errors of one Anthropic backend.
+
+    Args:
+        provider: Configured backend name, put in every error.
+        base_url: The API's URL, for hints.
+        api_key_env: The variable holding the key, named in :class:`AuthError`
+            messages.
+        api_key: The key itself, only to redact it from what servers send back;
+            it is in no repr.
+    """
+
+    __slots__ = ("_key", "api_key_env", "base_url", "provider")
+
+    def __init__(self, provider: str, *, base_url: str, api_key_env: str, api_key: str) -> None:
+        self.provider = provider
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self._key = api_key
+
+    def __repr__(self) -> str:
+        return f"AnthropicErrors(provider={self.provider!r}, api_key_env={self.api_key_env!r})"
+
+    def excerpt(self, text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
+        """At most ``limit`` characters of ``text`` for an error message, with the
+        API key replaced by ``[redacted]`` (servers echo a rejected key). The key is
+        replaced before the cut, so no part of it survives at the edge."""
+        if self._key:
+            text = text[: limit + len(self._key)].replace(self._key, "[redacted]")
+        return text[:limit] + ("…" if len(text) > limit else "")
+
+    def not_offered(self, what: str) -> InvalidRequest:
+        """An :class:`InvalidRequest` that another backend may still serve
+        (``fallback`` True): ``what`` is a feature the Messages API lacks."""
+        err = InvalidRequest(
+            f"{what} — Anthropic's Messages API does not offer it; use a backend that does",
+            provider=self.provider,
+        )
+        err.fallback = True
+        return err
+
+    def stream_error(self, error_type: str, message: str) -> RubberDuckError:
+        """The error for an ``error`` event after the 200: ServerBusy for
+        ``overloaded_error``, else ProviderUnavailable."""
+        detail = self.excerpt(f"{error_type or 'error'}: {message}")
+        if error_type == "overloaded_error":
+            return ServerBusy(
+                f"Anthropic is overloaded ({detail}) mid-stream — retry later",
+                provider=self.provider,
+            )
+        return ProviderUnavailable(
+            f"Anthropic sent an error mid-stream: {detail}", provider=self.provider
+        )
+
+    def http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
+        """The error for a non-200 answer; reads at most 64 KiB of its body.
+
+        Args:
+            resp: The response, its body unread.
+            model: The model asked for, or ``""`` for calls that name none.
+
+        Returns:
+            AuthError (401/402/403), ModelNotFound (a 404 naming ``model``),
+            ProviderUnavailable (another 404, 5xx), ServerBusy (429/529, with
+            ``retry_after_s``), else InvalidRequest (400, 413, other 4xx).
+        """
+        try:
+            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the status alone still says enough
+            raw = b""
+        error_type, message = decode_error_body(raw)
+        status = resp.status_code
+        detail = self.excerpt(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
+        wait_s = retry_after(resp.headers.get("retry-after"))
+        if status in (401, 403):
+            what = "rejected the API key" if status == 401 else "refused this API key"
+            return AuthError(
+                f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
+                provider=self.provider,
+            )
+        if status == 402:
+            return AuthError(
+                f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
+                provider=self.provider,
+            )
+        if status == 404:
+            # The API names the model ("model: claude-x") when it is the model that
+            # is missing; any other 404 is a path this base_url does not serve.
+            if not model or not (message.startswith("model:") or model in message):
+                return ProviderUnavailable(
+                    f"{detail} — is {self.base_url} the Anthropic API? Set base_url to "
+                    f"the host alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
+                    provider=self.provider,
+                )
+            return ModelNotFound(
+                f"model {model!r} not found ({detail}) — check the name against "
+                "`rubberduck models` (GET /v1/models)",
+                provider=self.provider,
+                model=model,
+            )
+        if status == 429:
+            wait = f"after {wait_s:g} s" if wait_s is not None else "later"
+            return ServerBusy(
+                f"{detail} — rate limited; retry {wait} or raise the account's rate limit",
+                provider=self.provider,
+                retry_after_s=wait_s,
+            )
+        if status == 529:
+            return ServerBusy(
+                f"{detail} — Anthropic is overloaded; retry later",
+                provider=self.provider,
+                retry_after_s=wait_s,
+            )
+        if status == 413:
+            return InvalidRequest(
+                f"{detail} — the request is too large; send a shorter conversation or "
+                "smaller images",
+                provider=self.provider,
+            )
+        if status >= 500:
+            return ProviderUnavailable(detail, provider=self.provider)
+        return InvalidRequest(f"{detail} — fix the request", provider=self.provider)
