@@ -157,12 +157,14 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             raise ProtocolError(
                 "the stream ended before Ollama's final `done` line", provider=self.name
             )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            raise
         except Exception as exc:
+            # A cancel can surface as a clean end of stream (a truncated answer) as
+            # well as a read error: either way it is the cancel.
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
+            if isinstance(exc, RubberDuckError):
+                exc.provider = exc.provider or self.name
+                raise
             raise self._transport_error(exc) from exc
         finally:
             scope.detach()

@@ -19,6 +19,7 @@ from werkzeug import Request, Response
 
 from rubberduck.errors import (
     AuthError,
+    Cancelled,
     InvalidRequest,
     ModelNotFound,
     ProtocolError,
@@ -760,6 +761,43 @@ def test_cancel_mid_stream_keep_alive_connection(keep_alive_server: str) -> None
     assert scope.cancelled
     assert events == [Delta("The")]
     assert elapsed < 2
+
+
+def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
+    # cancel() marks the scope, then shuts the socket down: the reading thread may
+    # see a clean end of stream (a body that ends with the connection, as HTTP/1.0
+    # and some proxies send) before anything raises. That end is the cancel, not a
+    # truncated answer (ProtocolError, which would let the router try the next
+    # backend). Setting the flag from emit() pins the race deterministically.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
+            )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    provider = OllamaProvider(
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", default_model="m", timeout=5
+    )
+    scope = CancelScope()
+    events: list[Event] = []
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        scope.cancelled = True  # cancel() has begun; its closer has not run yet
+
+    try:
+        with pytest.raises(Cancelled):
+            provider.run(chat(), emit, scope)
+    finally:
+        provider.close()
+        thread.join(5)
+        listener.close()
+    assert events == [Delta("The")]
 
 
 def test_cancel_before_run_emits_nothing(
