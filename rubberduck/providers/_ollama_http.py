@@ -51,6 +51,8 @@ START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
 _MAX_ERROR_BYTES = 64 * 1024
 
 ENCODER = msgspec.json.Encoder()
+#: Headers of requests whose answer is read line by line, undecoded.
+_STREAM_HEADERS = {"Accept-Encoding": "identity"}
 
 #: A Go duration (``time.ParseDuration``), as Ollama reads a ``keep_alive`` string.
 _GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
@@ -291,11 +293,17 @@ class OllamaHTTP:
         http_error: Callable[[requests.Response], RubberDuckError] | None = None,
     ) -> requests.Response:
         """POST a request whose answer is read as it arrives (see
-        :func:`~rubberduck.providers.base.open_stream`)."""
+        :func:`~rubberduck.providers.base.open_stream`). It asks for an
+        uncompressed answer: NDJSON lines are read raw as they arrive, and a proxy
+        in front of Ollama would otherwise gzip them."""
         timeouts = self._timeouts(timeout)
         return open_stream(
             lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=timeouts
+                self.base_url + path,
+                data=body,
+                headers=_STREAM_HEADERS,
+                stream=True,
+                timeout=timeouts,
             ),
             scope,
             http_error=http_error or (lambda resp: self._http_error(resp, model)),

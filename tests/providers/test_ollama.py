@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import threading
@@ -192,6 +193,29 @@ def test_chat_stream_any_chunking(
         chunks = [body[i : i + 1] for i in range(len(body))]
     httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
     assert run(provider, chat()) == CHAT_STREAM_EVENTS
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/pull"])
+def test_streams_are_read_even_behind_a_compressing_proxy(
+    httpserver: HTTPServer, provider: OllamaProvider, path: str
+) -> None:
+    # A proxy in front of Ollama (nginx `gzip on`, a CDN) compresses what the
+    # client accepts; lines read as they arrive cannot be gzip.
+    name = "chat_stream.ndjson" if path == "/api/chat" else "pull_progress.ndjson"
+    body = load_fixture(name)
+
+    def handler(request: Request) -> Response:
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return Response(
+                gzip.compress(body), content_type=NDJSON, headers={"Content-Encoding": "gzip"}
+            )
+        return Response(body, content_type=NDJSON)
+
+    httpserver.expect_request(path, method="POST").respond_with_handler(handler)
+    if path == "/api/chat":
+        assert run(provider, chat()) == CHAT_STREAM_EVENTS
+    else:
+        assert provider.pull("llama3.2").done
 
 
 def test_chat_stream_emits_each_line_as_it_arrives(
