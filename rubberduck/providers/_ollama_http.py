@@ -177,7 +177,7 @@ class OllamaHTTP:
                 provider=self.name,
             )
         keep_alive = self.keep_alive
-        if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive.strip()):
+        if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive):
             raise ConfigError(
                 f"{where} keep_alive {keep_alive!r} is not a duration Ollama reads — use "
                 'seconds as a number (300), or a string with a unit ("5m", "1h30m"); '

@@ -582,6 +582,9 @@ def test_validate_config_accepts(keep_alive: Any) -> None:
         ({"keep_alive": "300"}, 'a unit ("5m"'),
         ({"keep_alive": "-1"}, "not a duration"),
         ({"keep_alive": "five minutes"}, "not a duration"),
+        # Go's time.ParseDuration trims nothing: Ollama would answer HTTP 400.
+        ({"keep_alive": " 5m"}, "not a duration"),
+        ({"keep_alive": "5m\n"}, "not a duration"),
         ({"timeout": 0}, "timeout and connect_timeout > 0"),
         ({"connect_timeout": -1}, "timeout and connect_timeout > 0"),
         ({"pool_size": 0}, "pool size of at least 1"),
