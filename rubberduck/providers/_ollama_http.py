@@ -139,7 +139,8 @@ class OllamaHTTP:
         self.pool_size = pool_size
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
-        self._session = new_session(pool_size=max(1, pool_size), trust_env=trust_env)
+        self.validate_config()
+        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -149,8 +150,8 @@ class OllamaHTTP:
         close_session(self._session)
 
     def validate_config(self) -> None:
-        """Check the settings without a network call (the host was parsed at
-        construction).
+        """Check the settings without a network call; construction runs it, so a
+        bad ``[provider]`` table fails at start-up, not on every request.
 
         Raises:
             ConfigError: the URL is not http(s), a timeout or the pool size is not

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from rubberduck.config import ProviderConfig
 from rubberduck.errors import (
     Cancelled,
     ConfigError,
@@ -34,6 +35,7 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Done, Durations, EmbedRequest, EmbedResponse, Usage
 from rubberduck.ollama_types import ListedModel, ModelDetails, Progress, RunningModel
+from rubberduck.providers import create_provider
 from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.ollama import OllamaProvider
 from tests.conftest import load_fixture, wait_until
@@ -593,11 +595,17 @@ def test_validate_config_accepts(keep_alive: Any) -> None:
     ],
 )
 def test_validate_config_refuses(kwargs: dict[str, Any], text: str) -> None:
-    provider = OllamaProvider("local-ollama", **kwargs)
+    # Construction checks, so a bad [provider] table fails at start-up.
     with pytest.raises(ConfigError, match=r"\[provider\.local-ollama\]") as info:
-        provider.validate_config()
+        OllamaProvider("local-ollama", **kwargs)
     assert text in info.value.message
-    provider.close()
+
+
+def test_create_provider_refuses_a_bad_ollama_table() -> None:
+    with pytest.raises(ConfigError, match="not a duration"):
+        create_provider("ollama", ProviderConfig(keep_alive="five minutes"))
+    with pytest.raises(ConfigError, match="timeout and connect_timeout > 0"):
+        create_provider("ollama", ProviderConfig(timeout=0))
 
 
 def test_bad_port_is_a_config_error() -> None:
