@@ -11,6 +11,7 @@ status still 200.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -68,10 +69,11 @@ _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
 def parse_ollama_host(host: str | None) -> str:
     """Turn an ``OLLAMA_HOST``-style value into a base URL, as Ollama's clients do.
 
-    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]`` and
-    bracketed IPv6. A missing port is 11434 (80/443 with an explicit http/https
-    scheme). ``0.0.0.0`` and ``::`` are addresses a server listens on, not ones to
-    connect to, so they map to loopback.
+    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]``,
+    bracketed IPv6 (``[::1]:11434``) and a bare IPv6 address without a port
+    (``::1``, as Ollama's Go client reads it). A missing port is 11434 (80/443
+    with an explicit http/https scheme). ``0.0.0.0`` and ``::`` are addresses a
+    server listens on, not ones to connect to, so they map to loopback.
 
     Args:
         host: The value, or ``None``/``""`` for the default.
@@ -90,6 +92,10 @@ def parse_ollama_host(host: str | None) -> str:
         port = 80
     elif scheme == "https":
         port = 443
+    address, slash, path = hostport.partition("/")
+    if address.count(":") > 1 and not address.startswith("["):
+        with contextlib.suppress(ValueError):  # a bare IPv6 address, as Go's client takes it
+            hostport = f"[{ipaddress.IPv6Address(address)}]{slash}{path}"
     split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
     try:
         port = split.port or port
