@@ -16,7 +16,7 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -43,13 +43,29 @@ from rubberduck.providers.base import (
     transport_error,
 )
 
-__all__ = ["DEFAULT_OLLAMA_HOST", "ENCODER", "OllamaHTTP", "parse_ollama_host"]
+__all__ = [
+    "DEFAULT_API_KEY_ENV",
+    "DEFAULT_OLLAMA_HOST",
+    "ENCODER",
+    "OllamaHTTP",
+    "parse_ollama_host",
+]
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
+
+#: The variable the official client reads its API key from (ollama.com, proxies).
+DEFAULT_API_KEY_ENV = "OLLAMA_API_KEY"
+#: Headers the official client sets itself, whatever ``headers`` says.
+_FIXED_HEADERS = frozenset({"content-type", "accept", "user-agent"})
+#: An HTTP field name (RFC 9110 token); a field value without controls or spaces
+#: around it; an API key (no spaces at all).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?")
+_TOKEN = re.compile(r"[^\x00-\x20\x7f]+")
 
 ENCODER = msgspec.json.Encoder()
 #: Headers of requests whose answer is read line by line, undecoded.
@@ -115,6 +131,78 @@ def parse_ollama_host(host: str | None) -> str:
     return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
 
 
+class _Secrets:
+    """Credentials to keep out of messages; the repr never shows them (``vars()``,
+    debuggers, logs)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, *values: str) -> None:
+        # Short values ("1", "yes") would redact ordinary words, and are no secret.
+        self.values = tuple(v for v in values if len(v) >= 8)
+
+    def __repr__(self) -> str:
+        return f"_Secrets(<{len(self.values)} hidden>)"
+
+    def redact(self, text: str) -> str:
+        for value in self.values:
+            text = text.replace(value, "***")
+        return text
+
+
+def _extra_headers(headers: Mapping[str, str] | None, key: str) -> dict[str, str]:
+    """What the official client adds to its requests: the given headers (names in
+    lower case, ``None`` values dropped, Content-Type, Accept and User-Agent kept
+    as the client sets them), then ``authorization: Bearer <key>`` unless the
+    headers carry an Authorization already (ollama-python ``BaseClient``)."""
+    extra = {
+        k.lower(): v
+        for k, v in (headers or {}).items()
+        if v is not None and k.lower() not in _FIXED_HEADERS
+    }
+    if key and not extra.get("authorization"):
+        extra["authorization"] = f"Bearer {key}"
+    return extra
+
+
+def _check_credentials(
+    name: str, key_env: str, named: bool, key: str, headers: Mapping[str, str]
+) -> None:
+    """Refuse, before any request, credentials that could only fail (requests
+    would also reject a malformed header with its value in the message).
+
+    Raises:
+        ConfigError: ``key_env`` was named in the configuration but is not set,
+            the key in it holds whitespace or control characters, or a header
+            name or value is malformed; the message names the variable or the
+            header, never the value.
+    """
+    where = f"[provider.{name}]"
+    if named and not key:
+        raise ConfigError(
+            f"{where} ${key_env} is not set — export it with the API key, or remove "
+            f"`api_key_env` to send ${DEFAULT_API_KEY_ENV} only when it is set",
+            provider=name,
+        )
+    if key and not _TOKEN.fullmatch(key):
+        raise ConfigError(
+            f"{where} the API key in ${key_env} contains whitespace or control "
+            "characters — set it again without them",
+            provider=name,
+        )
+    for header, value in headers.items():
+        if not (
+            _HEADER_NAME.fullmatch(header)
+            and isinstance(value, str)
+            and (value == "" or _HEADER_VALUE.fullmatch(value))
+        ):
+            raise ConfigError(
+                f"{where} header {header!r} is not a valid HTTP header: a token name "
+                "and a string value on one line, without spaces around it",
+                provider=name,
+            )
+
+
 class OllamaHTTP:
     """The connection to one Ollama server (see :class:`OllamaProvider` for the
     arguments)."""
@@ -128,6 +216,8 @@ class OllamaHTTP:
         *,
         base_url: str | None = None,
         default_model: str | None = None,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float = 300.0,
         connect_timeout: float = 3.0,
         keep_alive: float | str | None = None,
@@ -140,13 +230,21 @@ class OllamaHTTP:
             base_url if base_url is not None else os.environ.get("OLLAMA_HOST")
         )
         self.default_model = default_model
+        self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.keep_alive = keep_alive
         self.max_line_bytes = max_line_bytes
         self.pool_size = pool_size
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
         self.validate_config()
-        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
+        key = os.environ.get(self.api_key_env, "").strip()
+        given = _extra_headers(headers, "")
+        _check_credentials(name, self.api_key_env, bool(api_key_env), key, given)
+        # Where the Authorization header comes from: "headers" (they win), "key" or "".
+        self._auth = "headers" if given.get("authorization") else "key" if key else ""
+        extra = _extra_headers(headers, key)
+        self._secrets = _Secrets(key, *extra.values())
+        self._session = new_session(pool_size=pool_size, trust_env=trust_env, headers=extra)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -322,7 +420,7 @@ class OllamaHTTP:
         try:
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
-            snippet = raw[:120].decode("utf-8", "replace")
+            snippet = self._secrets.redact(raw[:120].decode("utf-8", "replace"))
             raise ProtocolError(
                 f"not an Ollama JSON answer ({exc}): {snippet!r}", provider=self.name
             ) from None
@@ -332,9 +430,9 @@ class OllamaHTTP:
     def _transport_error(self, exc: BaseException) -> RubberDuckError:
         return transport_error(exc, provider=self.name, base_url=self.base_url, hint=START_HINT)
 
-    @staticmethod
-    def _error_text(resp: requests.Response) -> str:
-        """The ``error`` of an error body, else its start, else the reason phrase."""
+    def _error_text(self, resp: requests.Response) -> str:
+        """The ``error`` of an error body, else its start, else the reason phrase;
+        credentials a server echoes are replaced by ``***``."""
         try:
             raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
         except Exception:  # noqa: BLE001 - the status alone still says enough
@@ -343,7 +441,7 @@ class OllamaHTTP:
             message = _ERROR_DECODER.decode(raw).error
         except msgspec.DecodeError:
             message = raw[:200].decode("utf-8", "replace").strip()
-        return message or resp.reason or f"HTTP {resp.status_code}"
+        return self._secrets.redact(message) or resp.reason or f"HTTP {resp.status_code}"
 
     def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
         """Map an HTTP error answer; ``model`` is the model the call was about
@@ -376,13 +474,22 @@ class OllamaHTTP:
                 retry_after_s=_retry_after(resp.headers.get("Retry-After")),
             )
         if status in (401, 403):
-            # Ollama answers 401 for cloud models until `ollama signin`; a proxy in
-            # front of a server answers 401/403 for a missing or wrong key.
-            return AuthError(
-                f"HTTP {status}: {message} — run `ollama signin` for cloud models, or "
-                "check the credentials a proxy in front of Ollama expects",
-                provider=self.name,
-            )
+            # Ollama answers 401 for cloud models until `ollama signin`; ollama.com
+            # and a proxy in front of a server answer 401/403 for a missing or
+            # wrong key.
+            if self._auth == "key":
+                remedy = (
+                    f"check the API key in ${self.api_key_env} (sent as a Bearer token), "
+                    "or run `ollama signin` if a local server runs the cloud model"
+                )
+            elif self._auth == "headers":
+                remedy = "check the Authorization header in this provider's `headers`"
+            else:
+                remedy = (
+                    "run `ollama signin` for cloud models, or check the credentials a "
+                    "proxy in front of Ollama expects"
+                )
+            return AuthError(f"HTTP {status}: {message} — {remedy}", provider=self.name)
         if status >= 500:
             return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
         return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
