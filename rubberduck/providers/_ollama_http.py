@@ -1,6 +1,7 @@
-"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: the
-host setting, one pooled session, sending, bounded reads, and Ollama's errors
-mapped onto :mod:`rubberduck.errors`.
+"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: one
+pooled session, sending, bounded reads, and Ollama's errors mapped onto
+:mod:`rubberduck.errors` (host, key and headers are read by
+:mod:`rubberduck.providers._ollama_settings`).
 
 Errors (ollama/ollama ``server/routes.go``): a failure before any output is an HTTP
 status with ``{"error": "..."}`` — 404 for an unknown model, 400 for a bad request,
@@ -11,8 +12,6 @@ status still 200.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import os
 import re
 import urllib.parse
@@ -32,6 +31,14 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
+from rubberduck.providers._ollama_settings import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_OLLAMA_HOST,
+    Secrets,
+    check_credentials,
+    extra_headers,
+    parse_ollama_host,
+)
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -43,29 +50,11 @@ from rubberduck.providers.base import (
     transport_error,
 )
 
-__all__ = [
-    "DEFAULT_API_KEY_ENV",
-    "DEFAULT_OLLAMA_HOST",
-    "ENCODER",
-    "OllamaHTTP",
-    "parse_ollama_host",
-]
+__all__ = ["ENCODER", "OllamaHTTP"]
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_PORT = 11434
 START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
-
-#: The variable the official client reads its API key from (ollama.com, proxies).
-DEFAULT_API_KEY_ENV = "OLLAMA_API_KEY"
-#: Headers the official client sets itself, whatever ``headers`` says.
-_FIXED_HEADERS = frozenset({"content-type", "accept", "user-agent"})
-#: An HTTP field name (RFC 9110 token); a field value without controls or spaces
-#: around it; an API key (no spaces at all).
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?")
-_TOKEN = re.compile(r"[^\x00-\x20\x7f]+")
 
 ENCODER = msgspec.json.Encoder()
 #: Headers of requests whose answer is read line by line, undecoded.
@@ -80,127 +69,6 @@ class _ErrorBody(msgspec.Struct):
 
 
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
-
-
-def parse_ollama_host(host: str | None) -> str:
-    """Turn an ``OLLAMA_HOST``-style value into a base URL, as Ollama's clients do.
-
-    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]``,
-    bracketed IPv6 (``[::1]:11434``) and a bare IPv6 address without a port
-    (``::1``, as Ollama's Go client reads it). A missing port is 11434 (80/443
-    with an explicit http/https scheme). ``0.0.0.0`` and ``::`` are addresses a
-    server listens on, not ones to connect to, so they map to loopback.
-
-    Args:
-        host: The value, or ``None``/``""`` for the default.
-
-    Returns:
-        A URL such as ``"http://127.0.0.1:11434"``, without a trailing slash.
-
-    Raises:
-        ConfigError: the port is not a number in 0–65535.
-    """
-    text, port = (host or "").strip(), DEFAULT_PORT
-    scheme, _, hostport = text.partition("://")
-    if not hostport:
-        scheme, hostport = "http", text
-    elif scheme == "http":
-        port = 80
-    elif scheme == "https":
-        port = 443
-    address, slash, path = hostport.partition("/")
-    if address.count(":") > 1 and not address.startswith("["):
-        with contextlib.suppress(ValueError):  # a bare IPv6 address, as Go's client takes it
-            hostport = f"[{ipaddress.IPv6Address(address)}]{slash}{path}"
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
-    try:
-        port = split.port or port
-    except ValueError as exc:
-        raise ConfigError(f"bad port in Ollama host {host!r} — use host:port") from exc
-    name = split.hostname or "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    if ip is not None and ip.is_unspecified:
-        name = "127.0.0.1" if ip.version == 4 else "::1"
-        ip = ipaddress.ip_address(name)
-    if ip is not None and ip.version == 6:
-        name = f"[{name}]"
-    path = split.path.strip("/")
-    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
-
-
-class _Secrets:
-    """Credentials to keep out of messages; the repr never shows them (``vars()``,
-    debuggers, logs)."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, *values: str) -> None:
-        # Short values ("1", "yes") would redact ordinary words, and are no secret.
-        self.values = tuple(v for v in values if len(v) >= 8)
-
-    def __repr__(self) -> str:
-        return f"_Secrets(<{len(self.values)} hidden>)"
-
-    def redact(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
-
-
-def _extra_headers(headers: Mapping[str, str] | None, key: str) -> dict[str, str]:
-    """What the official client adds to its requests: the given headers (names in
-    lower case, ``None`` values dropped, Content-Type, Accept and User-Agent kept
-    as the client sets them), then ``authorization: Bearer <key>`` unless the
-    headers carry an Authorization already (ollama-python ``BaseClient``)."""
-    extra = {
-        k.lower(): v
-        for k, v in (headers or {}).items()
-        if v is not None and k.lower() not in _FIXED_HEADERS
-    }
-    if key and not extra.get("authorization"):
-        extra["authorization"] = f"Bearer {key}"
-    return extra
-
-
-def _check_credentials(
-    name: str, key_env: str, named: bool, key: str, headers: Mapping[str, str]
-) -> None:
-    """Refuse, before any request, credentials that could only fail (requests
-    would also reject a malformed header with its value in the message).
-
-    Raises:
-        ConfigError: ``key_env`` was named in the configuration but is not set,
-            the key in it holds whitespace or control characters, or a header
-            name or value is malformed; the message names the variable or the
-            header, never the value.
-    """
-    where = f"[provider.{name}]"
-    if named and not key:
-        raise ConfigError(
-            f"{where} ${key_env} is not set — export it with the API key, or remove "
-            f"`api_key_env` to send ${DEFAULT_API_KEY_ENV} only when it is set",
-            provider=name,
-        )
-    if key and not _TOKEN.fullmatch(key):
-        raise ConfigError(
-            f"{where} the API key in ${key_env} contains whitespace or control "
-            "characters — set it again without them",
-            provider=name,
-        )
-    for header, value in headers.items():
-        if not (
-            _HEADER_NAME.fullmatch(header)
-            and isinstance(value, str)
-            and (value == "" or _HEADER_VALUE.fullmatch(value))
-        ):
-            raise ConfigError(
-                f"{where} header {header!r} is not a valid HTTP header: a token name "
-                "and a string value on one line, without spaces around it",
-                provider=name,
-            )
 
 
 class OllamaHTTP:
@@ -238,12 +106,12 @@ class OllamaHTTP:
         self._catalogue: tuple[str, ...] | None = None
         self.validate_config()
         key = os.environ.get(self.api_key_env, "").strip()
-        given = _extra_headers(headers, "")
-        _check_credentials(name, self.api_key_env, bool(api_key_env), key, given)
+        given = extra_headers(headers, "")
+        check_credentials(name, self.api_key_env, bool(api_key_env), key, given)
         # Where the Authorization header comes from: "headers" (they win), "key" or "".
         self._auth = "headers" if given.get("authorization") else "key" if key else ""
-        extra = _extra_headers(headers, key)
-        self._secrets = _Secrets(key, *extra.values())
+        extra = extra_headers(headers, key)
+        self._secrets = Secrets(key, *extra.values())
         self._session = new_session(pool_size=pool_size, trust_env=trust_env, headers=extra)
 
     def __repr__(self) -> str:

@@ -47,10 +47,7 @@ from rubberduck.messages import (
     ToolCall,
     Usage,
 )
-from rubberduck.providers._ollama_http import (
-    DEFAULT_OLLAMA_HOST,
-    parse_ollama_host,
-)
+from rubberduck.providers._ollama_settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
 from rubberduck.providers._ollama_wire import (
     CHAT_DECODER,
     EMBED_DECODER,
