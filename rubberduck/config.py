@@ -55,7 +55,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             ``https://api.anthropic.com``).
         api_key_env: Name of the environment variable holding the API key (never
             the key itself), e.g. ``"OPENAI_API_KEY"``; ``None`` for servers that
-            need none (``anthropic`` default: ``ANTHROPIC_API_KEY``).
+            need none (``anthropic`` default: ``ANTHROPIC_API_KEY``; ``ollama``
+            default: ``OLLAMA_API_KEY`` when it is set, as the official client).
+        headers: ``ollama`` only: extra HTTP headers for every request (e.g. what
+            a proxy in front of Ollama expects), as the official client's
+            ``headers``; an ``Authorization`` here wins over the key.
         model: Default model for requests that name none. For ``local``, a
             packaged model name or a ``.gguf`` path.
         models: Extra model names to treat as served before the catalogue is read.
@@ -85,6 +89,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     enabled: bool = True
     base_url: str | None = None
     api_key_env: str | None = None
+    headers: dict[str, str] = {}
     model: str | None = None
     models: list[str] = []
     serve_any_model: bool = False

@@ -5,7 +5,7 @@ It serves every endpoint of Ollama's native API (chat, generate, embed, embeddin
 tags, ps, show, version, ``GET /``, pull, push, create, blobs, copy, delete). Its
 healthy answers are the transcripts in ``shared/fixtures/ollama/`` and
 ``tests/fixtures/ollama/`` (taken from Ollama's docs and server code), streamed as
-chunked NDJSON like Ollama's Go server does. Every request is recorded, its raw
+chunked NDJSON like Ollama's Go server does. Every request is recorded, its headers and raw
 body too. Bound to 127.0.0.1 on a free port; ``stop()`` (or the ``with`` block)
 shuts it down.
 """
@@ -93,6 +93,7 @@ class FakeOllama:
         self._script_lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
         self.raw_bodies: list[bytes] = []  # the bytes of each request's body, in order
+        self.headers: list[dict[str, str]] = []  # each request's headers, names in lower case
         self.blobs: set[str] = set()  # digests uploaded to /api/blobs
         self.post_times: list[float] = []  # time.monotonic() of each POST
         self.retry_after: str | None = None  # a Retry-After header on 503 and 429 answers
@@ -262,6 +263,7 @@ class FakeOllama:
         except ValueError:
             body = {}  # a blob upload: see raw_bodies
         self.raw_bodies.append(raw)
+        self.headers.append({k.lower(): v for k, v in handler.headers.items()})
         self.requests.append((handler.command, handler.path, body))
         if handler.command == "POST":
             self.post_times.append(time.monotonic())

@@ -44,8 +44,16 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
         "pool_size": cfg.max_in_flight + 2,
         "trust_env": cfg.trust_env,
     }
+    if cfg.headers and kind != "ollama":
+        raise ConfigError(f'[provider.{name}] `headers` is only for kind "ollama"')
     if kind == "ollama":
-        return OllamaProvider(name, keep_alive=cfg.keep_alive, **http)
+        return OllamaProvider(
+            name,
+            keep_alive=cfg.keep_alive,
+            api_key_env=cfg.api_key_env,
+            headers=cfg.headers,
+            **http,
+        )
     if kind == "local":
         return LocalProvider(
             name,

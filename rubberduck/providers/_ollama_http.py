@@ -1,6 +1,7 @@
-"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: the
-host setting, one pooled session, sending, bounded reads, and Ollama's errors
-mapped onto :mod:`rubberduck.errors`.
+"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: one
+pooled session, sending, bounded reads, and Ollama's errors mapped onto
+:mod:`rubberduck.errors` (host, key and headers are read by
+:mod:`rubberduck.providers._ollama_settings`).
 
 Errors (ollama/ollama ``server/routes.go``): a failure before any output is an HTTP
 status with ``{"error": "..."}`` — 404 for an unknown model, 400 for a bad request,
@@ -11,11 +12,10 @@ status still 200.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -31,6 +31,14 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
+from rubberduck.providers._ollama_settings import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_OLLAMA_HOST,
+    Secrets,
+    check_credentials,
+    extra_headers,
+    parse_ollama_host,
+)
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -42,15 +50,15 @@ from rubberduck.providers.base import (
     transport_error,
 )
 
-__all__ = ["DEFAULT_OLLAMA_HOST", "ENCODER", "OllamaHTTP", "parse_ollama_host"]
+__all__ = ["ENCODER", "OllamaHTTP"]
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_PORT = 11434
 START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
 #: Bodies of error responses are read up to this many bytes.
 _MAX_ERROR_BYTES = 64 * 1024
 
 ENCODER = msgspec.json.Encoder()
+#: Headers of requests whose answer is read line by line, undecoded.
+_STREAM_HEADERS = {"Accept-Encoding": "identity"}
 
 #: A Go duration (``time.ParseDuration``), as Ollama reads a ``keep_alive`` string.
 _GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
@@ -61,50 +69,6 @@ class _ErrorBody(msgspec.Struct):
 
 
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
-
-
-def parse_ollama_host(host: str | None) -> str:
-    """Turn an ``OLLAMA_HOST``-style value into a base URL, as Ollama's clients do.
-
-    Accepts ``host``, ``host:port``, ``:port``, ``scheme://host[:port][/path]`` and
-    bracketed IPv6. A missing port is 11434 (80/443 with an explicit http/https
-    scheme). ``0.0.0.0`` and ``::`` are addresses a server listens on, not ones to
-    connect to, so they map to loopback.
-
-    Args:
-        host: The value, or ``None``/``""`` for the default.
-
-    Returns:
-        A URL such as ``"http://127.0.0.1:11434"``, without a trailing slash.
-
-    Raises:
-        ConfigError: the port is not a number in 0–65535.
-    """
-    text, port = (host or "").strip(), DEFAULT_PORT
-    scheme, _, hostport = text.partition("://")
-    if not hostport:
-        scheme, hostport = "http", text
-    elif scheme == "http":
-        port = 80
-    elif scheme == "https":
-        port = 443
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
-    try:
-        port = split.port or port
-    except ValueError as exc:
-        raise ConfigError(f"bad port in Ollama host {host!r} — use host:port") from exc
-    name = split.hostname or "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    if ip is not None and ip.is_unspecified:
-        name = "127.0.0.1" if ip.version == 4 else "::1"
-        ip = ipaddress.ip_address(name)
-    if ip is not None and ip.version == 6:
-        name = f"[{name}]"
-    path = split.path.strip("/")
-    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
 
 
 class OllamaHTTP:
@@ -120,6 +84,8 @@ class OllamaHTTP:
         *,
         base_url: str | None = None,
         default_model: str | None = None,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float = 300.0,
         connect_timeout: float = 3.0,
         keep_alive: float | str | None = None,
@@ -132,12 +98,21 @@ class OllamaHTTP:
             base_url if base_url is not None else os.environ.get("OLLAMA_HOST")
         )
         self.default_model = default_model
+        self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.keep_alive = keep_alive
         self.max_line_bytes = max_line_bytes
         self.pool_size = pool_size
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
-        self._session = new_session(pool_size=max(1, pool_size), trust_env=trust_env)
+        self.validate_config()
+        key = os.environ.get(self.api_key_env, "").strip()
+        given = extra_headers(headers, "")
+        check_credentials(name, self.api_key_env, bool(api_key_env), key, given)
+        # Where the Authorization header comes from: "headers" (they win), "key" or "".
+        self._auth = "headers" if given.get("authorization") else "key" if key else ""
+        extra = extra_headers(headers, key)
+        self._secrets = Secrets(key, *extra.values())
+        self._session = new_session(pool_size=pool_size, trust_env=trust_env, headers=extra)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -147,8 +122,8 @@ class OllamaHTTP:
         close_session(self._session)
 
     def validate_config(self) -> None:
-        """Check the settings without a network call (the host was parsed at
-        construction).
+        """Check the settings without a network call; construction runs it, so a
+        bad ``[provider]`` table fails at start-up, not on every request.
 
         Raises:
             ConfigError: the URL is not http(s), a timeout or the pool size is not
@@ -175,7 +150,7 @@ class OllamaHTTP:
                 provider=self.name,
             )
         keep_alive = self.keep_alive
-        if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive.strip()):
+        if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive):
             raise ConfigError(
                 f"{where} keep_alive {keep_alive!r} is not a duration Ollama reads — use "
                 'seconds as a number (300), or a string with a unit ("5m", "1h30m"); '
@@ -291,11 +266,17 @@ class OllamaHTTP:
         http_error: Callable[[requests.Response], RubberDuckError] | None = None,
     ) -> requests.Response:
         """POST a request whose answer is read as it arrives (see
-        :func:`~rubberduck.providers.base.open_stream`)."""
+        :func:`~rubberduck.providers.base.open_stream`). It asks for an
+        uncompressed answer: NDJSON lines are read raw as they arrive, and a proxy
+        in front of Ollama would otherwise gzip them."""
         timeouts = self._timeouts(timeout)
         return open_stream(
             lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=timeouts
+                self.base_url + path,
+                data=body,
+                headers=_STREAM_HEADERS,
+                stream=True,
+                timeout=timeouts,
             ),
             scope,
             http_error=http_error or (lambda resp: self._http_error(resp, model)),
@@ -307,7 +288,7 @@ class OllamaHTTP:
         try:
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
-            snippet = raw[:120].decode("utf-8", "replace")
+            snippet = self._secrets.redact(raw[:120].decode("utf-8", "replace"))
             raise ProtocolError(
                 f"not an Ollama JSON answer ({exc}): {snippet!r}", provider=self.name
             ) from None
@@ -317,9 +298,9 @@ class OllamaHTTP:
     def _transport_error(self, exc: BaseException) -> RubberDuckError:
         return transport_error(exc, provider=self.name, base_url=self.base_url, hint=START_HINT)
 
-    @staticmethod
-    def _error_text(resp: requests.Response) -> str:
-        """The ``error`` of an error body, else its start, else the reason phrase."""
+    def _error_text(self, resp: requests.Response) -> str:
+        """The ``error`` of an error body, else its start, else the reason phrase;
+        credentials a server echoes are replaced by ``***``."""
         try:
             raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
         except Exception:  # noqa: BLE001 - the status alone still says enough
@@ -328,7 +309,7 @@ class OllamaHTTP:
             message = _ERROR_DECODER.decode(raw).error
         except msgspec.DecodeError:
             message = raw[:200].decode("utf-8", "replace").strip()
-        return message or resp.reason or f"HTTP {resp.status_code}"
+        return self._secrets.redact(message) or resp.reason or f"HTTP {resp.status_code}"
 
     def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
         """Map an HTTP error answer; ``model`` is the model the call was about
@@ -361,13 +342,22 @@ class OllamaHTTP:
                 retry_after_s=_retry_after(resp.headers.get("Retry-After")),
             )
         if status in (401, 403):
-            # Ollama answers 401 for cloud models until `ollama signin`; a proxy in
-            # front of a server answers 401/403 for a missing or wrong key.
-            return AuthError(
-                f"HTTP {status}: {message} — run `ollama signin` for cloud models, or "
-                "check the credentials a proxy in front of Ollama expects",
-                provider=self.name,
-            )
+            # Ollama answers 401 for cloud models until `ollama signin`; ollama.com
+            # and a proxy in front of a server answer 401/403 for a missing or
+            # wrong key.
+            if self._auth == "key":
+                remedy = (
+                    f"check the API key in ${self.api_key_env} (sent as a Bearer token), "
+                    "or run `ollama signin` if a local server runs the cloud model"
+                )
+            elif self._auth == "headers":
+                remedy = "check the Authorization header in this provider's `headers`"
+            else:
+                remedy = (
+                    "run `ollama signin` for cloud models, or check the credentials a "
+                    "proxy in front of Ollama expects"
+                )
+            return AuthError(f"HTTP {status}: {message} — {remedy}", provider=self.name)
         if status >= 500:
             return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
         return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)

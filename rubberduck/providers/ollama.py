@@ -47,10 +47,7 @@ from rubberduck.messages import (
     ToolCall,
     Usage,
 )
-from rubberduck.providers._ollama_http import (
-    DEFAULT_OLLAMA_HOST,
-    parse_ollama_host,
-)
+from rubberduck.providers._ollama_settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
 from rubberduck.providers._ollama_wire import (
     CHAT_DECODER,
     EMBED_DECODER,
@@ -100,6 +97,16 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         base_url: Server URL; ``None`` reads ``OLLAMA_HOST`` (default
             ``http://127.0.0.1:11434``). Parsed by :func:`parse_ollama_host`.
         default_model: Model for requests that name none (e.g. ``"llama3.2"``).
+        api_key_env: Name of the environment variable holding an API key, read
+            once here and sent as ``Authorization: Bearer <key>`` (for ollama.com
+            cloud models, or a server behind an authenticating proxy). ``None``
+            does what the official client does: ``OLLAMA_API_KEY`` if it is set,
+            else no key. A variable named here must be set. The key never
+            appears in a repr, ``vars()``, a log or an error message.
+        headers: Extra HTTP headers for every request, as the official client's
+            ``headers``: names are sent in lower case; ``Content-Type``,
+            ``Accept`` and ``User-Agent`` stay the provider's; an
+            ``Authorization`` here wins over the key.
         timeout: Read timeout in seconds: the longest silence accepted between
             bytes, which covers a model load before the first chunk.
         connect_timeout: Seconds to wait for the TCP connection.
@@ -111,7 +118,9 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             accepted, bytes.
 
     Raises:
-        ConfigError: the host's port is not a number.
+        ConfigError: the host's port is not a number, a setting is out of range
+            (see :meth:`validate_config`), ``api_key_env`` names a variable that
+            is not set or holds spaces, or a header is malformed.
     """
 
     # --- inference ----------------------------------------------------------------
@@ -126,8 +135,9 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             ModelNotFound: HTTP 404 — the message says which ``ollama pull`` to run.
             ServerBusy: HTTP 503 (Ollama's queue is full) or 429, with
                 ``retry_after_s`` from ``Retry-After``.
-            AuthError: HTTP 401/403 (a cloud model before ``ollama signin``, or a
-                proxy in front of Ollama that wants credentials).
+            AuthError: HTTP 401/403 (a cloud model before ``ollama signin``, a
+                missing or wrong API key, or a proxy in front of Ollama that wants
+                credentials); the message names the key's variable when one is sent.
             InvalidRequest: HTTP 400, or the request names no model and the backend
                 has no default.
             ProviderUnavailable: connection refused or broken, HTTP 5xx, or an
@@ -157,12 +167,14 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             raise ProtocolError(
                 "the stream ended before Ollama's final `done` line", provider=self.name
             )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            raise
         except Exception as exc:
+            # A cancel can surface as a clean end of stream (a truncated answer) as
+            # well as a read error: either way it is the cancel.
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
+            if isinstance(exc, RubberDuckError):
+                exc.provider = exc.provider or self.name
+                raise
             raise self._transport_error(exc) from exc
         finally:
             scope.detach()
@@ -184,7 +196,10 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
     def _emit_line(self, line: Any, emit: Emit, is_chat: bool) -> bool:
         """Emit one decoded line's events; return True after the final ``done`` line."""
         if line.error is not None:
-            raise ProviderUnavailable(f"Ollama reported an error: {line.error}", provider=self.name)
+            raise ProviderUnavailable(
+                f"Ollama reported an error: {self._secrets.redact(line.error)}",
+                provider=self.name,
+            )
         if is_chat:
             msg = line.message
             if msg is not None:
@@ -403,8 +418,9 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         (:meth:`list_models` or :meth:`list`); no network call.
 
         Returns:
-            A :class:`ProviderInfo` with ``kind="ollama"`` and
-            ``requires_api_key=False``.
+            A :class:`ProviderInfo` with ``kind="ollama"``; ``requires_api_key``
+            is whether requests carry an Authorization header (an API key from
+            ``api_key_env``, or one in ``headers``).
         """
         models = self._catalogue
         if models is None:
@@ -415,7 +431,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             kind=self.kind,
             base_url=self.base_url,
             models=models,
-            requires_api_key=False,
+            requires_api_key=bool(self._auth),
             is_local=is_local_host(host),
         )
 

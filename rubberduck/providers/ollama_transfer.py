@@ -292,7 +292,7 @@ class OllamaTransfers(OllamaHTTP):
     def _progress_line(self, raw: bytes, model: str, what: str) -> Progress:
         line: _ProgressLine = self._decode(_PROGRESS_DECODER, raw)
         if line.error is not None:
-            raise self._progress_error(line.error, model, what)
+            raise self._progress_error(self._secrets.redact(line.error), model, what)
         if not line.status:
             raise ProtocolError(f"a {what} progress line without `status`: {raw[:120]!r}")
         return Progress(

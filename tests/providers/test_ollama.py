@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import threading
@@ -19,6 +20,7 @@ from werkzeug import Request, Response
 
 from rubberduck.errors import (
     AuthError,
+    Cancelled,
     InvalidRequest,
     ModelNotFound,
     ProtocolError,
@@ -191,6 +193,29 @@ def test_chat_stream_any_chunking(
         chunks = [body[i : i + 1] for i in range(len(body))]
     httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
     assert run(provider, chat()) == CHAT_STREAM_EVENTS
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/pull"])
+def test_streams_are_read_even_behind_a_compressing_proxy(
+    httpserver: HTTPServer, provider: OllamaProvider, path: str
+) -> None:
+    # A proxy in front of Ollama (nginx `gzip on`, a CDN) compresses what the
+    # client accepts; lines read as they arrive cannot be gzip.
+    name = "chat_stream.ndjson" if path == "/api/chat" else "pull_progress.ndjson"
+    body = load_fixture(name)
+
+    def handler(request: Request) -> Response:
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return Response(
+                gzip.compress(body), content_type=NDJSON, headers={"Content-Encoding": "gzip"}
+            )
+        return Response(body, content_type=NDJSON)
+
+    httpserver.expect_request(path, method="POST").respond_with_handler(handler)
+    if path == "/api/chat":
+        assert run(provider, chat()) == CHAT_STREAM_EVENTS
+    else:
+        assert provider.pull("llama3.2").done
 
 
 def test_chat_stream_emits_each_line_as_it_arrives(
@@ -760,6 +785,43 @@ def test_cancel_mid_stream_keep_alive_connection(keep_alive_server: str) -> None
     assert scope.cancelled
     assert events == [Delta("The")]
     assert elapsed < 2
+
+
+def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
+    # cancel() marks the scope, then shuts the socket down: the reading thread may
+    # see a clean end of stream (a body that ends with the connection, as HTTP/1.0
+    # and some proxies send) before anything raises. That end is the cancel, not a
+    # truncated answer (ProtocolError, which would let the router try the next
+    # backend). Setting the flag from emit() pins the race deterministically.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
+            )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    provider = OllamaProvider(
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", default_model="m", timeout=5
+    )
+    scope = CancelScope()
+    events: list[Event] = []
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        scope.cancelled = True  # cancel() has begun; its closer has not run yet
+
+    try:
+        with pytest.raises(Cancelled):
+            provider.run(chat(), emit, scope)
+    finally:
+        provider.close()
+        thread.join(5)
+        listener.close()
+    assert events == [Delta("The")]
 
 
 def test_cancel_before_run_emits_nothing(

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from rubberduck.config import ProviderConfig
 from rubberduck.errors import (
     Cancelled,
     ConfigError,
@@ -34,6 +35,7 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Done, Durations, EmbedRequest, EmbedResponse, Usage
 from rubberduck.ollama_types import ListedModel, ModelDetails, Progress, RunningModel
+from rubberduck.providers import create_provider
 from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.ollama import OllamaProvider
 from tests.conftest import load_fixture, wait_until
@@ -582,6 +584,9 @@ def test_validate_config_accepts(keep_alive: Any) -> None:
         ({"keep_alive": "300"}, 'a unit ("5m"'),
         ({"keep_alive": "-1"}, "not a duration"),
         ({"keep_alive": "five minutes"}, "not a duration"),
+        # Go's time.ParseDuration trims nothing: Ollama would answer HTTP 400.
+        ({"keep_alive": " 5m"}, "not a duration"),
+        ({"keep_alive": "5m\n"}, "not a duration"),
         ({"timeout": 0}, "timeout and connect_timeout > 0"),
         ({"connect_timeout": -1}, "timeout and connect_timeout > 0"),
         ({"pool_size": 0}, "pool size of at least 1"),
@@ -590,11 +595,17 @@ def test_validate_config_accepts(keep_alive: Any) -> None:
     ],
 )
 def test_validate_config_refuses(kwargs: dict[str, Any], text: str) -> None:
-    provider = OllamaProvider("local-ollama", **kwargs)
+    # Construction checks, so a bad [provider] table fails at start-up.
     with pytest.raises(ConfigError, match=r"\[provider\.local-ollama\]") as info:
-        provider.validate_config()
+        OllamaProvider("local-ollama", **kwargs)
     assert text in info.value.message
-    provider.close()
+
+
+def test_create_provider_refuses_a_bad_ollama_table() -> None:
+    with pytest.raises(ConfigError, match="not a duration"):
+        create_provider("ollama", ProviderConfig(keep_alive="five minutes"))
+    with pytest.raises(ConfigError, match="timeout and connect_timeout > 0"):
+        create_provider("ollama", ProviderConfig(timeout=0))
 
 
 def test_bad_port_is_a_config_error() -> None:

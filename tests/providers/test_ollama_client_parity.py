@@ -5,7 +5,9 @@ new client version adds fails ``test_every_public_method_is_accounted_for``), th
 official client and :class:`OllamaProvider` make the same call, with the same
 arguments, against ``tests/fake_ollama.py``, which answers with the transcripts
 so both finish; the HTTP method, path and JSON body (parsed, so key order and
-``0`` vs ``0.0`` do not count) must be equal.
+``0`` vs ``0.0`` do not count) must be equal. So must the headers, for the same
+``OLLAMA_API_KEY`` and ``headers`` (:func:`test_same_headers_as_the_official_client`),
+but for those that name the client or belong to the HTTP library.
 
 The deliberate differences are listed in :data:`DIFFERENCES`, each with a test
 that pins it exactly; nothing is normalized away in the parametrized comparison,
@@ -385,6 +387,7 @@ def _sent(fake: FakeOllama) -> Sent:
         out.append((method, path, body))
     fake.requests.clear()
     fake.raw_bodies.clear()
+    fake.headers.clear()
     return out
 
 
@@ -606,3 +609,67 @@ def test_difference_callable_tools(fake: FakeOllama) -> None:
 def test_every_difference_has_a_test() -> None:
     tests = {name for name in globals() if name.startswith("test_difference_")}
     assert tests == {f"test_difference_{key}" for key in DIFFERENCES}
+
+
+# --- headers: the API key and extra headers -----------------------------------------
+
+#: Headers that differ by design whatever the settings: the client's name and
+#: version, what the HTTP library adds (host, connection, length), and
+#: Accept-Encoding (httpx's list vs requests'; RubberDuck's streams ask for
+#: identity). Everything else is compared.
+TRANSPORT_HEADERS = {"user-agent", "accept-encoding", "host", "connection", "content-length"}
+KEY = "sk-ollama-0123456789abcdef"
+
+
+def _headers_sent(fake: FakeOllama) -> list[dict[str, str]]:
+    sent = [
+        {k: v for k, v in headers.items() if k not in TRANSPORT_HEADERS} for headers in fake.headers
+    ]
+    _sent(fake)
+    return sent
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["no_key", "key"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {"X-Proxy-Token": "t0k3n", "x-request-source": "rubberduck-tests"},
+        {"Authorization": "Bearer from-headers-abcdef"},
+        {"authorization": ""},  # empty: the key is sent instead
+        {"Content-Type": "text/plain", "ACCEPT": "text/html", "X-Trace": "1"},
+        {"X-Dropped": None},
+    ],
+    ids=["none", "extra", "authorization", "empty_authorization", "fixed", "none_value"],
+)
+def test_same_headers_as_the_official_client(
+    fake: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str | None,
+    headers: dict[str, Any] | None,
+) -> None:
+    if key is None:
+        monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("OLLAMA_API_KEY", key)
+    calls = [
+        (("chat", "llama3.2", HI), lambda p: OURS["chat"](p, "llama3.2", HI, stream=False)),
+        (("pull", "llama3.2"), lambda p: p.pull("llama3.2", stream=True)),
+        (("list",), lambda p: p.list()),
+    ]
+    for (method, *args), ours_call in calls:
+        _sent(fake)
+        with ollama.Client(host=fake.url, headers=headers) as client:
+            _consume(
+                getattr(client, method)(*args, **({"stream": True} if method == "pull" else {}))
+            )
+        official = _headers_sent(fake)
+        provider = OllamaProvider(base_url=fake.url, headers=headers)
+        try:
+            _consume(ours_call(provider))
+        finally:
+            provider.close()
+        ours = _headers_sent(fake)
+        assert ours == official, method
+    if key is not None and not (headers or {}).get("Authorization"):
+        assert official[0]["authorization"] == f"Bearer {KEY}"

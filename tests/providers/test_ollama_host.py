@@ -48,7 +48,22 @@ UNSPECIFIED = [
     ("https://0.0.0.0", "https://127.0.0.1:443"),
     ("[::]", "http://[::1]:11434"),
     ("[::]:11434", "http://[::1]:11434"),
+    # A bare IPv6 address (OLLAMA_HOST=:: makes the server listen on every address;
+    # Ollama's Go client reads it with net.ParseIP). The official Python client fails.
+    ("::", "http://[::1]:11434"),
+    ("::1", "http://[::1]:11434"),
+    ("https://::", "https://[::1]:443"),
 ]
+
+BARE_IPV6 = [
+    ("fe80::1", "http://[fe80::1]:11434"),
+    ("0001:002:003:0004::1/path", "http://[1:2:3:4::1]:11434/path"),
+]
+
+
+@pytest.mark.parametrize(("host", "expected"), BARE_IPV6, ids=[repr(h) for h, _ in BARE_IPV6])
+def test_bare_ipv6_address(host: str, expected: str) -> None:
+    assert parse_ollama_host(host) == expected
 
 
 @pytest.mark.parametrize(("host", "expected"), OFFICIAL, ids=[repr(h) for h, _ in OFFICIAL])
