@@ -9,14 +9,20 @@ Every call has a timeout: the longest silence accepted from the server, seconds
 
 from __future__ import annotations
 
-import builtins
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from rubberduck.errors import InvalidRequest, ModelNotFound
 from rubberduck.messages import Done, Message
-from rubberduck.ollama_types import ModelList, ProcessList, Progress, ShowResponse, StatusResponse
+from rubberduck.ollama_types import (
+    EmbeddingsResponse,
+    ModelList,
+    ProcessList,
+    Progress,
+    ShowResponse,
+    StatusResponse,
+)
 from rubberduck.providers.base import Provider
 from rubberduck.providers.ollama import OllamaProvider
 
@@ -226,10 +232,11 @@ class ModelAdmin:
         *,
         backend: str | None = None,
         timeout: float | None = None,
-    ) -> builtins.list[float]:
+    ) -> EmbeddingsResponse:
         """One embedding from Ollama's legacy ``POST /api/embeddings`` (not
-        normalized, no fallback; prefer :meth:`Runtime.embed`). Returns the vector
-        itself, where the official client wraps it in ``.embedding``."""
+        normalized, no fallback; prefer :meth:`Runtime.embed`). Returns an
+        :class:`~rubberduck.ollama_types.EmbeddingsResponse`; ``.embedding`` is
+        the vector, as from the official client."""
         return self.ollama(backend).embeddings(
             model, prompt, dict(options) if options else None, keep_alive, timeout
         )

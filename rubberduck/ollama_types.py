@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "EmbeddingsResponse",
     "ListedModel",
     "ModelDetails",
     "ModelList",
@@ -23,6 +24,17 @@ __all__ = [
     "ShowResponse",
     "StatusResponse",
 ]
+
+
+class EmbeddingsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of Ollama's legacy ``POST /api/embeddings``, shaped like the
+    official client's ``EmbeddingsResponse``.
+
+    Attributes:
+        embedding: The vector, not normalized (``[]`` when no prompt was given).
+    """
+
+    embedding: list[float]
 
 
 class ModelDetails(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,6 +41,18 @@ def test_every_official_client_method_has_a_runtime_equivalent() -> None:
     assert {"version", "ensure_model", "warm_up", "unload"} <= set(dir(Runtime))
 
 
+def test_answers_read_as_the_official_clients_do(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    official = ollama.Client(host=primary.url)
+    with runtime_for(primary.url, backup.url) as rt:
+        ours, theirs = (
+            rt.embeddings("all-minilm", "llamas"),
+            official.embeddings("all-minilm", "llamas"),
+        )
+        assert ours.embedding == list(theirs.embedding) and ours.embedding
+        assert [m.model for m in rt.list().models] == [m.model for m in official.list().models]
+
+
 def test_embed_is_routed_and_falls_back(servers: tuple[FakeOllama, FakeOllama]) -> None:
     primary, backup = servers
     primary.mode = "busy"

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from rubberduck.ollama_types import EmbeddingsResponse
+
 __all__ = [
     "CHAT_DECODER",
     "EMBEDDING_DECODER",
@@ -18,7 +20,6 @@ __all__ = [
     "VERSION_DECODER",
     "ChatLine",
     "EmbedAnswer",
-    "EmbeddingAnswer",
     "GenerateLine",
     "Tags",
     "VersionAnswer",
@@ -73,10 +74,6 @@ class EmbedAnswer(msgspec.Struct):
     prompt_eval_count: int | None = None
 
 
-class EmbeddingAnswer(msgspec.Struct):
-    embedding: list[float]
-
-
 class VersionAnswer(msgspec.Struct):
     version: str
 
@@ -93,7 +90,7 @@ class Tags(msgspec.Struct):
 CHAT_DECODER = msgspec.json.Decoder(ChatLine)
 GENERATE_DECODER = msgspec.json.Decoder(GenerateLine)
 EMBED_DECODER = msgspec.json.Decoder(EmbedAnswer)
-EMBEDDING_DECODER = msgspec.json.Decoder(EmbeddingAnswer)
+EMBEDDING_DECODER = msgspec.json.Decoder(EmbeddingsResponse)
 VERSION_DECODER = msgspec.json.Decoder(VersionAnswer)
 TAGS_DECODER = msgspec.json.Decoder(Tags)
 

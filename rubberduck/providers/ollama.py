@@ -47,6 +47,7 @@ from rubberduck.messages import (
     ToolCall,
     Usage,
 )
+from rubberduck.ollama_types import EmbeddingsResponse
 from rubberduck.providers._ollama_settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
 from rubberduck.providers._ollama_wire import (
     CHAT_DECODER,
@@ -56,7 +57,6 @@ from rubberduck.providers._ollama_wire import (
     TAGS_DECODER,
     VERSION_DECODER,
     EmbedAnswer,
-    EmbeddingAnswer,
     Tags,
     VersionAnswer,
     seconds,
@@ -281,7 +281,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         options: dict[str, Any] | None = None,
         keep_alive: float | str | None = None,
         timeout: float | None = None,
-    ) -> list[float]:
+    ) -> EmbeddingsResponse:
         """One embedding, from the legacy endpoint Ollama keeps for old clients
         (prefer :meth:`embed`: batches, truncation, unit-length vectors). Ollama
         ``POST /api/embeddings``.
@@ -295,7 +295,8 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             timeout: Read timeout, seconds.
 
         Returns:
-            The vector (not normalized).
+            An :class:`~rubberduck.ollama_types.EmbeddingsResponse`: ``.embedding``
+            is the vector (not normalized).
 
         Raises:
             ModelNotFound, InvalidRequest, ServerBusy, ProviderUnavailable,
@@ -311,8 +312,8 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         raw = self._call(
             "POST", "/api/embeddings", body=self._encode(body), timeout=timeout, model=name
         )
-        answer: EmbeddingAnswer = self._decode(EMBEDDING_DECODER, raw)
-        return answer.embedding
+        answer: EmbeddingsResponse = self._decode(EMBEDDING_DECODER, raw)
+        return answer
 
     def warm_up(self, model: str | None = None, *, keep_alive: float | str | None = None) -> Done:
         """Load a model into memory now, so the first real request does not wait.

@@ -122,8 +122,8 @@ def test_embed_unknown_model(provider: OllamaProvider, fake: FakeOllama) -> None
 
 
 def test_legacy_embeddings(provider: OllamaProvider, fake: FakeOllama) -> None:
-    vector = provider.embeddings("all-minilm", "Here is an article about llamas...")
-    assert vector == json.loads(load_fixture("embeddings.json"))["embedding"]
+    answer = provider.embeddings("all-minilm", "Here is an article about llamas...")
+    assert answer.embedding == json.loads(load_fixture("embeddings.json"))["embedding"]
     assert last_request(fake)[1:] == (
         "/api/embeddings",
         {"model": "all-minilm", "prompt": "Here is an article about llamas..."},
