@@ -16,8 +16,8 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   ``{"error": {"message", "type", "code"}}``; errors after output has started are
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
-The wire format (bodies, chunk shapes, SSE framing by ``sseclient-py`` over a
-bounded byte stream, one reusable msgspec decoder) is in
+The wire format (bodies, chunk shapes, a bounded SSE parser, one reusable msgspec
+decoder per shape) is in
 :mod:`rubberduck.providers.openai_wire`; this module does the HTTP and the errors.
 
 Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
