@@ -219,7 +219,7 @@ class OpenAIProvider:
                         break
                     if event.event == "error":
                         raise ProviderUnavailable(
-                            f"the server sent an error event: {self._redact(event.data[:300])}"
+                            f"the server sent an error event: {self._snippet(event.data, 300)}"
                         )
                     answer.add(self._decode_chunk(event.data), emit, whole=False)
                 if not complete:
@@ -353,9 +353,8 @@ class OpenAIProvider:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:
-            text = data if isinstance(data, str) else data[:120].decode("utf-8", "replace")
             raise ProtocolError(
-                f"not OpenAI-format JSON ({exc}): {self._redact(text[:120])!r}", provider=self.name
+                f"not OpenAI-format JSON ({exc}): {self._snippet(data, 120)!r}", provider=self.name
             ) from None
 
     # --- errors -------------------------------------------------------------------
@@ -372,9 +371,9 @@ class OpenAIProvider:
         except msgspec.DecodeError:
             pass
         if error is None:
-            error = raw[:200].decode("utf-8", "replace").strip()
+            error = raw.decode("utf-8", "replace").strip()
         status = resp.status_code
-        text = self._redact(error_text(error))[:300] or resp.reason or f"HTTP {status}"
+        text = self._snippet(error_text(error), 300) or resp.reason or f"HTTP {status}"
         code = kind = ""
         if isinstance(error, ErrorInfo):
             code = "" if error.code is None else str(error.code)
@@ -426,6 +425,13 @@ class OpenAIProvider:
         """``text`` without the API key (servers echo bad keys in their errors)."""
         key = self._key.value
         return text.replace(key, "***") if key else text
+
+    def _snippet(self, data: str | bytes, limit: int) -> str:
+        """The first ``limit`` characters of ``data`` for a message, the key removed
+        *before* the cut (a cut through the key would leave its prefix)."""
+        window = data[: limit + len(self._key.value)]
+        text = window if isinstance(window, str) else window.decode("utf-8", "replace")
+        return self._redact(text)[:limit]
 
     def _redacted(self, error: RubberDuckError) -> RubberDuckError:
         if self._key.value and self._key.value in error.message:

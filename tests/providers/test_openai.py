@@ -660,6 +660,31 @@ def test_errors_never_show_the_key(
     assert_no_key(repr(provider), provider.info())
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, f"data: {'x' * 100}{KEY}\n\n"),  # not JSON: the message quotes its start
+        (200, f"event: error\ndata: {'x' * 280}{KEY}\n\n"),
+        (500, "y" * 180 + KEY),  # a plain-text error body
+    ],
+    ids=["bad_event", "error_event", "plain_500"],
+)
+def test_a_key_cut_by_a_length_limit_is_still_hidden(
+    httpserver: HTTPServer,
+    make_provider: Callable[..., OpenAIProvider],
+    api_key: str,
+    status: int,
+    body: str,
+) -> None:
+    """The key is removed before a message is shortened, so no prefix of it
+    survives at the cut."""
+    httpserver.expect_request("/v1/chat/completions").respond_with_data(
+        body, status=status, content_type=SSE
+    )
+    _, exc = run_failing(make_provider(api_key_env=api_key), chat(), RubberDuckError)
+    assert KEY[:12] not in str(exc), str(exc)
+
+
 def test_validate_config_refuses_a_key_in_clear_text_to_a_remote_host(api_key: str) -> None:
     provider = OpenAIProvider(base_url="http://api.example.com/v1", api_key_env=api_key)
     with pytest.raises(ConfigError, match="https"):
