@@ -33,6 +33,7 @@ import email.utils
 import os
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -76,10 +77,9 @@ from rubberduck.providers.openai_wire import (
     Answer,
     Chunk,
     ErrorInfo,
-    add_common_fields,
-    chat_body,
     error_text,
     iter_sse_events,
+    request_body,
 )
 
 __all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
@@ -181,7 +181,8 @@ class OpenAIProvider:
                 ``fallback`` is ``True`` and the message names the key's variable.
             ModelNotFound: HTTP 404 naming the model.
             ServerBusy: HTTP 429 or 503 (``retry_after_s`` from ``Retry-After``).
-            InvalidRequest: HTTP 400/4xx, or no model named and no default.
+            InvalidRequest: HTTP 400/4xx, no model named and no default, or a
+                request value that is not JSON (nothing is sent).
             ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
                 is not about a model (wrong ``base_url``), or an ``error`` event
                 mid-stream.
@@ -193,16 +194,9 @@ class OpenAIProvider:
         """
         started = time.monotonic()
         model = self._model(request.model)
-        body: dict[str, Any]
-        if isinstance(request, ChatRequest):
-            path, body = "/chat/completions", chat_body(request, model)
-        else:
-            path = "/completions"
-            body = {"model": model, "prompt": request.prompt, "stream": request.stream}
-            if request.suffix is not None:
-                body["suffix"] = request.suffix
-        add_common_fields(body, request.stream, request.options, request.format)
-        resp = self._post(path, ENCODER.encode(body), scope, model, stream=request.stream)
+        path = "/chat/completions" if isinstance(request, ChatRequest) else "/completions"
+        body = self._encode(lambda: request_body(request, model))
+        resp = self._post(path, body, scope, model, stream=request.stream)
         answer = Answer(model)
         complete = False
         try:
@@ -256,7 +250,8 @@ class OpenAIProvider:
             this backend's name and the prompt tokens where the server says.
 
         Raises:
-            InvalidRequest: no model, or HTTP 400 (e.g. an empty input).
+            InvalidRequest: no model, a value that is not JSON, or HTTP 400 (e.g.
+                an empty input).
             ProtocolError: the answer has a vector count that differs from the inputs.
             ProviderUnavailable, ModelNotFound, ServerBusy, AuthError: as for :meth:`run`.
         """
@@ -266,7 +261,7 @@ class OpenAIProvider:
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         read_timeout = timeout if timeout is not None else self._timeout[1]
-        raw = self._call("POST", "/embeddings", read_timeout, ENCODER.encode(body), model)
+        raw = self._call("POST", "/embeddings", read_timeout, self._encode(lambda: body), model)
         answer = self._decode(EMBEDDINGS_DECODER, raw)
         data = answer.data
         if len(data) != len(texts):
@@ -290,6 +285,23 @@ class OpenAIProvider:
                 provider=self.name,
             )
         return self.default_model
+
+    def _encode(self, build: Callable[[], dict[str, Any]]) -> bytes:
+        """The JSON bytes of the body ``build`` returns.
+
+        Raises:
+            InvalidRequest: a value in the request is not JSON (an object in
+                ``options``, ``format`` or tool-call arguments, a tool call that is
+                not a dict).
+        """
+        try:
+            return ENCODER.encode(build())
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
+                "messages and parameters must hold JSON values",
+                provider=self.name,
+            ) from None
 
     def _headers(self, stream: bool) -> dict[str, str] | None:
         """Per-request headers; raises before sending when the key is unusable."""

@@ -16,7 +16,16 @@ from typing import Any, NamedTuple
 import msgspec
 
 from rubberduck.errors import ProtocolError
-from rubberduck.messages import ChatRequest, Delta, Done, Durations, Message, ToolCall, Usage
+from rubberduck.messages import (
+    ChatRequest,
+    Delta,
+    Done,
+    Durations,
+    Message,
+    Request,
+    ToolCall,
+    Usage,
+)
 from rubberduck.providers.base import DEFAULT_MAX_LINE_BYTES, Emit
 
 __all__ = [
@@ -30,9 +39,9 @@ __all__ = [
     "ErrorInfo",
     "SSEEvent",
     "add_common_fields",
-    "chat_body",
     "error_text",
     "iter_sse_events",
+    "request_body",
 ]
 
 _READ_BYTES = 65536
@@ -250,26 +259,36 @@ def iter_sse_events(
 # --- request bodies -------------------------------------------------------------------
 
 
-def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The ``POST /chat/completions`` body for ``request`` (before
-    :func:`add_common_fields`).
+def request_body(request: Request, model: str) -> dict[str, Any]:
+    """The body of ``POST /chat/completions`` (a chat) or ``POST /completions``
+    (a generate request), with :func:`add_common_fields` applied.
+
+    A chat's messages are converted by the rules of :func:`_messages`, its
+    ``tools`` passed as they are (Ollama already uses OpenAI's function schema). A
+    generate request sends ``prompt`` and ``suffix`` only: ``/completions`` has no
+    ``system``, ``template`` or ``images``.
 
     Args:
-        request: An Ollama-shaped chat request; its messages are converted by
-            the rules of :func:`_messages`, its ``tools`` passed as they are
-            (Ollama already uses OpenAI's function schema).
+        request: An Ollama-shaped chat or generate request.
         model: The model to name.
 
     Returns:
-        A JSON-ready dict.
+        A dict for the JSON encoder (values are not checked here).
+
+    Raises:
+        TypeError: a tool call in the history is not a dict, or its arguments
+            are not JSON.
     """
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": _messages(request.messages),
-        "stream": request.stream,
-    }
-    if request.tools:
-        body["tools"] = request.tools
+    body: dict[str, Any]
+    if isinstance(request, ChatRequest):
+        body = {"model": model, "messages": _messages(request.messages), "stream": request.stream}
+        if request.tools:
+            body["tools"] = request.tools
+    else:
+        body = {"model": model, "prompt": request.prompt, "stream": request.stream}
+        if request.suffix is not None:
+            body["suffix"] = request.suffix
+    add_common_fields(body, request.stream, request.options, request.format)
     return body
 
 
@@ -342,7 +361,9 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def _tool_call(call: dict[str, Any], fallback_id: str) -> dict[str, Any]:
-    function = call.get("function") or {}
+    function = (call.get("function") or {}) if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        raise TypeError(f"a tool call is {{'function': {{'name', 'arguments'}}}}, not {call!r:.80}")
     arguments = function.get("arguments", {})
     return {
         "id": call.get("id") or fallback_id,

@@ -310,6 +310,28 @@ def test_request_without_model_uses_default_or_fails_before_sending(
     assert len(httpserver.log) == 1
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        chat(options={"temperature": object()}),
+        chat(format={"type": "object", "default": object()}),
+        chat(messages=[Message("assistant", tool_calls=[{"function": {"name": "f",
+             "arguments": {"when": object()}}}])]),
+        chat(messages=[Message("assistant", tool_calls=["get_weather"])]),  # type: ignore[list-item]
+        GenerateRequest(model="m", prompt="hi", options={"stop": object()}),
+    ],
+    ids=["option", "format", "tool_arguments", "tool_call_not_a_dict", "generate_option"],
+)  # fmt: skip
+def test_a_request_that_is_not_json_is_invalid_request_and_not_sent(
+    httpserver: HTTPServer, provider: OpenAIProvider, request_: ChatRequest | GenerateRequest
+) -> None:
+    _, exc = run_failing(provider, request_, InvalidRequest)
+    assert "JSON" in exc.message and exc.fallback is False and exc.provider == "openai"
+    with pytest.raises(InvalidRequest, match="JSON"):
+        provider.embed(EmbedRequest(model="m", input="x", dimensions=object()))  # type: ignore[arg-type]
+    assert httpserver.log == []
+
+
 # --- tool calls ---------------------------------------------------------------------
 
 # OpenAI's streaming shape for two parallel calls: id and name in each call's first
