@@ -48,6 +48,7 @@ from rubberduck.errors import (
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -177,16 +178,18 @@ class OpenAIProvider:
         not sent; neither are ``keep_alive`` and ``think``.
 
         Raises:
-            AuthError: HTTP 401/403, a missing API key, or an exhausted quota;
+            AuthError: HTTP 401/402/403, a missing API key, or an exhausted quota;
                 ``fallback`` is ``True`` and the message names the key's variable.
             ModelNotFound: HTTP 404 naming the model.
             ServerBusy: HTTP 429 or 503 (``retry_after_s`` from ``Retry-After``).
             InvalidRequest: HTTP 400/4xx, no model named and no default, or a
-                request value that is not JSON (nothing is sent).
+                request value that is not JSON (nothing is sent); with ``fallback``
+                ``True`` for HTTP 501 or llama.cpp's ``not_supported_error`` (a
+                feature the server was not started with).
             ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
                 is not about a model (wrong ``base_url``), or an ``error`` event
                 mid-stream.
-            RequestTimeout: the read timeout passed.
+            RequestTimeout: the read timeout passed, or HTTP 408.
             ProtocolError: an event that is not OpenAI's JSON, an event over
                 ``max_event_bytes``, tool-call arguments that are not a JSON
                 object, or a stream that ends before ``data: [DONE]``.
@@ -393,6 +396,16 @@ class OpenAIProvider:
         what = f"HTTP {status}: {text}"
         if status in (401, 403) or code == "invalid_api_key":
             return self._auth_error(what)
+        if status == 402:  # OpenRouter and other gateways: no credits left
+            return self._auth_error(f"{what} — the account has no credit left")
+        if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
+            not_offered = InvalidRequest(
+                f"{what} — this server does not offer it; another backend may", provider=self.name
+            )
+            not_offered.fallback = True
+            return not_offered
+        if status == 408:
+            return RequestTimeout(f"{what} — the server gave up waiting", provider=self.name)
         if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
             return ModelNotFound(
                 f"model {model!r} not found at {self.base_url} ({text}) — pick one that "

@@ -31,6 +31,7 @@ from rubberduck.errors import (
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -598,6 +599,45 @@ def test_500_is_provider_unavailable(
     )
     events, exc = run_failing(provider, chat(), ProviderUnavailable)
     assert text in exc.message and exc.refused is False and events == []
+
+
+def test_402_payment_required_is_an_auth_error(
+    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], api_key: str
+) -> None:
+    """OpenRouter and other gateways answer 402 when the account's credits are gone."""
+    error = {"message": "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
+             "code": 402}  # fmt: skip
+    httpserver.expect_request("/v1/chat/completions").respond_with_json(
+        {"error": error}, status=402
+    )
+    _, exc = run_failing(make_provider(api_key_env=api_key), chat(), AuthError)
+    assert exc.fallback is True and "Insufficient credits" in exc.message
+    assert f"${KEY_ENV}" in exc.message
+
+
+def test_an_endpoint_the_server_does_not_offer_falls_back_without_blaming_it(
+    httpserver: HTTPServer, provider: OpenAIProvider
+) -> None:
+    """llama.cpp started without --embeddings answers /embeddings with 501: another
+    backend may embed, and this one is healthy (kind "invalid" does not count
+    against it, "unavailable" would)."""
+    message = "This server does not support embeddings. Start it with `--embeddings`"
+    error = {"code": 501, "message": message, "type": "not_supported_error"}
+    httpserver.expect_request("/v1/embeddings").respond_with_json({"error": error}, status=501)
+    with pytest.raises(InvalidRequest) as info:
+        provider.embed(EmbedRequest(input="hi"), 1)
+    assert info.value.fallback is True and info.value.kind == "invalid"
+    assert "--embeddings" in info.value.message
+
+
+def test_408_is_a_timeout_not_an_invalid_request(
+    httpserver: HTTPServer, provider: OpenAIProvider
+) -> None:
+    httpserver.expect_request("/v1/chat/completions").respond_with_data(
+        "Request Timeout", status=408
+    )
+    _, exc = run_failing(provider, chat(), RequestTimeout)
+    assert exc.fallback is True and "HTTP 408" in exc.message
 
 
 def test_connection_refused() -> None:
