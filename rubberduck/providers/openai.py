@@ -124,7 +124,8 @@ class OpenAIProvider:
         max_event_bytes: Longest SSE event, and longest non-streamed body, accepted.
 
     Raises:
-        ConfigError: ``base_url`` is missing, not http(s), or carries credentials.
+        ConfigError: ``base_url`` is missing, not http(s), has a bad port, a query
+            or a fragment, or carries credentials.
     """
 
     kind = "openai"
@@ -602,9 +603,15 @@ def _check_base_url(base_url: str | None, name: str) -> str:
             provider=name,
         )
     split = urllib.parse.urlsplit(base_url.strip())
-    if split.scheme not in ("http", "https") or not split.hostname:
+    if split.scheme not in ("http", "https") or not split.hostname or not _has_valid_port(split):
         raise ConfigError(
             f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",
+            provider=name,
+        )
+    if split.query or split.fragment:
+        raise ConfigError(
+            f"[provider.{name}] base_url {base_url!r} must not have a query or fragment: "
+            "request paths (/chat/completions, ...) are appended to it",
             provider=name,
         )
     if split.username or split.password:
@@ -614,6 +621,15 @@ def _check_base_url(base_url: str | None, name: str) -> str:
             provider=name,
         )
     return base_url.strip().rstrip("/")
+
+
+def _has_valid_port(split: urllib.parse.SplitResult) -> bool:
+    """No port, or a number in 0-65535 (``SplitResult.port`` raises otherwise)."""
+    try:
+        split.port  # noqa: B018 - the property validates
+    except ValueError:
+        return False
+    return True
 
 
 def _closed_before_answer(exc: requests.ConnectionError) -> bool:

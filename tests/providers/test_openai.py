@@ -1147,6 +1147,20 @@ def test_bad_base_url_is_config_error(url: str | None) -> None:
     assert "pw" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999/v1",  # was: "connection ... broke mid-response (InvalidURL)"
+        "http://127.0.0.1:port/v1",
+        "https://example.openai.azure.com/openai?api-version=2024-06-01",  # paths go after it
+        "http://127.0.0.1:8080/v1#models",
+    ],
+)
+def test_a_base_url_requests_cannot_use_is_refused_at_construction(url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        OpenAIProvider(base_url=url)
+
+
 def test_config_builds_an_openai_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     config = load_config(
