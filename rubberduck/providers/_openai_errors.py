@@ -227,6 +227,12 @@ def check_base_url(base_url: str | None, name: str) -> str:
             provider=name,
         )
     split = urllib.parse.urlsplit(base_url.strip())
+    if split.username or split.password:  # first: the messages below quote the URL
+        raise ConfigError(
+            f"[provider.{name}] base_url must not carry credentials — put the key in an "
+            "environment variable and name it in `api_key_env`",
+            provider=name,
+        )
     if split.scheme not in ("http", "https") or not split.hostname or not _has_valid_port(split):
         raise ConfigError(
             f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",
@@ -236,12 +242,6 @@ def check_base_url(base_url: str | None, name: str) -> str:
         raise ConfigError(
             f"[provider.{name}] base_url {base_url!r} must not have a query or fragment: "
             "request paths (/chat/completions, ...) are appended to it",
-            provider=name,
-        )
-    if split.username or split.password:
-        raise ConfigError(
-            f"[provider.{name}] base_url must not carry credentials — put the key in an "
-            "environment variable and name it in `api_key_env`",
             provider=name,
         )
     return base_url.strip().rstrip("/")

@@ -1161,6 +1161,20 @@ def test_a_base_url_requests_cannot_use_is_refused_at_construction(url: str) -> 
         OpenAIProvider(base_url=url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cr3t@api.example.com/v1",
+        "http://user:s3cr3t@api.example.com:99999/v1",
+        "https://user:s3cr3t@api.example.com/v1?x=1",
+    ],
+)
+def test_credentials_in_a_bad_base_url_are_not_quoted(url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url") as info:
+        OpenAIProvider(base_url=url)
+    assert "s3cr3t" not in str(info.value)
+
+
 def test_config_builds_an_openai_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     config = load_config(
