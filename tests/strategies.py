@@ -402,7 +402,7 @@ class OpenAIStream:
     """A streamed ``/v1/chat/completions`` answer with ``include_usage``.
 
     ``line_end`` is the SSE line terminator (``"\\n"`` as OpenAI and llama.cpp
-    write it, or ``"\\r\\n"``); ``comments`` puts ``: keep-alive`` comment lines
+    write it, ``"\\r\\n"`` or ``"\\r"``); ``comments`` puts ``: keep-alive`` comment lines
     between events, as some proxies do.
     """
 
@@ -491,6 +491,6 @@ def openai_chat_streams(draw: st.DrawFn, max_chunks: int = 20) -> OpenAIStream:
         finish_reason="tool_calls" if n_calls else draw(st.sampled_from(["stop", "length"])),
         prompt_tokens=draw(st.integers(min_value=0, max_value=200_000)),
         completion_tokens=draw(st.integers(min_value=0, max_value=200_000)),
-        line_end=draw(st.sampled_from(["\n", "\r\n"])),
+        line_end=draw(st.sampled_from(["\n", "\r\n", "\r"])),
         comments=draw(st.booleans()),
     )

@@ -16,9 +16,10 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   ``{"error": {"message", "type", "code"}}``; errors after output has started are
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
-The wire format (bodies, chunk shapes, SSE framing by ``sseclient-py`` over a
-bounded byte stream, one reusable msgspec decoder) is in
-:mod:`rubberduck.providers.openai_wire`; this module does the HTTP and the errors.
+The wire format (bodies, chunk shapes, a bounded SSE parser, one reusable msgspec
+decoder per shape) is in :mod:`rubberduck.providers.openai_wire`, the API key and
+the mapping of HTTP errors in :mod:`rubberduck.providers._openai_errors`; this
+module does the HTTP.
 
 Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
 reports server timings (``timings.prompt_ms``/``predicted_ms``); other servers do
@@ -29,10 +30,9 @@ modelled.
 
 from __future__ import annotations
 
-import email.utils
-import os
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -40,17 +40,15 @@ import requests
 import urllib3.exceptions
 
 from rubberduck.errors import (
-    AuthError,
     Cancelled,
     ConfigError,
     InvalidRequest,
-    ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
-    ServerBusy,
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
+from rubberduck.providers._openai_errors import ApiKey, check_base_url, http_error
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -71,15 +69,12 @@ from rubberduck.providers.openai_wire import (
     CHUNK_DECODER,
     EMBEDDINGS_DECODER,
     ENCODER,
-    ERROR_DECODER,
     MODELS_DECODER,
     Answer,
     Chunk,
-    ErrorInfo,
-    add_common_fields,
-    chat_body,
     error_text,
     iter_sse_events,
+    request_body,
 )
 
 __all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
@@ -89,20 +84,6 @@ __all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
 FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"})
 
 _START_HINT = "start the server, or fix `base_url` for this provider"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
-
-
-class _Secret:
-    """Holds the API key; its repr never shows it (``vars(provider)``, debuggers)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "_Secret('***')" if self.value else "_Secret('')"
 
 
 class OpenAIProvider:
@@ -123,7 +104,8 @@ class OpenAIProvider:
         max_event_bytes: Longest SSE event, and longest non-streamed body, accepted.
 
     Raises:
-        ConfigError: ``base_url`` is missing, not http(s), or carries credentials.
+        ConfigError: ``base_url`` is missing, not http(s), has a bad port, a query
+            or a fragment, or carries credentials.
     """
 
     kind = "openai"
@@ -142,17 +124,17 @@ class OpenAIProvider:
         max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         self.name = name
-        self.base_url = _check_base_url(base_url, name)
+        self.base_url = check_base_url(base_url, name)
         self.default_model = default_model
         self.api_key_env = api_key_env or None
         self.max_event_bytes = max_event_bytes
         self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
-        self._key = _Secret(os.environ.get(self.api_key_env or "", "").strip())
-        self._session = new_session(pool_size=pool_size, trust_env=trust_env)
-        if self._key.value and _valid_header_value(self._key.value):
-            self._session.headers["Authorization"] = f"Bearer {self._key.value}"
+        self._key = ApiKey(self.api_key_env)
+        self._session = new_session(
+            pool_size=pool_size, trust_env=trust_env, headers=self._key.header
+        )
 
     def __repr__(self) -> str:
         return (
@@ -177,15 +159,18 @@ class OpenAIProvider:
         not sent; neither are ``keep_alive`` and ``think``.
 
         Raises:
-            AuthError: HTTP 401/403, a missing API key, or an exhausted quota;
+            AuthError: HTTP 401/402/403, a missing API key, or an exhausted quota;
                 ``fallback`` is ``True`` and the message names the key's variable.
             ModelNotFound: HTTP 404 naming the model.
             ServerBusy: HTTP 429 or 503 (``retry_after_s`` from ``Retry-After``).
-            InvalidRequest: HTTP 400/4xx, or no model named and no default.
+            InvalidRequest: HTTP 400/4xx, no model named and no default, or a
+                request value that is not JSON (nothing is sent); with ``fallback``
+                ``True`` for HTTP 501 or llama.cpp's ``not_supported_error`` (a
+                feature the server was not started with).
             ProviderUnavailable: connection refused or broken, HTTP 5xx, a 404 that
                 is not about a model (wrong ``base_url``), or an ``error`` event
                 mid-stream.
-            RequestTimeout: the read timeout passed.
+            RequestTimeout: the read timeout passed, or HTTP 408.
             ProtocolError: an event that is not OpenAI's JSON, an event over
                 ``max_event_bytes``, tool-call arguments that are not a JSON
                 object, or a stream that ends before ``data: [DONE]``.
@@ -193,16 +178,9 @@ class OpenAIProvider:
         """
         started = time.monotonic()
         model = self._model(request.model)
-        body: dict[str, Any]
-        if isinstance(request, ChatRequest):
-            path, body = "/chat/completions", chat_body(request, model)
-        else:
-            path = "/completions"
-            body = {"model": model, "prompt": request.prompt, "stream": request.stream}
-            if request.suffix is not None:
-                body["suffix"] = request.suffix
-        add_common_fields(body, request.stream, request.options, request.format)
-        resp = self._post(path, ENCODER.encode(body), scope, model, stream=request.stream)
+        path = "/chat/completions" if isinstance(request, ChatRequest) else "/completions"
+        body = self._encode(lambda: request_body(request, model))
+        resp = self._post(path, body, scope, model, stream=request.stream)
         answer = Answer(model)
         complete = False
         try:
@@ -219,7 +197,7 @@ class OpenAIProvider:
                         break
                     if event.event == "error":
                         raise ProviderUnavailable(
-                            f"the server sent an error event: {self._redact(event.data[:300])}"
+                            f"the server sent an error event: {self._key.snippet(event.data, 300)}"
                         )
                     answer.add(self._decode_chunk(event.data), emit, whole=False)
                 if not complete:
@@ -229,7 +207,7 @@ class OpenAIProvider:
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
             exc.provider = exc.provider or self.name
-            self._redacted(exc)
+            self._key.redacted(exc)
             raise
         except Exception as exc:
             if scope.cancelled:
@@ -256,7 +234,8 @@ class OpenAIProvider:
             this backend's name and the prompt tokens where the server says.
 
         Raises:
-            InvalidRequest: no model, or HTTP 400 (e.g. an empty input).
+            InvalidRequest: no model, a value that is not JSON, or HTTP 400 (e.g.
+                an empty input).
             ProtocolError: the answer has a vector count that differs from the inputs.
             ProviderUnavailable, ModelNotFound, ServerBusy, AuthError: as for :meth:`run`.
         """
@@ -266,7 +245,7 @@ class OpenAIProvider:
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         read_timeout = timeout if timeout is not None else self._timeout[1]
-        raw = self._call("POST", "/embeddings", read_timeout, ENCODER.encode(body), model)
+        raw = self._call("POST", "/embeddings", read_timeout, self._encode(lambda: body), model)
         answer = self._decode(EMBEDDINGS_DECODER, raw)
         data = answer.data
         if len(data) != len(texts):
@@ -291,18 +270,26 @@ class OpenAIProvider:
             )
         return self.default_model
 
+    def _encode(self, build: Callable[[], dict[str, Any]]) -> bytes:
+        """The JSON bytes of the body ``build`` returns.
+
+        Raises:
+            InvalidRequest: a value in the request is not JSON (an object in
+                ``options``, ``format`` or tool-call arguments, a tool call that is
+                not a dict).
+        """
+        try:
+            return ENCODER.encode(build())
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidRequest(
+                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
+                "messages and parameters must hold JSON values",
+                provider=self.name,
+            ) from None
+
     def _headers(self, stream: bool) -> dict[str, str] | None:
         """Per-request headers; raises before sending when the key is unusable."""
-        if self.api_key_env and not self._key.value:
-            raise self._auth_error(
-                f"${self.api_key_env} is not set — export it with the API key, or remove "
-                "`api_key_env` for a server that needs none"
-            )
-        if self._key.value and "Authorization" not in self._session.headers:
-            raise self._auth_error(
-                f"the API key in ${self.api_key_env} contains whitespace or control "
-                "characters — set it again without them"
-            )
+        self._key.check(self.name)
         # Compressed SSE would arrive in undecoded pieces through raw.read1.
         return {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if stream else None
 
@@ -345,7 +332,7 @@ class OpenAIProvider:
         chunk: Chunk = self._decode(CHUNK_DECODER, data)
         if chunk.error is not None:
             raise ProviderUnavailable(
-                f"the server reported an error: {self._redact(error_text(chunk.error))}"
+                f"the server reported an error: {self._key.redact(error_text(chunk.error))}"
             )
         return chunk
 
@@ -353,85 +340,21 @@ class OpenAIProvider:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:
-            text = data if isinstance(data, str) else data[:120].decode("utf-8", "replace")
             raise ProtocolError(
-                f"not OpenAI-format JSON ({exc}): {self._redact(text[:120])!r}", provider=self.name
+                f"not OpenAI-format JSON ({exc}): {self._key.snippet(data, 120)!r}",
+                provider=self.name,
             ) from None
 
     # --- errors -------------------------------------------------------------------
 
     def _http_error(self, resp: requests.Response, model: str | None) -> RubberDuckError:
-        try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        error: ErrorInfo | str | None = None
-        try:
-            body = ERROR_DECODER.decode(raw)
-            error = body.error if body.error is not None else body.message
-        except msgspec.DecodeError:
-            pass
-        if error is None:
-            error = raw[:200].decode("utf-8", "replace").strip()
-        status = resp.status_code
-        text = self._redact(error_text(error))[:300] or resp.reason or f"HTTP {status}"
-        code = kind = ""
-        if isinstance(error, ErrorInfo):
-            code = "" if error.code is None else str(error.code)
-            kind = error.type or ""
-        what = f"HTTP {status}: {text}"
-        if status in (401, 403) or code == "invalid_api_key":
-            return self._auth_error(what)
-        if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
-            return ModelNotFound(
-                f"model {model!r} not found at {self.base_url} ({text}) — pick one that "
-                "`GET /models` lists",
-                provider=self.name,
-                model=model,
-            )
-        if code == "insufficient_quota":
-            return self._auth_error(f"{what} — the account's quota is used up")
-        if status in (429, 503):
-            return ServerBusy(
-                f"{what} — the server is at capacity; retry later or add a backend",
-                provider=self.name,
-                retry_after_s=_retry_after(resp.headers),
-            )
-        if status == 404:
-            return ProviderUnavailable(
-                f"{what} at {resp.url} — check `base_url` (it usually ends in /v1)",
-                provider=self.name,
-            )
-        if status >= 500:
-            return ProviderUnavailable(what, provider=self.name)
-        if kind == "exceed_context_size_error" or code == "context_length_exceeded":
-            return InvalidRequest(
-                f"{what} — shorten the prompt or raise the server's context size",
-                provider=self.name,
-            )
-        return InvalidRequest(what, provider=self.name)
-
-    def _auth_error(self, what: str) -> AuthError:
-        if self.api_key_env:
-            remedy = f"check the API key in ${self.api_key_env}"
-        else:
-            remedy = "set `api_key_env` for this provider to the variable holding the key"
-        return AuthError(f"{what} — {remedy}", provider=self.name)
+        return http_error(
+            resp, model=model, key=self._key, provider=self.name, base_url=self.base_url
+        )
 
     def _transport_error(self, exc: BaseException) -> RubberDuckError:
         error = transport_error(exc, provider=self.name, base_url=self.base_url, hint=_START_HINT)
-        return self._redacted(error)
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key (servers echo bad keys in their errors)."""
-        key = self._key.value
-        return text.replace(key, "***") if key else text
-
-    def _redacted(self, error: RubberDuckError) -> RubberDuckError:
-        if self._key.value and self._key.value in error.message:
-            error.message = self._redact(error.message)
-            error.args = (error.message,)
-        return error
+        return self._key.redacted(error)
 
     # --- control-plane calls ------------------------------------------------------
 
@@ -456,7 +379,7 @@ class OpenAIProvider:
             )
         except RubberDuckError as exc:
             exc.provider = exc.provider or self.name
-            self._redacted(exc)
+            self._key.redacted(exc)
             raise
         except Exception as exc:
             raise self._transport_error(exc) from exc
@@ -563,28 +486,6 @@ class OpenAIProvider:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _check_base_url(base_url: str | None, name: str) -> str:
-    if not base_url:
-        raise ConfigError(
-            f"[provider.{name}] needs base_url, e.g. http://127.0.0.1:8080/v1 (llama.cpp) "
-            "or https://api.openai.com/v1",
-            provider=name,
-        )
-    split = urllib.parse.urlsplit(base_url.strip())
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(
-            f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",
-            provider=name,
-        )
-    if split.username or split.password:
-        raise ConfigError(
-            f"[provider.{name}] base_url must not carry credentials — put the key in an "
-            "environment variable and name it in `api_key_env`",
-            provider=name,
-        )
-    return base_url.strip().rstrip("/")
-
-
 def _closed_before_answer(exc: requests.ConnectionError) -> bool:
     """The server dropped a reused connection without a status line (urllib3's
     ``ProtocolError("Connection aborted.", RemoteDisconnected | ConnectionResetError)``)."""
@@ -592,25 +493,3 @@ def _closed_before_answer(exc: requests.ConnectionError) -> bool:
     return isinstance(cause, urllib3.exceptions.ProtocolError) and isinstance(
         cause.args[-1] if cause.args else None, (ConnectionResetError, BrokenPipeError)
     )
-
-
-def _valid_header_value(value: str) -> bool:
-    return all(" " < ch < "\x7f" for ch in value)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After``
-    (seconds or an HTTP date)."""
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(ms) / 1e3)
-        value = headers.get("Retry-After")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None

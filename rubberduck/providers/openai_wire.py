@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-import sseclient
 
 from rubberduck.errors import ProtocolError
-from rubberduck.messages import ChatRequest, Delta, Done, Durations, Message, ToolCall, Usage
+from rubberduck.messages import (
+    ChatRequest,
+    Delta,
+    Done,
+    Durations,
+    Message,
+    Request,
+    ToolCall,
+    Usage,
+)
 from rubberduck.providers.base import DEFAULT_MAX_LINE_BYTES, Emit
 
 __all__ = [
@@ -29,15 +37,14 @@ __all__ = [
     "Answer",
     "Chunk",
     "ErrorInfo",
+    "SSEEvent",
     "add_common_fields",
-    "chat_body",
     "error_text",
     "iter_sse_events",
+    "request_body",
 ]
 
 _READ_BYTES = 65536
-#: What ends an SSE event: a blank line after LF, CRLF or CR line ends.
-_BLANK_LINES = (b"\n\n", b"\n\r\n", b"\r\r")
 
 #: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
 #: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
@@ -167,72 +174,121 @@ ENCODER = msgspec.json.Encoder()
 # --- SSE --------------------------------------------------------------------------------
 
 
+class SSEEvent(NamedTuple):
+    """One Server-Sent Event: its type (``"message"`` unless an ``event:`` field
+    named one) and its data (the ``data:`` lines joined by ``"\\n"``)."""
+
+    event: str
+    data: str
+
+
 def iter_sse_events(
     read: Callable[[int], bytes], *, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> Iterator[sseclient.Event]:
-    """Server-Sent Events from a byte source, framed by ``sseclient-py``.
+) -> Iterator[SSEEvent]:
+    """Server-Sent Events from a byte source (WHATWG HTML, "Server-sent events",
+    section 9.2.6 "Interpreting an event stream").
 
-    sseclient-py stitches events cut across reads and buffers each event whole;
-    the bytes of an unfinished event are counted here so that a server cannot make
-    it buffer without bound. Comments and unknown fields are skipped, events
-    without data are not dispatched (WHATWG HTML "Server-sent events").
+    Lines end in CRLF, LF or CR, in any mix; a blank line dispatches the event.
+    Comment lines (``:``), ``id``, ``retry`` and unknown fields are skipped, and an
+    event without data is not dispatched. An unfinished event at the end of the
+    body is dispatched (more lenient than the spec, which drops it). Linear in the
+    body's size: lines are split per read, never rescanned.
 
     Args:
         read: Returns up to ``n`` bytes as they arrive, ``b""`` at the end
             (``resp.raw.read1``).
-        max_event_bytes: Longest event accepted, bytes.
+        max_event_bytes: Most bytes accepted from one blank line to the next.
 
     Yields:
-        Events with ``.event`` (``"message"`` unless named) and ``.data`` (str).
+        :class:`SSEEvent` values, in order.
 
     Raises:
-        ProtocolError: an event is longer than ``max_event_bytes`` or not UTF-8.
+        ProtocolError: an event is longer than ``max_event_bytes``, or a line is
+            not UTF-8.
     """
-    too_long = f"an SSE event is longer than {max_event_bytes} bytes"
-
-    def chunks() -> Iterator[bytes]:
-        pending, tail = 0, b""  # bytes of the unfinished event; the last 2 bytes read
-        while data := read(_READ_BYTES):
-            window = tail + data
-            ends = [i + len(sep) for sep in _BLANK_LINES if (i := window.rfind(sep)) != -1]
-            pending = len(window) - max(ends) if ends else pending + len(data)
-            if pending > max_event_bytes:
-                raise ProtocolError(too_long)
-            tail = window[-2:]
-            yield data
-
-    try:
-        for event in sseclient.SSEClient(chunks()).events():
-            if len(event.data) > max_event_bytes:  # a whole event within one read
-                raise ProtocolError(too_long)
-            yield event
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"an SSE event is not UTF-8 ({exc.reason})") from None
+    event_type, data_lines = "", list[str]()
+    event_bytes = 0  # bytes since the last blank line, whole lines only
+    partial: list[bytes] = []  # the unfinished line, as read
+    partial_bytes = 0
+    cr_pending = False  # the last read ended in CR: drop a LF that follows it
+    while True:
+        chunk = read(_READ_BYTES)
+        at_end = not chunk
+        if cr_pending and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        if at_end:
+            if not partial and not data_lines:
+                return
+            pieces = [b"", b"", b""]  # end the last line, then the last event
+        else:
+            cr_pending = chunk.endswith(b"\r")
+            pieces = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for number, piece in enumerate(pieces):
+            if number == len(pieces) - 1:  # no line end after it (yet)
+                if piece:
+                    partial.append(piece)
+                    partial_bytes += len(piece)
+                break
+            line = b"".join([*partial, piece]) if partial else piece
+            partial, partial_bytes = [], 0
+            if not line:
+                if data_lines:
+                    yield SSEEvent(event_type or "message", "\n".join(data_lines))
+                event_type, data_lines, event_bytes = "", [], 0
+                continue
+            event_bytes += len(line) + 1
+            if event_bytes > max_event_bytes:
+                raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"an SSE event is not UTF-8 ({exc.reason})") from None
+            field, colon, value = text.partition(":")
+            if colon and value.startswith(" "):
+                value = value[1:]
+            if field == "data":
+                data_lines.append(value)
+            elif field == "event":
+                event_type = value
+        if at_end:
+            return
+        if event_bytes + partial_bytes > max_event_bytes:
+            raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
 
 
 # --- request bodies -------------------------------------------------------------------
 
 
-def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The ``POST /chat/completions`` body for ``request`` (before
-    :func:`add_common_fields`).
+def request_body(request: Request, model: str) -> dict[str, Any]:
+    """The body of ``POST /chat/completions`` (a chat) or ``POST /completions``
+    (a generate request), with :func:`add_common_fields` applied.
+
+    A chat's messages are converted by the rules of :func:`_messages`, its
+    ``tools`` passed as they are (Ollama already uses OpenAI's function schema). A
+    generate request sends ``prompt`` and ``suffix`` only: ``/completions`` has no
+    ``system``, ``template`` or ``images``.
 
     Args:
-        request: An Ollama-shaped chat request; its messages are converted by
-            the rules of :func:`_messages`, its ``tools`` passed as they are
-            (Ollama already uses OpenAI's function schema).
+        request: An Ollama-shaped chat or generate request.
         model: The model to name.
 
     Returns:
-        A JSON-ready dict.
+        A dict for the JSON encoder (values are not checked here).
+
+    Raises:
+        TypeError: a tool call in the history is not a dict, or its arguments
+            are not JSON.
     """
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": _messages(request.messages),
-        "stream": request.stream,
-    }
-    if request.tools:
-        body["tools"] = request.tools
+    body: dict[str, Any]
+    if isinstance(request, ChatRequest):
+        body = {"model": model, "messages": _messages(request.messages), "stream": request.stream}
+        if request.tools:
+            body["tools"] = request.tools
+    else:
+        body = {"model": model, "prompt": request.prompt, "stream": request.stream}
+        if request.suffix is not None:
+            body["suffix"] = request.suffix
+    add_common_fields(body, request.stream, request.options, request.format)
     return body
 
 
@@ -305,7 +361,9 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def _tool_call(call: dict[str, Any], fallback_id: str) -> dict[str, Any]:
-    function = call.get("function") or {}
+    function = (call.get("function") or {}) if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        raise TypeError(f"a tool call is {{'function': {{'name', 'arguments'}}}}, not {call!r:.80}")
     arguments = function.get("arguments", {})
     return {
         "id": call.get("id") or fallback_id,

@@ -31,6 +31,7 @@ from rubberduck.errors import (
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -310,6 +311,28 @@ def test_request_without_model_uses_default_or_fails_before_sending(
     assert len(httpserver.log) == 1
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        chat(options={"temperature": object()}),
+        chat(format={"type": "object", "default": object()}),
+        chat(messages=[Message("assistant", tool_calls=[{"function": {"name": "f",
+             "arguments": {"when": object()}}}])]),
+        chat(messages=[Message("assistant", tool_calls=["get_weather"])]),  # type: ignore[list-item]
+        GenerateRequest(model="m", prompt="hi", options={"stop": object()}),
+    ],
+    ids=["option", "format", "tool_arguments", "tool_call_not_a_dict", "generate_option"],
+)  # fmt: skip
+def test_a_request_that_is_not_json_is_invalid_request_and_not_sent(
+    httpserver: HTTPServer, provider: OpenAIProvider, request_: ChatRequest | GenerateRequest
+) -> None:
+    _, exc = run_failing(provider, request_, InvalidRequest)
+    assert "JSON" in exc.message and exc.fallback is False and exc.provider == "openai"
+    with pytest.raises(InvalidRequest, match="JSON"):
+        provider.embed(EmbedRequest(model="m", input="x", dimensions=object()))  # type: ignore[arg-type]
+    assert httpserver.log == []
+
+
 # --- tool calls ---------------------------------------------------------------------
 
 # OpenAI's streaming shape for two parallel calls: id and name in each call's first
@@ -578,6 +601,45 @@ def test_500_is_provider_unavailable(
     assert text in exc.message and exc.refused is False and events == []
 
 
+def test_402_payment_required_is_an_auth_error(
+    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], api_key: str
+) -> None:
+    """OpenRouter and other gateways answer 402 when the account's credits are gone."""
+    error = {"message": "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
+             "code": 402}  # fmt: skip
+    httpserver.expect_request("/v1/chat/completions").respond_with_json(
+        {"error": error}, status=402
+    )
+    _, exc = run_failing(make_provider(api_key_env=api_key), chat(), AuthError)
+    assert exc.fallback is True and "Insufficient credits" in exc.message
+    assert f"${KEY_ENV}" in exc.message
+
+
+def test_an_endpoint_the_server_does_not_offer_falls_back_without_blaming_it(
+    httpserver: HTTPServer, provider: OpenAIProvider
+) -> None:
+    """llama.cpp started without --embeddings answers /embeddings with 501: another
+    backend may embed, and this one is healthy (kind "invalid" does not count
+    against it, "unavailable" would)."""
+    message = "This server does not support embeddings. Start it with `--embeddings`"
+    error = {"code": 501, "message": message, "type": "not_supported_error"}
+    httpserver.expect_request("/v1/embeddings").respond_with_json({"error": error}, status=501)
+    with pytest.raises(InvalidRequest) as info:
+        provider.embed(EmbedRequest(input="hi"), 1)
+    assert info.value.fallback is True and info.value.kind == "invalid"
+    assert "--embeddings" in info.value.message
+
+
+def test_408_is_a_timeout_not_an_invalid_request(
+    httpserver: HTTPServer, provider: OpenAIProvider
+) -> None:
+    httpserver.expect_request("/v1/chat/completions").respond_with_data(
+        "Request Timeout", status=408
+    )
+    _, exc = run_failing(provider, chat(), RequestTimeout)
+    assert exc.fallback is True and "HTTP 408" in exc.message
+
+
 def test_connection_refused() -> None:
     provider = OpenAIProvider(base_url=f"http://127.0.0.1:{free_port()}/v1", default_model="m")
     try:
@@ -658,6 +720,31 @@ def test_errors_never_show_the_key(
             provider.run(chat(), lambda e: None, CancelScope())
         assert_no_key(info.value, repr(info.value), info.value.args)
     assert_no_key(repr(provider), provider.info())
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, f"data: {'x' * 100}{KEY}\n\n"),  # not JSON: the message quotes its start
+        (200, f"event: error\ndata: {'x' * 280}{KEY}\n\n"),
+        (500, "y" * 180 + KEY),  # a plain-text error body
+    ],
+    ids=["bad_event", "error_event", "plain_500"],
+)
+def test_a_key_cut_by_a_length_limit_is_still_hidden(
+    httpserver: HTTPServer,
+    make_provider: Callable[..., OpenAIProvider],
+    api_key: str,
+    status: int,
+    body: str,
+) -> None:
+    """The key is removed before a message is shortened, so no prefix of it
+    survives at the cut."""
+    httpserver.expect_request("/v1/chat/completions").respond_with_data(
+        body, status=status, content_type=SSE
+    )
+    _, exc = run_failing(make_provider(api_key_env=api_key), chat(), RubberDuckError)
+    assert KEY[:12] not in str(exc), str(exc)
 
 
 def test_validate_config_refuses_a_key_in_clear_text_to_a_remote_host(api_key: str) -> None:
@@ -934,6 +1021,36 @@ def test_any_split_of_an_sse_stream_gives_the_same_events(
     assert events == expected
 
 
+def test_sse_events_end_at_any_blank_line_whatever_the_line_ends() -> None:
+    """WHATWG: a line ends in CRLF, LF or CR, and an event at the first blank line,
+    so ``data: a`` + LF followed by a CRLF blank line is a whole event."""
+    body = b"data: a\n\r\ndata: b\r\rdata: c\r\n\ndata: d1\rdata: d2\n\n"
+    expected = [("message", "a"), ("message", "b"), ("message", "c"), ("message", "d1\nd2")]
+    assert sse_events([body]) == expected
+    assert sse_events(body[i : i + 1] for i in range(len(body))) == expected
+    assert sse_events([b"data: [DONE]"]) == [("message", "[DONE]")]  # unfinished at the end
+
+
+def test_mixed_line_ends_do_not_let_events_pile_up() -> None:
+    """Many small events, each well under the limit, must not be buffered as one."""
+    body = b"data: {}\n\r\n" * 500
+    pieces = iter([body])
+    events = list(iter_sse_events(lambda _n: next(pieces, b""), max_event_bytes=64))
+    assert [e.data for e in events] == ["{}"] * 500
+
+
+def test_sse_parsing_time_is_linear_in_the_lines_of_an_event() -> None:
+    """An event of many short ``data:`` lines (legal SSE) is parsed in linear time;
+    sseclient-py's line-by-line concatenation took minutes for a few megabytes."""
+    lines = 1_000_000 // 8
+    body = b"data: x\n" * lines + b"\n"
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    started = time.monotonic()
+    ((_, data),) = sse_events(pieces)
+    assert time.monotonic() - started < 1.5
+    assert data == "\n".join(["x"] * lines)
+
+
 # --- control plane ------------------------------------------------------------------------
 
 MODELS = {
@@ -1028,6 +1145,34 @@ def test_bad_base_url_is_config_error(url: str | None) -> None:
     with pytest.raises(ConfigError, match="base_url") as info:
         OpenAIProvider(base_url=url)
     assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999/v1",  # was: "connection ... broke mid-response (InvalidURL)"
+        "http://127.0.0.1:port/v1",
+        "https://example.openai.azure.com/openai?api-version=2024-06-01",  # paths go after it
+        "http://127.0.0.1:8080/v1#models",
+    ],
+)
+def test_a_base_url_requests_cannot_use_is_refused_at_construction(url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        OpenAIProvider(base_url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cr3t@api.example.com/v1",
+        "http://user:s3cr3t@api.example.com:99999/v1",
+        "https://user:s3cr3t@api.example.com/v1?x=1",
+    ],
+)
+def test_credentials_in_a_bad_base_url_are_not_quoted(url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url") as info:
+        OpenAIProvider(base_url=url)
+    assert "s3cr3t" not in str(info.value)
 
 
 def test_config_builds_an_openai_backend(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,256 @@
+"""The OpenAI-compatible provider's API key and error mapping, apart from its HTTP.
+
+- :class:`ApiKey`: the key, read once from the environment, never shown in a
+  repr or a message (servers echo a rejected key in their errors, whole or cut).
+- :func:`http_error`: an HTTP error answer (OpenAI's ``{"error": {"message",
+  "type", "code"}}``; vLLM's top-level ``{"message", ...}``; LM Studio's
+  ``{"error": "..."}``; plain text) onto :mod:`rubberduck.errors`, each with what
+  to do next.
+- :func:`check_base_url`: the ``base_url`` checks done at construction.
+
+Units: ``retry_after_s`` is seconds (from ``retry-after-ms``, OpenAI's, or
+``Retry-After`` in seconds or as an HTTP date, RFC 9110 section 10.2.3).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping
+
+import msgspec
+import requests
+
+from rubberduck.errors import (
+    AuthError,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    ProviderUnavailable,
+    RequestTimeout,
+    RubberDuckError,
+    ServerBusy,
+)
+from rubberduck.providers.openai_wire import ERROR_DECODER, ErrorInfo, error_text
+
+__all__ = ["ApiKey", "check_base_url", "http_error", "retry_after"]
+
+#: Bodies of error answers are read up to this many bytes.
+_MAX_ERROR_BYTES = 64 * 1024
+
+
+class ApiKey:
+    """The API key named by ``api_key_env``, read once; its repr never shows it.
+
+    Args:
+        env: Name of the environment variable holding the key, or ``None`` for a
+            server that needs none. The value is stripped of surrounding blanks.
+    """
+
+    __slots__ = ("_value", "env")
+
+    def __init__(self, env: str | None) -> None:
+        self.env = env or None
+        self._value = os.environ.get(self.env or "", "").strip()
+
+    def __repr__(self) -> str:
+        return f"ApiKey(env={self.env!r})"
+
+    @property
+    def header(self) -> dict[str, str]:
+        """``{"Authorization": "Bearer <key>"}`` for a usable key, else ``{}``."""
+        return {"Authorization": f"Bearer {self._value}"} if self._usable() else {}
+
+    def _usable(self) -> bool:
+        # Printable ASCII only: requests would quote another value in its error.
+        return bool(self._value) and all(" " < ch < "\x7f" for ch in self._value)
+
+    def check(self, provider: str) -> None:
+        """Raise before anything is sent if a key is wanted and cannot be sent.
+
+        Raises:
+            AuthError: ``env`` is unset or empty, or its value holds whitespace,
+                control or non-ASCII characters (the message names the variable,
+                never the value).
+        """
+        if self.env and not self._value:
+            raise self.auth_error(
+                f"${self.env} is not set — export it with the API key, or remove "
+                "`api_key_env` for a server that needs none",
+                provider,
+            )
+        if self._value and not self._usable():
+            raise self.auth_error(
+                f"the API key in ${self.env} contains whitespace or control "
+                "characters — set it again without them",
+                provider,
+            )
+
+    def auth_error(self, what: str, provider: str) -> AuthError:
+        """An :class:`AuthError` saying ``what`` happened and where the key comes from."""
+        if self.env:
+            remedy = f"check the API key in ${self.env}"
+        else:
+            remedy = "set `api_key_env` for this provider to the variable holding the key"
+        return AuthError(f"{what} — {remedy}", provider=provider)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every copy of the key replaced by ``***``."""
+        return text.replace(self._value, "***") if self._value else text
+
+    def snippet(self, data: str | bytes, limit: int) -> str:
+        """The first ``limit`` characters of ``data`` for a message, the key removed
+        *before* the cut (a cut through the key would leave its prefix)."""
+        window = data[: limit + len(self._value)]
+        text = window if isinstance(window, str) else window.decode("utf-8", "replace")
+        return self.redact(text)[:limit]
+
+    def redacted(self, error: RubberDuckError) -> RubberDuckError:
+        """``error``, its message and args with the key removed (changed in place)."""
+        if self._value and self._value in error.message:
+            error.message = self.redact(error.message)
+            error.args = (error.message,)
+        return error
+
+
+def http_error(
+    resp: requests.Response, *, model: str | None, key: ApiKey, provider: str, base_url: str
+) -> RubberDuckError:
+    """The typed error for an answer that is not 200; reads at most 64 KiB of its body.
+
+    Args:
+        resp: The answer, body unread (``stream=True``).
+        model: The model asked for, or ``None`` (``GET /models``).
+        key: For the remedy of an :class:`AuthError` and to redact the message.
+        provider: The backend's configured name.
+        base_url: For the messages.
+
+    Returns:
+        ``AuthError`` for 401/402/403, ``invalid_api_key`` or ``insufficient_quota``;
+        ``InvalidRequest`` with ``fallback`` True for 501 or llama.cpp's
+        ``not_supported_error``; ``RequestTimeout`` for 408; ``ModelNotFound`` for
+        a 404 about the model; ``ServerBusy`` for 429/503; ``ProviderUnavailable``
+        for another 404 (a wrong ``base_url``) or 5xx; else ``InvalidRequest``.
+    """
+    try:
+        raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
+    except Exception:  # noqa: BLE001 - the status alone still says enough
+        raw = b""
+    error: ErrorInfo | str | None = None
+    try:
+        body = ERROR_DECODER.decode(raw)
+        error = body.error if body.error is not None else body.message
+    except msgspec.DecodeError:
+        pass
+    if error is None:
+        error = raw.decode("utf-8", "replace").strip()
+    status = resp.status_code
+    text = key.snippet(error_text(error), 300) or resp.reason or f"HTTP {status}"
+    code = kind = ""
+    if isinstance(error, ErrorInfo):
+        code = "" if error.code is None else str(error.code)
+        kind = error.type or ""
+    what = f"HTTP {status}: {text}"
+    if status in (401, 403) or code == "invalid_api_key":
+        return key.auth_error(what, provider)
+    if status == 402:  # OpenRouter and other gateways: no credits left
+        return key.auth_error(f"{what} — the account has no credit left", provider)
+    if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
+        not_offered = InvalidRequest(
+            f"{what} — this server does not offer it; another backend may", provider=provider
+        )
+        not_offered.fallback = True
+        return not_offered
+    if status == 408:
+        return RequestTimeout(f"{what} — the server gave up waiting", provider=provider)
+    if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
+        return ModelNotFound(
+            f"model {model!r} not found at {base_url} ({text}) — pick one that `GET /models` lists",
+            provider=provider,
+            model=model,
+        )
+    if code == "insufficient_quota":
+        return key.auth_error(f"{what} — the account's quota is used up", provider)
+    if status in (429, 503):
+        return ServerBusy(
+            f"{what} — the server is at capacity; retry later or add a backend",
+            provider=provider,
+            retry_after_s=retry_after(resp.headers),
+        )
+    if status == 404:
+        return ProviderUnavailable(
+            f"{what} at {resp.url} — check `base_url` (it usually ends in /v1)",
+            provider=provider,
+        )
+    if status >= 500:
+        return ProviderUnavailable(what, provider=provider)
+    if kind == "exceed_context_size_error" or code == "context_length_exceeded":
+        return InvalidRequest(
+            f"{what} — shorten the prompt or raise the server's context size",
+            provider=provider,
+        )
+    return InvalidRequest(what, provider=provider)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After``
+    (seconds or an HTTP date); ``None`` when neither is there or readable."""
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1e3)
+        value = headers.get("Retry-After")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def check_base_url(base_url: str | None, name: str) -> str:
+    """``base_url`` stripped of blanks and a trailing ``/``.
+
+    Raises:
+        ConfigError: it is missing, not http(s)://host, has a port that is not
+            0-65535, a query or a fragment (request paths are appended to it), or
+            carries credentials (they belong in ``api_key_env``).
+    """
+    if not base_url:
+        raise ConfigError(
+            f"[provider.{name}] needs base_url, e.g. http://127.0.0.1:8080/v1 (llama.cpp) "
+            "or https://api.openai.com/v1",
+            provider=name,
+        )
+    split = urllib.parse.urlsplit(base_url.strip())
+    if split.username or split.password:  # first: the messages below quote the URL
+        raise ConfigError(
+            f"[provider.{name}] base_url must not carry credentials — put the key in an "
+            "environment variable and name it in `api_key_env`",
+            provider=name,
+        )
+    if split.scheme not in ("http", "https") or not split.hostname or not _has_valid_port(split):
+        raise ConfigError(
+            f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",
+            provider=name,
+        )
+    if split.query or split.fragment:
+        raise ConfigError(
+            f"[provider.{name}] base_url {base_url!r} must not have a query or fragment: "
+            "request paths (/chat/completions, ...) are appended to it",
+            provider=name,
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _has_valid_port(split: urllib.parse.SplitResult) -> bool:
+    """No port, or a number in 0-65535 (``SplitResult.port`` raises otherwise)."""
+    try:
+        split.port  # noqa: B018 - the property validates
+    except ValueError:
+        return False
+    return True
