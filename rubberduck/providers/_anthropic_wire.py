@@ -8,16 +8,15 @@ are one tagged union on their ``type`` field, decoded by one reusable decoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import requests
-import sseclient  # type: ignore[import-untyped]
 
 from rubberduck.errors import ProtocolError
 from rubberduck.messages import Delta, Done, ToolCall, Usage
 from rubberduck.providers._anthropic_errors import AnthropicErrors
+from rubberduck.providers._sse import read_events
 from rubberduck.providers.base import Emit
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "decode_message",
     "decode_models",
     "decode_token_count",
-    "event_source",
 ]
 
 
@@ -202,39 +200,6 @@ class UsageCounter:
         return self.input + self.cache_creation + self.cache_read
 
 
-#: Ends of an SSE event (a blank line), as sseclient-py recognises them.
-_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
-
-
-def event_source(resp: requests.Response, max_event_bytes: int) -> Iterator[bytes]:
-    """The body's bytes as they arrive, for ``sseclient.SSEClient``.
-
-    sseclient-py joins chunks until a blank line without a bound, so this counts
-    the bytes since the last event end and stops an event that grows past
-    ``max_event_bytes`` before it ends (the reader checks the size of each complete
-    event; together they bound the memory to ``max_event_bytes`` plus one read).
-    Reading with ``read1`` yields whatever the socket has, so an event is parsed as
-    soon as its blank line arrives.
-
-    Raises:
-        ProtocolError: an event is longer than ``max_event_bytes``.
-        urllib3 / requests exceptions: the connection broke.
-    """
-    read = resp.raw.read1
-    pending = 0  # bytes since the end of the last complete event
-    tail = b""  # an event end may straddle two reads
-    while data := read(65536):
-        window = tail + data
-        end = max(
-            (i + len(sep) for sep in _EVENT_ENDS if (i := window.rfind(sep)) >= 0), default=-1
-        )
-        pending = len(window) - end if end >= 0 else pending + len(data)
-        if pending > max_event_bytes:
-            raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
-        tail = window[-3:]
-        yield data
-
-
 #: ``stop_reason`` → ``Done.done_reason``. ``tool_use`` is "stop", as Ollama reports a
 #: turn that ends in tool calls; running out of context is "length", as Ollama reports
 #: it; reasons not listed (``refusal``, ``pause_turn``, ...) pass through unchanged.
@@ -277,7 +242,7 @@ class AnswerReader:
         usage = UsageCounter()
         stop_reason: str | None = None
         tools: dict[int, tuple[Block, list[str]]] = {}
-        events = sseclient.SSEClient(event_source(resp, self.max_event_bytes)).events()
+        events = read_events(resp.raw.read1, self.max_event_bytes)
         for sse in events:
             if sse.event not in EVENT_TYPES and sse.event != "message":
                 continue  # a newer event type: Anthropic asks clients to skip them

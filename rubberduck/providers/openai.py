@@ -16,8 +16,8 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   ``{"error": {"message", "type", "code"}}``; errors after output has started are
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
-The wire format (bodies, chunk shapes, a bounded SSE parser, one reusable msgspec
-decoder per shape) is in :mod:`rubberduck.providers.openai_wire`, the API key and
+The wire format (bodies, chunk shapes, one reusable msgspec decoder per shape) is
+in :mod:`rubberduck.providers.openai_wire`, the API key and
 the mapping of HTTP errors in :mod:`rubberduck.providers._openai_errors`; this
 module does the HTTP.
 
@@ -49,6 +49,7 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
 from rubberduck.providers._openai_errors import ApiKey, check_base_url, http_error
+from rubberduck.providers._sse import read_events
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -73,7 +74,6 @@ from rubberduck.providers.openai_wire import (
     Answer,
     Chunk,
     error_text,
-    iter_sse_events,
     request_body,
 )
 
@@ -190,7 +190,7 @@ class OpenAIProvider:
                 answer.add(self._decode_chunk(body_bytes), emit, whole=True)
                 complete = True
             else:
-                events = iter_sse_events(resp.raw.read1, max_event_bytes=self.max_event_bytes)
+                events = read_events(resp.raw.read1, self.max_event_bytes)
                 for event in events:
                     if event.data == "[DONE]":
                         complete = True

@@ -10,8 +10,7 @@ vLLM, LM Studio and Ollama's ``/v1`` speak it. Unknown fields are ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -26,7 +25,7 @@ from rubberduck.messages import (
     ToolCall,
     Usage,
 )
-from rubberduck.providers.base import DEFAULT_MAX_LINE_BYTES, Emit
+from rubberduck.providers.base import Emit
 
 __all__ = [
     "CHUNK_DECODER",
@@ -37,14 +36,11 @@ __all__ = [
     "Answer",
     "Chunk",
     "ErrorInfo",
-    "SSEEvent",
     "add_common_fields",
     "error_text",
-    "iter_sse_events",
     "request_body",
 ]
 
-_READ_BYTES = 65536
 
 #: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
 #: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
@@ -169,91 +165,6 @@ MODELS_DECODER = msgspec.json.Decoder(ModelList)
 EMBEDDINGS_DECODER = msgspec.json.Decoder(Embeddings)
 _ARGUMENTS_DECODER = msgspec.json.Decoder()
 ENCODER = msgspec.json.Encoder()
-
-
-# --- SSE --------------------------------------------------------------------------------
-
-
-class SSEEvent(NamedTuple):
-    """One Server-Sent Event: its type (``"message"`` unless an ``event:`` field
-    named one) and its data (the ``data:`` lines joined by ``"\\n"``)."""
-
-    event: str
-    data: str
-
-
-def iter_sse_events(
-    read: Callable[[int], bytes], *, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> Iterator[SSEEvent]:
-    """Server-Sent Events from a byte source (WHATWG HTML, "Server-sent events",
-    section 9.2.6 "Interpreting an event stream").
-
-    Lines end in CRLF, LF or CR, in any mix; a blank line dispatches the event.
-    Comment lines (``:``), ``id``, ``retry`` and unknown fields are skipped, and an
-    event without data is not dispatched. An unfinished event at the end of the
-    body is dispatched (more lenient than the spec, which drops it). Linear in the
-    body's size: lines are split per read, never rescanned.
-
-    Args:
-        read: Returns up to ``n`` bytes as they arrive, ``b""`` at the end
-            (``resp.raw.read1``).
-        max_event_bytes: Most bytes accepted from one blank line to the next.
-
-    Yields:
-        :class:`SSEEvent` values, in order.
-
-    Raises:
-        ProtocolError: an event is longer than ``max_event_bytes``, or a line is
-            not UTF-8.
-    """
-    event_type, data_lines = "", list[str]()
-    event_bytes = 0  # bytes since the last blank line, whole lines only
-    partial: list[bytes] = []  # the unfinished line, as read
-    partial_bytes = 0
-    cr_pending = False  # the last read ended in CR: drop a LF that follows it
-    while True:
-        chunk = read(_READ_BYTES)
-        at_end = not chunk
-        if cr_pending and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        if at_end:
-            if not partial and not data_lines:
-                return
-            pieces = [b"", b"", b""]  # end the last line, then the last event
-        else:
-            cr_pending = chunk.endswith(b"\r")
-            pieces = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        for number, piece in enumerate(pieces):
-            if number == len(pieces) - 1:  # no line end after it (yet)
-                if piece:
-                    partial.append(piece)
-                    partial_bytes += len(piece)
-                break
-            line = b"".join([*partial, piece]) if partial else piece
-            partial, partial_bytes = [], 0
-            if not line:
-                if data_lines:
-                    yield SSEEvent(event_type or "message", "\n".join(data_lines))
-                event_type, data_lines, event_bytes = "", [], 0
-                continue
-            event_bytes += len(line) + 1
-            if event_bytes > max_event_bytes:
-                raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ProtocolError(f"an SSE event is not UTF-8 ({exc.reason})") from None
-            field, colon, value = text.partition(":")
-            if colon and value.startswith(" "):
-                value = value[1:]
-            if field == "data":
-                data_lines.append(value)
-            elif field == "event":
-                event_type = value
-        if at_end:
-            return
-        if event_bytes + partial_bytes > max_event_bytes:
-            raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
 
 
 # --- request bodies -------------------------------------------------------------------

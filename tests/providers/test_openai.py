@@ -48,9 +48,9 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.providers import create_provider
+from rubberduck.providers._sse import read_events
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
-from rubberduck.providers.openai_wire import iter_sse_events
 from tests.conftest import run, run_failing
 from tests.fake_ollama import free_port
 from tests.strategies import OpenAIStream, chunkings, openai_chat_streams
@@ -974,7 +974,7 @@ def test_cancel_before_run_emits_nothing(httpserver: HTTPServer, provider: OpenA
 def sse_events(chunks: Iterable[bytes]) -> list[tuple[str, str]]:
     """(event name, data) of each event read from ``chunks``, one read per chunk."""
     pieces = iter(chunks)
-    return [(e.event, e.data) for e in iter_sse_events(lambda _n: next(pieces, b""))]
+    return [(e.event, e.data) for e in read_events(lambda _n: next(pieces, b""), 1 << 20)]
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -1019,36 +1019,6 @@ def test_any_split_of_an_sse_stream_gives_the_same_events(
         )
     )
     assert events == expected
-
-
-def test_sse_events_end_at_any_blank_line_whatever_the_line_ends() -> None:
-    """WHATWG: a line ends in CRLF, LF or CR, and an event at the first blank line,
-    so ``data: a`` + LF followed by a CRLF blank line is a whole event."""
-    body = b"data: a\n\r\ndata: b\r\rdata: c\r\n\ndata: d1\rdata: d2\n\n"
-    expected = [("message", "a"), ("message", "b"), ("message", "c"), ("message", "d1\nd2")]
-    assert sse_events([body]) == expected
-    assert sse_events(body[i : i + 1] for i in range(len(body))) == expected
-    assert sse_events([b"data: [DONE]"]) == [("message", "[DONE]")]  # unfinished at the end
-
-
-def test_mixed_line_ends_do_not_let_events_pile_up() -> None:
-    """Many small events, each well under the limit, must not be buffered as one."""
-    body = b"data: {}\n\r\n" * 500
-    pieces = iter([body])
-    events = list(iter_sse_events(lambda _n: next(pieces, b""), max_event_bytes=64))
-    assert [e.data for e in events] == ["{}"] * 500
-
-
-def test_sse_parsing_time_is_linear_in_the_lines_of_an_event() -> None:
-    """An event of many short ``data:`` lines (legal SSE) is parsed in linear time;
-    sseclient-py's line-by-line concatenation took minutes for a few megabytes."""
-    lines = 1_000_000 // 8
-    body = b"data: x\n" * lines + b"\n"
-    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
-    started = time.monotonic()
-    ((_, data),) = sse_events(pieces)
-    assert time.monotonic() - started < 1.5
-    assert data == "\n".join(["x"] * lines)
 
 
 # --- control plane ------------------------------------------------------------------------
