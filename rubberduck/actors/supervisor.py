@@ -148,9 +148,8 @@ class Registry:
         # between, the message may sit in a mailbox nobody reads any more. (The
         # actor object outlives its thread's last steps; pykka 4.x internal, pinned.)
         actor = ref._actor_weakref()  # type: ignore[attr-defined]
-        if isinstance(actor, SupervisedActor):
-            return not actor.take_back(message)
-        return not _take_back_from(ref.actor_inbox, message)
+        dead_letter = actor.dead_letter if isinstance(actor, SupervisedActor) else None
+        return not _empty_mailbox(ref.actor_inbox, str(ref), dead_letter, taking=message)
 
     def tell_eventually(self, name: str, message: Any, within_s: float = 1.0) -> bool:
         """:meth:`tell`, retried every 5 ms for up to ``within_s`` seconds (at
@@ -179,7 +178,6 @@ class SupervisedActor(pykka.ThreadingActor):
         super().__init__()
         self.registry = registry
         self.name = name
-        self._torn_down = threading.Event()
 
     def started(self) -> None:
         """Set-up after the thread starts; an exception here is a crash."""
@@ -204,40 +202,10 @@ class SupervisedActor(pykka.ThreadingActor):
         # pykka's own teardown answers pending asks with ActorDeadError but drops
         # pending tells; this one gives those to dead_letter. (pykka 4.x internal;
         # pinned in setup.cfg and covered by test_supervisor.py.)
-        self._empty_mailbox()
-
-    def take_back(self, message: Any) -> bool:
-        """After a ``tell`` of ``message`` found this actor dead: take ``message``
-        back out of the mailbox if it is still there (the sender then treats it
-        as not delivered), and hand any other mail left there to :meth:`dead_letter`.
-
-        Returns:
-            ``True`` if ``message`` was taken back (it was never handled).
-        """
-        return self._empty_mailbox(message)
-
-    def _empty_mailbox(self, taking: Any = None) -> bool:
-        # A dead actor handles no more mail, so emptying its mailbox from the
-        # sender's thread is safe; get_nowait lets two threads empty it at once.
-        found = False
-        while True:
-            try:
-                envelope = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
-            except queue.Empty:
-                return found
-            if taking is not None and envelope.message is taking and not found:
-                found = True
-            elif envelope.reply_to is None:
-                self.dead_letter(envelope.message)
-            elif isinstance(envelope.message, pykka.messages._ActorStop):
-                envelope.reply_to.set(None)
-            else:
-                error = pykka.ActorDeadError(f"{self.actor_ref} stopped before handling it")
-                envelope.reply_to.set_exception(exc_info=(type(error), error, None))
+        _empty_mailbox(self.actor_inbox, str(self.actor_ref), self.dead_letter)
 
     def on_start(self) -> None:
-        self._thread = threading.current_thread()
-        self.registry.add_thread(self._thread)
+        self.registry.add_thread(threading.current_thread())
         try:
             self.started()
         except Exception as exc:
@@ -263,19 +231,47 @@ class SupervisedActor(pykka.ThreadingActor):
             self.registry.tell(SUPERVISOR, message)
 
 
-def _take_back_from(inbox: Any, message: Any) -> bool:
-    """Take ``message`` out of a mailbox whose actor is gone, leaving the rest."""
-    others, found = [], False
+def _empty_mailbox(
+    inbox: Any,
+    owner: str,
+    dead_letter: Callable[[Any], None] | None,
+    *,
+    taking: Any = None,
+) -> bool:
+    """Empty the mailbox of a dead actor (it handles no more mail, so any thread
+    may; ``get_nowait`` lets two threads do it at once).
+
+    Pending tells go to ``dead_letter``; with none (the actor object is gone),
+    they are put back for their own senders to take back. Pending asks get
+    ActorDeadError, a pending stop its answer.
+
+    Args:
+        inbox: The actor's mailbox (a ``queue.Queue`` of pykka envelopes).
+        owner: The actor, as error messages name it.
+        dead_letter: The dead actor's :meth:`SupervisedActor.dead_letter`, or ``None``.
+        taking: A message a sender just put there, to take back out.
+
+    Returns:
+        ``True`` if ``taking`` was found and taken back (it was never handled).
+    """
+    found, kept = False, []
     while True:
         try:
             envelope = inbox.get_nowait()
         except queue.Empty:
             break
-        if envelope.message is message and not found:
+        if taking is not None and envelope.message is taking and not found:
             found = True
+        elif dead_letter is None:
+            kept.append(envelope)
+        elif envelope.reply_to is None:
+            dead_letter(envelope.message)
+        elif isinstance(envelope.message, pykka.messages._ActorStop):
+            envelope.reply_to.set(None)
         else:
-            others.append(envelope)
-    for envelope in others:
+            error = pykka.ActorDeadError(f"{owner} stopped before handling it")
+            envelope.reply_to.set_exception(exc_info=(type(error), error, None))
+    for envelope in kept:
         inbox.put(envelope)
     return found
 
@@ -335,8 +331,7 @@ class Supervisor(pykka.ThreadingActor):
         self._stopping = threading.Event()
 
     def on_start(self) -> None:
-        self._thread = threading.current_thread()
-        self.registry.add_thread(self._thread)
+        self.registry.add_thread(threading.current_thread())
         self.registry.set(SUPERVISOR, self.actor_ref)
         for name in self.order:
             self._start_child(name)
