@@ -17,8 +17,9 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
+from rubberduck.providers.base import retry_after_seconds
 
-__all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body", "retry_after"]
+__all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body"]
 
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 #: Bodies of error responses are read up to this many bytes.
@@ -49,15 +50,6 @@ def decode_error_body(raw: bytes) -> tuple[str, str]:
         return error.type, error.message
     except (msgspec.DecodeError, msgspec.ValidationError):
         return "", raw.decode("utf-8", "replace").strip()
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``retry-after`` header, which Anthropic gives in seconds
-    (https://docs.anthropic.com/en/api/rate-limits); other forms are ignored."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 class AnthropicErrors:
@@ -133,7 +125,7 @@ class AnthropicErrors:
         error_type, message = decode_error_body(raw)
         status = resp.status_code
         detail = self.excerpt(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
-        wait_s = retry_after(resp.headers.get("retry-after"))
+        wait_s = retry_after_seconds(resp.headers.get("retry-after"))  # seconds (rate-limits docs)
         if status in (401, 403):
             what = "rejected the API key" if status == 401 else "refused this API key"
             return AuthError(

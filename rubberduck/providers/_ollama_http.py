@@ -47,6 +47,7 @@ from rubberduck.providers.base import (
     new_session,
     open_stream,
     read_body,
+    retry_after_seconds,
     transport_error,
 )
 
@@ -333,13 +334,13 @@ class OllamaHTTP:
             return ServerBusy(
                 f"{message} (HTTP 503) — raise OLLAMA_MAX_QUEUE or retry later",
                 provider=self.name,
-                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+                retry_after_s=retry_after_seconds(resp.headers.get("Retry-After")),
             )
         if status == 429:
             return ServerBusy(
                 f"{message} (HTTP 429) — rate limited; retry later",
                 provider=self.name,
-                retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+                retry_after_s=retry_after_seconds(resp.headers.get("Retry-After")),
             )
         if status in (401, 403):
             # Ollama answers 401 for cloud models until `ollama signin`; ollama.com
@@ -361,11 +362,3 @@ class OllamaHTTP:
         if status >= 500:
             return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
         return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

@@ -52,6 +52,7 @@ __all__ = [
     "open_stream",
     "read_body",
     "read_ok_body",
+    "retry_after_seconds",
     "sending",
     "transport_error",
 ]
@@ -170,6 +171,15 @@ def estimate_tokens(text: str) -> int:
         Estimated tokens (0 for ``""``).
     """
     return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds, as Ollama and
+    Anthropic send it (HTTP dates are ignored: ``None``, as for no header)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 class CancelScope:
