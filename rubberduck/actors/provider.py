@@ -5,10 +5,10 @@ non-blocking slot check, then a hand-off to the pool): a mailbox hop there would
 cost a thread wake-up per request and carry nothing that the lock does not. The
 actor owns the pool and its lifecycle; it is what the supervisor restarts. A
 worker runs the provider's blocking call with the request handle's ``emit`` as
-the callback: chunks go straight to the
-caller's queue. When the call ends, the worker tells the HealthMonitor the outcome
-and, for a failure, tells the Router to try elsewhere (retries with backoff are
-the Router's: a 503 goes to another backend first).
+the callback: chunks go straight to the caller's queue. When the call ends, the
+worker notes the outcome for the HealthMonitor and, for a failure, tells the
+Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
+another backend first).
 
 Mid-stream policy: once a chunk has reached the caller, a failure is not silently
 re-routed. With ``mid_stream="error"`` the caller gets
@@ -18,9 +18,8 @@ falls back like any other.
 
 When the actor dies (a crash, or a sibling's restart under ``one_for_all``), it
 admits nothing more and its requests are not lost: those still queued go back to
-the Router at once, the
-running ones have their HTTP call closed and go back to the Router (or, past the
-first chunk, follow the mid-stream policy).
+the Router at once, the running ones have their HTTP call closed and go back to
+the Router (or, past the first chunk, follow the mid-stream policy).
 """
 
 from __future__ import annotations
