@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 import msgspec
 import pykka
 
-from rubberduck.actors.health import HEALTH, HealthMonitor, SuccessLog
+from rubberduck.actors.health import HEALTH, HealthMonitor
 from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_actor_name
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
@@ -100,7 +100,6 @@ class Runtime(ModelAdmin):
         self.escalation: str | None = None
         self._registry = Registry()
         self._load = Load()
-        successes = SuccessLog()
         cost = config.cost
         self._ledger = UsageLedger(
             {name: p.is_local for name, p in self.providers.items()},
@@ -126,15 +125,9 @@ class Runtime(ModelAdmin):
         ]
         rc = config.router
         backoff = Backoff(rc.retries, rc.retry_backoff, rc.max_retry_backoff)
-        specs = [
-            ChildSpec(
-                HEALTH, self._starter(HealthMonitor, self.providers, config.health, successes)
-            )
-        ]
+        specs = [ChildSpec(HEALTH, self._starter(HealthMonitor, self.providers, config.health))]
         for name, cfg in backends:
-            specs.append(
-                ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg, successes))
-            )
+            specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
         specs.append(ChildSpec(ROUTER, self._starter(Router, routes, self._load, backoff)))
         self._supervisor = Supervisor.start(
             specs,
@@ -150,13 +143,12 @@ class Runtime(ModelAdmin):
         registry = self._registry
         return lambda: cls.start(registry, *args)
 
-    def _provider_starter(self, name: str, cfg: ProviderConfig, successes: SuccessLog) -> Any:
+    def _provider_starter(self, name: str, cfg: ProviderConfig) -> Any:
         registry, provider, load = self._registry, self.providers[name], self._load
         return lambda: ProviderActor.start(
             registry,
             provider,
             load,
-            successes=successes,
             max_in_flight=cfg.max_in_flight,
             max_queue=cfg.max_queue,
         )

@@ -5,8 +5,11 @@ embedded backend: the model file is there) and, every ``catalogue_ttl`` seconds,
 ``list_models`` (Ollama: ``GET /api/tags``). They run on a small thread pool so
 that a slow backend never blocks this actor; results come back as messages.
 Request outcomes arrive from the ProviderActors' workers: failures as messages,
-successes through a :class:`SuccessLog` read at the next message or tick. State
-changes are published to the Router as ``ProviderUp`` / ``ProviderDown``.
+successes through ``Registry.successes``, read before each message (ticks
+included). A message per success cost a thread wake-up per request, at the moment
+the caller wakes for its answer (``benchmarks/overhead.py``); reading them first
+still weighs a failure after the successes before it. State changes are published
+to the Router as ``ProviderUp`` / ``ProviderDown``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from rubberduck.messages import (
 )
 from rubberduck.providers.base import Provider
 
-__all__ = ["FAILURE_KINDS", "HealthMonitor", "SuccessLog"]
+__all__ = ["FAILURE_KINDS", "HealthMonitor"]
 
 HEALTH = "health"
 #: Outcome kinds that count against a backend. A 503 ("busy") counts too, so a
@@ -47,36 +50,6 @@ HEALTH = "health"
 FAILURE_KINDS = frozenset(
     {"refused", "unavailable", "timeout", "protocol", "interrupted", "busy", "auth"}
 )
-
-
-class SuccessLog:
-    """Successful request outcomes, noted by worker threads without waking the
-    HealthMonitor. A message per success cost a thread wake-up per request, at the
-    moment the caller wakes for its answer (measured with
-    ``benchmarks/overhead.py``). The monitor reads the log before each message it
-    handles and at each tick, so a failure is weighed after the successes before
-    it. Failures still come as messages: they may open a circuit now.
-
-    Shared by reference, so it survives actor restarts. Bounded: past ``maxlen``
-    unread outcomes the oldest are dropped (they only feed statistics).
-    """
-
-    def __init__(self, maxlen: int = 65536) -> None:
-        self._outcomes: deque[Outcome] = deque(maxlen=maxlen)
-
-    def note(self, outcome: Outcome) -> None:
-        """Add one success (any thread; ``deque.append`` is atomic)."""
-        self._outcomes.append(outcome)
-
-    def take(self) -> list[Outcome]:
-        """Remove and return the successes noted so far, oldest first."""
-        taken = []
-        popleft = self._outcomes.popleft
-        while True:
-            try:
-                taken.append(popleft())
-            except IndexError:
-                return taken
 
 
 @dataclass
@@ -102,20 +75,14 @@ class HealthMonitor(SupervisedActor):
         registry: Where the Router is found.
         providers: Backend name → provider, in routing order.
         config: Probe interval/timeout and breaker settings (seconds).
-        successes: Where the ProviderActors note successful requests.
     """
 
     def __init__(
-        self,
-        registry: Registry,
-        providers: dict[str, Provider],
-        config: HealthConfig,
-        successes: SuccessLog | None = None,
+        self, registry: Registry, providers: dict[str, Provider], config: HealthConfig
     ) -> None:
         super().__init__(registry, HEALTH)
         self.providers = providers
         self.config = config
-        self.successes = successes if successes is not None else SuccessLog()
         self.tick_s = max(0.02, min(config.interval, config.cooldown) / 4)
 
     def started(self) -> None:
@@ -171,8 +138,9 @@ class HealthMonitor(SupervisedActor):
                 return
 
     def receive(self, message: Any) -> Any:
-        for success in self.successes.take():
-            self._outcome(success)
+        successes = self.registry.successes
+        while successes:
+            self._outcome(successes.popleft())
         if isinstance(message, Outcome):
             self._outcome(message)
         elif isinstance(message, Tick):

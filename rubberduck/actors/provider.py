@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from rubberduck.actors.health import HEALTH, SuccessLog
+from rubberduck.actors.health import HEALTH
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -82,7 +82,6 @@ class ProviderActor(SupervisedActor):
         registry: Where the Router and HealthMonitor are found.
         provider: The backend's provider.
         load: The shared in-flight counts (see :class:`Load`).
-        successes: Where successful requests are noted for the HealthMonitor.
         max_in_flight: Requests running at once (pool size).
         max_queue: Requests waiting for a worker; past it, ``ServerBusy``.
     """
@@ -93,7 +92,6 @@ class ProviderActor(SupervisedActor):
         provider: Provider,
         load: Load | None = None,
         *,
-        successes: SuccessLog | None = None,
         max_in_flight: int = 4,
         max_queue: int = 64,
     ) -> None:
@@ -101,7 +99,6 @@ class ProviderActor(SupervisedActor):
         self.provider = provider
         self.backend = provider.name
         self.load = load if load is not None else Load()
-        self.successes = successes if successes is not None else SuccessLog()
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
 
@@ -256,7 +253,7 @@ class ProviderActor(SupervisedActor):
             self.backend, kind, time.monotonic() - started, error.message if error else ""
         )
         if kind == "ok":
-            self.successes.note(outcome)  # read at the monitor's next message or tick
+            self.registry.successes.append(outcome)  # read before the monitor's next message
         else:
             self.registry.tell(HEALTH, outcome)
         if error is not None and not error.provider:

@@ -92,6 +92,10 @@ class Registry:
         #: Backend name → its live ProviderActor's ``admit`` (thread-safe), so that
         #: the Router hands a request to the backend's pool without a mailbox hop.
         self.admissions: dict[str, Callable[[Any], bool]] = {}
+        #: Successful request outcomes, appended by workers without waking the
+        #: HealthMonitor, which reads them before each message it handles. Bounded:
+        #: past it the oldest unread ones go (they only feed statistics).
+        self.successes: deque[Any] = deque(maxlen=65536)
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
