@@ -116,7 +116,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The directory holding the Ollama transcripts (``shared/fixtures/ollama``)."""
+    """The directory holding the Ollama transcripts (``tests/fixtures/ollama``)."""
     if not (FIXTURES_DIR / "README.md").is_file():
         pytest.fail(f"Ollama fixtures not found at {FIXTURES_DIR}")
     return FIXTURES_DIR

@@ -3,8 +3,8 @@ cannot do on demand: answer 503, drop the connection, break mid-stream, stall.
 
 It serves every endpoint of Ollama's native API (chat, generate, embed, embeddings,
 tags, ps, show, version, ``GET /``, pull, push, create, blobs, copy, delete). Its
-healthy answers are the transcripts in ``shared/fixtures/ollama/`` and
-``tests/fixtures/ollama/`` (taken from Ollama's docs and server code), streamed as
+healthy answers are the transcripts in ``tests/fixtures/ollama/`` (taken from
+Ollama's docs and server code), streamed as
 chunked NDJSON like Ollama's Go server does. Every request is recorded, its headers and raw
 body too. Bound to 127.0.0.1 on a free port; ``stop()`` (or the ``with`` block)
 shuts it down.
@@ -23,9 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ollama"
-#: Transcripts of the endpoints the shared ones do not cover (see its README.md).
-MORE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
+#: The Ollama protocol transcripts (sources in its README.md), inside the repository.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
 
 #: Fault modes. "ok": healthy; "busy": every POST answers 503 (the version probe
 #: still works, as in Ollama); "drop": every connection is closed without an
@@ -52,10 +51,8 @@ MODES = (
 
 
 def fixture(name: str) -> bytes:
-    """Bytes of one protocol transcript from ``shared/fixtures/ollama``, else from
-    ``tests/fixtures/ollama``."""
-    path = FIXTURES / name
-    return (path if path.exists() else MORE_FIXTURES / name).read_bytes()
+    """Bytes of one protocol transcript from ``tests/fixtures/ollama``."""
+    return (FIXTURES / name).read_bytes()
 
 
 #: GET path → transcript.
