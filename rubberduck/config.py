@@ -125,6 +125,12 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             ``"error"`` raises ``StreamInterrupted`` (with the partial text);
             ``"restart"`` emits a ``Restart`` event and runs the request again on
             the next backend. ``Runtime.submit(..., mid_stream=...)`` overrides it.
+        allow_substitute: Whether a backend configured with ``serve_any_model``
+            may answer a request for a model it does not have with its own
+            model. The answer then says so (``Done.substituted_for``).
+            ``Runtime.submit(..., allow_substitute=...)`` overrides it per
+            request; with ``False`` such a backend takes only requests for its
+            own models (or naming none).
     """
 
     order: list[str] = []
@@ -134,6 +140,7 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     retry_backoff: float = 0.1
     max_retry_backoff: float = 2.0
     mid_stream: Literal["error", "restart"] = "error"
+    allow_substitute: bool = True
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -58,6 +58,11 @@ class RequestHandle:
         timeout: The request's total timeout as given, seconds.
         mid_stream: What a break after the first chunk does: ``"error"`` or
             ``"restart"`` (see :class:`~rubberduck.messages.Restart`).
+        backends: The backends that may serve it; ``None``: any.
+        fallback: ``False`` keeps the request on the first backend it was sent
+            to (retry rounds included): no other backend is tried.
+        allow_substitute: Whether a ``serve_any_model`` backend may answer with
+            a model other than the one asked for.
         tried: Backends attempted, in order (a backend appears again after a
             retry round).
         causes: Backend name → the last error it gave for this request.
@@ -70,10 +75,18 @@ class RequestHandle:
         timeout: float,
         max_buffered: int = 4096,
         mid_stream: Literal["error", "restart"] = "error",
+        backends: frozenset[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool = True,
     ) -> None:
         self.id = next(_ids)
         self.request = request
         self.mid_stream = mid_stream
+        self.backends = backends
+        self.fallback = fallback
+        self.allow_substitute = allow_substitute
+        #: Backends the router chose knowing they would answer with another model.
+        self.substitutes: set[str] = set()
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_buffered)
@@ -148,6 +161,8 @@ class RequestHandle:
                     if name != done.provider
                 )
                 done = msgspec.structs.replace(done, fallbacks=notes)
+            if done.provider in self.substitutes:
+                done = msgspec.structs.replace(done, substituted_for=self.request.model)
             if self.pricer is not None:
                 done = self.pricer(done)
             self._finish(done)
@@ -291,6 +306,9 @@ class RequestHandle:
         if isinstance(self.request, ChatRequest):
             return assemble_chat(self._events)
         if self.embedding is not None:
+            done = self._events[-1]
+            if type(done) is Done and done.substituted_for is not None:
+                return msgspec.structs.replace(self.embedding, substituted_for=done.substituted_for)
             return self.embedding
         return assemble_generate(self._events)
 

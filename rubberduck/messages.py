@@ -274,6 +274,8 @@ class EmbedResponse(msgspec.Struct, frozen=True, kw_only=True):
             ``prompt_eval_count``).
         durations: ``total_s`` and ``load_s`` in seconds (Ollama
             ``total_duration`` / ``load_duration``, nanoseconds on the wire).
+        substituted_for: The model asked for, when another model answered
+            (see :attr:`Done.substituted_for`).
     """
 
     embeddings: list[list[float]]
@@ -281,6 +283,7 @@ class EmbedResponse(msgspec.Struct, frozen=True, kw_only=True):
     provider: str = ""
     usage: Usage = Usage()
     durations: Durations = Durations()
+    substituted_for: str | None = None
 
 
 class Delta(msgspec.Struct, frozen=True, tag="delta", tag_field="type"):
@@ -310,6 +313,10 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=Tr
             USD; ``None`` otherwise.
         durations: Server-side timings in seconds.
         fallbacks: ``"backend: reason"`` for each backend tried before this one.
+        substituted_for: The model the request asked for, when another model
+            answered it (a backend with ``serve_any_model`` that lacks that
+            model; see ``allow_substitute``); ``None`` when the model asked for
+            (or the backend's default, for a request naming none) answered.
     """
 
     done_reason: str | None = None
@@ -320,6 +327,7 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="type", kw_only=Tr
     shadow_cost_usd: float | None = None
     durations: Durations = Durations()
     fallbacks: tuple[str, ...] = ()
+    substituted_for: str | None = None
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -391,6 +399,11 @@ class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
         """``"backend: reason"`` for each backend tried before the one that answered."""
         return self.done.fallbacks
 
+    @property
+    def substituted_for(self) -> str | None:
+        """The model asked for, when another model answered (else ``None``)."""
+        return self.done.substituted_for
+
 
 class GenerateResponse(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to a non-streamed generate (``Runtime.generate(stream=False)``).
@@ -422,6 +435,11 @@ class GenerateResponse(msgspec.Struct, frozen=True, kw_only=True):
     def cost_usd(self) -> float:
         """Cost in USD; 0.0 for local backends."""
         return self.done.cost_usd
+
+    @property
+    def substituted_for(self) -> str | None:
+        """The model asked for, when another model answered (else ``None``)."""
+        return self.done.substituted_for
 
 
 def _after_last_restart(events: list[Event]) -> list[Event]:

@@ -187,6 +187,9 @@ class Runtime(ModelAdmin):
         *,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
     ) -> RequestHandle:
         """Start a request without waiting; returns its handle at once.
 
@@ -199,6 +202,15 @@ class Runtime(ModelAdmin):
                 ``"error"`` raises :class:`StreamInterrupted` carrying the partial
                 text; ``"restart"`` yields a :class:`Restart` event and then the
                 whole answer from the next backend. Default ``[router] mid_stream``.
+            backends: Names of the backends that may serve it (routing order
+                and priorities still apply among them); ``None``: any.
+            fallback: ``False`` sends it to its first candidate only: when that
+                backend fails, the request fails with its error (retry rounds
+                on that backend still apply).
+            allow_substitute: Whether a backend configured with
+                ``serve_any_model`` may answer a request for a model it lacks with
+                its own model; the answer then says so in ``substituted_for``.
+                Default ``[router] allow_substitute``.
 
         Returns:
             A :class:`RequestHandle`: iterate it for events, call ``result()`` for
@@ -206,6 +218,8 @@ class Runtime(ModelAdmin):
 
         Raises:
             ProviderUnavailable: the runtime is closed or its supervisor gave up.
+            InvalidRequest: ``backends`` names no configured backend, or an
+                argument has the wrong type.
         """
         if self._closed or self.escalation is not None:
             why = self.escalation or "the runtime is closed"
@@ -213,11 +227,20 @@ class Runtime(ModelAdmin):
         rc = self.config.router
         if timeout is not None:
             _check_timeout(timeout, InvalidRequest, "timeout")
+        if not isinstance(fallback, bool):
+            raise InvalidRequest(f"fallback must be True or False (got {fallback!r})")
+        if allow_substitute is not None and not isinstance(allow_substitute, bool):
+            raise InvalidRequest(
+                f"allow_substitute must be True, False or None (got {allow_substitute!r})"
+            )
         handle = RequestHandle(
             request,
             timeout=timeout if timeout is not None else rc.request_timeout,
             max_buffered=rc.max_buffered_events,
             mid_stream=mid_stream or rc.mid_stream,
+            backends=self._allowed_backends(backends),
+            fallback=fallback,
+            allow_substitute=rc.allow_substitute if allow_substitute is None else allow_substitute,
         )
         with self._lock:
             self._handles[handle.id] = handle
@@ -228,6 +251,22 @@ class Runtime(ModelAdmin):
         if not self._registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
             handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
         return handle
+
+    def _allowed_backends(self, backends: Sequence[str] | None) -> frozenset[str] | None:
+        if backends is None:
+            return None
+        if isinstance(backends, str) or not all(isinstance(b, str) for b in backends):
+            raise InvalidRequest(f"backends must be a list of backend names (got {backends!r})")
+        known = ", ".join(self.providers)
+        if not backends:
+            raise InvalidRequest(f"backends is empty — name one or more of: {known}")
+        unknown = sorted(set(backends) - set(self.providers))
+        if unknown:
+            raise InvalidRequest(
+                f"backends names {', '.join(map(repr, unknown))}, which is not configured "
+                f"— the backends are: {known}"
+            )
+        return frozenset(backends)
 
     def _forget(self, handle: RequestHandle) -> None:
         with self._lock:
@@ -247,6 +286,9 @@ class Runtime(ModelAdmin):
         think: bool | str | None = None,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
         **extra_options: Any,
     ) -> ChatResponse | RequestHandle:
         """Chat with a model (Ollama ``/api/chat`` semantics).
@@ -263,6 +305,8 @@ class Runtime(ModelAdmin):
             think: Thinking mode, for models that have one.
             timeout: Deadline of the whole request, seconds.
             mid_stream: ``"error"`` or ``"restart"``: see :meth:`submit`.
+            backends, fallback, allow_substitute: Which backends may serve it
+                and which model may answer: see :meth:`submit`.
             **extra_options: Merged into ``options`` (``temperature=0.2``).
 
         Returns:
@@ -285,7 +329,14 @@ class Runtime(ModelAdmin):
             tools=tools,
             think=think,
         )
-        handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
+        handle = self.submit(
+            request,
+            timeout=timeout,
+            mid_stream=mid_stream,
+            backends=backends,
+            fallback=fallback,
+            allow_substitute=allow_substitute,
+        )
         return handle if stream else cast(ChatResponse, handle.result())
 
     def stream_chat(
@@ -312,11 +363,15 @@ class Runtime(ModelAdmin):
         think: bool | str | None = None,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
         **extra_options: Any,
     ) -> GenerateResponse | RequestHandle:
         """Complete a prompt (Ollama ``/api/generate`` semantics).
 
-        Arguments and errors are as for :meth:`chat`, plus ``system``, ``suffix``,
+        Arguments (``backends``, ``fallback``, ``allow_substitute`` among them)
+        and errors are as for :meth:`chat`, plus ``system``, ``suffix``,
         ``template`` and ``raw`` (send the prompt without the model's template).
 
         Returns:
@@ -337,7 +392,14 @@ class Runtime(ModelAdmin):
             keep_alive=keep_alive,
             think=think,
         )
-        handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
+        handle = self.submit(
+            request,
+            timeout=timeout,
+            mid_stream=mid_stream,
+            backends=backends,
+            fallback=fallback,
+            allow_substitute=allow_substitute,
+        )
         return handle if stream else cast(GenerateResponse, handle.result())
 
     def embed(
@@ -350,6 +412,9 @@ class Runtime(ModelAdmin):
         dimensions: int | None = None,
         *,
         timeout: float | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
     ) -> EmbedResponse:
         """Embed one text or several (Ollama ``/api/embed`` semantics), routed and
         falling back like a chat, to backends that can embed.
@@ -363,6 +428,8 @@ class Runtime(ModelAdmin):
             keep_alive: Seconds or a duration string (``"5m"``).
             dimensions: Keep the first N values (models that allow it).
             timeout: Deadline of the whole request, seconds.
+            backends, fallback, allow_substitute: Which backends may serve it
+                and which model may answer: see :meth:`submit`.
 
         Returns:
             An :class:`EmbedResponse`: ``.embeddings`` (one unit-length vector per
@@ -380,7 +447,14 @@ class Runtime(ModelAdmin):
             options=dict(options) if options else None,
             keep_alive=keep_alive,
         )
-        return cast(EmbedResponse, self.submit(request, timeout=timeout).result())
+        handle = self.submit(
+            request,
+            timeout=timeout,
+            backends=backends,
+            fallback=fallback,
+            allow_substitute=allow_substitute,
+        )
+        return cast(EmbedResponse, handle.result())
 
     # --- control --------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 Candidates: backends that serve the requested model (a request with no model, a
 model in the backend's catalogue, a backend whose catalogue is not known yet, or
-one configured with ``serve_any_model``) and whose circuit is closed, ordered by
-priority and, within equal priority, by fewest requests in flight.
+one configured with ``serve_any_model`` when the request allows a substitute
+model) and whose circuit is closed, among those the request allows
+(``backends=``), ordered by priority and, within equal priority, by fewest
+requests in flight. A request with ``fallback=False`` stays on the first backend
+it was sent to.
 
 A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
 503, model not found, protocol error) moves the request to the next candidate at
@@ -159,31 +162,38 @@ class Router(SupervisedActor):
         return None
 
     def serves(self, route: Route, model: str | None) -> bool:
-        """Whether ``route`` can take a request for ``model``."""
-        if model is None or route.serve_any_model:
-            return True
-        if model in route.models or f"{model}:latest" in route.models:
+        """Whether ``route`` has ``model``, not counting ``serve_any_model``. A
+        backend whose catalogue is not known yet may have any model, except one
+        that serves any model: it has only those it names."""
+        if model is None or model in route.models or f"{model}:latest" in route.models:
             return True
         known = self.catalogue.get(route.name)
-        return known is None or model in known or f"{model}:latest" in known
+        if known is None:
+            return not route.serve_any_model
+        return model in known or f"{model}:latest" in known
 
     def candidates(self, handle: RequestHandle) -> list[Route]:
         """Routes ``handle`` may go to now, best first; records why others are skipped."""
         model = handle.request.model
+        allowed = handle.backends
+        if not handle.fallback and handle.tried:
+            allowed = frozenset(handle.tried[:1])
         out = []
         for route in self.routes:
             name = route.name
-            if name in handle.excluded:
+            if name in handle.excluded or (allowed is not None and name not in allowed):
                 continue
+            has_model = self.serves(route, model)
             if not route.embeddings and isinstance(handle.request, EmbedRequest):
                 handle.causes.setdefault(
                     name, InvalidRequest("has no embeddings endpoint", provider=name)
                 )
-            elif not self.serves(route, model):
+            elif not has_model and not (route.serve_any_model and handle.allow_substitute):
+                why = " (and this request allows no substitute model)" * route.serve_any_model
                 handle.causes.setdefault(
                     name,
                     ModelNotFound(
-                        f"does not have model {model!r}", provider=name, model=model or ""
+                        f"does not have model {model!r}{why}", provider=name, model=model or ""
                     ),
                 )
             elif name in self.down:
@@ -192,6 +202,8 @@ class Router(SupervisedActor):
                     ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
                 )
             else:
+                if not has_model:
+                    handle.substitutes.add(name)
                 out.append(route)
         if len(out) > 1:
             load = self.load
@@ -214,7 +226,11 @@ class Router(SupervisedActor):
                 return
             self.load.add(name, -1)
             handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
-        if not self._retry_later(handle):
+        if self._retry_later(handle):
+            return
+        if not handle.fallback and handle.tried:  # one backend: its own error says it all
+            handle.fail(handle.causes[handle.tried[0]])
+        else:
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
 
     def _retry_later(self, handle: RequestHandle) -> bool:

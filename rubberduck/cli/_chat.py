@@ -50,6 +50,17 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
         choices=("error", "restart"),
         help="a stream that breaks mid-way: fail, or start over on the next backend",
     )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help="send only to this backend (repeat for several); see `rubberduck health`",
+    )
+    parser.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="send to the first backend only: no other backend and no other model answers",
+    )
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,11 +103,23 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "format": args.format,
         "timeout": args.timeout,
         "mid_stream": args.on_break,
+        **_routing(args),
+    }
+
+
+def _routing(args: argparse.Namespace) -> dict[str, Any]:
+    """``--backend`` and ``--no-fallback`` as ``Runtime.chat`` arguments."""
+    return {
+        "backends": args.backend,
+        "fallback": not args.no_fallback,
+        "allow_substitute": False if args.no_fallback else None,
     }
 
 
 def _conversation(rt: Runtime, args: argparse.Namespace) -> int:
-    return Conversation(rt, args, options=_options(args), stream=_stream).run()
+    return Conversation(
+        rt, args, options=_options(args), stream=_stream, routing=_routing(args)
+    ).run()
 
 
 def _stream(handle: Any, args: argparse.Namespace) -> str:
@@ -138,5 +161,11 @@ def _report(done: Done, text: str, as_json: bool) -> None:
     if done.cost_usd:
         parts.append(f"${done.cost_usd:.6f}")
     print("— " + ", ".join(parts), file=sys.stderr)
+    if done.substituted_for is not None:
+        print(
+            f"— note: {done.substituted_for!r} was not available; {done.provider} answered "
+            f"with its own model {done.model!r} (--no-fallback forbids this)",
+            file=sys.stderr,
+        )
     for note in done.fallbacks:
         print(f"  fell back from {note}", file=sys.stderr)

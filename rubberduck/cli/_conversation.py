@@ -50,6 +50,8 @@ class Conversation:
         options: The Ollama options to start with (``{"temperature": 0.2}``).
         stream: Prints a handle's events and returns the answer's text (the
             one-shot command's printer).
+        routing: ``backends`` / ``fallback`` / ``allow_substitute`` for every
+            turn (from ``--backend`` and ``--no-fallback``).
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class Conversation:
         args: argparse.Namespace,
         options: dict[str, Any],
         stream: Callable[[Any, argparse.Namespace], str],
+        routing: dict[str, Any] | None = None,
     ) -> None:
         self.rt = rt
+        self.routing = routing or {}
         self.args = args
         self.model: str | None = args.model
         self.system: str | None = args.system
@@ -110,6 +114,7 @@ class Conversation:
                 format=self.format,
                 timeout=self.args.timeout,
                 mid_stream=self.args.on_break,
+                **self.routing,
             )
             answer = self._stream(handle, self.args)
         except KeyboardInterrupt:  # the handle was closed on the way out: call ended
