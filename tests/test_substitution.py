@@ -182,7 +182,7 @@ def test_the_cli_without_fallback_fails_rather_than_substitute(
 def test_the_cli_sends_only_to_the_named_backend(
     cli_config: str, capsys: pytest.CaptureFixture[str], any_model: tuple[FakeOllama, FakeOllama]
 ) -> None:
-    primary, backup = any_model
+    primary, _ = any_model
     primary.mode = "ok"
     assert main(["chat", "hi", "-m", "llama3.2", "--backend", "last", "--config", cli_config]) == 0
     assert "answered by last" in capsys.readouterr().err
