@@ -24,7 +24,7 @@ ABSENT = "qwen3:0.6b"
 
 @pytest.fixture
 def any_model(servers: tuple[FakeOllama, FakeOllama]) -> Iterator[tuple[FakeOllama, FakeOllama]]:
-    """"primary" is a plain Ollama; "backup" is a last resort that answers any
+    """The "primary" is a plain Ollama; "backup" is a last resort that answers any
     model with its own (``serve_any_model``), as the embedded backend does."""
     yield servers
 
@@ -128,9 +128,7 @@ def test_without_fallback_retry_rounds_stay_on_the_first_backend(
 ) -> None:
     primary, backup = servers
     primary.script.extend(["busy"])  # the first answer is a 503, then healthy
-    with runtime_for(
-        primary.url, backup.url, router={"retries": 2, "retry_backoff": 0.01}
-    ) as rt:
+    with runtime_for(primary.url, backup.url, router={"retries": 2, "retry_backoff": 0.01}) as rt:
         reply = rt.chat("llama3.2", HI, fallback=False)
     assert reply.provider == "primary"
     assert _chats(backup) == []
