@@ -129,6 +129,9 @@ class FakeOllama:
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
+        #: The models /api/tags lists (names); ``None``: the transcript's. May be
+        #: changed while running (a model pulled or deleted meanwhile).
+        self.models: list[str] | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,6 +150,8 @@ class FakeOllama:
                 name = _GET_ANSWERS.get(self.path)
                 if name is None:
                     return self._send(404, b'{"error":"not found"}')
+                if self.path == "/api/tags" and fake.models is not None:
+                    return self._send(200, _tags(fake.models))
                 self._send(200, fixture(name))
 
             def do_HEAD(self) -> None:
@@ -348,6 +353,12 @@ class FakeOllama:
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-answer is what these tests do on purpose
+
+
+def _tags(names: list[str]) -> bytes:
+    """An /api/tags answer listing ``names`` (the transcript's first entry for the rest)."""
+    template = json.loads(fixture("tags.json"))["models"][0]
+    return json.dumps({"models": [{**template, "name": n, "model": n} for n in names]}).encode()
 
 
 def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:

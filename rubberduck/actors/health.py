@@ -215,8 +215,9 @@ class HealthMonitor(SupervisedActor):
                 b.models, b.catalogue_at = msg.models, now
             # In the closed state the failure count belongs to real requests (a
             # server can answer /api/version and still 503 every chat), so only
-            # a half-open probe's success resets it.
-            if b.breaker.state != "closed" and b.breaker.record_success(now):
+            # a half-open probe's success resets it — not one sent before the
+            # circuit opened, which proves nothing about the failures since.
+            if b.breaker.state == "half_open" and b.breaker.record_success(now):
                 self._changed(msg.provider, b, catalogue=True)
             elif msg.models is not None:
                 # Changed or not: the Router may have dropped a model after a
