@@ -129,6 +129,7 @@ class FakeOllama:
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
+        self.get_delay = 0.0  # seconds every GET waits before its answer (a slow probe)
         #: The models /api/tags lists (names); ``None``: the transcript's. May be
         #: changed while running (a model pulled or deleted meanwhile).
         self.models: list[str] | None = None
@@ -143,6 +144,8 @@ class FakeOllama:
 
             def do_GET(self) -> None:
                 fake._record(self, b"")
+                if fake.get_delay:
+                    time.sleep(fake.get_delay)
                 if fake.mode == "drop":
                     return self._drop()
                 if self.path == "/":

@@ -101,6 +101,19 @@ def test_panic_mode_after_the_closed_circuits_failed(
     assert reply.fallbacks[0].startswith("backup: ")
 
 
+def test_a_probe_sent_before_the_circuit_opened_does_not_close_it(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    primary, backup = servers
+    primary.get_delay = 0.5  # the first probe is still out when the request fails
+    primary.mode = "busy"
+    with runtime_for(primary.url, backup.url, failure_threshold=1, interval=60, cooldown=60) as rt:
+        assert rt.chat("llama3.2", HI).provider == "backup"
+        assert wait_until(lambda: rt.health()["primary"].state == "open")
+        assert wait_until(lambda: rt.health()["primary"].checked)  # the probe came back
+        assert rt.health()["primary"].state == "open"
+
+
 def test_an_open_circuit_is_probed_every_cooldown_however_long_the_outage(
     servers: tuple[FakeOllama, FakeOllama],
 ) -> None:
