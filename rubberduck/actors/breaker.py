@@ -15,7 +15,8 @@ or fails everything must be skipped at once.
   * a failure rate of ``failure_rate`` or more over the last ``window`` seconds,
     once ``min_requests`` outcomes were seen there (a backend failing every
     other request never fails six in a row; with the defaults, 50 % of at least
-    20, a 10 % backend trips it with a chance of about 1 in 100 000 per window).
+    20, a 10 % backend reaches it with a chance of 7 in a million while the
+    window holds only 20 outcomes, and far less once it holds more).
 
   The caller must record outcomes in the order they happened (the HealthMonitor
   reads them from one ordered queue), or successes between failures are lost
