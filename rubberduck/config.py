@@ -144,32 +144,38 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The ``[health]`` table.
+    """The ``[health]`` table (the policy: :mod:`rubberduck.actors.breaker`).
 
     Attributes:
-        interval: Seconds between probes of each backend.
+        interval: Seconds between probes of a backend whose circuit is closed.
         timeout: Seconds a probe may take.
-        failure_threshold: Consecutive failed requests that open a circuit (a
-            refused connection opens it at once).
+        failure_threshold: Failed requests in a row (no success between) that
+            open a circuit; a refused connection opens it at once. High enough
+            that a backend failing now and then does not reach it by chance.
         failure_rate: Share of failed requests (0–1) within ``window`` that
             opens a circuit, once ``min_requests`` were seen there; catches a
             backend that fails often but not in a row.
-        window: The failure-rate window, seconds.
+        window: The failure-rate window, seconds; also the flap window (a
+            circuit re-opening this soon after a probe closed it).
         min_requests: Requests in the window before the rate counts.
-        cooldown: Seconds an open circuit waits before a half-open probe.
-        max_cooldown: Cap of the cooldown, which doubles after each failed probe.
-        catalogue_ttl: Seconds between reads of a backend's model list.
+        cooldown: Seconds an open circuit waits before a half-open probe, and
+            between probes while they fail, however long the backend is down.
+        max_cooldown: Cap of the wait before the first probe when a circuit
+            flaps (it doubles at each re-open within ``window``).
+        catalogue_ttl: Seconds between reads of a backend's model list; 0 reads
+            it with every probe, so a model pulled later is routed there within
+            one ``interval``.
     """
 
     interval: float = 5.0
     timeout: float = 2.0
-    failure_threshold: int = 3
+    failure_threshold: int = 6
     failure_rate: float = 0.5
     window: float = 30.0
-    min_requests: int = 10
-    cooldown: float = 2.0
+    min_requests: int = 20
+    cooldown: float = 1.0
     max_cooldown: float = 60.0
-    catalogue_ttl: float = 30.0
+    catalogue_ttl: float = 0.0
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import select
 import socket
 import threading
@@ -33,8 +34,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
 #: then silence; "hang": no answer at all (not even headers) until released or the
 #: client goes away; "not_found": POSTs and DELETEs answer 404; "bad_request": POSTs
 #: answer 400; "unauthorized": POSTs answer 401, as Ollama does for a cloud model
-#: before `ollama signin`; "rate_limited": POSTs answer 429 (with ``retry_after``).
-#: Faults apply to POST answers (and "drop" to every request).
+#: before `ollama signin`; "rate_limited": POSTs answer 429 (with ``retry_after``);
+#: "server_error": POSTs answer 500; "reset": the connection is reset (TCP RST)
+#: without an answer; "silent": headers, one chunk, then nothing at all (no
+#: keep-alive newlines) until the client hangs up or ``release`` is set, so that
+#: the client's read timeout fires. Faults apply to POST answers (and "drop" to
+#: every request).
 MODES = (
     "ok",
     "busy",
@@ -47,7 +52,15 @@ MODES = (
     "bad_request",
     "unauthorized",
     "rate_limited",
+    "server_error",
+    "reset",
+    "silent",
 )
+
+#: The fault mix of :class:`FakeOllama`'s ``fault_rate``: what an overloaded or
+#: flaky Ollama does now and then (503, 500, a reset, an error line mid-stream, a
+#: stall past the client's read timeout).
+FAULT_MIX = ("busy", "server_error", "reset", "error_line", "silent")
 
 
 def fixture(name: str) -> bytes:
@@ -82,11 +95,30 @@ class FakeOllama:
     """Args:
     mode: One of :data:`MODES`; may be changed while running.
     script: Modes for the next POSTs, one each, in order; ``mode`` after them.
+    fault_rate: Probability (0–1) that a POST which would be answered in mode
+        "ok" gets one of ``faults`` instead, drawn independently per request.
+    faults: The faults to draw from, uniformly (default :data:`FAULT_MIX`).
+    seed: Seed of the fault draws (``None``: unseeded).
+    port: Port to listen on (0: a free one); a stopped server's port can be
+        given to a new one, as when Ollama restarts.
     """
 
-    def __init__(self, mode: str = "ok", script: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        mode: str = "ok",
+        script: tuple[str, ...] = (),
+        *,
+        fault_rate: float = 0.0,
+        faults: tuple[str, ...] = FAULT_MIX,
+        seed: int | None = None,
+        port: int = 0,
+    ) -> None:
         self.mode = mode
         self.script: deque[str] = deque(script)
+        self.fault_rate = fault_rate
+        self.faults = faults
+        self.faults_injected: list[str] = []  # each fault drawn by ``fault_rate``, in order
+        self._rng = random.Random(seed)
         self._script_lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
         self.raw_bodies: list[bytes] = []  # the bytes of each request's body, in order
@@ -97,6 +129,10 @@ class FakeOllama:
         self.client_ports: set[int] = set()  # one per TCP connection the client opened
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
+        self.get_delay = 0.0  # seconds every GET waits before its answer (a slow probe)
+        #: The models /api/tags lists (names); ``None``: the transcript's. May be
+        #: changed while running (a model pulled or deleted meanwhile).
+        self.models: list[str] | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -108,6 +144,8 @@ class FakeOllama:
 
             def do_GET(self) -> None:
                 fake._record(self, b"")
+                if fake.get_delay:
+                    time.sleep(fake.get_delay)
                 if fake.mode == "drop":
                     return self._drop()
                 if self.path == "/":
@@ -115,6 +153,8 @@ class FakeOllama:
                 name = _GET_ANSWERS.get(self.path)
                 if name is None:
                     return self._send(404, b'{"error":"not found"}')
+                if self.path == "/api/tags" and fake.models is not None:
+                    return self._send(200, _tags(fake.models))
                 self._send(200, fixture(name))
 
             def do_HEAD(self) -> None:
@@ -143,6 +183,8 @@ class FakeOllama:
                     return self._hang()
                 if mode == "drop":
                     return self._drop()
+                if mode == "reset":
+                    return self._reset()
                 headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
                 if mode == "busy":
                     return self._send(503, fixture("error_server_busy.json"), headers=headers)
@@ -152,6 +194,8 @@ class FakeOllama:
                     return self._send(401, b'{"error":"unauthorized"}')
                 if mode == "not_found":
                     return self._send(404, fixture("error_model_not_found.json"))
+                if mode == "server_error":
+                    return self._send(500, b'{"error":"llama runner process has terminated"}')
                 if mode == "bad_request":
                     return self._send(400, b'{"error":"invalid options: num_ctx"}')
                 if self.path.startswith("/api/blobs/"):
@@ -207,6 +251,13 @@ class FakeOllama:
                         break
                 self.close_connection = True
 
+            def _reset(self) -> None:
+                # SO_LINGER with a zero timeout: close() sends RST, not FIN.
+                linger = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+                self.close_connection = True
+
             def _drop(self) -> None:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
@@ -232,6 +283,9 @@ class FakeOllama:
                         else:
                             self._drop()
                         return
+                    if mode == "silent":
+                        self._chunk(lines[0] + b"\n")
+                        return self._hang()
                     if mode == "stall":
                         self._chunk(lines[0] + b"\n")
                         # Ollama notices a closed client on its next write: so do we.
@@ -246,7 +300,7 @@ class FakeOllama:
                     fake.disconnects += 1
                     self.close_connection = True
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -267,9 +321,16 @@ class FakeOllama:
         self.client_ports.add(handler.client_address[1])
 
     def next_mode(self) -> str:
-        """The mode for the next POST: the script's next entry, else ``mode``."""
+        """The mode for the next POST: the script's next entry, else ``mode``
+        (for "ok", with probability ``fault_rate`` one of ``faults``)."""
         with self._script_lock:
-            return self.script.popleft() if self.script else self.mode
+            if self.script:
+                return self.script.popleft()
+            if self.mode == "ok" and self.fault_rate > 0 and self._rng.random() < self.fault_rate:
+                fault = self._rng.choice(self.faults)
+                self.faults_injected.append(fault)
+                return fault
+            return self.mode
 
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""
@@ -295,6 +356,12 @@ class FakeOllama:
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-answer is what these tests do on purpose
+
+
+def _tags(names: list[str]) -> bytes:
+    """An /api/tags answer listing ``names`` (the transcript's first entry for the rest)."""
+    template = json.loads(fixture("tags.json"))["models"][0]
+    return json.dumps({"models": [{**template, "name": n, "model": n} for n in names]}).encode()
 
 
 def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:

@@ -1,15 +1,40 @@
 """A circuit breaker per backend: closed → open → half-open → closed.
 
-- closed: requests flow. ``failure_threshold`` consecutive failures open it, and
-  so does a failure rate of ``failure_rate`` or more over the last ``window``
-  seconds once ``min_requests`` outcomes were seen there (a backend failing every
-  other request never fails three in a row). A refused connection opens it at once
-  (nothing is listening, so waiting for more failures only burns requests).
-- open: requests skip the backend. After ``cooldown`` seconds it turns half-open.
-- half-open: a health probe — never a user request — decides: success closes it
-  (and resets the cooldown), failure opens it again with the cooldown doubled,
-  capped at ``max_cooldown``, plus up to 10 % jitter so that many runtimes do not
-  probe in step.
+The policy tells a backend that is down from one that fails now and then. With
+three backends each failing 10 % of requests independently (503, 500, resets,
+stalls), no circuit may open by bad luck, yet a backend that refuses connections
+or fails everything must be skipped at once.
+
+- closed: requests flow. It opens on one of three signals:
+
+  * a refused connection (nothing listens there: waiting for more failures
+    only burns requests), at once;
+  * ``failure_threshold`` failures in a row with no success in between (default
+    6: at a 10 % independent failure rate a given run of six has a chance of
+    one in a million, so such a run says "down", not "unlucky");
+  * a failure rate of ``failure_rate`` or more over the last ``window`` seconds,
+    once ``min_requests`` outcomes were seen there (a backend failing every
+    other request never fails six in a row; with the defaults, 50 % of at least
+    20, a 10 % backend reaches it with a chance of 7 in a million while the
+    window holds only 20 outcomes, and far less once it holds more).
+
+  The caller must record outcomes in the order they happened (the HealthMonitor
+  reads them from one ordered queue), or successes between failures are lost
+  and failures look consecutive.
+- open: requests skip the backend (the Router's panic mode aside: when every
+  candidate is open it still tries them). Probes come every ``cooldown`` seconds
+  (plus up to 10 % jitter, so that many runtimes do not probe in step), however
+  long the backend has been down: a probe (Ollama: ``GET /api/version``) costs
+  next to nothing, and a restarted server is back in use about one cooldown
+  after it listens again. Failed probes do not lengthen the wait.
+- half-open: a probe — never a user request — decides: success closes it,
+  failure opens it again.
+
+What does grow is the penalty for *flapping*: a backend that passes its probe
+and fails requests again. When a circuit re-opens within ``window`` seconds of
+a probe closing it, its cooldown doubles (capped at ``max_cooldown``) before the
+first probe; later probes come every ``cooldown`` again. A circuit that stays
+closed for ``window`` seconds starts over from ``cooldown``.
 
 Pure logic: the caller passes ``now`` (``time.monotonic()`` seconds).
 """
@@ -27,25 +52,25 @@ State = Literal["closed", "open", "half_open"]
 
 class CircuitBreaker:
     """Args:
-    failure_threshold: Consecutive failures that open the circuit.
-    cooldown: Seconds an open circuit waits before going half-open.
-    max_cooldown: Cap of the growing cooldown, seconds.
-    jitter: Fraction of the cooldown added at random (0.1 = up to 10 %).
+    failure_threshold: Failures in a row (no success between) that open the circuit.
+    cooldown: Seconds an open circuit waits before a probe, and between probes.
+    max_cooldown: Cap of the wait before the first probe after a flap, seconds.
+    jitter: Fraction of the wait added at random (0.1 = up to 10 %).
     failure_rate: Share of failures (0–1] in the window that opens the circuit.
-    window: The failure-rate window, seconds.
+    window: The failure-rate window, and the flap window, seconds.
     min_requests: Outcomes in the window before the rate counts.
     """
 
     def __init__(
         self,
         *,
-        failure_threshold: int = 3,
-        cooldown: float = 2.0,
+        failure_threshold: int = 6,
+        cooldown: float = 1.0,
         max_cooldown: float = 60.0,
         jitter: float = 0.1,
         failure_rate: float = 0.5,
         window: float = 30.0,
-        min_requests: int = 10,
+        min_requests: int = 20,
         rng: random.Random | None = None,
     ) -> None:
         self.failure_threshold = max(1, failure_threshold)
@@ -59,19 +84,24 @@ class CircuitBreaker:
         self._recent_failures = 0
         self._rng = rng or random.Random()
         self.state: State = "closed"
+        #: Failures since the last success (the consecutive count).
         self.failures = 0
+        #: The wait before the first probe of the current (or next) opening.
         self.cooldown = cooldown
         self.opened_at = 0.0
         self.retry_at = 0.0
+        self.closed_at = float("-inf")  # when a probe last closed the circuit
+        self.probes = 0  # probes of open circuits since the circuit last opened
 
     def allows_requests(self) -> bool:
         """``True`` when user requests may go to the backend (closed)."""
         return self.state == "closed"
 
     def probe_due(self, now: float) -> bool:
-        """``True`` when an open circuit's cooldown is over; turns it half-open."""
+        """``True`` when an open circuit's wait is over; turns it half-open."""
         if self.state == "open" and now >= self.retry_at:
             self.state = "half_open"
+            self.probes += 1
         return self.state == "half_open"
 
     def record_success(self, now: float | None = None) -> bool:
@@ -79,14 +109,17 @@ class CircuitBreaker:
 
         Args:
             now: Current monotonic time, seconds, to count the success in the
-                failure-rate window; ``None`` leaves the window as it is.
+                failure-rate window (and, when a probe closes the circuit, to
+                start the flap window); ``None`` leaves both as they are.
         """
         changed = self.state != "closed"
         if changed:
             self._forget_window()
+            if now is not None:
+                self.closed_at = now
         elif now is not None:
             self._note(now, failed=False)
-        self.state, self.failures, self.cooldown = "closed", 0, self.base_cooldown
+        self.state, self.failures = "closed", 0
         return changed
 
     def record_failure(self, now: float, *, immediate: bool = False) -> bool:
@@ -98,8 +131,9 @@ class CircuitBreaker:
         """
         self.failures += 1
         if self.state == "half_open":
-            self.cooldown = min(self.cooldown * 2, self.max_cooldown)
-            self._open(now)
+            # A failed probe: open again, probe again one (base) cooldown later.
+            self.state = "open"
+            self.retry_at = now + self._jittered(self.base_cooldown)
             return True
         if self.state != "closed":
             return False
@@ -129,8 +163,15 @@ class CircuitBreaker:
         self._recent.clear()
         self._recent_failures = 0
 
+    def _jittered(self, wait: float) -> float:
+        return wait * (1 + self.jitter * self._rng.random())
+
     def _open(self, now: float) -> None:
+        """Closed → open. A re-trip soon after a probe closed it is a flap."""
+        flapped = now - self.closed_at <= self.window
+        self.cooldown = min(self.cooldown * 2, self.max_cooldown) if flapped else self.base_cooldown
         self._forget_window()
         self.state = "open"
         self.opened_at = now
-        self.retry_at = now + self.cooldown * (1 + self.jitter * self._rng.random())
+        self.probes = 0
+        self.retry_at = now + self._jittered(self.cooldown)

@@ -1,15 +1,27 @@
 """HealthMonitor: active probes, passive outcomes, one circuit breaker per backend.
 
 Probes are the provider's ``health_check`` (Ollama: ``GET /api/version``; the
-embedded backend: the model file is there) and, every ``catalogue_ttl`` seconds,
-``list_models`` (Ollama: ``GET /api/tags``). They run on a small thread pool so
-that a slow backend never blocks this actor; results come back as messages.
-Request outcomes arrive from the ProviderActors' workers: failures as messages,
-successes through ``Registry.successes``, read before each message (ticks
-included). A message per success cost a thread wake-up per request, at the moment
-the caller wakes for its answer (``benchmarks/overhead.py``); reading them first
-still weighs a failure after the successes before it. State changes are published
-to the Router as ``ProviderUp`` / ``ProviderDown``.
+embedded backend: the model file is there) and ``list_models`` (Ollama:
+``GET /api/tags``), read with every probe unless ``catalogue_ttl`` asks for
+fewer reads (so a model pulled later is routed there within one interval).
+They run on a small thread pool so that a slow backend never blocks this actor;
+results come back as messages. Closed circuits are probed every ``interval``
+seconds, open ones every ``cooldown`` (the policy:
+:mod:`rubberduck.actors.breaker`).
+
+Request outcomes arrive from the ProviderActors' workers through one ordered
+queue, ``Registry.outcomes``, read before each message (ticks included): the
+breaker sees successes and failures in the order they happened, so failures
+never look consecutive because successes between them were read late. A failure
+also wakes this actor (a :class:`~rubberduck.messages.Tick`), so a circuit opens
+at once; a success does not (a message per success cost a thread wake-up per
+request, at the moment the caller wakes for its answer: ``benchmarks/overhead.py``).
+
+State changes are published to the Router as ``ProviderUp`` / ``ProviderDown``.
+The catalogue goes with every ``ProviderUp`` after a read, changed or not, so
+the Router's view converges within one interval whatever it dropped (a model it
+removed after a 404) or missed; a Router that starts asks for everything with
+:class:`~rubberduck.messages.Resync`.
 """
 
 from __future__ import annotations
@@ -138,9 +150,9 @@ class HealthMonitor(SupervisedActor):
                 return
 
     def receive(self, message: Any) -> Any:
-        successes = self.registry.successes
-        while successes:
-            self._outcome(successes.popleft())
+        outcomes = self.registry.outcomes
+        while outcomes:
+            self._outcome(outcomes.popleft())
         if isinstance(message, Outcome):
             self._outcome(message)
         elif isinstance(message, Tick):
@@ -199,15 +211,18 @@ class HealthMonitor(SupervisedActor):
         b.last_probe = now
         if msg.ok:
             b.detail = msg.detail
-            catalogue_changed = msg.models is not None and msg.models != b.models
             if msg.models is not None:
                 b.models, b.catalogue_at = msg.models, now
             # In the closed state the failure count belongs to real requests (a
             # server can answer /api/version and still 503 every chat), so only
-            # a half-open probe's success resets it.
-            reopened = b.breaker.state != "closed" and b.breaker.record_success()
-            if reopened or catalogue_changed:
+            # a half-open probe's success resets it — not one sent before the
+            # circuit opened, which proves nothing about the failures since.
+            if b.breaker.state == "half_open" and b.breaker.record_success(now):
                 self._changed(msg.provider, b, catalogue=True)
+            elif msg.models is not None:
+                # Changed or not: the Router may have dropped a model after a
+                # 404, or missed a message; this brings its view back.
+                self._publish(msg.provider, b, catalogue=True)
         else:
             b.failures += 1
             b.last_error = msg.detail

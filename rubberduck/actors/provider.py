@@ -40,7 +40,7 @@ from rubberduck.errors import (
     StreamInterrupted,
 )
 from rubberduck.handle import RequestHandle
-from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome
+from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
 from rubberduck.providers.base import CancelScope, Provider, sending
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
@@ -252,10 +252,11 @@ class ProviderActor(SupervisedActor):
         outcome = Outcome(
             self.backend, kind, time.monotonic() - started, error.message if error else ""
         )
-        if kind == "ok":
-            self.registry.successes.append(outcome)  # read before the monitor's next message
-        else:
-            self.registry.tell(HEALTH, outcome)
+        # One ordered queue for every outcome, so that the breaker sees them in the
+        # order they happened; a failure also wakes the monitor.
+        self.registry.outcomes.append(outcome)
+        if kind != "ok":
+            self.registry.tell(HEALTH, Tick())
         if error is not None and not error.provider:
             error.provider = self.backend
         return error

@@ -8,6 +8,14 @@ model) and whose circuit is closed, among those the request allows
 requests in flight. A request with ``fallback=False`` stays on the first backend
 it was sent to.
 
+Panic mode (as in Envoy): when no candidate with a closed circuit is left — every
+one is open, or the closed ones were tried and failed — the request still goes to
+the backends whose circuit is open, the least bad first (the one whose circuit
+opened last: one that has stayed open longer has failed its probes since),
+rather than failing with nothing tried. A backend that refuses connections
+fails such an attempt in about a millisecond; one that answers serves it. The
+catalogue is not a circuit: a backend without the model is never tried.
+
 A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
 503, model not found, protocol error) moves the request to the next candidate at
 once, so a busy backend is never waited on while another could answer. When every
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +134,8 @@ class Router(SupervisedActor):
 
     def started(self) -> None:
         self.down: dict[str, str] = {}
+        #: When each backend in ``down`` went down (monotonic seconds): panic order.
+        self.down_since: dict[str, float] = {}
         self.catalogue: dict[str, set[str]] = {}
         # After a restart our view is empty: ask for the current one.
         self.registry.tell(HEALTH, Resync())
@@ -150,10 +161,12 @@ class Router(SupervisedActor):
                 self._attempt_failed(message)
             elif isinstance(message, ProviderUp):
                 self.down.pop(message.provider, None)
+                self.down_since.pop(message.provider, None)
                 if message.models is not None:
                     self.catalogue[message.provider] = _model_names(message.models)
             elif isinstance(message, ProviderDown):
                 self.down[message.provider] = message.reason
+                self.down_since.setdefault(message.provider, time.monotonic())
         except Exception as exc:
             handle = getattr(message, "handle", None)
             if isinstance(handle, RequestHandle):
@@ -172,8 +185,14 @@ class Router(SupervisedActor):
             return not route.serve_any_model
         return model in known or f"{model}:latest" in known
 
-    def candidates(self, handle: RequestHandle) -> list[Route]:
-        """Routes ``handle`` may go to now, best first; records why others are skipped."""
+    def candidates(self, handle: RequestHandle, *, panic: bool = False) -> list[Route]:
+        """Routes ``handle`` may go to now, best first; records why others are skipped.
+
+        Args:
+            handle: The request.
+            panic: Return the backends skipped only for an open circuit instead,
+                the one whose circuit opened last first (panic mode).
+        """
         model = handle.request.model
         allowed = handle.backends
         if not handle.fallback and handle.tried:
@@ -196,15 +215,17 @@ class Router(SupervisedActor):
                         f"does not have model {model!r}{why}", provider=name, model=model or ""
                     ),
                 )
-            elif name in self.down:
+            elif name in self.down and not panic:
                 handle.causes.setdefault(
                     name,
                     ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
                 )
-            else:
+            elif name in self.down or not panic:
                 if not has_model:
                     handle.substitutes.add(name)
                 out.append(route)
+        if panic:
+            return sorted(out, key=lambda r: -self.down_since.get(r.name, 0.0))
         if len(out) > 1:
             load = self.load
             out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
@@ -216,7 +237,7 @@ class Router(SupervisedActor):
         if handle.time_left() <= 0:
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
-        for route in self.candidates(handle):
+        for route in self.candidates(handle) or self.candidates(handle, panic=True):
             name = route.name
             handle.excluded.add(name)
             handle.tried.append(name)

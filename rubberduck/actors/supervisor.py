@@ -92,10 +92,11 @@ class Registry:
         #: Backend name → its live ProviderActor's ``admit`` (thread-safe), so that
         #: the Router hands a request to the backend's pool without a mailbox hop.
         self.admissions: dict[str, Callable[[Any], bool]] = {}
-        #: Successful request outcomes, appended by workers without waking the
-        #: HealthMonitor, which reads them before each message it handles. Bounded:
-        #: past it the oldest unread ones go (they only feed statistics).
-        self.successes: deque[Any] = deque(maxlen=65536)
+        #: Request outcomes (``messages.Outcome``), appended by workers in the order
+        #: the requests ended; the HealthMonitor reads them, in that order, before
+        #: each message it handles (a failure also wakes it). Bounded: past it the
+        #: oldest unread ones go.
+        self.outcomes: deque[Any] = deque(maxlen=65536)
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
@@ -210,6 +211,10 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.registry.add_thread(threading.current_thread())
+        # Reachable by name before started() runs (the supervisor registers the
+        # ref only once start() returns): an answer to what started() sends —
+        # the Router's Resync — must not be lost.
+        self.registry.set(self.name, self.actor_ref)
         try:
             self.started()
         except Exception as exc:
