@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 import msgspec
 import pykka
@@ -42,10 +41,14 @@ from rubberduck.messages import (
     Submit,
 )
 from rubberduck.model_admin import ModelAdmin
+from rubberduck.ollama_options import OptionValue, check_options
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
+from rubberduck.validation import check_mid_stream, check_request, check_timeout, parse_messages
 
 __all__ = ["Runtime"]
+
+_R = TypeVar("_R", ChatRequest, GenerateRequest, EmbedRequest)
 
 log = logging.getLogger("rubberduck")
 
@@ -80,7 +83,7 @@ class Runtime(ModelAdmin):
         backends = config.backends()
         if not backends:
             raise ConfigError("no enabled backend — add a [provider.NAME] table")
-        _check_timeout(config.router.request_timeout, ConfigError, "[router] request_timeout")
+        check_timeout(config.router.request_timeout, ConfigError, "[router] request_timeout")
         self.providers: dict[str, Provider] = {}
         try:
             for name, cfg in backends:
@@ -190,6 +193,9 @@ class Runtime(ModelAdmin):
     ) -> RequestHandle:
         """Start a request without waiting; returns its handle at once.
 
+        The request is checked here, on the caller's thread (field types, roles,
+        Ollama option names, finite numbers): a bad one never reaches an actor.
+
         Args:
             request: A :class:`ChatRequest`, :class:`GenerateRequest` or
                 :class:`EmbedRequest`.
@@ -205,14 +211,18 @@ class Runtime(ModelAdmin):
             the whole answer, ``cancel()`` to stop it.
 
         Raises:
+            InvalidRequest: the request, ``timeout`` or ``mid_stream`` is invalid
+                (see :func:`rubberduck.validation.check_request`).
             ProviderUnavailable: the runtime is closed or its supervisor gave up.
         """
+        request = check_request(request)
+        if timeout is not None:
+            check_timeout(timeout, InvalidRequest, "timeout")
+        check_mid_stream(mid_stream)
         if self._closed or self.escalation is not None:
             why = self.escalation or "the runtime is closed"
             raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
         rc = self.config.router
-        if timeout is not None:
-            _check_timeout(timeout, InvalidRequest, "timeout")
         handle = RequestHandle(
             request,
             timeout=timeout if timeout is not None else rc.request_timeout,
@@ -220,7 +230,11 @@ class Runtime(ModelAdmin):
             mid_stream=mid_stream or rc.mid_stream,
         )
         with self._lock:
-            self._handles[handle.id] = handle
+            escalation = self.escalation
+            if escalation is None:
+                self._handles[handle.id] = handle
+        if escalation is not None:  # the supervisor gave up since the check above
+            raise ProviderUnavailable(f"cannot submit: {escalation} — create a new Runtime")
         handle.on_finish = self._forget
         handle.pricer = self._ledger.price
         self._deadlines.watch(handle)
@@ -234,36 +248,103 @@ class Runtime(ModelAdmin):
             self._handles.pop(handle.id, None)
         self._deadlines.ended()
 
+    @overload
+    def chat(
+        self,
+        model: str | None = ...,
+        messages: Iterable[Message | Mapping[str, Any]] | None = ...,
+        *,
+        tools: list[dict[str, Any]] | None = ...,
+        stream: Literal[False] = ...,
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> ChatResponse: ...
+
+    @overload
+    def chat(
+        self,
+        model: str | None = ...,
+        messages: Iterable[Message | Mapping[str, Any]] | None = ...,
+        *,
+        tools: list[dict[str, Any]] | None = ...,
+        stream: Literal[True],
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> RequestHandle: ...
+
+    @overload
+    def chat(
+        self,
+        model: str | None = ...,
+        messages: Iterable[Message | Mapping[str, Any]] | None = ...,
+        *,
+        tools: list[dict[str, Any]] | None = ...,
+        stream: bool,
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> ChatResponse | RequestHandle: ...
+
     def chat(
         self,
         model: str | None = None,
-        messages: Iterable[Message | Mapping[str, Any]] = (),
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
         *,
-        stream: bool = False,
-        options: Mapping[str, Any] | None = None,
-        format: str | dict[str, Any] | None = None,
-        keep_alive: float | str | None = None,
         tools: list[dict[str, Any]] | None = None,
-        think: bool | str | None = None,
+        stream: bool = False,
+        think: bool | Literal["low", "medium", "high"] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        format: Literal["", "json"] | dict[str, Any] | None = None,
+        options: Mapping[str, OptionValue] | None = None,
+        keep_alive: float | str | None = None,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
-        **extra_options: Any,
+        **option_keywords: OptionValue,
     ) -> ChatResponse | RequestHandle:
-        """Chat with a model (Ollama ``/api/chat`` semantics).
+        """Chat with a model (Ollama ``/api/chat``; the parameters of
+        ``ollama.Client.chat``, plus ``timeout`` and ``mid_stream``).
 
         Args:
             model: Model name; ``None`` lets each backend use its default model.
-            messages: ``{"role": ..., "content": ...}`` mappings or :class:`Message`.
+            messages: ``{"role": ..., "content": ...}`` mappings or :class:`Message`;
+                roles are ``system``, ``user``, ``assistant``, ``tool``; the keys
+                are :class:`Message`'s fields.
+            tools: Tool definitions (function schema).
             stream: Return a :class:`RequestHandle` to iterate for events
                 (``Delta``, ``ToolCall``, then ``Done``) instead of waiting.
-            options: Ollama options (``temperature``, ``num_predict`` tokens, ...).
+            think: Thinking mode, for models that have one: ``True``/``False`` or
+                ``"low"``/``"medium"``/``"high"``.
+            logprobs: Ask for each token's log probability.
+            top_logprobs: Alternatives per token (0–20).
             format: ``"json"`` or a JSON schema.
+            options: Ollama options (``temperature``, ``num_predict`` tokens, ...);
+                only the names Ollama knows (``rubberduck.ollama_options``).
             keep_alive: Seconds or a duration string (``"5m"``).
-            tools: Tool definitions (function schema).
-            think: Thinking mode, for models that have one.
             timeout: Deadline of the whole request, seconds.
             mid_stream: ``"error"`` or ``"restart"``: see :meth:`submit`.
-            **extra_options: Merged into ``options`` (``temperature=0.2``).
+            **option_keywords: Ollama options as keywords (``temperature=0.2``),
+                merged over ``options``; the same names only.
 
         Returns:
             A :class:`ChatResponse` (``.message.content``, ``.done_reason``,
@@ -271,71 +352,165 @@ class Runtime(ModelAdmin):
             when ``stream=True``.
 
         Raises:
-            InvalidRequest: a message is malformed.
+            InvalidRequest: a message, option or parameter is invalid (an unknown
+                option name, with the closest known one); nothing was sent.
             AllProvidersFailed: no backend could serve it (``.causes`` says why).
             RequestTimeout, StreamInterrupted, ...: see :mod:`rubberduck.errors`.
         """
-        request = ChatRequest(
+        request = _build(
+            ChatRequest,
             model=model,
-            messages=_messages(messages),
-            stream=stream,
-            options=_options(options, extra_options),
-            format=format,
-            keep_alive=keep_alive,
+            messages=parse_messages(messages),
             tools=tools,
+            stream=stream,
             think=think,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            format=format,
+            options=_options(options, option_keywords),
+            keep_alive=keep_alive,
         )
         handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
         return handle if stream else cast(ChatResponse, handle.result())
 
     def stream_chat(
-        self, model: str | None = None, messages: Iterable[Any] = (), **kwargs: Any
+        self,
+        model: str | None = None,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> RequestHandle:
-        """``chat(..., stream=True)``: an iterable of events that can be closed early."""
+        """``chat(..., stream=True)``: an iterable of events that can be closed early.
+        Takes :meth:`chat`'s keyword arguments."""
         handle = self.chat(model, messages, stream=True, **kwargs)
         assert isinstance(handle, RequestHandle)
         return handle
+
+    @overload
+    def generate(
+        self,
+        model: str | None = ...,
+        prompt: str = ...,
+        suffix: str | None = ...,
+        *,
+        system: str | None = ...,
+        template: str | None = ...,
+        context: Sequence[int] | None = ...,
+        stream: Literal[False] = ...,
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        raw: bool | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        images: Sequence[str | bytes | os.PathLike[str]] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> GenerateResponse: ...
+
+    @overload
+    def generate(
+        self,
+        model: str | None = ...,
+        prompt: str = ...,
+        suffix: str | None = ...,
+        *,
+        system: str | None = ...,
+        template: str | None = ...,
+        context: Sequence[int] | None = ...,
+        stream: Literal[True],
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        raw: bool | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        images: Sequence[str | bytes | os.PathLike[str]] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> RequestHandle: ...
+
+    @overload
+    def generate(
+        self,
+        model: str | None = ...,
+        prompt: str = ...,
+        suffix: str | None = ...,
+        *,
+        system: str | None = ...,
+        template: str | None = ...,
+        context: Sequence[int] | None = ...,
+        stream: bool,
+        think: bool | Literal["low", "medium", "high"] | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        raw: bool | None = ...,
+        format: Literal["", "json"] | dict[str, Any] | None = ...,
+        images: Sequence[str | bytes | os.PathLike[str]] | None = ...,
+        options: Mapping[str, OptionValue] | None = ...,
+        keep_alive: float | str | None = ...,
+        timeout: float | None = ...,
+        mid_stream: Literal["error", "restart"] | None = ...,
+        **option_keywords: OptionValue,
+    ) -> GenerateResponse | RequestHandle: ...
 
     def generate(
         self,
         model: str | None = None,
         prompt: str = "",
-        *,
-        stream: bool = False,
-        system: str | None = None,
         suffix: str | None = None,
+        *,
+        system: str | None = None,
         template: str | None = None,
+        context: Sequence[int] | None = None,
+        stream: bool = False,
+        think: bool | Literal["low", "medium", "high"] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         raw: bool | None = None,
-        options: Mapping[str, Any] | None = None,
-        format: str | dict[str, Any] | None = None,
+        format: Literal["", "json"] | dict[str, Any] | None = None,
+        images: Sequence[str | bytes | os.PathLike[str]] | None = None,
+        options: Mapping[str, OptionValue] | None = None,
         keep_alive: float | str | None = None,
-        think: bool | str | None = None,
         timeout: float | None = None,
         mid_stream: Literal["error", "restart"] | None = None,
-        **extra_options: Any,
+        **option_keywords: OptionValue,
     ) -> GenerateResponse | RequestHandle:
-        """Complete a prompt (Ollama ``/api/generate`` semantics).
+        """Complete a prompt (Ollama ``/api/generate``; the parameters of
+        ``ollama.Client.generate``, plus ``timeout`` and ``mid_stream``).
 
-        Arguments and errors are as for :meth:`chat`, plus ``system``, ``suffix``,
-        ``template`` and ``raw`` (send the prompt without the model's template).
+        Arguments and errors are as for :meth:`chat`, plus ``suffix`` (text after
+        the insertion point, fill-in-the-middle), ``system`` (overrides the
+        model's system prompt), ``template`` (overrides its prompt template),
+        ``context`` (token ids from an earlier answer), ``raw`` (send the prompt
+        without the template) and ``images`` (bytes, a ``pathlib.Path`` or
+        base64, for vision models).
 
         Returns:
             A :class:`GenerateResponse` (``.response``, ``.done_reason``,
             ``.usage``, ``.provider``), or a :class:`RequestHandle` when
             ``stream=True``.
         """
-        request = GenerateRequest(
+        request = _build(
+            GenerateRequest,
             model=model,
             prompt=prompt,
-            system=system,
             suffix=suffix,
+            system=system,
             template=template,
-            raw=raw,
+            context=None if context is None else _listed(context, "context"),
             stream=stream,
-            options=_options(options, extra_options),
-            format=format,
-            keep_alive=keep_alive,
             think=think,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            raw=raw,
+            format=format,
+            images=None if images is None else _listed(images, "images"),
+            options=_options(options, option_keywords),
+            keep_alive=keep_alive,
         )
         handle = self.submit(request, timeout=timeout, mid_stream=mid_stream)
         return handle if stream else cast(GenerateResponse, handle.result())
@@ -345,39 +520,44 @@ class Runtime(ModelAdmin):
         model: str | None = None,
         input: str | Sequence[str] = "",
         truncate: bool | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: Mapping[str, OptionValue] | None = None,
         keep_alive: float | str | None = None,
         dimensions: int | None = None,
         *,
         timeout: float | None = None,
+        **option_keywords: OptionValue,
     ) -> EmbedResponse:
-        """Embed one text or several (Ollama ``/api/embed`` semantics), routed and
-        falling back like a chat, to backends that can embed.
+        """Embed one text or several (Ollama ``/api/embed``; the parameters of
+        ``ollama.Client.embed``, plus ``timeout``), routed and falling back like a
+        chat, to backends that can embed.
 
         Args:
             model: Embedding model; ``None`` lets each backend use its default.
             input: A text, or a list of texts.
             truncate: Cut inputs longer than the context (Ollama's default) or
                 fail on them (``False``).
-            options: Model options.
+            options: Ollama options, as for :meth:`chat`.
             keep_alive: Seconds or a duration string (``"5m"``).
             dimensions: Keep the first N values (models that allow it).
             timeout: Deadline of the whole request, seconds.
+            **option_keywords: Ollama options as keywords (``num_ctx=512``).
 
         Returns:
             An :class:`EmbedResponse`: ``.embeddings`` (one unit-length vector per
             input, in order), ``.model``, ``.provider``, ``.usage``.
 
         Raises:
+            InvalidRequest: an argument is invalid; nothing was sent.
             AllProvidersFailed: no backend could embed (``.causes`` says why).
-            RequestTimeout, InvalidRequest, ...: see :mod:`rubberduck.errors`.
+            RequestTimeout, ...: see :mod:`rubberduck.errors`.
         """
-        request = EmbedRequest(
+        request = _build(
+            EmbedRequest,
             model=model,
-            input=input if isinstance(input, str) else list(input),
+            input=input if isinstance(input, str) else _listed(input, "input"),
             truncate=truncate,
             dimensions=dimensions,
-            options=dict(options) if options else None,
+            options=_options(options, option_keywords),
             keep_alive=keep_alive,
         )
         return cast(EmbedResponse, self.submit(request, timeout=timeout).result())
@@ -473,35 +653,38 @@ class Runtime(ModelAdmin):
                 provider.close()
 
     def _escalated(self, reason: str) -> None:
-        self.escalation = reason
+        # Before the actors stop: every request ends now, with this reason (under
+        # the lock, so that a submit either sees the escalation or is in the list).
         with self._lock:
+            self.escalation = reason
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
 
 
-def _messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[Message]:
-    out = []
-    for i, m in enumerate(messages):
-        if isinstance(m, Message):
-            out.append(m)
-            continue
-        try:
-            out.append(msgspec.convert(m, Message))
-        except (msgspec.ValidationError, TypeError) as exc:
-            raise InvalidRequest(
-                f"messages[{i}] is not a chat message ({exc}) — use "
-                '{"role": "user", "content": "..."}'
-            ) from None
-    if not out:
-        raise InvalidRequest('no messages — pass messages=[{"role": "user", "content": "..."}]')
-    return out
+def _build(cls: type[_R], **fields: Any) -> _R:
+    """``cls(**fields)``, with a bad image (``ValueError``) as InvalidRequest;
+    :meth:`Runtime.submit` checks the rest."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"invalid {cls.__name__}: {exc}") from None
 
 
-def _options(options: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any] | None:
-    if not options and not extra:
+def _listed(values: Any, what: str) -> list[Any]:
+    """A list of ``values``; a lone string or a non-iterable is an error."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise InvalidRequest(f"{what} must be a list (got {type(values).__name__})")
+    return list(values)
+
+
+def _options(options: Any, keywords: dict[str, Any]) -> dict[str, Any] | None:
+    """``options`` and the option keywords, each checked, merged (keywords win)."""
+    checked = check_options(options)
+    extra = check_options(keywords, "keyword argument")
+    if not checked and not extra:
         return None
-    return {**(options or {}), **extra}
+    return {**(checked or {}), **(extra or {})}
 
 
 def _supports(provider: Provider, feature: str) -> bool:
@@ -509,9 +692,3 @@ def _supports(provider: Provider, feature: str) -> bool:
     (it says so by failing, and the router moves on)."""
     check = getattr(provider, "supports_feature", None)
     return bool(check(feature)) if check is not None else True
-
-
-def _check_timeout(value: float, error: type[ConfigError | InvalidRequest], what: str) -> None:
-    """A deadline must be a finite number of seconds above zero."""
-    if not (math.isfinite(value) and value > 0):
-        raise error(f"{what} must be a number of seconds above 0 (got {value!r})")
