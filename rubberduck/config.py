@@ -260,6 +260,10 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
     """
     if isinstance(source, Mapping):
         return _convert(dict(source), "invalid configuration")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(
+            f"a configuration is a TOML file path or a mapping (got {type(source).__name__})"
+        )
     path = Path(source)
     try:
         data = path.read_bytes()

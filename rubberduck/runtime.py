@@ -60,7 +60,8 @@ class Runtime(RequestMethods, ModelAdmin):
         config: The configuration (see :mod:`rubberduck.config`).
 
     Raises:
-        ConfigError: the configuration has no enabled backend or a bad value.
+        ConfigError: ``config`` is not a :class:`Config`, or it has no enabled
+            backend or a bad value.
 
     Attributes:
         escalation: ``None`` while the runtime runs; the reason once its
@@ -70,6 +71,11 @@ class Runtime(RequestMethods, ModelAdmin):
     """
 
     def __init__(self, config: Config) -> None:
+        if not isinstance(config, Config):
+            raise ConfigError(
+                f"Runtime takes a Config (got {type(config).__name__}) — use "
+                "Runtime.from_config(path or dict)"
+            )
         self.config = config
         backends = config.backends()
         if not backends:

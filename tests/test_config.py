@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rubberduck import ConfigError
+from rubberduck import ConfigError, Runtime
 from rubberduck.cli import main
 from rubberduck.config import load_config
 from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
@@ -96,3 +96,11 @@ def test_cli_bad_host_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert main(["health", "--host", "http://[bad"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rubberduck: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("source", [None, 42, b"rubberduck.toml", ["provider"]])
+def test_a_source_that_is_neither_a_path_nor_a_mapping_is_a_config_error(source: Any) -> None:
+    with pytest.raises(ConfigError, match="TOML file path or a mapping"):
+        load_config(source)
+    with pytest.raises(ConfigError):
+        Runtime(source)
