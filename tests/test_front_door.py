@@ -82,7 +82,7 @@ def test_stream_is_overloaded(method: str) -> None:
 
 
 def test_generate_images_go_on_the_wire_as_images(rt: Runtime, server: FakeOllama) -> None:
-    rt.generate("llava", "what is this?", images=[b"\x89PNG"], system="be brief", suffix="!")
+    rt.generate("llama3.2", "what is this?", images=[b"\x89PNG"], system="be brief", suffix="!")
     body = server.posts()[-1]
     assert body["images"] == [base64.b64encode(b"\x89PNG").decode()]
     assert body["system"] == "be brief" and body["suffix"] == "!"
