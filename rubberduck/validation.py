@@ -11,7 +11,10 @@ only exception that comes out is :class:`~rubberduck.errors.InvalidRequest`.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import math
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +40,19 @@ MID_STREAM_POLICIES = ("error", "restart")
 #: ``think`` levels besides ``True``/``False`` (Ollama's ``ThinkValue``).
 _THINK_LEVELS = ("low", "medium", "high")
 _MESSAGE_KEYS = frozenset(Message.__struct_fields__)
+#: Values ``to_builtins`` would turn into strings (bytes into base64, a date
+#: into ISO text), which would then pass as a string field: kept, so refused.
+_KEPT_AS_IS = (
+    bytes,
+    bytearray,
+    memoryview,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    decimal.Decimal,
+)
 #: Roles whose message says nothing without ``content``.
 _NEEDS_CONTENT = ("system", "user", "tool")
 
@@ -137,7 +153,8 @@ def check_request(request: Any) -> AnyRequest:
             f"submit takes a ChatRequest, GenerateRequest or EmbedRequest (got {kind.__name__})"
         )
     try:
-        checked: AnyRequest = msgspec.convert(msgspec.to_builtins(request), kind)
+        builtins = msgspec.to_builtins(request, builtin_types=_KEPT_AS_IS)
+        checked: AnyRequest = msgspec.convert(builtins, kind)
     except (msgspec.ValidationError, TypeError, ValueError) as exc:
         raise InvalidRequest(f"invalid {kind.__name__}: {exc}") from None
     check_options(checked.options)

@@ -239,3 +239,54 @@ def test_junk_raises_only_typed_errors_and_sends_nothing(
         raise AssertionError(f"{method} raised a raw {exc!r}") from exc
     if surely_invalid:
         assert server.posts()[before:] == []
+
+
+#: Values no request field takes (to_builtins would turn bytes and dates into
+#: strings: submit must not let them pass as such).
+_invalid_anywhere = st.one_of(
+    st.binary(min_size=1),
+    st.builds(object),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.datetimes(),
+    st.dictionaries(st.integers(), st.integers(), min_size=1),
+    st.lists(st.builds(object), min_size=1),
+)
+_FIELDS = {
+    ChatRequest: [
+        "model",
+        "messages",
+        "stream",
+        "options",
+        "format",
+        "keep_alive",
+        "tools",
+        "think",
+    ],
+    GenerateRequest: ["model", "prompt", "system", "suffix", "raw", "context", "options", "think"],
+    EmbedRequest: ["model", "input", "truncate", "dimensions", "options", "keep_alive"],
+}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kind=st.sampled_from(list(_FIELDS)), data=st.data())
+def test_structs_built_with_junk_are_refused_at_submit(
+    rt: Runtime, server: FakeOllama, kind: type, data: st.DataObject
+) -> None:
+    """msgspec does not check types when a Struct is built in Python: submit does."""
+    field = data.draw(st.sampled_from(_FIELDS[kind]))
+    junk = data.draw(_invalid_anywhere)
+    base: dict[str, Any] = {
+        ChatRequest: {"messages": [Message("user", "hi")]},
+        GenerateRequest: {"prompt": "hi"},
+        EmbedRequest: {"input": "hi"},
+    }[kind]
+    before = len(server.posts())
+    try:
+        request = kind(**{**base, field: junk})
+    except (TypeError, ValueError):
+        return  # refused by the Struct itself (images, Message's checks)
+    with pytest.raises(InvalidRequest):
+        rt.submit(request, timeout=5)
+    assert server.posts()[before:] == []
