@@ -251,10 +251,12 @@ class Runtime(RequestMethods, ModelAdmin):
         """Each backend's circuit state, last error and latency percentiles.
 
         Raises:
+            InvalidRequest: ``timeout`` is not a number of seconds above 0.
             ProviderUnavailable: the supervisor gave up after too many restarts
                 (the message gives its reason, as does :attr:`escalation`), or
                 the HealthMonitor did not answer within ``timeout`` seconds.
         """
+        check_timeout(timeout, InvalidRequest, "timeout")
         if self.escalation is not None:
             raise ProviderUnavailable(
                 f"the runtime stopped: {self.escalation} — create a new Runtime"
@@ -274,6 +276,7 @@ class Runtime(RequestMethods, ModelAdmin):
     def wait_for_probes(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
         """Wait until every backend has been probed once (at most ``timeout``
         seconds), then return :meth:`health`."""
+        check_timeout(timeout, InvalidRequest, "timeout")
         give_up = time.monotonic() + timeout
         while True:
             snapshot = self.health(timeout)

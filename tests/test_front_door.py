@@ -168,6 +168,8 @@ def test_caller_errors_are_typed(rt: Runtime) -> None:
     refused("an image must be", rt.generate, "llava", "hi", images=[42])
     refused("think", rt.chat, "llama3.2", HI, think="very")
     refused("format", rt.chat, "llama3.2", HI, format="yaml")
+    refused("timeout", rt.health, "5")
+    refused("timeout", rt.wait_for_probes, math.nan)
 
 
 @pytest.mark.usefixtures("nothing_sent")
