@@ -68,23 +68,24 @@ OLLAMA_OPTIONS: dict[str, str] = {
     "embedding_only": _BOOL,
 }
 
-#: Request parameters that are not options, with where they belong: the usual
-#: reason a non-option name is passed as an option keyword.
+#: Request parameters that are not options, and what to write instead: the usual
+#: reason a non-option name arrives as an option keyword.
 _NOT_OPTIONS = {
-    "system": 'a {"role": "system", "content": ...} message (chat) or generate(system=...)',
-    "images": 'a message\'s "images" (chat) or generate(images=...)',
-    "tools": "chat(tools=...)",
-    "suffix": "generate(suffix=...)",
-    "template": "generate(template=...)",
-    "raw": "generate(raw=...)",
-    "context": "generate(context=...)",
-    "prompt": "generate(prompt=...)",
-    "messages": "chat(messages=...)",
-    "input": "embed(input=...)",
-    "truncate": "embed(truncate=...)",
-    "dimensions": "embed(dimensions=...)",
-    "max_tokens": "num_predict",
-    "n_ctx": "num_ctx",
+    "system": 'use a {"role": "system", "content": ...} message (chat), or generate(system=...)',
+    "images": 'use a message\'s "images" (chat), or generate(images=...)',
+    "tools": "use chat(tools=...)",
+    "suffix": "use generate(suffix=...)",
+    "template": "use generate(template=...)",
+    "raw": "use generate(raw=...)",
+    "context": "use generate(context=...)",
+    "prompt": "use generate(prompt=...)",
+    "messages": "use chat(messages=...)",
+    "input": "use embed(input=...)",
+    "truncate": "use embed(truncate=...)",
+    "dimensions": "use embed(dimensions=...)",
+    "stream": "use chat(stream=...) or generate(stream=...)",
+    "max_tokens": "use num_predict",
+    "n_ctx": "use num_ctx",
 }
 
 
@@ -135,7 +136,7 @@ def check_options(options: Any, where: str = "options") -> dict[str, Any] | None
         kind = OLLAMA_OPTIONS.get(name)
         if kind is None:
             hint = (
-                f" — it belongs in {_NOT_OPTIONS[name]}"
+                f" — {_NOT_OPTIONS[name]}"
                 if name in _NOT_OPTIONS
                 else suggest(name, OLLAMA_OPTIONS)
             )
