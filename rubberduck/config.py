@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -39,6 +39,18 @@ __all__ = [
 ]
 
 ProviderKind = Literal["ollama", "local", "openai", "anthropic"]
+
+#: A year, seconds: the longest timeout or interval accepted (it also keeps out
+#: ``inf``; ``nan`` fails every bound).
+_MAX_S = 365 * 24 * 3600.0
+#: Seconds above zero (timeouts, intervals, windows).
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=_MAX_S)]
+#: Seconds, zero allowed (backoffs, cooldowns).
+SecondsOrZero = Annotated[float, msgspec.Meta(ge=0, le=_MAX_S)]
+#: A ``keep_alive`` in seconds (negative: forever, as Ollama reads it).
+KeepAliveSeconds = Annotated[float, msgspec.Meta(ge=-_MAX_S, le=_MAX_S)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -93,16 +105,16 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     model: str | None = None
     models: list[str] = []
     serve_any_model: bool = False
-    timeout: float = 300.0
-    connect_timeout: float = 3.0
+    timeout: Seconds = 300.0
+    connect_timeout: Seconds = 3.0
     priority: int | None = None
-    keep_alive: float | str | None = None
-    max_in_flight: int = 4
-    max_queue: int = 64
+    keep_alive: KeepAliveSeconds | str | None = None
+    max_in_flight: PositiveCount = 4
+    max_queue: Count = 64
     trust_env: bool = False
-    n_ctx: int = 4096
+    n_ctx: PositiveCount = 4096
     embeddings: bool = False
-    max_tokens: int = 256
+    max_tokens: PositiveCount = 256
 
 
 class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -134,11 +146,11 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """
 
     order: list[str] = []
-    request_timeout: float = 600.0
-    max_buffered_events: int = 4096
-    retries: int = 2
-    retry_backoff: float = 0.1
-    max_retry_backoff: float = 2.0
+    request_timeout: Seconds = 600.0
+    max_buffered_events: PositiveCount = 4096
+    retries: Count = 2
+    retry_backoff: SecondsOrZero = 0.1
+    max_retry_backoff: SecondsOrZero = 2.0
     mid_stream: Literal["error", "restart"] = "error"
     allow_substitute: bool = True
 
@@ -167,15 +179,15 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             one ``interval``.
     """
 
-    interval: float = 5.0
-    timeout: float = 2.0
-    failure_threshold: int = 6
-    failure_rate: float = 0.5
-    window: float = 30.0
-    min_requests: int = 20
-    cooldown: float = 1.0
-    max_cooldown: float = 60.0
-    catalogue_ttl: float = 0.0
+    interval: Seconds = 5.0
+    timeout: Seconds = 2.0
+    failure_threshold: PositiveCount = 6
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    window: Seconds = 30.0
+    min_requests: PositiveCount = 20
+    cooldown: SecondsOrZero = 1.0
+    max_cooldown: SecondsOrZero = 60.0
+    catalogue_ttl: SecondsOrZero = 0.0
 
 
 class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -188,8 +200,8 @@ class SupervisorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         within: The intensity window, seconds.
     """
 
-    max_restarts: int = 3
-    within: float = 5.0
+    max_restarts: Count = 3
+    within: Seconds = 5.0
 
 
 class CostConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -254,25 +266,47 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
     """Read a configuration from a TOML file path or a mapping of the same shape.
 
     Raises:
-        ConfigError: the file is missing or not TOML, or a value has the wrong
-            type or an unknown key; the message names the key.
+        ConfigError: the file is missing, not UTF-8 or not TOML, or a value has
+            the wrong type, an unknown key or is out of range (a timeout that is
+            not a finite number of seconds above 0, a negative count, a
+            ``failure_rate`` outside 0–1); the message names the key.
     """
     if isinstance(source, Mapping):
-        try:
-            return msgspec.convert(dict(source), Config)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from None
+        return _convert(dict(source), "invalid configuration")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(
+            f"a configuration is a TOML file path or a mapping (got {type(source).__name__})"
+        )
     path = Path(source)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        return msgspec.toml.decode(data, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration in {path}: {exc}") from None
+        table = msgspec.toml.decode(data)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (TOML must be): {exc.reason}") from None
+    return _convert(table, f"invalid configuration in {path}")
+
+
+def _convert(table: Any, what: str) -> Config:
+    """The :class:`Config` for a decoded table; a bad value's error names its key
+    (msgspec writes a backend's table as ``$.provider[...]``: this names it)."""
+    try:
+        return msgspec.convert(table, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+    providers = table.get("provider") if isinstance(table, dict) else None
+    if "$.provider[...]" in message and isinstance(providers, dict):
+        for name, cfg in providers.items():
+            try:
+                msgspec.convert(cfg, ProviderConfig)
+            except msgspec.ValidationError as exc:
+                message = str(exc).replace("$", f"$.provider[{name!r}]", 1)
+                break
+    raise ConfigError(f"{what}: {message}") from None
 
 
 def default_config() -> Config:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from typing import Annotated
 
 import msgspec
 
@@ -40,8 +41,8 @@ class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         output: Per million completion (output) tokens, USD.
     """
 
-    input: float
-    output: float
+    input: Annotated[float, msgspec.Meta(ge=0, le=1e6)]
+    output: Annotated[float, msgspec.Meta(ge=0, le=1e6)]
 
     def of(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Cost in USD of that many tokens."""

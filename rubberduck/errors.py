@@ -76,7 +76,9 @@ class InvalidRequest(RubberDuckError):
 
 class InternalError(RubberDuckError):
     """RubberDuck itself failed on this request (a bug: please report it with the
-    message). The actor that failed was restarted; the request was not retried."""
+    message). The request was not retried; the actor that failed on it was not
+    restarted and goes on serving the others (the failure is logged with its
+    traceback on ``rubberduck.router`` or ``rubberduck.provider``)."""
 
     kind = "internal"
 

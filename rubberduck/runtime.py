@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import msgspec
 import pykka
@@ -30,27 +29,22 @@ from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AnyRequest,
     BackendHealth,
-    ChatRequest,
-    ChatResponse,
     Done,
-    EmbedRequest,
-    EmbedResponse,
-    GenerateRequest,
-    GenerateResponse,
-    Message,
     Snapshot,
     Submit,
 )
 from rubberduck.model_admin import ModelAdmin
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
+from rubberduck.request_methods import RequestMethods
+from rubberduck.validation import check_mid_stream, check_request, check_timeout
 
 __all__ = ["Runtime"]
 
 log = logging.getLogger("rubberduck")
 
 
-class Runtime(ModelAdmin):
+class Runtime(RequestMethods, ModelAdmin):
     """A supervised set of backends with health checks and automatic fallback.
 
     Requests (:meth:`chat`, :meth:`generate`, :meth:`embed`, :meth:`submit`) are
@@ -66,7 +60,8 @@ class Runtime(ModelAdmin):
         config: The configuration (see :mod:`rubberduck.config`).
 
     Raises:
-        ConfigError: the configuration has no enabled backend or a bad value.
+        ConfigError: ``config`` is not a :class:`Config`, or it has no enabled
+            backend or a bad value.
 
     Attributes:
         escalation: ``None`` while the runtime runs; the reason once its
@@ -76,11 +71,16 @@ class Runtime(ModelAdmin):
     """
 
     def __init__(self, config: Config) -> None:
+        if not isinstance(config, Config):
+            raise ConfigError(
+                f"Runtime takes a Config (got {type(config).__name__}) — use "
+                "Runtime.from_config(path or dict)"
+            )
         self.config = config
         backends = config.backends()
         if not backends:
             raise ConfigError("no enabled backend — add a [provider.NAME] table")
-        _check_timeout(config.router.request_timeout, ConfigError, "[router] request_timeout")
+        check_timeout(config.router.request_timeout, ConfigError, "[router] request_timeout")
         self.providers: dict[str, Provider] = {}
         try:
             for name, cfg in backends:
@@ -193,6 +193,9 @@ class Runtime(ModelAdmin):
     ) -> RequestHandle:
         """Start a request without waiting; returns its handle at once.
 
+        The request is checked here, on the caller's thread (field types, roles,
+        Ollama option names, finite numbers): a bad one never reaches an actor.
+
         Args:
             request: A :class:`ChatRequest`, :class:`GenerateRequest` or
                 :class:`EmbedRequest`.
@@ -217,33 +220,42 @@ class Runtime(ModelAdmin):
             the whole answer, ``cancel()`` to stop it.
 
         Raises:
+            InvalidRequest: the request, ``timeout`` or ``mid_stream`` is invalid
+                (see :func:`rubberduck.validation.check_request`), ``backends``
+                names a backend that is not configured, or an argument has the
+                wrong type.
             ProviderUnavailable: the runtime is closed or its supervisor gave up.
-            InvalidRequest: ``backends`` names no configured backend, or an
-                argument has the wrong type.
         """
-        if self._closed or self.escalation is not None:
-            why = self.escalation or "the runtime is closed"
-            raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
-        rc = self.config.router
+        request = check_request(request)
         if timeout is not None:
-            _check_timeout(timeout, InvalidRequest, "timeout")
+            check_timeout(timeout, InvalidRequest, "timeout")
+        check_mid_stream(mid_stream)
         if not isinstance(fallback, bool):
             raise InvalidRequest(f"fallback must be True or False (got {fallback!r})")
         if allow_substitute is not None and not isinstance(allow_substitute, bool):
             raise InvalidRequest(
                 f"allow_substitute must be True, False or None (got {allow_substitute!r})"
             )
+        allowed = self._allowed_backends(backends)
+        if self._closed or self.escalation is not None:
+            why = self.escalation or "the runtime is closed"
+            raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
+        rc = self.config.router
         handle = RequestHandle(
             request,
             timeout=timeout if timeout is not None else rc.request_timeout,
             max_buffered=rc.max_buffered_events,
             mid_stream=mid_stream or rc.mid_stream,
-            backends=self._allowed_backends(backends),
+            backends=allowed,
             fallback=fallback,
             allow_substitute=rc.allow_substitute if allow_substitute is None else allow_substitute,
         )
         with self._lock:
-            self._handles[handle.id] = handle
+            escalation = self.escalation
+            if escalation is None:
+                self._handles[handle.id] = handle
+        if escalation is not None:  # the supervisor gave up since the check above
+            raise ProviderUnavailable(f"cannot submit: {escalation} — create a new Runtime")
         handle.on_finish = self._forget
         handle.pricer = self._ledger.price
         self._deadlines.watch(handle)
@@ -273,199 +285,18 @@ class Runtime(ModelAdmin):
             self._handles.pop(handle.id, None)
         self._deadlines.ended()
 
-    def chat(
-        self,
-        model: str | None = None,
-        messages: Iterable[Message | Mapping[str, Any]] = (),
-        *,
-        stream: bool = False,
-        options: Mapping[str, Any] | None = None,
-        format: str | dict[str, Any] | None = None,
-        keep_alive: float | str | None = None,
-        tools: list[dict[str, Any]] | None = None,
-        think: bool | str | None = None,
-        timeout: float | None = None,
-        mid_stream: Literal["error", "restart"] | None = None,
-        backends: Sequence[str] | None = None,
-        fallback: bool = True,
-        allow_substitute: bool | None = None,
-        **extra_options: Any,
-    ) -> ChatResponse | RequestHandle:
-        """Chat with a model (Ollama ``/api/chat`` semantics).
-
-        Args:
-            model: Model name; ``None`` lets each backend use its default model.
-            messages: ``{"role": ..., "content": ...}`` mappings or :class:`Message`.
-            stream: Return a :class:`RequestHandle` to iterate for events
-                (``Delta``, ``ToolCall``, then ``Done``) instead of waiting.
-            options: Ollama options (``temperature``, ``num_predict`` tokens, ...).
-            format: ``"json"`` or a JSON schema.
-            keep_alive: Seconds or a duration string (``"5m"``).
-            tools: Tool definitions (function schema).
-            think: Thinking mode, for models that have one.
-            timeout: Deadline of the whole request, seconds.
-            mid_stream: ``"error"`` or ``"restart"``: see :meth:`submit`.
-            backends, fallback, allow_substitute: Which backends may serve it
-                and which model may answer: see :meth:`submit`.
-            **extra_options: Merged into ``options`` (``temperature=0.2``).
-
-        Returns:
-            A :class:`ChatResponse` (``.message.content``, ``.done_reason``,
-            ``.usage``, ``.provider``, ``.cost_usd``), or a :class:`RequestHandle`
-            when ``stream=True``.
-
-        Raises:
-            InvalidRequest: a message is malformed.
-            AllProvidersFailed: no backend could serve it (``.causes`` says why).
-            RequestTimeout, StreamInterrupted, ...: see :mod:`rubberduck.errors`.
-        """
-        request = ChatRequest(
-            model=model,
-            messages=_messages(messages),
-            stream=stream,
-            options=_options(options, extra_options),
-            format=format,
-            keep_alive=keep_alive,
-            tools=tools,
-            think=think,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            mid_stream=mid_stream,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
-        return handle if stream else cast(ChatResponse, handle.result())
-
-    def stream_chat(
-        self, model: str | None = None, messages: Iterable[Any] = (), **kwargs: Any
-    ) -> RequestHandle:
-        """``chat(..., stream=True)``: an iterable of events that can be closed early."""
-        handle = self.chat(model, messages, stream=True, **kwargs)
-        assert isinstance(handle, RequestHandle)
-        return handle
-
-    def generate(
-        self,
-        model: str | None = None,
-        prompt: str = "",
-        *,
-        stream: bool = False,
-        system: str | None = None,
-        suffix: str | None = None,
-        template: str | None = None,
-        raw: bool | None = None,
-        options: Mapping[str, Any] | None = None,
-        format: str | dict[str, Any] | None = None,
-        keep_alive: float | str | None = None,
-        think: bool | str | None = None,
-        timeout: float | None = None,
-        mid_stream: Literal["error", "restart"] | None = None,
-        backends: Sequence[str] | None = None,
-        fallback: bool = True,
-        allow_substitute: bool | None = None,
-        **extra_options: Any,
-    ) -> GenerateResponse | RequestHandle:
-        """Complete a prompt (Ollama ``/api/generate`` semantics).
-
-        Arguments (``backends``, ``fallback``, ``allow_substitute`` among them)
-        and errors are as for :meth:`chat`, plus ``system``, ``suffix``,
-        ``template`` and ``raw`` (send the prompt without the model's template).
-
-        Returns:
-            A :class:`GenerateResponse` (``.response``, ``.done_reason``,
-            ``.usage``, ``.provider``), or a :class:`RequestHandle` when
-            ``stream=True``.
-        """
-        request = GenerateRequest(
-            model=model,
-            prompt=prompt,
-            system=system,
-            suffix=suffix,
-            template=template,
-            raw=raw,
-            stream=stream,
-            options=_options(options, extra_options),
-            format=format,
-            keep_alive=keep_alive,
-            think=think,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            mid_stream=mid_stream,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
-        return handle if stream else cast(GenerateResponse, handle.result())
-
-    def embed(
-        self,
-        model: str | None = None,
-        input: str | Sequence[str] = "",
-        truncate: bool | None = None,
-        options: Mapping[str, Any] | None = None,
-        keep_alive: float | str | None = None,
-        dimensions: int | None = None,
-        *,
-        timeout: float | None = None,
-        backends: Sequence[str] | None = None,
-        fallback: bool = True,
-        allow_substitute: bool | None = None,
-    ) -> EmbedResponse:
-        """Embed one text or several (Ollama ``/api/embed`` semantics), routed and
-        falling back like a chat, to backends that can embed.
-
-        Args:
-            model: Embedding model; ``None`` lets each backend use its default.
-            input: A text, or a list of texts.
-            truncate: Cut inputs longer than the context (Ollama's default) or
-                fail on them (``False``).
-            options: Model options.
-            keep_alive: Seconds or a duration string (``"5m"``).
-            dimensions: Keep the first N values (models that allow it).
-            timeout: Deadline of the whole request, seconds.
-            backends, fallback, allow_substitute: Which backends may serve it
-                and which model may answer: see :meth:`submit`.
-
-        Returns:
-            An :class:`EmbedResponse`: ``.embeddings`` (one unit-length vector per
-            input, in order), ``.model``, ``.provider``, ``.usage``.
-
-        Raises:
-            AllProvidersFailed: no backend could embed (``.causes`` says why).
-            RequestTimeout, InvalidRequest, ...: see :mod:`rubberduck.errors`.
-        """
-        request = EmbedRequest(
-            model=model,
-            input=input if isinstance(input, str) else list(input),
-            truncate=truncate,
-            dimensions=dimensions,
-            options=dict(options) if options else None,
-            keep_alive=keep_alive,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
-        return cast(EmbedResponse, handle.result())
-
     # --- control --------------------------------------------------------------------
 
     def health(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
         """Each backend's circuit state, last error and latency percentiles.
 
         Raises:
+            InvalidRequest: ``timeout`` is not a number of seconds above 0.
             ProviderUnavailable: the supervisor gave up after too many restarts
                 (the message gives its reason, as does :attr:`escalation`), or
                 the HealthMonitor did not answer within ``timeout`` seconds.
         """
+        check_timeout(timeout, InvalidRequest, "timeout")
         if self.escalation is not None:
             raise ProviderUnavailable(
                 f"the runtime stopped: {self.escalation} — create a new Runtime"
@@ -485,6 +316,7 @@ class Runtime(ModelAdmin):
     def wait_for_probes(self, timeout: float = 5.0) -> dict[str, BackendHealth]:
         """Wait until every backend has been probed once (at most ``timeout``
         seconds), then return :meth:`health`."""
+        check_timeout(timeout, InvalidRequest, "timeout")
         give_up = time.monotonic() + timeout
         while True:
             snapshot = self.health(timeout)
@@ -547,35 +379,13 @@ class Runtime(ModelAdmin):
                 provider.close()
 
     def _escalated(self, reason: str) -> None:
-        self.escalation = reason
+        # Before the actors stop: every request ends now, with this reason (under
+        # the lock, so that a submit either sees the escalation or is in the list).
         with self._lock:
+            self.escalation = reason
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
-
-
-def _messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[Message]:
-    out = []
-    for i, m in enumerate(messages):
-        if isinstance(m, Message):
-            out.append(m)
-            continue
-        try:
-            out.append(msgspec.convert(m, Message))
-        except (msgspec.ValidationError, TypeError) as exc:
-            raise InvalidRequest(
-                f"messages[{i}] is not a chat message ({exc}) — use "
-                '{"role": "user", "content": "..."}'
-            ) from None
-    if not out:
-        raise InvalidRequest('no messages — pass messages=[{"role": "user", "content": "..."}]')
-    return out
-
-
-def _options(options: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any] | None:
-    if not options and not extra:
-        return None
-    return {**(options or {}), **extra}
 
 
 def _supports(provider: Provider, feature: str) -> bool:
@@ -583,9 +393,3 @@ def _supports(provider: Provider, feature: str) -> bool:
     (it says so by failing, and the router moves on)."""
     check = getattr(provider, "supports_feature", None)
     return bool(check(feature)) if check is not None else True
-
-
-def _check_timeout(value: float, error: type[ConfigError | InvalidRequest], what: str) -> None:
-    """A deadline must be a finite number of seconds above zero."""
-    if not (math.isfinite(value) and value > 0):
-        raise error(f"{what} must be a number of seconds above 0 (got {value!r})")

@@ -148,3 +148,24 @@ def test_ctrl_c_stops_the_answer_and_the_conversation_goes_on(
     assert "(stopped; that turn is not kept)" in err
     assert out.endswith(ANSWER + "\n"), "the next turn is answered in full"
     assert turns(ollama.posts()[1]) == [("user", "Hi")]
+
+
+def test_an_unknown_or_mistyped_parameter_is_refused_when_set(
+    config: str,
+    ollama: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    converse(
+        monkeypatch,
+        config,
+        "/set parameter tempreature 0.2",
+        "/set parameter num_ctx lots",
+        "/set parameter temperature NaN",
+        "Hi",
+    )
+    err = capsys.readouterr().err
+    assert "did you mean 'temperature'" in err
+    assert "option 'num_ctx' must be" in err and "option 'temperature' must be" in err
+    (body,) = ollama.posts()
+    assert "options" not in body  # and the turn was sent without them

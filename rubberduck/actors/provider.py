@@ -24,6 +24,7 @@ the Router (or, past the first chunk, follow the mid-stream policy).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,7 @@ from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
     Cancelled,
+    InternalError,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
@@ -46,6 +48,8 @@ from rubberduck.providers.base import CancelScope, Provider, sending
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
+
+log = logging.getLogger("rubberduck.provider")
 
 
 def provider_actor_name(backend: str) -> str:
@@ -204,6 +208,9 @@ class ProviderActor(SupervisedActor):
                 self._interrupted(handle, error)
             else:
                 self._report_failed(handle, error)
+        except Exception as exc:
+            log.exception("%s failed on request %s", self.name, handle.id)
+            handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
             self._left(handle)
 

@@ -29,6 +29,7 @@ backend's cause.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -61,6 +62,8 @@ __all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
 
 #: Error kinds worth another round on the same backend after a backoff.
 RETRYABLE_KINDS = frozenset({"busy", "timeout", "unavailable"})
+
+log = logging.getLogger("rubberduck.router")
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,12 @@ class Router(SupervisedActor):
                 self.down_since.setdefault(message.provider, time.monotonic())
         except Exception as exc:
             handle = getattr(message, "handle", None)
-            if isinstance(handle, RequestHandle):
-                handle.fail(InternalError(f"the router failed on this request: {exc!r}"))
-            raise
+            if not isinstance(handle, RequestHandle):
+                raise  # not tied to a request: a genuine fault, for the supervisor
+            # A failure tied to one request ends that request, not the router:
+            # restarts (and their intensity) are for faults that hit everyone.
+            log.exception("the router failed on request %s", handle.id)
+            handle.fail(InternalError(f"the router failed on this request: {exc!r}"))
         return None
 
     def serves(self, route: Route, model: str | None) -> bool:

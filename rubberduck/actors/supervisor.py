@@ -310,8 +310,8 @@ class Supervisor(pykka.ThreadingActor):
         strategy: Which children restart together (default ``ONE_FOR_ONE``).
         max_restarts: Restarts allowed within ``within_s`` seconds (OTP intensity).
         within_s: The intensity window (OTP period), seconds.
-        on_escalate: Called with a reason once the supervisor gives up; by then
-            every child has been stopped.
+        on_escalate: Called with a reason once the supervisor gives up, before
+            it stops the children (on the supervisor's thread: keep it quick).
         stop_timeout: Seconds to wait for each child to stop.
     """
 
@@ -388,11 +388,20 @@ class Supervisor(pykka.ThreadingActor):
                 return
 
     def _give_up(self, reason: str) -> None:
-        """Escalate: stop every child (reverse start order), tell the parent, stop."""
+        """Escalate: tell the parent, stop every child (reverse start order), stop.
+
+        The parent hears first, so that the work the children hold ends at once
+        with this reason; the children's teardown (which hands work on to
+        siblings that are stopping too) would end it one piece at a time, each
+        with a cause of its own.
+        """
         log.error("rubberduck runtime stopped: %s", reason)
-        self._stop_children(self.order)
         if self.on_escalate is not None:
-            self.on_escalate(reason)
+            try:
+                self.on_escalate(reason)
+            except Exception:
+                log.exception("on_escalate failed")
+        self._stop_children(self.order)
         self.actor_ref.stop(block=False)
 
     def _restart_group(self, name: str) -> list[str]:

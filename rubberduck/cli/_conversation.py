@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from rubberduck.context import Context
-from rubberduck.errors import RubberDuckError
+from rubberduck.errors import InvalidRequest, RubberDuckError
 from rubberduck.messages import Message
+from rubberduck.ollama_options import check_options
 from rubberduck.runtime import Runtime
 
 __all__ = ["HELP", "Conversation"]
@@ -161,11 +162,14 @@ class Conversation:
             _say(f"format: {value}")
         elif what == "parameter" and len(value.split(maxsplit=1)) == 2:
             key, raw = value.split(maxsplit=1)
-            if key in _LIST_OPTIONS:
-                self.options[key] = raw.split()
-            else:
-                self.options[key] = _scalar(raw)
-            _say(f"{key} = {json.dumps(self.options[key])}")
+            parsed = raw.split() if key in _LIST_OPTIONS else _scalar(raw)
+            try:  # refused now, not on every turn after
+                check_options({key: parsed}, "parameter")
+            except InvalidRequest as exc:
+                _say(f"rubberduck: {exc}")
+                return
+            self.options[key] = parsed
+            _say(f"{key} = {json.dumps(parsed)}")
         else:
             _say("usage: /set system <text>, /set parameter <name> <value>, /set format json|none")
 

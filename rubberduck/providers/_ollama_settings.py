@@ -52,7 +52,8 @@ def parse_ollama_host(host: str | None) -> str:
         A URL such as ``"http://127.0.0.1:11434"``, without a trailing slash.
 
     Raises:
-        ConfigError: the port is not a number in 0–65535.
+        ConfigError: the port is not a number in 0–65535, or the value is not a
+            URL (an unclosed ``[``).
     """
     text, port = (host or "").strip(), DEFAULT_PORT
     scheme, _, hostport = text.partition("://")
@@ -66,7 +67,12 @@ def parse_ollama_host(host: str | None) -> str:
     if address.count(":") > 1 and not address.startswith("["):
         with contextlib.suppress(ValueError):  # a bare IPv6 address, as Go's client takes it
             hostport = f"[{ipaddress.IPv6Address(address)}]{slash}{path}"
-    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+    try:
+        split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address, ...
+        raise ConfigError(
+            f"bad Ollama host {host!r} ({exc}) — use host:port, or [ipv6]:port"
+        ) from None
     try:
         port = split.port or port
     except ValueError as exc:
