@@ -53,7 +53,6 @@ def soak_config(urls: list[str]) -> dict[str, Any]:
             for i, url in enumerate(urls)
         },
         "router": {"mid_stream": "restart"},
-        "supervisor": {"max_restarts": 1000, "within": 1.0},
     }
 
 
