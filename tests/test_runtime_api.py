@@ -16,9 +16,10 @@ from rubberduck import (
     EmbedResponse,
     InvalidRequest,
     ModelNotFound,
+    RequestTimeout,
     Runtime,
 )
-from tests.conftest import runtime_for, wait_until
+from tests.conftest import HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 
 #: Official methods with no Runtime equivalent, and why.
@@ -134,3 +135,20 @@ def test_close_does_not_wait_for_an_embedding_in_flight(
     assert wait_until(lambda: primary.disconnects == 1), "its HTTP call is closed"
     with pytest.raises(Cancelled):
         handle.result()
+
+
+def test_result_with_a_timeout_stops_waiting_and_the_request_goes_on() -> None:
+    """As Future.result(timeout): the caller stops waiting; the request keeps its
+    deadline and its connection (it used to be cancelled)."""
+    with (
+        FakeOllama("hang") as fake,
+        Runtime.from_config(
+            {"provider": {"a": {"kind": "ollama", "base_url": fake.url, "model": "llama3.2"}}}
+        ) as rt,
+    ):
+        handle = rt.chat("llama3.2", HI, stream=True)
+        with pytest.raises(RequestTimeout, match="goes on"):
+            handle.result(timeout=0.05)
+        assert not handle.finished and fake.disconnects == 0
+        handle.cancel()
+        assert wait_until(lambda: fake.disconnects == 1)
