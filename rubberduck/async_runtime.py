@@ -136,11 +136,14 @@ class AsyncRuntime(AsyncModelAdmin):
         Args:
             timeout: Seconds to wait for each actor to stop.
         """
-        with self._lock:
+        await asyncio.to_thread(self._close_blocking, timeout)
+
+    def _close_blocking(self, timeout: float) -> None:
+        with self._lock:  # waits for a start under way: it runs off the loop too
             self._closed = True
             runtime = self._runtime
         if runtime is not None:
-            await asyncio.to_thread(runtime.close, timeout)
+            runtime.close(timeout)
 
     aclose = close
 
@@ -181,7 +184,12 @@ class AsyncRuntime(AsyncModelAdmin):
 
         Returns:
             An :class:`~rubberduck.handle.AsyncRequestHandle`: ``async for`` its
-            events, ``await handle.result()``, ``handle.cancel()``.
+            events, ``await handle.result()``, ``handle.cancel()``; read it from
+            this loop.
+
+        Hand-off to the Router is a non-blocking ``tell``, except while the
+        Router is being restarted by its supervisor (then up to a second, as
+        for :meth:`Runtime.submit <rubberduck.runtime.Runtime.submit>`).
 
         Raises:
             ProviderUnavailable: the runtime is not started, closed, or its
