@@ -78,6 +78,29 @@ def test_the_api_answers_like_the_sync_runtime(fake: FakeOllama) -> None:
     run(main)
 
 
+def test_every_method_of_runtime_and_of_the_official_async_client_is_awaitable_here() -> None:
+    """The twin has the same names: every public method of Runtime and of
+    ollama.AsyncClient (but those that are not local) exists, and is a coroutine
+    function, except submit (returns a handle), usage and subscribe_usage."""
+    import inspect
+
+    import ollama
+
+    from tests.test_runtime_api import NOT_LOCAL
+
+    names = {n for n, _ in inspect.getmembers(Runtime, inspect.isfunction) if n[0] != "_"}
+    names |= {n for n, _ in inspect.getmembers(ollama.AsyncClient, inspect.isfunction)}
+    names = {n for n in names if not n.startswith("_")} - set(NOT_LOCAL)
+    names -= {"ollama"}  # the sync provider object itself, not a call
+    missing = sorted(n for n in names if not hasattr(AsyncRuntime, n))
+    assert not missing, f"AsyncRuntime lacks {missing}"
+    plain = {"submit", "usage", "subscribe_usage"}
+    not_awaitable = sorted(
+        n for n in names - plain if not inspect.iscoroutinefunction(getattr(AsyncRuntime, n))
+    )
+    assert not not_awaitable, f"not awaitable: {not_awaitable}"
+
+
 def reply_request() -> Any:
     from rubberduck import ChatRequest, Message
 
