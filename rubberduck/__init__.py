@@ -5,6 +5,7 @@ Ollama first; an embedded llama.cpp model as the fallback when Ollama is down.
 
 __version__ = "0.1.0"
 
+from rubberduck.async_runtime import AsyncRuntime
 from rubberduck.config import (
     Config,
     CostConfig,
@@ -31,7 +32,7 @@ from rubberduck.errors import (
     ServerBusy,
     StreamInterrupted,
 )
-from rubberduck.handle import RequestHandle
+from rubberduck.handle import AsyncRequestHandle, RequestHandle
 from rubberduck.messages import (
     BackendHealth,
     ChatRequest,
@@ -60,6 +61,8 @@ from rubberduck.runtime import Runtime
 
 __all__ = [
     "AllProvidersFailed",
+    "AsyncRequestHandle",
+    "AsyncRuntime",
     "AuthError",
     "BackendHealth",
     "Cancelled",

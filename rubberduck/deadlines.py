@@ -14,7 +14,7 @@ import threading
 import time
 
 from rubberduck.errors import RequestTimeout
-from rubberduck.handle import RequestHandle
+from rubberduck.request_state import RequestState
 
 __all__ = ["DeadlineWatch"]
 
@@ -23,14 +23,14 @@ class DeadlineWatch:
     """Ends requests that outlive their deadline. :meth:`stop` ends the thread."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, RequestHandle]] = []
+        self._heap: list[tuple[float, int, RequestState]] = []
         self._ended = 0  # entries in the heap whose request already ended
         self._wake = threading.Condition()
         self._stopped = False
         self.thread = threading.Thread(target=self._run, name="rubberduck-deadlines", daemon=True)
         self.thread.start()
 
-    def watch(self, handle: RequestHandle) -> None:
+    def watch(self, handle: RequestState) -> None:
         """End ``handle`` with ``RequestTimeout`` at ``handle.deadline`` if it is
         still running then."""
         with self._wake:

@@ -1,270 +1,178 @@
-"""The life of one request: its reply queue, deadline and single terminal outcome.
+"""What the caller holds for a submitted request: consumer-only handles.
 
-The caller holds a :class:`RequestHandle`; actors pass it along by reference.
-Events go from the worker thread straight into the handle's queue (the data path
-never crosses an actor). Whoever ends the request — the worker with ``Done``, the
-router with an error, the caller by cancelling or timing out — goes through
-:meth:`RequestHandle._finish`, which lets exactly one of them win.
+:class:`RequestHandle` (from :meth:`Runtime.submit
+<rubberduck.runtime.Runtime.submit>`) is read by a blocking thread;
+:class:`AsyncRequestHandle` (from :meth:`AsyncRuntime.submit
+<rubberduck.async_runtime.AsyncRuntime.submit>`) by a task on an event loop. Both
+read events, wait for the whole answer, cancel; neither can emit or end the
+request otherwise: that is the internal :class:`~rubberduck.request_state.RequestState`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import asyncio
 import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
 
 import msgspec
 
-from rubberduck.errors import Cancelled, RequestTimeout, RubberDuckError
+from rubberduck.channels import LoopChannel, ThreadChannel
+from rubberduck.errors import RequestTimeout, RubberDuckError
 from rubberduck.messages import (
     AnyRequest,
     ChatRequest,
     ChatResponse,
-    Delta,
     Done,
     EmbedResponse,
     Event,
     GenerateResponse,
-    Restart,
     assemble_chat,
     assemble_generate,
 )
-from rubberduck.providers.base import CancelScope
+from rubberduck.request_state import RequestState
 
-__all__ = ["RequestHandle"]
+__all__ = ["AsyncRequestHandle", "RequestHandle"]
 
-_ids = itertools.count(1)
+#: How long a reader waits for the terminal item of a request that has ended.
+_TERMINAL_WAIT_S = 1.0
 
 
-class RequestHandle:
-    """A submitted request: iterate it for events, or wait for its ``result()``.
+class _Handle:
+    """What both handles show of the request (read-only)."""
 
-    Iterating yields :class:`~rubberduck.messages.Delta`,
-    :class:`~rubberduck.messages.ToolCall` and finally
-    :class:`~rubberduck.messages.Done`; a failure is raised as a
-    :class:`~rubberduck.errors.RubberDuckError` instead of ``Done``. Closing the
-    handle (or leaving its ``with`` block) before the end cancels the request and
-    closes its HTTP connection.
-
-    Attributes:
-        id: Process-unique request number.
-        request: The request as submitted.
-        deadline: ``time.monotonic()`` value after which the request fails with
-            :class:`~rubberduck.errors.RequestTimeout`.
-        timeout: The request's total timeout as given, seconds.
-        mid_stream: What a break after the first chunk does: ``"error"`` or
-            ``"restart"`` (see :class:`~rubberduck.messages.Restart`).
-        backends: The backends that may serve it; ``None``: any.
-        fallback: ``False`` keeps the request on the first backend it was sent
-            to (retry rounds included): no other backend is tried.
-        allow_substitute: Whether a ``serve_any_model`` backend may answer with
-            a model other than the one asked for.
-        tried: Backends attempted, in order (a backend appears again after a
-            retry round).
-        causes: Backend name → the last error it gave for this request.
-    """
-
-    def __init__(
-        self,
-        request: AnyRequest,
-        *,
-        timeout: float,
-        max_buffered: int = 4096,
-        mid_stream: Literal["error", "restart"] = "error",
-        backends: frozenset[str] | None = None,
-        fallback: bool = True,
-        allow_substitute: bool = True,
-    ) -> None:
-        self.id = next(_ids)
-        self.request = request
-        self.mid_stream = mid_stream
-        self.backends = backends
-        self.fallback = fallback
-        self.allow_substitute = allow_substitute
-        #: Backends the router chose knowing they would answer with another model.
-        self.substitutes: set[str] = set()
-        self.deadline = time.monotonic() + timeout
-        self.timeout = timeout
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_buffered)
-        self._lock = threading.Lock()
-        self._scope: CancelScope | None = None
+    def __init__(self, state: RequestState) -> None:
+        self._state = state
         self._events: list[Event] = []
         self._outcome: Done | RubberDuckError | None = None  # as the caller saw it
-        self.finished = False  # a terminal outcome exists (producer side)
-        self.cancelled = False
-        self.delivered = False  # a Delta/ToolCall reached the queue: no silent fallback
-        self.partial: list[str] = []
-        self.tried: list[str] = []
-        self.causes: dict[str, RubberDuckError] = {}
-        # Router bookkeeping: backends not to try again this round, rounds retried.
-        self.excluded: set[str] = set()
-        self.retry_round = 0
-        self.on_finish: Any = None  # set by the runtime to forget the handle
-        #: The answer of an embedding request, set by the worker before its Done.
-        self.embedding: EmbedResponse | None = None
-        #: Set by the runtime: fills in a Done's cost and counts its usage.
-        self.pricer: Callable[[Done], Done] | None = None
+
+    @property
+    def id(self) -> int:
+        """Process-unique request number."""
+        return self._state.id
+
+    @property
+    def request(self) -> AnyRequest:
+        """The request as submitted."""
+        return self._state.request
+
+    @property
+    def timeout(self) -> float:
+        """The request's total timeout, seconds."""
+        return self._state.timeout
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` value after which the request fails with
+        :class:`~rubberduck.errors.RequestTimeout`."""
+        return self._state.deadline
+
+    @property
+    def finished(self) -> bool:
+        """The request has a terminal outcome (which may not be read yet)."""
+        return self._state.finished
+
+    @property
+    def tried(self) -> tuple[str, ...]:
+        """Backends attempted so far, in order (again after a retry round)."""
+        return tuple(self._state.tried)
+
+    @property
+    def causes(self) -> Mapping[str, RubberDuckError]:
+        """Backend name → the last error it gave for this request (read-only)."""
+        return MappingProxyType(dict(self._state.causes))
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "running"
-        return f"<RequestHandle #{self.id} model={self.request.model!r} {state}>"
+        return f"<{type(self).__name__} #{self.id} model={self.request.model!r} {state}>"
 
-    # --- producer side (worker threads and the router) ------------------------------
-
-    def time_left(self) -> float:
-        """Seconds until the deadline (negative once it passed)."""
-        return self.deadline - time.monotonic()
-
-    def new_scope(self) -> CancelScope:
-        """A cancel scope for the next attempt, already cancelled if the request is."""
-        scope = CancelScope()
-        with self._lock:
-            self._scope = scope
-            cancelled = self.finished
-        if cancelled:
-            scope.cancel()
-        return scope
-
-    def restart(self, provider: str, reason: str) -> None:
-        """Tell the caller to discard what it received (a :class:`Restart` event);
-        the request may then fall back as if nothing had been delivered.
-
-        Raises:
-            Cancelled: the request already ended or the caller stopped reading.
-        """
-        if self.finished:
-            raise Cancelled("the request was cancelled")
-        event = Restart(provider=provider, reason=reason, discarded_text="".join(self.partial))
-        self._put(event)
-        self.partial = []
-        self.delivered = False
-
-    def emit(self, event: Event) -> None:
-        """Deliver one event to the caller (the provider's ``emit`` callback).
-
-        Raises:
-            Cancelled: the request already ended (cancelled, timed out) or the
-                caller stopped reading until the deadline; the provider stops.
-        """
-        if self.finished:
-            raise Cancelled("the request was cancelled")
-        if type(event) is Done:
-            done: Done = event
-            if self.causes:
-                notes = tuple(
-                    f"{name}: {err.message}"
-                    for name, err in self.causes.items()
-                    if name != done.provider
-                )
-                done = msgspec.structs.replace(done, fallbacks=notes)
-            if done.provider in self.substitutes:
-                done = msgspec.structs.replace(done, substituted_for=self.request.model)
-            if self.pricer is not None:
-                done = self.pricer(done)
-            self._finish(done)
-            return
-        self.delivered = True
-        if type(event) is Delta:
-            self.partial.append(event.text)
-        self._put(event)
-
-    def _put(self, event: Event) -> None:
-        # Checked and queued under the lock, so that no event lands behind the
-        # terminal one that another thread (a cancel, the deadline) just queued.
-        with self._lock:
-            if self.finished:
-                raise Cancelled("the request was cancelled")
-            try:
-                self._queue.put_nowait(event)
-                return
-            except queue.Full:
-                pass
-        # The caller is behind: wait for room outside the lock, in short slices,
-        # so that a cancel or the deadline ending the request stops the wait.
-        while self.time_left() > 0:
-            if self.finished:
-                raise Cancelled("the request was cancelled")
-            try:
-                self._queue.put(event, timeout=min(0.05, max(self.time_left(), 0.0)))
-                return
-            except queue.Full:
-                continue
-        self._finish(RequestTimeout("the caller stopped reading events before the deadline"))
-        raise Cancelled("the caller stopped reading")
-
-    def fail(self, error: RubberDuckError) -> bool:
-        """End the request with ``error``; ``False`` if it had already ended."""
-        return self._finish(error)
-
-    def _finish(self, outcome: Done | RubberDuckError) -> bool:
-        with self._lock:
-            if self.finished:
-                return False
-            self.finished = True
-            scope = self._scope
-        if isinstance(outcome, (Cancelled, RequestTimeout)) and scope is not None:
-            scope.cancel()
-        if isinstance(outcome, Done):
-            try:  # the whole answer must reach the caller: wait for it to read
-                self._queue.put(outcome, timeout=max(self.time_left(), 0.0))
-            except queue.Full:
-                pass  # the caller is not reading; its own deadline ends the wait
-        else:
-            self._put_failure(outcome)
-        if self.on_finish is not None:
-            self.on_finish(self)
-        return True
-
-    def _put_failure(self, error: RubberDuckError) -> None:
-        """Queue a failure without waiting: whoever ends the request (a cancel,
-        ``Runtime.close()``, the deadline) may be the very thread that should be
-        reading. Events still unread give way to it; the request is over."""
-        while True:
-            try:
-                self._queue.put_nowait(error)
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
-
-    # --- caller side --------------------------------------------------------------
-
-    def next_event(self) -> Event:
-        """Wait for the next event.
-
-        Raises:
-            StopIteration: the request already ended and its outcome was read.
-            RubberDuckError: the request failed (typed), or its deadline passed
-                (:class:`~rubberduck.errors.RequestTimeout`).
-        """
-        if self._outcome is not None:
-            if isinstance(self._outcome, RubberDuckError):
-                raise self._outcome
-            raise StopIteration
-        try:
-            item = self._queue.get(timeout=max(self.time_left(), 0.0))
-        except queue.Empty:
-            self._finish(
-                RequestTimeout(f"no answer within the request timeout of {self.timeout:g} s")
-            )
-            item = self._drain_terminal()
+    def _seen(self, item: Any) -> Event:
+        """Record one item read from the channel; raises it if it is an error."""
         if isinstance(item, RubberDuckError):
             self._outcome = item
             raise item
         if type(item) is Done:
             self._outcome = item
+        self._events.append(item)
         return item  # type: ignore[no-any-return]
 
-    def _drain_terminal(self) -> Any:
-        """After a timeout, the next item: the request has ended, so its terminal
-        item is in the queue or about to be (whoever ended it queues it just
-        after marking it ended); events queued before it come first."""
+    def _answer(self) -> ChatResponse | GenerateResponse | EmbedResponse:
+        """The whole answer, once the outcome was read."""
+        if isinstance(self._outcome, RubberDuckError):
+            raise self._outcome
+        if isinstance(self._state.request, ChatRequest):
+            return assemble_chat(self._events)
+        embedding = self._state.embedding
+        if embedding is not None:
+            done = self._events[-1]
+            if type(done) is Done and done.substituted_for is not None:
+                return msgspec.structs.replace(embedding, substituted_for=done.substituted_for)
+            return embedding
+        return assemble_generate(self._events)
+
+    def cancel(self) -> None:
+        """Stop the request: its HTTP call is closed and its slot freed.
+
+        A request that already ended is left as it was; otherwise its outcome
+        becomes :class:`~rubberduck.errors.Cancelled`.
+        """
+        self._state.cancel()
+
+
+class RequestHandle(_Handle):
+    """A submitted request: iterate it for events, or wait for its ``result()``.
+
+    Iterating yields :class:`~rubberduck.messages.Delta`,
+    :class:`~rubberduck.messages.ToolCall` (and
+    :class:`~rubberduck.messages.Restart`), finally
+    :class:`~rubberduck.messages.Done`; a failure is raised as a
+    :class:`~rubberduck.errors.RubberDuckError` instead of ``Done``. Closing the
+    handle (or leaving its ``with`` block) before the end cancels the request and
+    closes its HTTP connection.
+    """
+
+    def __init__(self, state: RequestState, channel: ThreadChannel) -> None:
+        super().__init__(state)
+        self._channel = channel
+
+    def next_event(self, timeout: float | None = None) -> Event:
+        """Wait for the next event.
+
+        Args:
+            timeout: Seconds to wait at most; ``None``: until the deadline.
+
+        Raises:
+            StopIteration: the request already ended and its outcome was read.
+            RequestTimeout: the deadline passed (the request ends), or
+                ``timeout`` did (the request goes on).
+            RubberDuckError: the request failed (typed).
+        """
+        if self._outcome is not None:
+            if isinstance(self._outcome, RubberDuckError):
+                raise self._outcome
+            raise StopIteration
+        left = self._state.time_left()
         try:
-            return self._queue.get(timeout=1.0)
+            item = self._channel.get(left if timeout is None else min(timeout, left))
+        except queue.Empty:
+            if timeout is not None and timeout < left:
+                raise RequestTimeout(
+                    f"no answer within {timeout:g} s (the request goes on)"
+                ) from None
+            self._state.fail(
+                RequestTimeout(f"no answer within the request timeout of {self.timeout:g} s")
+            )
+            item = self._terminal()
+        return self._seen(item)
+
+    def _terminal(self) -> Any:
+        """After the deadline, the next item: the request has ended, so its
+        terminal item is in the channel or about to be (whoever ended it sends
+        it just after marking it ended); events sent before it come first."""
+        try:
+            return self._channel.get(_TERMINAL_WAIT_S)
         except queue.Empty:
             return RequestTimeout(f"no answer within the request timeout of {self.timeout:g} s")
 
@@ -274,7 +182,6 @@ class RequestHandle:
                 event = self.next_event()
             except StopIteration:
                 return
-            self._events.append(event)
             yield event
             if type(event) is Done:
                 return
@@ -286,7 +193,9 @@ class RequestHandle:
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits until the request's
-                deadline. Passing it cancels the request.
+                deadline. Like ``concurrent.futures.Future.result``, running out
+                of it only stops the wait: the request goes on, and a later
+                ``result()`` or iteration picks up where this one stopped.
 
         Returns:
             A :class:`ChatResponse` for a chat request, a
@@ -294,35 +203,14 @@ class RequestHandle:
             :class:`EmbedResponse` for an embedding request.
 
         Raises:
-            RubberDuckError: the request failed; a timeout is
-                :class:`~rubberduck.errors.RequestTimeout`.
+            RequestTimeout: ``timeout`` seconds passed (the request goes on), or
+                the request's deadline did (it ended).
+            RubberDuckError: the request failed.
         """
-        if timeout is not None:
-            self.deadline = min(self.deadline, time.monotonic() + timeout)
-        for _ in self:
-            pass
-        if isinstance(self._outcome, RubberDuckError):
-            raise self._outcome
-        if isinstance(self.request, ChatRequest):
-            return assemble_chat(self._events)
-        if self.embedding is not None:
-            done = self._events[-1]
-            if type(done) is Done and done.substituted_for is not None:
-                return msgspec.structs.replace(self.embedding, substituted_for=done.substituted_for)
-            return self.embedding
-        return assemble_generate(self._events)
-
-    def cancel(self) -> None:
-        """Stop the request: its HTTP call is closed and its slot freed.
-
-        A request that already ended is left as it was; otherwise its outcome
-        becomes :class:`~rubberduck.errors.Cancelled`.
-        """
-        with self._lock:
-            if self.finished:
-                return
-            self.cancelled = True
-        self._finish(Cancelled("the request was cancelled by the caller"))
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while self._outcome is None:
+            self.next_event(None if give_up is None else max(give_up - time.monotonic(), 0.0))
+        return self._answer()
 
     def close(self) -> None:
         """Same as :meth:`cancel`; makes the handle usable with ``contextlib.closing``."""
@@ -332,4 +220,76 @@ class RequestHandle:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class AsyncRequestHandle(_Handle):
+    """A submitted request, read from an asyncio task: ``async for`` its events,
+    or ``await handle.result()``.
+
+    Events are those of :class:`RequestHandle`. Nothing here blocks the event
+    loop: events are delivered to it by the worker threads. Cancelling the task
+    that awaits the handle (``asyncio.timeout``, a ``TaskGroup``, a client
+    disconnect in a web framework), or leaving an ``async for`` over it early,
+    cancels the request and closes its HTTP connection. The deadline ends the
+    request whether or not anyone reads it.
+    """
+
+    def __init__(self, state: RequestState, channel: LoopChannel) -> None:
+        super().__init__(state)
+        self._channel = channel
+
+    async def next_event(self) -> Event:
+        """Wait for the next event.
+
+        Raises:
+            StopAsyncIteration: the request already ended and its outcome was read.
+            RubberDuckError: the request failed (typed), or its deadline passed
+                (:class:`~rubberduck.errors.RequestTimeout`).
+            asyncio.CancelledError: the awaiting task was cancelled; so is the request.
+        """
+        if self._outcome is not None:
+            if isinstance(self._outcome, RubberDuckError):
+                raise self._outcome
+            raise StopAsyncIteration
+        try:
+            item = await self._channel.get()
+        except asyncio.CancelledError:
+            self._state.cancel()
+            raise
+        return self._seen(item)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            while self._outcome is None:
+                event = await self.next_event()
+                yield event
+        finally:
+            # Left early (break, an exception, the task cancelled): stop the request.
+            self._state.cancel()
+
+    async def result(self) -> ChatResponse | GenerateResponse | EmbedResponse:
+        """Wait for the whole answer (to bound the wait, use ``asyncio.timeout``:
+        that cancels the request).
+
+        Returns:
+            As :meth:`RequestHandle.result`.
+
+        Raises:
+            RubberDuckError: the request failed; its deadline passing is
+                :class:`~rubberduck.errors.RequestTimeout`.
+            asyncio.CancelledError: the awaiting task was cancelled; so is the request.
+        """
+        while self._outcome is None:
+            await self.next_event()
+        return self._answer()
+
+    async def aclose(self) -> None:
+        """Same as :meth:`cancel`, awaitable (``contextlib.aclosing``)."""
+        self.cancel()
+
+    async def __aenter__(self) -> AsyncRequestHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()

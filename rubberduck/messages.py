@@ -10,11 +10,15 @@ convert), token counts are tokens, sizes are bytes, costs are USD.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from rubberduck.images import check_base64, encode_image, encode_images
+
+if TYPE_CHECKING:  # actor messages carry these by reference; never encoded
+    from rubberduck.errors import RubberDuckError
+    from rubberduck.request_state import RequestState
 
 __all__ = [
     "BackendHealth",
@@ -479,22 +483,22 @@ def assemble_generate(events: list[Event]) -> GenerateResponse:
 
 
 # --- actor messages (control path) -------------------------------------------------
-# The request handle travels by reference: it owns the reply queue that events go to,
-# so chunks never pass through an actor.
+# The request's state travels by reference: it owns the reply channel that events go
+# to, so chunks never pass through an actor.
 
 
 class Submit(msgspec.Struct, frozen=True):
-    """Caller → Router: route this request. ``handle`` is a runtime RequestHandle."""
+    """Caller → Router: route this request (its internal state, by reference)."""
 
-    handle: Any
+    handle: RequestState
 
 
 class AttemptFailed(msgspec.Struct, frozen=True):
     """ProviderActor → Router: the backend failed before the first chunk."""
 
-    handle: Any
+    handle: RequestState
     provider: str
-    error: Any
+    error: RubberDuckError
 
 
 class Outcome(msgspec.Struct, frozen=True):

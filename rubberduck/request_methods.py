@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, NamedTuple, TypeVar, cast, overload
 
 from rubberduck.errors import InvalidRequest
 from rubberduck.handle import RequestHandle
@@ -31,7 +31,7 @@ from rubberduck.messages import (
 from rubberduck.ollama_options import OptionValue, check_options
 from rubberduck.validation import parse_messages
 
-__all__ = ["RequestMethods"]
+__all__ = ["Call", "RequestMethods", "prepare"]
 
 _R = TypeVar("_R", ChatRequest, GenerateRequest, EmbedRequest)
 
@@ -176,28 +176,9 @@ class RequestMethods:
             AllProvidersFailed: no backend could serve it (``.causes`` says why).
             RequestTimeout, StreamInterrupted, ...: see :mod:`rubberduck.errors`.
         """
-        request = _build(
-            ChatRequest,
-            model=model,
-            messages=parse_messages(messages),
-            tools=tools,
-            stream=stream,
-            think=think,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            format=format,
-            options=_options(options, option_keywords),
-            keep_alive=keep_alive,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            mid_stream=mid_stream,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
-        return handle if stream else cast(ChatResponse, handle.result())
+        call = prepare(ChatRequest, locals())
+        handle = self.submit(call.request, **call.routing)
+        return handle if call.stream else cast(ChatResponse, handle.result())
 
     def stream_chat(
         self,
@@ -332,33 +313,9 @@ class RequestMethods:
             ``.usage``, ``.provider``), or a :class:`RequestHandle` when
             ``stream=True``.
         """
-        request = _build(
-            GenerateRequest,
-            model=model,
-            prompt=prompt,
-            suffix=suffix,
-            system=system,
-            template=template,
-            context=None if context is None else _listed(context, "context"),
-            stream=stream,
-            think=think,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            raw=raw,
-            format=format,
-            images=None if images is None else _listed(images, "images"),
-            options=_options(options, option_keywords),
-            keep_alive=keep_alive,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            mid_stream=mid_stream,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
-        return handle if stream else cast(GenerateResponse, handle.result())
+        call = prepare(GenerateRequest, locals())
+        handle = self.submit(call.request, **call.routing)
+        return handle if call.stream else cast(GenerateResponse, handle.result())
 
     def embed(
         self,
@@ -402,23 +359,48 @@ class RequestMethods:
             AllProvidersFailed: no backend could embed (``.causes`` says why).
             RequestTimeout, ...: see :mod:`rubberduck.errors`.
         """
-        request = _build(
-            EmbedRequest,
-            model=model,
-            input=input if isinstance(input, str) else _listed(input, "input"),
-            truncate=truncate,
-            dimensions=dimensions,
-            options=_options(options, option_keywords),
-            keep_alive=keep_alive,
-        )
-        handle = self.submit(
-            request,
-            timeout=timeout,
-            backends=backends,
-            fallback=fallback,
-            allow_substitute=allow_substitute,
-        )
+        call = prepare(EmbedRequest, locals())
+        handle = self.submit(call.request, **call.routing)
         return cast(EmbedResponse, handle.result())
+
+
+#: The request methods' parameters that are routing options, not request fields.
+ROUTING_OPTIONS = ("timeout", "mid_stream", "backends", "fallback", "allow_substitute")
+
+
+class Call(NamedTuple):
+    """A request method's arguments, sorted: the request, the routing options
+    (:meth:`Runtime.submit <rubberduck.runtime.Runtime.submit>`'s keywords), and
+    whether the caller wants a stream."""
+
+    request: AnyRequest
+    routing: dict[str, Any]
+    stream: bool
+
+
+def prepare(kind: type[_R], args: Mapping[str, Any]) -> Call:
+    """Build a ``kind`` request from a request method's arguments (its
+    ``locals()``: ``self``, the request's fields, the routing options and
+    ``option_keywords``), shared by :class:`RequestMethods` and
+    :class:`~rubberduck.async_runtime.AsyncRuntime`.
+
+    Raises:
+        InvalidRequest: an argument cannot be part of the request (a message, an
+            option name, a list given as a string, an image); the rest is
+            checked at submit.
+    """
+    skip = {"self", "option_keywords", *ROUTING_OPTIONS}
+    fields = {name: value for name, value in args.items() if name not in skip}
+    fields["options"] = _options(fields.get("options"), args.get("option_keywords") or {})
+    if kind is ChatRequest:
+        fields["messages"] = parse_messages(fields["messages"])
+    for name in ("context", "images"):
+        if fields.get(name) is not None:
+            fields[name] = _listed(fields[name], name)
+    if kind is EmbedRequest and not isinstance(fields["input"], str):
+        fields["input"] = _listed(fields["input"], "input")
+    routing = {name: args[name] for name in ROUTING_OPTIONS if name in args}
+    return Call(_build(kind, **fields), routing, bool(fields.get("stream", False)))
 
 
 def _build(cls: type[_R], **fields: Any) -> _R:

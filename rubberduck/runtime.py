@@ -21,6 +21,7 @@ from rubberduck.actors.health import HEALTH, HealthMonitor
 from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_actor_name
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
+from rubberduck.channels import ReplyChannel, ThreadChannel
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
 from rubberduck.cost import UsageLedger, UsageReport, find_price
 from rubberduck.deadlines import DeadlineWatch
@@ -37,6 +38,7 @@ from rubberduck.model_admin import ModelAdmin
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
 from rubberduck.request_methods import RequestMethods
+from rubberduck.request_state import RequestState
 from rubberduck.validation import check_mid_stream, check_request, check_timeout
 
 __all__ = ["Runtime"]
@@ -94,7 +96,7 @@ class Runtime(RequestMethods, ModelAdmin):
             raise
 
     def _start(self, config: Config, backends: list[tuple[str, ProviderConfig]]) -> None:
-        self._handles: dict[int, RequestHandle] = {}
+        self._handles: dict[int, RequestState] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.escalation: str | None = None
@@ -226,6 +228,31 @@ class Runtime(RequestMethods, ModelAdmin):
                 wrong type.
             ProviderUnavailable: the runtime is closed or its supervisor gave up.
         """
+        channel = ThreadChannel(self.config.router.max_buffered_events)
+        state = self._start_request(
+            request,
+            channel,
+            timeout=timeout,
+            mid_stream=mid_stream,
+            backends=backends,
+            fallback=fallback,
+            allow_substitute=allow_substitute,
+        )
+        return RequestHandle(state, channel)
+
+    def _start_request(
+        self,
+        request: AnyRequest,
+        channel: ReplyChannel,
+        *,
+        timeout: float | None,
+        mid_stream: Literal["error", "restart"] | None,
+        backends: Sequence[str] | None,
+        fallback: bool,
+        allow_substitute: bool | None,
+    ) -> RequestState:
+        """Check ``request`` and the options (as :meth:`submit` documents), and
+        hand it to the Router with its events going to ``channel``."""
         request = check_request(request)
         if timeout is not None:
             check_timeout(timeout, InvalidRequest, "timeout")
@@ -241,10 +268,10 @@ class Runtime(RequestMethods, ModelAdmin):
             why = self.escalation or "the runtime is closed"
             raise ProviderUnavailable(f"cannot submit: {why} — create a new Runtime")
         rc = self.config.router
-        handle = RequestHandle(
+        state = RequestState(
             request,
+            channel,
             timeout=timeout if timeout is not None else rc.request_timeout,
-            max_buffered=rc.max_buffered_events,
             mid_stream=mid_stream or rc.mid_stream,
             backends=allowed,
             fallback=fallback,
@@ -253,16 +280,16 @@ class Runtime(RequestMethods, ModelAdmin):
         with self._lock:
             escalation = self.escalation
             if escalation is None:
-                self._handles[handle.id] = handle
+                self._handles[state.id] = state
         if escalation is not None:  # the supervisor gave up since the check above
             raise ProviderUnavailable(f"cannot submit: {escalation} — create a new Runtime")
-        handle.on_finish = self._forget
-        handle.pricer = self._ledger.price
-        self._deadlines.watch(handle)
+        state.on_finish = self._forget
+        state.pricer = self._ledger.price
+        self._deadlines.watch(state)
         # Waits (up to a second) only while the router is being restarted.
-        if not self._registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
-            handle.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
-        return handle
+        if not self._registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
+            state.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
+        return state
 
     def _allowed_backends(self, backends: Sequence[str] | None) -> frozenset[str] | None:
         if backends is None:
@@ -280,9 +307,9 @@ class Runtime(RequestMethods, ModelAdmin):
             )
         return frozenset(backends)
 
-    def _forget(self, handle: RequestHandle) -> None:
+    def _forget(self, state: RequestState) -> None:
         with self._lock:
-            self._handles.pop(handle.id, None)
+            self._handles.pop(state.id, None)
         self._deadlines.ended()
 
     # --- control --------------------------------------------------------------------

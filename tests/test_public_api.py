@@ -5,7 +5,8 @@ import rubberduck
 
 def test_exported_members() -> None:
     assert sorted(rubberduck.__all__) == sorted([
-        "AllProvidersFailed", "AuthError", "BackendHealth", "Cancelled", "ChatRequest",
+        "AllProvidersFailed", "AsyncRequestHandle", "AsyncRuntime", "AuthError", "BackendHealth",
+        "Cancelled", "ChatRequest",
         "ChatResponse",
         "Config", "ConfigError", "Context", "CostConfig", "Price", "UsageReport", "UsageTotals",
         "Delta", "EmbedResponse", "ModelList", "ProcessList", "Progress", "ShowResponse",

@@ -4,8 +4,10 @@ Ollama backend."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import time
+import weakref
 
 import ollama
 import pytest
@@ -16,9 +18,10 @@ from rubberduck import (
     EmbedResponse,
     InvalidRequest,
     ModelNotFound,
+    RequestTimeout,
     Runtime,
 )
-from tests.conftest import runtime_for, wait_until
+from tests.conftest import HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 
 #: Official methods with no Runtime equivalent, and why.
@@ -134,3 +137,39 @@ def test_close_does_not_wait_for_an_embedding_in_flight(
     assert wait_until(lambda: primary.disconnects == 1), "its HTTP call is closed"
     with pytest.raises(Cancelled):
         handle.result()
+
+
+def test_result_with_a_timeout_stops_waiting_and_the_request_goes_on() -> None:
+    """As Future.result(timeout): the caller stops waiting; the request keeps its
+    deadline and its connection (it used to be cancelled)."""
+    with (
+        FakeOllama("hang") as fake,
+        Runtime.from_config(
+            {"provider": {"a": {"kind": "ollama", "base_url": fake.url, "model": "llama3.2"}}}
+        ) as rt,
+    ):
+        handle = rt.chat("llama3.2", HI, stream=True)
+        with pytest.raises(RequestTimeout, match="goes on"):
+            handle.result(timeout=0.05)
+        assert not handle.finished and fake.disconnects == 0
+        handle.cancel()
+        assert wait_until(lambda: fake.disconnects == 1)
+
+
+def test_a_finished_answer_is_freed_when_the_caller_lets_go_of_its_handle() -> None:
+    """The runtime keeps only the request's internal state (for deadlines), which
+    holds no events: the handle and the answer's events go with the caller's
+    reference (they used to stay in the deadline heap, up to 1,024 answers)."""
+    with (
+        FakeOllama() as fake,
+        Runtime.from_config(
+            {"provider": {"a": {"kind": "ollama", "base_url": fake.url, "model": "llama3.2"}}}
+        ) as rt,
+    ):
+        handle = rt.chat("llama3.2", HI, stream=True)
+        events = list(handle)
+        assert events and handle.finished
+        gone = weakref.ref(handle)
+        del handle, events
+        gc.collect()
+        assert gone() is None

@@ -110,7 +110,7 @@ def test_every_request_ends_exactly_once(schedule: FaultSchedule) -> None:
     ):
         # Exactly one terminal outcome, and nothing after it.
         assert isinstance(outcome, (Done, RubberDuckError)), (events, outcome)
-        assert handle.finished and handle._queue.empty()
+        assert handle.finished and handle._channel.empty()
         assert all(isinstance(e, (Delta, ToolCall, Restart)) for e in events[:-1])
         assert late < SLACK_S, f"ended {late:.2f} s past its deadline"
         if isinstance(outcome, RubberDuckError):

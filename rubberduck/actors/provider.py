@@ -41,9 +41,9 @@ from rubberduck.errors import (
     ServerBusy,
     StreamInterrupted,
 )
-from rubberduck.handle import RequestHandle
 from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
 from rubberduck.providers.base import CancelScope, Provider, sending
+from rubberduck.request_state import RequestState
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -112,7 +112,7 @@ class ProviderActor(SupervisedActor):
         )
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
         self._lock = threading.Lock()
-        self._admitted: dict[int, tuple[RequestHandle, Future[None]]] = {}
+        self._admitted: dict[int, tuple[RequestState, Future[None]]] = {}
         # The cancel scope of each attempt running here, by handle id. At our death
         # only these are closed: a request already handed on may be running its
         # next attempt elsewhere.
@@ -143,7 +143,7 @@ class ProviderActor(SupervisedActor):
         if crashed:
             self.registry.leftovers.append(pool)
 
-    def admit(self, handle: RequestHandle) -> bool:
+    def admit(self, handle: RequestState) -> bool:
         """Take ``handle`` for this backend: queue it on the worker pool, or answer
         :class:`~rubberduck.errors.ServerBusy` (through the Router) when
         ``max_in_flight + max_queue`` requests are here already. Called on the
@@ -172,7 +172,7 @@ class ProviderActor(SupervisedActor):
         self._report_failed(handle, busy)
         return True
 
-    def _left(self, handle: RequestHandle) -> None:
+    def _left(self, handle: RequestState) -> None:
         """``handle`` is no longer this actor's: free its slot and count."""
         with self._lock:
             self._admitted.pop(handle.id, None)
@@ -186,12 +186,12 @@ class ProviderActor(SupervisedActor):
             f"its actor {self._exit_reason or 'stopped'} {when}", provider=self.backend
         )
 
-    def _hand_back(self, handle: RequestHandle, when: str) -> None:
+    def _hand_back(self, handle: RequestState, when: str) -> None:
         self._report_failed(handle, self._moved(f"{when}; the request was moved"))
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestHandle) -> None:
+    def _work(self, handle: RequestState) -> None:
         try:
             if handle.finished:
                 return
@@ -214,7 +214,7 @@ class ProviderActor(SupervisedActor):
         finally:
             self._left(handle)
 
-    def _interrupted(self, handle: RequestHandle, error: RubberDuckError) -> None:
+    def _interrupted(self, handle: RequestState, error: RubberDuckError) -> None:
         """A failure after the first chunk reached the caller: the mid-stream policy."""
         reason = f"the stream broke after it started: {error.message}"
         if handle.mid_stream == "restart" and error.fallback:
@@ -228,7 +228,7 @@ class ProviderActor(SupervisedActor):
             StreamInterrupted(reason, provider=self.backend, partial_text="".join(handle.partial))
         )
 
-    def _attempt(self, handle: RequestHandle) -> RubberDuckError | None:
+    def _attempt(self, handle: RequestState) -> RubberDuckError | None:
         """One call to the backend; returns the error, or ``None`` on success."""
         started = time.monotonic()
         scope = handle.new_scope()
@@ -268,7 +268,7 @@ class ProviderActor(SupervisedActor):
             error.provider = self.backend
         return error
 
-    def _embed(self, handle: RequestHandle, request: EmbedRequest, scope: CancelScope) -> None:
+    def _embed(self, handle: RequestState, request: EmbedRequest, scope: CancelScope) -> None:
         """An embedding request: one call, no stream; a cancel, the deadline or
         this actor's death closes its connection (HTTP providers)."""
         try:
@@ -287,7 +287,7 @@ class ProviderActor(SupervisedActor):
             )
         )
 
-    def _report_failed(self, handle: RequestHandle, error: RubberDuckError) -> None:
+    def _report_failed(self, handle: RequestState, error: RubberDuckError) -> None:
         if handle.finished:
             return  # cancelled, timed out or closed meanwhile: nothing to route
         message = AttemptFailed(handle, self.backend, error)

@@ -48,7 +48,6 @@ from rubberduck.errors import (
     RequestTimeout,
     RubberDuckError,
 )
-from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AttemptFailed,
     EmbedRequest,
@@ -57,6 +56,7 @@ from rubberduck.messages import (
     Resync,
     Submit,
 )
+from rubberduck.request_state import RequestState
 
 __all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
 
@@ -172,7 +172,7 @@ class Router(SupervisedActor):
                 self.down_since.setdefault(message.provider, time.monotonic())
         except Exception as exc:
             handle = getattr(message, "handle", None)
-            if not isinstance(handle, RequestHandle):
+            if not isinstance(handle, RequestState):
                 raise  # not tied to a request: a genuine fault, for the supervisor
             # A failure tied to one request ends that request, not the router:
             # restarts (and their intensity) are for faults that hit everyone.
@@ -191,7 +191,7 @@ class Router(SupervisedActor):
             return not route.serve_any_model
         return model in known or f"{model}:latest" in known
 
-    def candidates(self, handle: RequestHandle, *, panic: bool = False) -> list[Route]:
+    def candidates(self, handle: RequestState, *, panic: bool = False) -> list[Route]:
         """Routes ``handle`` may go to now, best first; records why others are skipped.
 
         Args:
@@ -237,7 +237,7 @@ class Router(SupervisedActor):
             out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
         return out
 
-    def _route(self, handle: RequestHandle) -> None:
+    def _route(self, handle: RequestState) -> None:
         if handle.finished:
             return
         if handle.time_left() <= 0:
@@ -260,7 +260,7 @@ class Router(SupervisedActor):
         else:
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
 
-    def _retry_later(self, handle: RequestHandle) -> bool:
+    def _retry_later(self, handle: RequestState) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
         if handle.retry_round >= self.backoff.retries:
             return False
@@ -284,7 +284,7 @@ class Router(SupervisedActor):
         timer.start()
         return True
 
-    def _resubmit(self, handle: RequestHandle) -> None:
+    def _resubmit(self, handle: RequestState) -> None:
         """Timer thread: the backoff is over; by name, so a restarted router gets it."""
         if handle.finished:
             return

@@ -1,0 +1,187 @@
+"""Reply channels: how a request's events travel from a worker thread to its caller.
+
+A :class:`ReplyChannel` has a producer side, used by
+:class:`~rubberduck.request_state.RequestState` on worker and actor threads, and a
+consumer side that differs by kind of caller:
+
+- :class:`ThreadChannel`: a bounded ``queue.Queue``; the caller's thread blocks
+  on :meth:`ThreadChannel.get`.
+- :class:`LoopChannel`: events reach an asyncio event loop with
+  ``loop.call_soon_threadsafe`` into a buffer owned by the loop; the caller's task
+  awaits :meth:`LoopChannel.get`. No thread waits on the loop's behalf.
+
+Both are bounded (``[router] max_buffered_events``): when the caller is behind,
+:meth:`ReplyChannel.put` makes the worker wait for room; the final item of a
+request (:meth:`ReplyChannel.put_final`) never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Protocol
+
+__all__ = ["LoopChannel", "ReplyChannel", "ThreadChannel"]
+
+
+class ReplyChannel(Protocol):
+    """The producer side of a reply channel (any thread).
+
+    Attributes:
+        gone: ``True`` once the consumer can no longer receive anything (its
+            event loop closed): the request should stop.
+    """
+
+    gone: bool
+
+    def offer(self, item: Any) -> bool:
+        """Send ``item`` if there is room now; ``False`` (nothing sent) if not."""
+
+    def put(self, item: Any, timeout: float) -> bool:
+        """Send ``item``, waiting up to ``timeout`` seconds for room; ``False``
+        (nothing sent) if there was none in time."""
+
+    def put_final(self, item: Any) -> None:
+        """Send the request's last item (an error) without waiting, even when
+        full: whoever ends the request may be the very thread that reads it."""
+
+    def empty(self) -> bool:
+        """Whether nothing sent is left unread."""
+
+
+class ThreadChannel:
+    """A reply channel read by a blocking thread.
+
+    Args:
+        capacity: Items sent and not yet read before :meth:`put` waits.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self.gone = False
+
+    def offer(self, item: Any) -> bool:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
+
+    def put(self, item: Any, timeout: float) -> bool:
+        try:
+            self._queue.put(item, timeout=max(timeout, 0.0))
+        except queue.Full:
+            return False
+        return True
+
+    def put_final(self, item: Any) -> None:
+        # Events still unread give way to it: the request is over.
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def get(self, timeout: float) -> Any:
+        """The next item, waiting up to ``timeout`` seconds.
+
+        Raises:
+            queue.Empty: nothing came in time.
+        """
+        return self._queue.get(timeout=max(timeout, 0.0))
+
+
+class LoopChannel:
+    """A reply channel read by a task on one asyncio event loop.
+
+    Producers call ``loop.call_soon_threadsafe`` once per item; the item lands
+    in a ``deque`` that only the loop touches, and wakes the task waiting in
+    :meth:`get`. The count of items sent and not yet read (under a lock shared
+    with producers) is what bounds the channel.
+
+    Args:
+        loop: The loop whose tasks read it (the running loop at submit time).
+        capacity: Items sent and not yet read before :meth:`put` waits.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self._loop = loop
+        self._capacity = capacity
+        self._buffer: deque[Any] = deque()  # the loop's side only
+        self._waiter: asyncio.Future[None] | None = None  # the loop's side only
+        self._room = threading.Condition(threading.Lock())
+        self._unread = 0  # sent and not yet read; under _room
+        self.gone = False
+
+    # --- producer side (any thread) -------------------------------------------------
+
+    def offer(self, item: Any) -> bool:
+        with self._room:
+            if self._unread >= self._capacity:
+                return False
+            self._unread += 1
+        self._send(item)
+        return True
+
+    def put(self, item: Any, timeout: float) -> bool:
+        give_up = time.monotonic() + timeout
+        with self._room:
+            while self._unread >= self._capacity:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return False
+                self._room.wait(left)
+            self._unread += 1
+        self._send(item)
+        return True
+
+    def put_final(self, item: Any) -> None:
+        with self._room:
+            self._unread += 1
+        self._send(item)
+
+    def empty(self) -> bool:
+        with self._room:
+            return self._unread == 0
+
+    def _send(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, item)
+        except RuntimeError:  # the loop is closed: nobody will read this
+            self.gone = True
+
+    # --- the loop's side --------------------------------------------------------------
+
+    def _deliver(self, item: Any) -> None:
+        self._buffer.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        """The next item; waits without blocking the loop.
+
+        Raises:
+            asyncio.CancelledError: the waiting task was cancelled (the item, if
+                one comes, stays for the next ``get``).
+        """
+        while not self._buffer:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._buffer.popleft()
+        with self._room:
+            self._unread -= 1
+            self._room.notify()
+        return item
