@@ -331,8 +331,9 @@ class Runtime(RequestMethods, ModelAdmin):
 
     def subscribe_usage(self, callback: Callable[[Done], None]) -> Callable[[], None]:
         """Call ``callback(done)`` with every finished request's ``Done`` (cost and
-        usage filled in), in the worker thread that finished it: keep it quick;
-        an exception in it is logged, not raised. Returns an unsubscribe function."""
+        usage filled in), on the runtime's usage thread, off the request's path: a
+        slow callback delays no request; an exception in it is logged, not raised.
+        Returns an unsubscribe function."""
         return self._ledger.subscribe(callback)
 
     def models(self, timeout: float = 5.0) -> dict[str, list[str] | Exception]:
@@ -377,6 +378,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 pool.shutdown(wait=True)
             for provider in self.providers.values():
                 provider.close()
+            self._ledger.close()
 
     def _escalated(self, reason: str) -> None:
         # Before the actors stop: every request ends now, with this reason (under
