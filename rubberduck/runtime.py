@@ -112,7 +112,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 f'[cost.prices."{cost.shadow_model}"] input = ..., output = ... (USD per '
                 "million tokens)"
             )
-        self._deadlines = DeadlineWatch()
+        self._deadlines = DeadlineWatch(self._registry.scheduler)
         routes = [
             Route(
                 name,
@@ -283,7 +283,7 @@ class Runtime(RequestMethods, ModelAdmin):
     def _forget(self, handle: RequestHandle) -> None:
         with self._lock:
             self._handles.pop(handle.id, None)
-        self._deadlines.ended()
+        self._deadlines.ended(handle)
 
     # --- control --------------------------------------------------------------------
 
@@ -369,7 +369,7 @@ class Runtime(RequestMethods, ModelAdmin):
         except pykka.Timeout:
             log.error("the runtime's actors did not stop within %g s; closing anyway", timeout)
         finally:
-            self._registry.cancel_timers()
+            self._registry.stop_scheduler()
             self._deadlines.stop()
             for thread in self._registry.threads:
                 if thread is not threading.current_thread():
