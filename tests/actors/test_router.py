@@ -12,9 +12,17 @@ from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.provider import ROUTER
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.supervisor import Registry
-from rubberduck.errors import AllProvidersFailed, ServerBusy
+from rubberduck.errors import AllProvidersFailed, ModelNotFound, ProviderUnavailable, ServerBusy
 from rubberduck.handle import RequestHandle
-from rubberduck.messages import AttemptFailed, ChatRequest, Done, Submit, Usage
+from rubberduck.messages import (
+    AttemptFailed,
+    ChatRequest,
+    Done,
+    ProviderDown,
+    ProviderUp,
+    Submit,
+    Usage,
+)
 from tests.conftest import HI, wait_until
 
 
@@ -59,8 +67,12 @@ def start_router(registry: Registry, backoff: Backoff | None = None) -> pykka.Ac
     return ref
 
 
-def submit(registry: Registry, *, fallback: bool = True, timeout: float = 30) -> RequestHandle:
-    handle = RequestHandle(ChatRequest(model="m", messages=HI), timeout=timeout, fallback=fallback)
+def submit(
+    registry: Registry, *, fallback: bool = True, timeout: float = 30, model: str = "m"
+) -> RequestHandle:
+    handle = RequestHandle(
+        ChatRequest(model=model, messages=HI), timeout=timeout, fallback=fallback
+    )
     assert registry.tell(ROUTER, Submit(handle))
     return handle
 
@@ -127,3 +139,32 @@ def test_a_retry_reaches_a_router_restarted_meanwhile(registry: Registry) -> Non
     registry.remove(ROUTER)
     start_router(registry)
     assert handle.result(timeout=10).provider == "a"
+
+
+def test_a_backend_whose_actor_is_restarting_is_passed_over(registry: Registry) -> None:
+    FakeBackend(registry, "b")  # "a" has no live actor
+    start_router(registry)
+    handle = submit(registry)
+    assert handle.result(timeout=10).provider == "b"
+    assert handle.tried == ["a", "b"]
+    assert isinstance(handle.causes["a"], ProviderUnavailable)
+
+
+def test_a_backend_without_the_model_is_never_tried(registry: Registry) -> None:
+    a, _ = FakeBackend(registry, "a"), FakeBackend(registry, "b")
+    router = start_router(registry)
+    router.tell(ProviderUp("a", ("other:latest",)))
+    handle = submit(registry, model="m")
+    assert handle.result(timeout=10).provider == "b"
+    assert a.offers == []
+    assert isinstance(handle.causes["a"], ModelNotFound)
+
+
+def test_in_panic_mode_the_backend_down_last_goes_first(registry: Registry) -> None:
+    a, _ = FakeBackend(registry, "a"), FakeBackend(registry, "b")
+    router = start_router(registry)
+    router.tell(ProviderDown("a", "refused"))
+    router.tell(ProviderDown("b", "refused"))  # down later: the least bad
+    handle = submit(registry)
+    assert handle.result(timeout=10).provider == "b"
+    assert a.offers == []
