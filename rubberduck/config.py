@@ -87,8 +87,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         max_in_flight: Requests running at once on this backend. Ollama runs
             ``OLLAMA_NUM_PARALLEL`` requests per model (default 1) and queues the
             rest, so a higher value only moves the queue into Ollama.
-        max_queue: Requests waiting for a slot; beyond it the backend answers
-            ``ServerBusy`` at once and the router moves on.
+        max_queue: Requests waiting for a slot; beyond it the backend is full
+            and the router moves on at once. When every backend is full, a
+            request waits for a slot on the best one (until its deadline)
+            instead of failing ``ServerBusy``.
         trust_env: Read proxy settings and .netrc from the environment.
         n_ctx: ``local`` only: context window, tokens.
         embeddings: ``local`` only: load the model so that it can also embed

@@ -7,12 +7,15 @@ prompt and completion tokens at the model's price per million tokens, from the
 prices a local answer as if a named cloud model had produced the same tokens:
 what running locally saved.
 
-Costing happens once per request, on its ``Done`` event, never per chunk.
+Costing happens once per request, on its ``Done`` event, never per chunk. The
+subscribers (``Runtime.subscribe_usage``) are called off the data path, on the
+ledger's own thread, so a slow or failing one never delays or breaks a request.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from typing import Annotated
@@ -135,7 +138,13 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UsageLedger:
-    """Prices each finished request and keeps the totals.
+    """Prices each finished request, keeps the totals and tells the subscribers.
+
+    :meth:`price` is on the data path (a worker calls it before the caller gets
+    its ``Done``): it fills in the cost and adds to the totals under a lock, and
+    queues the ``Done`` for the subscribers. They are called one at a time, in
+    the order the requests finished, on one thread (``rubberduck-usage``, started
+    by the first :meth:`subscribe`, ended by :meth:`close`).
 
     Args:
         local: Backend name → ``True`` if it is local (free).
@@ -160,10 +169,14 @@ class UsageLedger:
         self._by_model: dict[str, UsageTotals] = {}
         self._subscribers: list[Callable[[Done], None]] = []
         self._lock = threading.Lock()
+        # Done (to dispatch), Event (a flush marker) or None (stop).
+        self._pending: queue.SimpleQueue[Done | threading.Event | None] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+        self._closed = False
 
     def price(self, done: Done) -> Done:
         """``done`` with ``cost_usd`` and ``shadow_cost_usd`` filled in, added to the
-        totals and sent to the subscribers."""
+        totals and queued for the subscribers (who get it on the usage thread)."""
         usage = done.usage
         tokens = (usage.prompt_tokens, usage.completion_tokens)
         unpriced = False
@@ -180,19 +193,24 @@ class UsageLedger:
         with self._lock:
             for key, table in ((done.provider, self._by_backend), (done.model, self._by_model)):
                 table.setdefault(key, UsageTotals()).add(*tokens, cost, shadow, unpriced=unpriced)
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(done)
-            except Exception:
-                log.exception("a usage subscriber failed")
+            notify = bool(self._subscribers) and not self._closed
+        if notify:
+            self._pending.put(done)
         return done
 
     def subscribe(self, callback: Callable[[Done], None]) -> Callable[[], None]:
-        """Call ``callback(done)`` for every finished request (in a worker thread;
-        keep it quick). Returns a function that unsubscribes."""
+        """Call ``callback(done)`` for every request finished from now on, on the
+        usage thread, never on the request's path (the caller does not wait for
+        it, nor it for the caller); an exception in it
+        is logged on ``rubberduck.cost``. After :meth:`close` it is never called.
+        Returns a function that unsubscribes."""
         with self._lock:
             self._subscribers.append(callback)
+            if self._dispatcher is None and not self._closed:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="rubberduck-usage", daemon=True
+                )
+                self._dispatcher.start()
 
         def unsubscribe() -> None:
             with self._lock:
@@ -200,6 +218,46 @@ class UsageLedger:
                     self._subscribers.remove(callback)
 
         return unsubscribe
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait (up to ``timeout`` seconds) until the subscribers were given every
+        ``Done`` priced so far. Returns ``False`` on a timeout."""
+        with self._lock:
+            running = self._dispatcher is not None and not self._closed
+        if not running:
+            return True
+        marker = threading.Event()
+        self._pending.put(marker)
+        return marker.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Give the subscribers what is queued, then stop the usage thread
+        (waiting up to ``timeout`` seconds for a slow subscriber). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._dispatcher
+        if thread is not None:
+            self._pending.put(None)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def _dispatch(self) -> None:
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for callback in subscribers:
+                try:
+                    callback(item)
+                except Exception:
+                    log.exception("a usage subscriber failed")
 
     def report(self) -> UsageReport:
         """A copy of the totals."""

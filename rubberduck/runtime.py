@@ -114,7 +114,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 f'[cost.prices."{cost.shadow_model}"] input = ..., output = ... (USD per '
                 "million tokens)"
             )
-        self._deadlines = DeadlineWatch()
+        self._deadlines = DeadlineWatch(self._registry.scheduler)
         routes = [
             Route(
                 name,
@@ -310,7 +310,7 @@ class Runtime(RequestMethods, ModelAdmin):
     def _forget(self, state: RequestState) -> None:
         with self._lock:
             self._handles.pop(state.id, None)
-        self._deadlines.ended()
+        self._deadlines.ended(state)
 
     # --- control --------------------------------------------------------------------
 
@@ -358,8 +358,9 @@ class Runtime(RequestMethods, ModelAdmin):
 
     def subscribe_usage(self, callback: Callable[[Done], None]) -> Callable[[], None]:
         """Call ``callback(done)`` with every finished request's ``Done`` (cost and
-        usage filled in), in the worker thread that finished it: keep it quick;
-        an exception in it is logged, not raised. Returns an unsubscribe function."""
+        usage filled in), on the runtime's usage thread, off the request's path: a
+        slow callback delays no request; an exception in it is logged, not raised.
+        Returns an unsubscribe function."""
         return self._ledger.subscribe(callback)
 
     def models(self, timeout: float = 5.0) -> dict[str, list[str] | Exception]:
@@ -395,7 +396,7 @@ class Runtime(RequestMethods, ModelAdmin):
         except pykka.Timeout:
             log.error("the runtime's actors did not stop within %g s; closing anyway", timeout)
         finally:
-            self._registry.cancel_timers()
+            self._registry.stop_scheduler()
             self._deadlines.stop()
             for thread in self._registry.threads:
                 if thread is not threading.current_thread():
@@ -404,6 +405,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 pool.shutdown(wait=True)
             for provider in self.providers.values():
                 provider.close()
+            self._ledger.close()
 
     def _escalated(self, reason: str) -> None:
         # Before the actors stop: every request ends now, with this reason (under

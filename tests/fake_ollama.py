@@ -130,6 +130,9 @@ class FakeOllama:
         self.disconnects = 0  # streams the client closed before the end
         self.release = threading.Event()  # ends a "stall"
         self.get_delay = 0.0  # seconds every GET waits before its answer (a slow probe)
+        #: Every POST waits for this before its answer (clear it to hold them all).
+        self.gate = threading.Event()
+        self.gate.set()
         #: The models /api/tags lists (names); ``None``: the transcript's. May be
         #: changed while running (a model pulled or deleted meanwhile).
         self.models: list[str] | None = None
@@ -178,6 +181,7 @@ class FakeOllama:
                 raw = self._body()
                 fake._record(self, raw)
                 body = fake.requests[-1][2]
+                fake.gate.wait()
                 mode = fake.next_mode()
                 if mode == "hang":
                     return self._hang()

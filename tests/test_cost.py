@@ -4,6 +4,7 @@ cost for local answers, running totals and usage events."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -60,9 +61,11 @@ def test_a_failing_subscriber_is_logged_not_raised(caplog: pytest.LogCaptureFixt
     unsubscribe = ledger.subscribe(seen.append)
     with caplog.at_level(logging.ERROR, logger="rubberduck.cost"):
         ledger.price(done("ollama", "m", 1, 1))
+        assert ledger.flush()
     assert len(seen) == 1 and "subscriber failed" in caplog.text
     unsubscribe()
     ledger.price(done("ollama", "m", 1, 1))
+    ledger.close()
     assert len(seen) == 1
 
 
@@ -117,3 +120,54 @@ def test_a_shadow_model_without_a_price_is_a_config_error() -> None:
                 "cost": {"shadow_model": "x"},
             }
         )
+
+
+def _ollama_runtime(url: str) -> Runtime:
+    return Runtime.from_config(
+        {"provider": {"ollama": {"kind": "ollama", "base_url": url, "model": "llama3.2"}}}
+    )
+
+
+def test_a_slow_subscriber_delays_no_request() -> None:
+    gate = threading.Event()
+    saw_gate_open: list[bool] = []
+
+    def slow(done: Done) -> None:  # as slow as the test wants (5 s at most)
+        saw_gate_open.append(gate.wait(5))
+
+    with FakeOllama() as ollama, _ollama_runtime(ollama.url) as rt:
+        rt.subscribe_usage(slow)
+        first = rt.chat(None, HI, stream=True).result()
+        second = rt.chat(None, HI, stream=True).result()  # the subscriber still blocks
+        report = rt.usage()
+        gate.set()
+    assert first.provider == second.provider == "ollama"
+    assert report.by_backend["ollama"].requests == 2, "the totals do not wait for it"
+    assert saw_gate_open == [True, True], "both answers came before the subscriber returned"
+
+
+def test_a_raising_subscriber_is_logged_and_breaks_no_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[Done] = []
+
+    def broken(done: Done) -> None:
+        raise RuntimeError("subscriber bug")
+
+    with caplog.at_level(logging.ERROR, logger="rubberduck.cost"):
+        with FakeOllama() as ollama, _ollama_runtime(ollama.url) as rt:
+            rt.subscribe_usage(broken)
+            rt.subscribe_usage(seen.append)
+            replies = [rt.chat(None, HI, stream=True).result() for _ in range(2)]
+    assert [r.provider for r in replies] == ["ollama", "ollama"]
+    assert [d.provider for d in seen] == ["ollama", "ollama"], "close() gave them every Done"
+    assert caplog.text.count("a usage subscriber failed") == 2
+    assert "subscriber bug" in caplog.text
+
+
+def test_subscribers_run_on_one_usage_thread_not_a_worker() -> None:
+    threads: list[str] = []
+    with FakeOllama() as ollama, _ollama_runtime(ollama.url) as rt:
+        rt.subscribe_usage(lambda done: threads.append(threading.current_thread().name))
+        rt.chat(None, HI, stream=True).result()
+    assert threads == ["rubberduck-usage"]

@@ -3,7 +3,6 @@ load, the mid-stream policy, deadlines, and recovery within one cooldown."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -271,14 +270,14 @@ def test_retries_pending_when_the_router_crashed_end_with_close(
         server.mode, server.retry_after = "busy", "30"
     with runtime_for(primary.url, backup.url, failure_threshold=100) as rt:
         handle = rt.stream_chat("llama3.2", HI, timeout=60)
-        assert wait_until(
-            lambda: any(t.name.startswith("rubberduck-retry") for t in threading.enumerate())
-        )
+        scheduler = rt._registry.scheduler
+        # Its deadline and its retry (after Retry-After: 30) wait on the scheduler.
+        assert wait_until(lambda: len(scheduler) == 2)
         old = rt._registry.get("router")
         rt._registry.tell("router", Crash("test"))
         assert wait_until(lambda: rt._registry.get("router") not in (None, old))
         started = time.monotonic()
     assert time.monotonic() - started < 2
-    assert not [t for t in threading.enumerate() if t.name.startswith("rubberduck-retry")]
+    assert scheduler.thread is not None and not scheduler.thread.is_alive()
     with pytest.raises(Cancelled):
         handle.result()

@@ -10,12 +10,13 @@ seconds, open ones every ``cooldown`` (the policy:
 :mod:`rubberduck.actors.breaker`).
 
 Request outcomes arrive from the ProviderActors' workers through one ordered
-queue, ``Registry.outcomes``, read before each message (ticks included): the
-breaker sees successes and failures in the order they happened, so failures
-never look consecutive because successes between them were read late. A failure
-also wakes this actor (a :class:`~rubberduck.messages.Tick`), so a circuit opens
-at once; a success does not (a message per success cost a thread wake-up per
-request, at the moment the caller wakes for its answer: ``benchmarks/overhead.py``).
+queue, ``Registry.outcomes`` (a :class:`~rubberduck.actors.channels.OutcomeLog`),
+read before each message (ticks included): the breaker sees successes and
+failures in the order they happened, so failures never look consecutive because
+successes between them were read late. A failure also wakes this actor (a
+:class:`~rubberduck.messages.Tick`), so a circuit opens at once; a success does
+not (a message per success cost a thread wake-up per request, at the moment the
+caller wakes for its answer: ``benchmarks/overhead.py``).
 
 State changes are published to the Router as ``ProviderUp`` / ``ProviderDown``.
 The catalogue goes with every ``ProviderUp`` after a read, changed or not, so
@@ -150,9 +151,8 @@ class HealthMonitor(SupervisedActor):
                 return
 
     def receive(self, message: Any) -> Any:
-        outcomes = self.registry.outcomes
-        while outcomes:
-            self._outcome(outcomes.popleft())
+        for outcome in self.registry.outcomes.drain():
+            self._outcome(outcome)
         if isinstance(message, Outcome):
             self._outcome(message)
         elif isinstance(message, Tick):

@@ -1,8 +1,14 @@
 """ProviderActor: one per backend; runs requests on a bounded worker pool.
 
 The Router admits work through :meth:`ProviderActor.admit` on its own thread (a
-non-blocking slot check, then a hand-off to the pool): a mailbox hop there would
-cost a thread wake-up per request and carry nothing that the lock does not. The
+non-blocking slot check, then a hand-off to the pool), by way of
+:class:`~rubberduck.actors.channels.Admissions`: a mailbox hop there would
+cost a thread wake-up per request and carry nothing that the lock does not.
+``max_in_flight`` requests run, ``max_queue`` more wait for a worker; past that
+the backend is full and the Router offers the request elsewhere. When no other
+backend has room, the Router asks for *overflow*: the request joins a waiting
+list (FIFO, up to ``max_waiting``) and starts when a slot frees, or ends at its
+deadline — a burst larger than the slots waits instead of failing busy. The
 actor owns the pool and its lifecycle; it is what the supervisor restarts. A
 worker runs the provider's blocking call with the request handle's ``emit`` as
 the callback: chunks go straight to the caller's queue. When the call ends, the
@@ -27,8 +33,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
@@ -38,7 +46,6 @@ from rubberduck.errors import (
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
-    ServerBusy,
     StreamInterrupted,
 )
 from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
@@ -57,28 +64,6 @@ def provider_actor_name(backend: str) -> str:
     return f"provider:{backend}"
 
 
-class Load:
-    """Requests dispatched to each backend and not finished there yet.
-
-    The Router adds one when it dispatches; the backend's actor takes it away
-    when the request leaves it (done, failed, handed back). The Router reads it
-    to break priority ties by fewest requests in flight. Shared by reference, so
-    it survives actor restarts.
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def add(self, backend: str, n: int) -> None:
-        """Change ``backend``'s count by ``n``."""
-        with self._lock:
-            self._counts[backend] = self._counts.get(backend, 0) + n
-
-    def __getitem__(self, backend: str) -> int:
-        return self._counts.get(backend, 0)
-
-
 class ProviderActor(SupervisedActor):
     """Admits requests for one backend and runs them on its worker pool.
 
@@ -87,7 +72,10 @@ class ProviderActor(SupervisedActor):
         provider: The backend's provider.
         load: The shared in-flight counts (see :class:`Load`).
         max_in_flight: Requests running at once (pool size).
-        max_queue: Requests waiting for a worker; past it, ``ServerBusy``.
+        max_queue: Requests waiting for a worker; past it the backend is full
+            (the Router offers the request elsewhere).
+        max_waiting: Requests taken as overflow (no backend had room) waiting
+            for a slot; past it, full even for overflow.
     """
 
     def __init__(
@@ -98,6 +86,7 @@ class ProviderActor(SupervisedActor):
         *,
         max_in_flight: int = 4,
         max_queue: int = 64,
+        max_waiting: int = 1024,
     ) -> None:
         super().__init__(registry, provider_actor_name(provider.name))
         self.provider = provider
@@ -105,6 +94,7 @@ class ProviderActor(SupervisedActor):
         self.load = load if load is not None else Load()
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
+        self.max_waiting = max_waiting
 
     def started(self) -> None:
         self._pool = ThreadPoolExecutor(
@@ -113,12 +103,15 @@ class ProviderActor(SupervisedActor):
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
         self._lock = threading.Lock()
         self._admitted: dict[int, tuple[RequestState, Future[None]]] = {}
+        # Overflow: taken with every slot busy, started in order as slots free.
+        self._waiting: deque[RequestState] = deque()
+        self._prune_at = 64  # waiting-list length at which finished ones are dropped
         # The cancel scope of each attempt running here, by handle id. At our death
         # only these are closed: a request already handed on may be running its
         # next attempt elsewhere.
         self._scopes: dict[int, CancelScope] = {}
         self._exit_reason: str | None = None
-        self.registry.admissions[self.backend] = self.admit
+        self.registry.admissions.register(self.backend, self.admit)
 
     def cleanup(self, crashed: bool) -> None:
         pool = getattr(self, "_pool", None)
@@ -128,8 +121,11 @@ class ProviderActor(SupervisedActor):
             self._exit_reason = "crashed" if crashed else "stopped"
             admitted = list(self._admitted.values())
             running = list(self._scopes.values())
-        if self.registry.admissions.get(self.backend) == self.admit:
-            del self.registry.admissions[self.backend]
+            waiting, self._waiting = list(self._waiting), deque()
+        self.registry.admissions.unregister(self.backend, self.admit)
+        for handle in waiting:  # never had a slot
+            self.load.add(self.backend, -1)
+            self._hand_back(handle, "before it started")
         for handle, future in admitted:
             if future.cancel():  # still queued: it never reached the backend
                 self._left(handle)
@@ -143,42 +139,79 @@ class ProviderActor(SupervisedActor):
         if crashed:
             self.registry.leftovers.append(pool)
 
-    def admit(self, handle: RequestState) -> bool:
-        """Take ``handle`` for this backend: queue it on the worker pool, or answer
-        :class:`~rubberduck.errors.ServerBusy` (through the Router) when
-        ``max_in_flight + max_queue`` requests are here already. Called on the
-        Router's thread; never blocks.
+    def admit(self, handle: RequestState, *, overflow: bool = False) -> Admission:
+        """Take ``handle`` for this backend if a slot is free (see
+        :class:`~rubberduck.actors.channels.Admit`). Called on the Router's
+        thread; never blocks. The Router counted the request in :class:`Load`
+        before the call; a request taken is this actor's to uncount.
+
+        Args:
+            handle: The request.
+            overflow: Take it even with every slot busy (no other backend has
+                room): it waits for a slot, behind any taken so before it.
 
         Returns:
-            ``False`` if this actor is going away and took nothing (route it
-            elsewhere); the caller's in-flight count is then the caller's to undo.
+            ``TAKEN``; ``FULL`` when ``max_in_flight + max_queue`` requests are
+            here already (and, with ``overflow``, ``max_waiting`` more wait);
+            ``GONE`` if this actor is going away. For ``FULL`` and ``GONE``
+            nothing changed.
         """
         with self._lock:
             if self._exit_reason is not None:
-                return False
+                return Admission.GONE
             if handle.finished:
                 self.load.add(self.backend, -1)
-                return True
-            if self._slots.acquire(blocking=False):
+                return Admission.TAKEN
+            # Requests already waiting go first: a new one does not jump the line.
+            if not self._waiting and self._slots.acquire(blocking=False):
                 future = self._pool.submit(self._work, handle)
                 self._admitted[handle.id] = (handle, future)
-                return True
-        self.load.add(self.backend, -1)
-        busy = ServerBusy(
-            f"{self.max_in_flight} requests running and {self.max_queue} waiting — "
-            "raise max_in_flight/max_queue for this provider, or add a backend",
-            provider=self.backend,
-        )
-        self._report_failed(handle, busy)
-        return True
+                return Admission.TAKEN
+            if overflow and len(self._waiting) < self.max_waiting:
+                self._wait_for_slot(handle)
+                return Admission.TAKEN
+        return Admission.FULL
+
+    def _wait_for_slot(self, handle: RequestState) -> None:
+        """Put ``handle`` on the waiting list (under ``_lock``). Requests that
+        ended while waiting (deadline, cancel) leave it when a slot frees, or
+        here once the list has doubled, so it holds few finished ones."""
+        if len(self._waiting) >= self._prune_at:
+            live = deque(h for h in self._waiting if not h.finished)
+            self.load.add(self.backend, len(live) - len(self._waiting))
+            self._waiting = live
+            self._prune_at = max(64, 2 * len(live))
+        self._waiting.append(handle)
+        if self._slots.acquire(blocking=False):  # a slot freed meanwhile
+            self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start waiting requests while slots are free (under ``_lock``; the
+        caller holds one slot, which the first live request takes)."""
+        while self._waiting:
+            handle = self._waiting.popleft()
+            if handle.finished:
+                self.load.add(self.backend, -1)
+                continue
+            future = self._pool.submit(self._work, handle)
+            self._admitted[handle.id] = (handle, future)
+            if not self._slots.acquire(blocking=False):
+                return
+        self._slots.release()
 
     def _left(self, handle: RequestState) -> None:
-        """``handle`` is no longer this actor's: free its slot and count."""
+        """``handle`` is no longer this actor's: free its slot and count, and
+        give the slot to the next waiting request."""
+        self.load.add(self.backend, -1)
         with self._lock:
             self._admitted.pop(handle.id, None)
             self._scopes.pop(handle.id, None)
-        self._slots.release()
-        self.load.add(self.backend, -1)
+            # Under the lock, so that a request joining the waiting list now
+            # sees either this slot or its own place in the list taken up here.
+            if self._waiting and self._exit_reason is None:
+                self._start_waiting()  # the slot passes on
+            else:
+                self._slots.release()
 
     def _moved(self, when: str) -> ProviderUnavailable:
         """Why a request leaves this actor as it dies (fallback: the Router moves it)."""

@@ -16,6 +16,11 @@ rather than failing with nothing tried. A backend that refuses connections
 fails such an attempt in about a millisecond; one that answers serves it. The
 catalogue is not a circuit: a backend without the model is never tried.
 
+A backend whose slots are all taken is full, not failed: the request goes to the
+next candidate at once; when no candidate has room, it waits on the best full
+one's waiting list (overflow, see :mod:`rubberduck.actors.provider`) until a
+slot frees or its deadline passes, rather than failing busy.
+
 A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
 503, model not found, protocol error) moves the request to the next candidate at
 once, so a busy backend is never waited on while another could answer. When every
@@ -24,20 +29,23 @@ dropped connection — not a refused connection), the request waits the backoff
 (exponential with jitter; a ``Retry-After`` wins when longer) and takes another
 round, up to ``[router] retries`` rounds and never past its deadline. Otherwise
 the caller gets :class:`~rubberduck.errors.AllProvidersFailed` with every
-backend's cause.
+backend's cause. The backoff is an entry on the registry's one
+:class:`~rubberduck.scheduler.Scheduler` thread, not a thread per request; when
+it is over the request goes back to the Router by name, so a Router restarted
+meanwhile gets it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
-from rubberduck.actors.provider import ROUTER, Load
+from rubberduck.actors.provider import ROUTER
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -47,6 +55,7 @@ from rubberduck.errors import (
     ProviderUnavailable,
     RequestTimeout,
     RubberDuckError,
+    ServerBusy,
 )
 from rubberduck.messages import (
     AttemptFailed,
@@ -143,11 +152,6 @@ class Router(SupervisedActor):
         # After a restart our view is empty: ask for the current one.
         self.registry.tell(HEALTH, Resync())
 
-    def cleanup(self, crashed: bool) -> None:
-        if crashed:
-            return  # pending retries reach the new router by name
-        self.registry.cancel_timers()  # at a stop the runtime has ended every request
-
     def dead_letter(self, message: Any) -> None:
         # Still in the mailbox when this router died: give it to the next one.
         if isinstance(message, (Submit, AttemptFailed)) and not message.handle.finished:
@@ -178,6 +182,8 @@ class Router(SupervisedActor):
             # restarts (and their intensity) are for faults that hit everyone.
             log.exception("the router failed on request %s", handle.id)
             handle.fail(InternalError(f"the router failed on this request: {exc!r}"))
+        if isinstance(message, (Submit, AttemptFailed)):
+            self.forget_last_message()  # hold nothing of a request once idle
         return None
 
     def serves(self, route: Route, model: str | None) -> bool:
@@ -243,22 +249,49 @@ class Router(SupervisedActor):
         if handle.time_left() <= 0:
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
+        full: list[str] = []
         for route in self.candidates(handle) or self.candidates(handle, panic=True):
-            name = route.name
-            handle.excluded.add(name)
-            handle.tried.append(name)
-            self.load.add(name, 1)
-            admit = self.registry.admissions.get(name)
-            if admit is not None and admit(handle):
+            # Without fallback the first candidate is the only one: wait there.
+            taken = self._offer(handle, route.name, overflow=not handle.fallback)
+            if taken is Admission.TAKEN:
                 return
-            self.load.add(name, -1)
-            handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
+            if taken is Admission.FULL:
+                full.append(route.name)
+            if not handle.fallback:
+                break
+        if full and handle.fallback:
+            # No backend has room: wait for a slot on the best full one.
+            taken = self._offer(handle, full[0], overflow=True)
+            if taken is Admission.TAKEN:
+                return
         if self._retry_later(handle):
             return
         if not handle.fallback and handle.tried:  # one backend: its own error says it all
             handle.fail(handle.causes[handle.tried[0]])
         else:
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
+
+    def _offer(self, handle: RequestState, name: str, *, overflow: bool) -> Admission:
+        """Offer ``handle`` to backend ``name``; records it as tried when taken
+        (or refused on overflow), and why when refused."""
+        self.load.add(name, 1)
+        taken = self.registry.admissions.admit(name, handle, overflow=overflow)
+        if taken is not Admission.TAKEN:
+            self.load.add(name, -1)
+        if taken is Admission.FULL:
+            waiting = "and too many wait for a slot" if overflow else "or waiting"
+            handle.causes[name] = ServerBusy(
+                f"skipped, full: {self.load[name]} requests running {waiting} — raise "
+                "max_in_flight/max_queue for this provider, or add a backend",
+                provider=name,
+            )
+            if not overflow:
+                return taken  # not tried: it may still take the request as overflow
+        handle.excluded.add(name)
+        handle.tried.append(name)
+        if taken is Admission.GONE:
+            handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
+        return taken
 
     def _retry_later(self, handle: RequestState) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
@@ -275,21 +308,13 @@ class Router(SupervisedActor):
         delay = self.backoff.delay(handle.retry_round, retry_after, self._rng)
         if delay >= handle.time_left():
             return False
+        try:
+            self.registry.scheduler.call_later(delay, _resubmit, self.registry, handle, None)
+        except RuntimeError:  # the scheduler stopped: the runtime is closing
+            return False
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
-        timer = threading.Timer(delay, self._resubmit, args=(handle,))
-        timer.daemon = True
-        timer.name = f"rubberduck-retry-{handle.id}"
-        self.registry.add_timer(timer)
-        timer.start()
         return True
-
-    def _resubmit(self, handle: RequestState) -> None:
-        """Timer thread: the backoff is over; by name, so a restarted router gets it."""
-        if handle.finished:
-            return
-        if not self.registry.tell_eventually(ROUTER, Submit(handle), handle.time_left()):
-            handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
 
     def _attempt_failed(self, msg: AttemptFailed) -> None:
         handle, error = msg.handle, msg.error
@@ -306,6 +331,26 @@ class Router(SupervisedActor):
             handle.fail(error)
             return
         self._route(handle)
+
+
+def _resubmit(registry: Registry, handle: RequestState, give_up: float | None) -> None:
+    """On the scheduler's thread: the backoff is over, back to the Router. By
+    name, so a restarted Router gets it; while none runs (a restart takes
+    milliseconds), try again every 5 ms for up to a second — never blocking
+    the scheduler, which runs every deadline too."""
+    if handle.finished:
+        return
+    if registry.tell(ROUTER, Submit(handle)):
+        return
+    now = time.monotonic()
+    give_up = now + 1.0 if give_up is None else give_up
+    if now < min(give_up, handle.deadline):
+        try:
+            registry.scheduler.call_later(0.005, _resubmit, registry, handle, give_up)
+            return
+        except RuntimeError:
+            pass  # the scheduler stopped: the runtime is closing
+    handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
 
 
 def _retryable(error: RubberDuckError) -> bool:

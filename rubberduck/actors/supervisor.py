@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -30,9 +29,11 @@ from types import TracebackType
 from typing import Any
 
 import pykka
-import pykka.messages
 
+from rubberduck.actors._pykka import ThreadingActor, actor_of, empty_mailbox
+from rubberduck.actors.channels import Admissions, OutcomeLog
 from rubberduck.messages import ChildExited, Crash
+from rubberduck.scheduler import Scheduler
 
 __all__ = [
     "ChildSpec",
@@ -79,24 +80,27 @@ class Restart(enum.Enum):
 
 
 class Registry:
-    """Stable name → current actor ref. Written by the supervisor, read by anyone."""
+    """Stable name → current actor ref. Written by the supervisor, read by anyone.
 
-    def __init__(self) -> None:
+    It also holds what must outlive any one actor: the threads to join at
+    shutdown, the :class:`~rubberduck.scheduler.Scheduler` that runs retry
+    backoffs (and the runtime's deadlines), and the paths around the mailboxes
+    (:mod:`rubberduck.actors.channels`).
+    """
+
+    def __init__(self, scheduler: Scheduler | None = None) -> None:
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
         #: Every thread an actor ran on, so that shutdown can join them.
         self.threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
-        self.timers: list[threading.Timer] = []
+        #: Timed calls (retry backoffs), on one thread; stopped by :meth:`stop_scheduler`.
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
         #: Worker pools of crashed actors, still finishing; shutdown joins them.
         self.leftovers: list[Executor] = []
-        #: Backend name → its live ProviderActor's ``admit`` (thread-safe), so that
-        #: the Router hands a request to the backend's pool without a mailbox hop.
-        self.admissions: dict[str, Callable[[Any], bool]] = {}
-        #: Request outcomes (``messages.Outcome``), appended by workers in the order
-        #: the requests ended; the HealthMonitor reads them, in that order, before
-        #: each message it handles (a failure also wakes it). Bounded: past it the
-        #: oldest unread ones go.
-        self.outcomes: deque[Any] = deque(maxlen=65536)
+        #: Backend name → its live ProviderActor's admission (Router → worker pool).
+        self.admissions = Admissions()
+        #: Attempt outcomes, workers → HealthMonitor, in the order attempts ended.
+        self.outcomes = OutcomeLog()
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
@@ -104,22 +108,9 @@ class Registry:
             self.threads = [t for t in self.threads if t.is_alive()]
             self.threads.append(thread)
 
-    def add_timer(self, timer: threading.Timer) -> None:
-        """Remember a pending timer (a Router's retry), so that shutdown can
-        cancel it even after the actor that set it was replaced."""
-        with self._threads_lock:
-            self.timers = [t for t in self.timers if t.is_alive()]
-            self.timers.append(timer)
-
-    def cancel_timers(self, join_s: float = 1.0) -> None:
-        """Cancel every pending timer and wait (up to ``join_s`` each) for them."""
-        with self._threads_lock:
-            timers, self.timers = self.timers, []
-        for timer in timers:
-            timer.cancel()
-        for timer in timers:
-            if timer is not threading.current_thread():
-                timer.join(join_s)
+    def stop_scheduler(self) -> None:
+        """Drop every pending timed call and stop the scheduler's thread. Idempotent."""
+        self.scheduler.stop()
 
     def set(self, name: str, ref: pykka.ActorRef[Any]) -> None:
         """Point ``name`` at ``ref``."""
@@ -151,10 +142,10 @@ class Registry:
             return True
         # pykka's tell checks that the actor lives, then puts: if it died in
         # between, the message may sit in a mailbox nobody reads any more. (The
-        # actor object outlives its thread's last steps; pykka 4.x internal, pinned.)
-        actor = ref._actor_weakref()  # type: ignore[attr-defined]
+        # actor object outlives its thread's last steps.)
+        actor = actor_of(ref)
         dead_letter = actor.dead_letter if isinstance(actor, SupervisedActor) else None
-        return not _empty_mailbox(ref.actor_inbox, str(ref), dead_letter, taking=message)
+        return not empty_mailbox(ref.actor_inbox, str(ref), dead_letter, taking=message)
 
     def tell_eventually(self, name: str, message: Any, within_s: float = 1.0) -> bool:
         """:meth:`tell`, retried every 5 ms for up to ``within_s`` seconds (at
@@ -171,7 +162,7 @@ class Registry:
         return True
 
 
-class SupervisedActor(pykka.ThreadingActor):
+class SupervisedActor(ThreadingActor):
     """A pykka actor that tells its supervisor when it dies.
 
     Subclasses override :meth:`started`, :meth:`receive`, :meth:`cleanup` and
@@ -201,13 +192,7 @@ class SupervisedActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if type(message) is Crash:
             raise InjectedCrash(message.reason)
-        return self.receive(message)
-
-    def _actor_loop_teardown(self) -> None:
-        # pykka's own teardown answers pending asks with ActorDeadError but drops
-        # pending tells; this one gives those to dead_letter. (pykka 4.x internal;
-        # pinned in setup.cfg and covered by test_supervisor.py.)
-        _empty_mailbox(self.actor_inbox, str(self.actor_ref), self.dead_letter)
+        return super().on_receive(message)
 
     def on_start(self) -> None:
         self.registry.add_thread(threading.current_thread())
@@ -238,51 +223,6 @@ class SupervisedActor(pykka.ThreadingActor):
         finally:
             message = ChildExited(self.name, self.actor_urn, abnormal, reason)
             self.registry.tell(SUPERVISOR, message)
-
-
-def _empty_mailbox(
-    inbox: Any,
-    owner: str,
-    dead_letter: Callable[[Any], None] | None,
-    *,
-    taking: Any = None,
-) -> bool:
-    """Empty the mailbox of a dead actor (it handles no more mail, so any thread
-    may; ``get_nowait`` lets two threads do it at once).
-
-    Pending tells go to ``dead_letter``; with none (the actor object is gone),
-    they are put back for their own senders to take back. Pending asks get
-    ActorDeadError, a pending stop its answer.
-
-    Args:
-        inbox: The actor's mailbox (a ``queue.Queue`` of pykka envelopes).
-        owner: The actor, as error messages name it.
-        dead_letter: The dead actor's :meth:`SupervisedActor.dead_letter`, or ``None``.
-        taking: A message a sender just put there, to take back out.
-
-    Returns:
-        ``True`` if ``taking`` was found and taken back (it was never handled).
-    """
-    found, kept = False, []
-    while True:
-        try:
-            envelope = inbox.get_nowait()
-        except queue.Empty:
-            break
-        if taking is not None and envelope.message is taking and not found:
-            found = True
-        elif dead_letter is None:
-            kept.append(envelope)
-        elif envelope.reply_to is None:
-            dead_letter(envelope.message)
-        elif isinstance(envelope.message, pykka.messages._ActorStop):
-            envelope.reply_to.set(None)
-        else:
-            error = pykka.ActorDeadError(f"{owner} stopped before handling it")
-            envelope.reply_to.set_exception(exc_info=(type(error), error, None))
-    for envelope in kept:
-        inbox.put(envelope)
-    return found
 
 
 @dataclass(frozen=True)

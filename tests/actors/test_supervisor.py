@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import pykka
 import pytest
-from pykka._envelope import Envelope
 
+from rubberduck.actors._pykka import actor_of, envelope
 from rubberduck.actors.supervisor import (
     ChildSpec,
     Registry,
@@ -250,9 +250,9 @@ def test_a_tell_that_meets_a_dying_actor_is_refused_not_lost(
     registry = Registry()
     ref = Keeper.start(registry, "keeper")
     registry.set("keeper", ref)
-    actor = ref._actor_weakref()  # alive a moment after its death, as in the race
+    actor = actor_of(ref)  # alive a moment after its death, as in the race
     ref.stop()  # dead, and its mailbox was emptied at death
-    ref.actor_inbox.put(Envelope("stranded earlier"))
+    ref.actor_inbox.put(envelope("stranded earlier"))
     # pykka's tell checks is_alive, then puts: make the check pass, as when the
     # actor dies between the two.
     answers = iter([True])
@@ -270,8 +270,8 @@ def test_a_tell_to_an_actor_already_gone_takes_its_message_back(
     ref = Keeper.start(registry, "keeper")
     registry.set("keeper", ref)
     ref.stop()
-    assert wait_until(lambda: ref._actor_weakref() is None)
-    ref.actor_inbox.put(Envelope("somebody else's"))
+    assert wait_until(lambda: actor_of(ref) is None)
+    ref.actor_inbox.put(envelope("somebody else's"))
     answers = iter([True])
     monkeypatch.setattr(ref, "is_alive", lambda: next(answers, False))
     assert registry.tell("keeper", "letter") is False

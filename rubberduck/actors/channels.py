@@ -1,0 +1,147 @@
+"""The three paths between actors that do not go through a mailbox.
+
+A mailbox hop costs a thread wake-up. Three exchanges happen once or twice per
+request and carry nothing a lock does not, so they bypass the mailboxes, each
+through one small object with its locking written down here:
+
+- :class:`Admissions`: the Router hands a request to a backend's ProviderActor
+  by calling that actor's ``admit`` on the Router's thread (a non-blocking slot
+  check, then a hand-off to the actor's worker pool).
+- :class:`OutcomeLog`: workers append how each attempt ended; the
+  HealthMonitor reads them in that order before each message it handles.
+- :class:`Load`: requests in flight per backend, written by the Router and the
+  ProviderActors, read by the Router to share load.
+
+All three live in the :class:`~rubberduck.actors.supervisor.Registry` (or the
+runtime), not in an actor, so they survive actor restarts.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from rubberduck.messages import Outcome
+
+if TYPE_CHECKING:
+    from rubberduck.request_state import RequestState
+
+__all__ = ["Admission", "Admissions", "Admit", "Load", "OutcomeLog"]
+
+
+class Admission(enum.Enum):
+    """What a backend's actor did with a request offered to it."""
+
+    TAKEN = "taken"  # it runs it (or has it waiting for a worker): now the actor's
+    FULL = "full"  # every slot is taken; nothing changed, offer it elsewhere
+    GONE = "gone"  # the actor is going away; nothing changed, offer it elsewhere
+
+
+class Admit(Protocol):
+    """A ProviderActor's admission: never blocks.
+
+    With ``overflow`` the actor takes the request even with every slot taken,
+    and runs it when a slot frees (the Router asks this only when no other
+    backend has room): the request waits, bounded by its deadline, instead of
+    failing busy.
+    """
+
+    def __call__(self, handle: RequestState, *, overflow: bool = False) -> Admission: ...
+
+
+class Admissions:
+    """Backend name → the live ProviderActor's :class:`Admit`.
+
+    Locking: :meth:`register` and :meth:`unregister` run under a lock (an actor
+    starting and its predecessor's cleanup may race); :meth:`admit` reads the
+    dict without it (one atomic ``dict.get``) and calls the actor's ``admit``,
+    which takes the actor's own lock.
+    """
+
+    def __init__(self) -> None:
+        self._admit: dict[str, Admit] = {}
+        self._lock = threading.Lock()
+
+    def register(self, backend: str, admit: Admit) -> None:
+        """Route ``backend``'s requests to ``admit`` from now on."""
+        with self._lock:
+            self._admit[backend] = admit
+
+    def unregister(self, backend: str, admit: Admit) -> None:
+        """Forget ``admit`` if it is still ``backend``'s (a replacement that
+        registered meanwhile stays)."""
+        with self._lock:
+            if self._admit.get(backend) == admit:
+                del self._admit[backend]
+
+    def __contains__(self, backend: str) -> bool:
+        return backend in self._admit
+
+    def admit(self, backend: str, handle: RequestState, *, overflow: bool = False) -> Admission:
+        """Offer ``handle`` to ``backend``'s actor (see :class:`Admit`).
+
+        Returns:
+            ``Admission.GONE`` when no actor serves ``backend`` now (it is
+            being restarted).
+        """
+        admit = self._admit.get(backend)
+        if admit is None:
+            return Admission.GONE
+        return admit(handle, overflow=overflow)
+
+
+class OutcomeLog:
+    """Attempt outcomes, in the order the attempts ended.
+
+    Workers :meth:`append`; one reader (the HealthMonitor) :meth:`drain`-s.
+    Locking: none needed — ``deque.append`` and ``deque.popleft`` are atomic,
+    and there is one reader. Bounded: past ``maxlen`` the oldest unread go.
+
+    Args:
+        maxlen: Outcomes kept unread at most.
+    """
+
+    def __init__(self, maxlen: int = 65536) -> None:
+        self._outcomes: deque[Outcome] = deque(maxlen=maxlen)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def append(self, outcome: Outcome) -> None:
+        """Record one attempt's outcome (any thread)."""
+        self._outcomes.append(outcome)
+
+    def drain(self) -> Iterator[Outcome]:
+        """The unread outcomes, oldest first, each read once (the reader only)."""
+        outcomes = self._outcomes
+        while outcomes:
+            yield outcomes.popleft()
+
+
+class Load:
+    """Requests dispatched to each backend and not finished there yet.
+
+    The Router adds one when it dispatches; the backend's actor takes it away
+    when the request leaves it (done, failed, handed back). The Router reads it
+    to break priority ties by fewest requests in flight; ``Runtime.health``
+    reports it. Shared by reference, so it survives actor restarts.
+
+    Locking: :meth:`add` under a lock (read-modify-write from several threads);
+    reads take none (one atomic ``dict.get``; a count a moment old is fine for
+    ordering).
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, backend: str, n: int) -> None:
+        """Change ``backend``'s count by ``n``."""
+        with self._lock:
+            self._counts[backend] = self._counts.get(backend, 0) + n
+
+    def __getitem__(self, backend: str) -> int:
+        return self._counts.get(backend, 0)
