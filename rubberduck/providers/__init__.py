@@ -43,6 +43,7 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
         "connect_timeout": cfg.connect_timeout,
         "pool_size": cfg.max_in_flight + 2,
         "trust_env": cfg.trust_env,
+        "allow_insecure_key": cfg.allow_insecure_key,
     }
     if cfg.headers and kind != "ollama":
         raise ConfigError(f'[provider.{name}] `headers` is only for kind "ollama"')

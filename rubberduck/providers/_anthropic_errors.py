@@ -17,13 +17,13 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers.base import retry_after_seconds
+from rubberduck.providers._retry_after import retry_after
+from rubberduck.providers._secret import Secret
+from rubberduck.providers.base import error_detail, read_error_body, redirect_error
 
 __all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body"]
 
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
 #: Longest excerpt of a server's error text put in an error message, characters.
 _MAX_DETAIL_CHARS = 300
 
@@ -42,14 +42,14 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
 
 
-def decode_error_body(raw: bytes) -> tuple[str, str]:
-    """(error type, message) of an error body; ("", the body as text) if it is not
-    Anthropic's error JSON. Neither is shortened: callers redact, then cut."""
+def decode_error_body(raw: bytes) -> tuple[str, str] | None:
+    """(error type, message) of an error body; ``None`` if it is not Anthropic's
+    error JSON. Neither is shortened: callers redact, then cut."""
     try:
         error = _ERROR_DECODER.decode(raw).error
         return error.type, error.message
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return "", raw.decode("utf-8", "replace").strip()
+        return None
 
 
 class AnthropicErrors:
@@ -64,34 +64,30 @@ class AnthropicErrors:
             it is in no repr.
     """
 
-    __slots__ = ("_key", "api_key_env", "base_url", "provider")
+    __slots__ = ("api_key_env", "base_url", "provider", "secret")
 
     def __init__(self, provider: str, *, base_url: str, api_key_env: str, api_key: str) -> None:
         self.provider = provider
         self.base_url = base_url
         self.api_key_env = api_key_env
-        self._key = api_key
+        self.secret = Secret(api_key)
 
     def __repr__(self) -> str:
         return f"AnthropicErrors(provider={self.provider!r}, api_key_env={self.api_key_env!r})"
 
     def excerpt(self, text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
-        """At most ``limit`` characters of ``text`` for an error message, with the
-        API key replaced by ``[redacted]`` (servers echo a rejected key). The key is
-        replaced before the cut, so no part of it survives at the edge."""
-        if self._key:
-            text = text[: limit + len(self._key)].replace(self._key, "[redacted]")
-        return text[:limit] + ("…" if len(text) > limit else "")
+        """At most ``limit`` characters of ``text`` for an error message, the API
+        key redacted before the cut (see :meth:`Secret.excerpt`)."""
+        return self.secret.excerpt(text, limit)
 
     def not_offered(self, what: str) -> InvalidRequest:
         """An :class:`InvalidRequest` that another backend may still serve
         (``fallback`` True): ``what`` is a feature the Messages API lacks."""
-        err = InvalidRequest(
+        return InvalidRequest(
             f"{what} — Anthropic's Messages API does not offer it; use a backend that does",
             provider=self.provider,
+            fallback=True,
         )
-        err.fallback = True
-        return err
 
     def stream_error(self, error_type: str, message: str) -> RubberDuckError:
         """The error for an ``error`` event after the 200: ServerBusy for
@@ -118,14 +114,16 @@ class AnthropicErrors:
             ProviderUnavailable (another 404, 5xx), ServerBusy (429/529, with
             ``retry_after_s``), else InvalidRequest (400, 413, other 4xx).
         """
-        try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        error_type, message = decode_error_body(raw)
         status = resp.status_code
-        detail = self.excerpt(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
-        wait_s = retry_after_seconds(resp.headers.get("retry-after"))  # seconds (rate-limits docs)
+        if 300 <= status < 400:
+            return redirect_error(resp, provider=self.provider, base_url=self.base_url)
+        raw = read_error_body(resp)
+        error_type, message = decode_error_body(raw) or ("", "")
+        if not error_type and not message:
+            message = error_detail(raw, resp, self.secret, _MAX_DETAIL_CHARS)
+        heading = f"HTTP {status} {error_type or resp.reason or ''}".strip()
+        detail = self.excerpt(f"{heading}: {message}" if message else heading)
+        wait_s = retry_after(resp.headers)
         if status in (401, 403):
             what = "rejected the API key" if status == 401 else "refused this API key"
             return AuthError(

@@ -31,32 +31,37 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
+from rubberduck.providers._http_checks import check_clear_text_key, check_no_credentials
 from rubberduck.providers._ollama_settings import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_OLLAMA_HOST,
-    Secrets,
     check_credentials,
     extra_headers,
     parse_ollama_host,
 )
+from rubberduck.providers._retry_after import retry_after
+from rubberduck.providers._secret import Secret
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
     close_session,
     end_response,
+    error_detail,
+    is_local_host,
     new_session,
     open_stream,
     read_body,
-    retry_after_seconds,
+    read_error_body,
+    read_timeouts,
+    redirect_error,
+    resolve_model,
     transport_error,
+    undecodable,
 )
 
 __all__ = ["ENCODER", "OllamaHTTP"]
 
 START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
-
 ENCODER = msgspec.json.Encoder()
 #: Headers of requests whose answer is read line by line, undecoded.
 _STREAM_HEADERS = {"Accept-Encoding": "identity"}
@@ -77,7 +82,6 @@ class OllamaHTTP:
     arguments)."""
 
     kind = "ollama"
-    is_local = True
 
     def __init__(
         self,
@@ -93,11 +97,14 @@ class OllamaHTTP:
         pool_size: int = 8,
         trust_env: bool = False,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        allow_insecure_key: bool = False,
     ) -> None:
         self.name = name
-        self.base_url = parse_ollama_host(
-            base_url if base_url is not None else os.environ.get("OLLAMA_HOST")
-        )
+        host = base_url if base_url is not None else os.environ.get("OLLAMA_HOST", "")
+        check_no_credentials(host, name)
+        self.base_url = parse_ollama_host(host)
+        # From the host: ollama.com's cloud is not free, a local server is.
+        self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self.default_model = default_model
         self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.keep_alive = keep_alive
@@ -111,9 +118,13 @@ class OllamaHTTP:
         check_credentials(name, self.api_key_env, bool(api_key_env), key, given)
         # Where the Authorization header comes from: "headers" (they win), "key" or "".
         self._auth = "headers" if given.get("authorization") else "key" if key else ""
-        extra = extra_headers(headers, key)
-        self._secrets = Secrets(key, *extra.values())
-        self._session = new_session(pool_size=pool_size, trust_env=trust_env, headers=extra)
+        check_clear_text_key(
+            self.base_url, name, sends_key=bool(self._auth), allow_insecure_key=allow_insecure_key
+        )
+        self._secrets = Secret(key, tuple(given.values()))
+        self._session = new_session(
+            pool_size=pool_size, trust_env=trust_env, headers=extra_headers(headers, key)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -162,21 +173,11 @@ class OllamaHTTP:
     # --- sending ----------------------------------------------------------------
 
     def _timeouts(self, timeout: float | None) -> tuple[float, float]:
-        """(connect, read) seconds; ``timeout`` overrides the read timeout."""
-        if timeout is None:
-            return self._timeout
-        return (min(timeout, self._timeout[0]), timeout)
+        """(connect, read) seconds within ``timeout`` (see :func:`read_timeouts`)."""
+        return read_timeouts(self._timeout, timeout)
 
     def _model(self, model: str | None) -> str:
-        if model:
-            return model
-        if self.default_model is None:
-            raise InvalidRequest(
-                "the request names no model and this backend has no default — pass "
-                "model=... or set `model` in its [provider] table",
-                provider=self.name,
-            )
-        return self.default_model
+        return resolve_model(model, self.default_model, self.name)
 
     def _encode(self, body: Any) -> bytes:
         """The JSON body of a request.
@@ -205,9 +206,11 @@ class OllamaHTTP:
         model: str = "",
         ok: tuple[int, ...] = (200,),
         headers: dict[str, str] | None = None,
+        missing: str = "",
     ) -> bytes:
         """A non-streamed call; returns the body of an ``ok`` answer (at most
         ``max_line_bytes``) and gives the connection back to the pool.
+        ``missing`` is the remedy for a 404 about ``model`` (default: pull it).
 
         Raises:
             RubberDuckError: the status is not ``ok`` (see :meth:`_http_error`), or
@@ -226,14 +229,13 @@ class OllamaHTTP:
             complete = False
             try:
                 if resp.status_code not in ok:
-                    raise self._http_error(resp, model)
-                data = read_body(resp, max_bytes=self.max_line_bytes)
+                    raise self._http_error(resp, model, missing)
+                data = read_body(resp, max_bytes=self.max_line_bytes, provider=self.name)
                 complete = True
                 return data
             finally:
                 end_response(resp, complete=complete)
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
+        except RubberDuckError:
             raise
         except Exception as exc:
             raise self._transport_error(exc) from exc
@@ -250,8 +252,7 @@ class OllamaHTTP:
                 if resp.status_code in (200, 404):
                     return resp.status_code == 200
                 raise self._http_error(resp, "")
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
+        except RubberDuckError:
             raise
         except Exception as exc:
             raise self._transport_error(exc) from exc
@@ -289,9 +290,9 @@ class OllamaHTTP:
         try:
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
-            snippet = self._secrets.redact(raw[:120].decode("utf-8", "replace"))
             raise ProtocolError(
-                f"not an Ollama JSON answer ({exc}): {snippet!r}", provider=self.name
+                f"not an Ollama JSON answer ({exc}){undecodable(raw, self._secrets)}",
+                provider=self.name,
             ) from None
 
     # --- errors -------------------------------------------------------------------
@@ -300,26 +301,29 @@ class OllamaHTTP:
         return transport_error(exc, provider=self.name, base_url=self.base_url, hint=START_HINT)
 
     def _error_text(self, resp: requests.Response) -> str:
-        """The ``error`` of an error body, else its start, else the reason phrase;
-        credentials a server echoes are replaced by ``***``."""
+        """The ``error`` of an error body, else its start (not an HTML page), else
+        the reason phrase; credentials a server echoes are replaced before the cut."""
+        raw = read_error_body(resp)
         try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        try:
-            message = _ERROR_DECODER.decode(raw).error
+            message = self._secrets.excerpt(_ERROR_DECODER.decode(raw).error, 300)
         except msgspec.DecodeError:
-            message = raw[:200].decode("utf-8", "replace").strip()
-        return self._secrets.redact(message) or resp.reason or f"HTTP {resp.status_code}"
+            message = error_detail(raw, resp, self._secrets, 200)
+        return message or resp.reason or f"HTTP {resp.status_code}"
 
-    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
+    def _http_error(
+        self, resp: requests.Response, model: str, missing: str = ""
+    ) -> RubberDuckError:
         """Map an HTTP error answer; ``model`` is the model the call was about
-        (``""`` for calls about none, where a 404 means a missing endpoint)."""
-        message = self._error_text(resp)
+        (``""`` for calls about none, where a 404 means a missing endpoint), and
+        ``missing`` the remedy when it is not there (default: pull it)."""
         status = resp.status_code
+        if 300 <= status < 400:
+            return redirect_error(resp, provider=self.name, base_url=self.base_url)
+        message = self._error_text(resp)
         if status == 404 and model:
             return ModelNotFound(
-                f"model {model!r} not found at {self.base_url} — run `ollama pull {model}`",
+                f"model {model!r} not found at {self.base_url} — "
+                + (missing or f"run `ollama pull {model}`"),
                 provider=self.name,
                 model=model,
             )
@@ -334,13 +338,13 @@ class OllamaHTTP:
             return ServerBusy(
                 f"{message} (HTTP 503) — raise OLLAMA_MAX_QUEUE or retry later",
                 provider=self.name,
-                retry_after_s=retry_after_seconds(resp.headers.get("Retry-After")),
+                retry_after_s=retry_after(resp.headers),
             )
         if status == 429:
             return ServerBusy(
                 f"{message} (HTTP 429) — rate limited; retry later",
                 provider=self.name,
-                retry_after_s=retry_after_seconds(resp.headers.get("Retry-After")),
+                retry_after_s=retry_after(resp.headers),
             )
         if status in (401, 403):
             # Ollama answers 401 for cloud models until `ollama signin`; ollama.com

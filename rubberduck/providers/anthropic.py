@@ -75,6 +75,7 @@ from rubberduck.providers._anthropic_wire import (
     decode_models,
     decode_token_count,
 )
+from rubberduck.providers._http_checks import check_clear_text_key, check_no_credentials
 from rubberduck.providers.base import (
     DEFAULT_MAX_LINE_BYTES,
     CancelScope,
@@ -86,6 +87,8 @@ from rubberduck.providers.base import (
     open_stream,
     read_body,
     read_ok_body,
+    read_timeouts,
+    resolve_model,
     transport_error,
 )
 
@@ -156,9 +159,11 @@ class AnthropicProvider:
         pool_size: int = 8,
         trust_env: bool = False,
         max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        allow_insecure_key: bool = False,
     ) -> None:
         self.name = name
-        self.base_url = (base_url or DEFAULT_ANTHROPIC_URL).rstrip("/")
+        check_no_credentials(base_url or "", name)  # first: later messages quote the URL
+        self.base_url = (base_url or DEFAULT_ANTHROPIC_URL).strip().rstrip("/")
         self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.default_model = default_model
         self.models = list(models)
@@ -166,6 +171,9 @@ class AnthropicProvider:
         self.max_event_bytes = max_event_bytes
         self._timeout = (connect_timeout, timeout)
         self.validate_config()
+        check_clear_text_key(
+            self.base_url, name, sends_key=True, allow_insecure_key=allow_insecure_key
+        )
         key = os.environ[self.api_key_env].strip()
         self._session = new_session(
             pool_size=pool_size,
@@ -288,7 +296,7 @@ class AnthropicProvider:
             if body.stream:
                 self._answers.read_stream(resp, emit, body.model)
             else:
-                raw = read_body(resp, max_bytes=self.max_event_bytes)
+                raw = read_body(resp, max_bytes=self.max_event_bytes, provider=self.name)
                 self._answers.read_message(raw, emit, body.model)
 
     def count_request_tokens(
@@ -320,11 +328,11 @@ class AnthropicProvider:
         """
         scope = scope or CancelScope()
         body = self._body(request)
-        wait = (min(timeout, self._timeout[0]), timeout)
+        wait = read_timeouts(self._timeout, timeout)
         encoded = self._encode(CountTokensBody.of(body))
         resp = self._post("/v1/messages/count_tokens", encoded, scope, body.model, wait)
         with self._reading(resp, scope):
-            raw = read_body(resp, max_bytes=self.max_event_bytes)
+            raw = read_body(resp, max_bytes=self.max_event_bytes, provider=self.name)
             count: int = self._answers.decode(decode_token_count, raw).input_tokens
         return count
 
@@ -337,10 +345,9 @@ class AnthropicProvider:
         try:
             yield
             complete = True
-        except RubberDuckError as exc:
+        except RubberDuckError:
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
-            exc.provider = exc.provider or self.name
             raise
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"the stream is not UTF-8 ({exc})", provider=self.name) from None
@@ -369,13 +376,7 @@ class AnthropicProvider:
             InvalidRequest: no model, an option of the wrong type, or history that
                 does not map; ``fallback`` True for features Anthropic lacks.
         """
-        model = request.model or self.default_model
-        if model is None:
-            raise InvalidRequest(
-                "the request names no model and this backend has no default — pass "
-                "model=... or set `model` in its [provider] table",
-                provider=self.name,
-            )
+        model = resolve_model(request.model, self.default_model, self.name)
         try:
             return build_body(request, model=model, max_tokens=self.max_tokens)
         except NotOffered as exc:
@@ -427,15 +428,18 @@ class AnthropicProvider:
         try:
             # stream=True leaves an error body unread, for _http_error to read.
             resp = self._session.get(
-                self.base_url + path, params=params, stream=True, timeout=(timeout, timeout)
+                self.base_url + path,
+                params=params,
+                stream=True,
+                timeout=read_timeouts(self._timeout, timeout),
             )
             return read_ok_body(
                 resp,
                 max_bytes=self.max_event_bytes,
+                provider=self.name,
                 http_error=lambda r: self._errors.http_error(r, ""),
             )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
+        except RubberDuckError:
             raise
         except Exception as exc:
             raise transport_error(

@@ -14,6 +14,7 @@ import math
 import platform
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -28,12 +29,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from rubberduck import __version__
 from rubberduck.errors import (
     Cancelled,
+    InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
     RequestTimeout,
     RubberDuckError,
 )
 from rubberduck.messages import EmbedRequest, EmbedResponse, Event, Request
+from rubberduck.providers._secret import Secret
 
 __all__ = [
     "USER_AGENT",
@@ -45,16 +48,21 @@ __all__ = [
     "close_session",
     "current_scope",
     "end_response",
+    "error_detail",
     "estimate_tokens",
     "is_local_host",
     "iter_lines",
     "new_session",
     "open_stream",
     "read_body",
+    "read_error_body",
     "read_ok_body",
-    "retry_after_seconds",
+    "read_timeouts",
+    "redirect_error",
+    "resolve_model",
     "sending",
     "transport_error",
+    "undecodable",
 ]
 
 #: Bytes read after a complete answer to reach the end of the HTTP body (Ollama's
@@ -173,13 +181,32 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 4)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds, as Ollama and
-    Anthropic send it (HTTP dates are ignored: ``None``, as for no header)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+def resolve_model(model: str | None, default: str | None, provider: str) -> str:
+    """The model a request goes to: its own, else the backend's default. A blank
+    name (``""``) counts as none, the same in every provider.
+
+    Raises:
+        InvalidRequest: neither names a model.
+    """
+    if model and model.strip():
+        return model
+    if default and default.strip():
+        return default
+    raise InvalidRequest(
+        "the request names no model and this backend has no default — pass "
+        "model=... or set `model` in its [provider] table",
+        provider=provider,
+    )
+
+
+def read_timeouts(configured: tuple[float, float], timeout: float | None) -> tuple[float, float]:
+    """(connect, read) seconds for one call: the provider's, each shortened to
+    ``timeout`` (what is left of the request's deadline). The read timeout stays
+    the longest silence accepted, so a stalled backend fails over before the
+    deadline instead of holding the request to its end."""
+    if timeout is None:
+        return configured
+    return (min(timeout, configured[0]), min(timeout, configured[1]))
 
 
 class CancelScope:
@@ -284,6 +311,38 @@ USER_AGENT = (
 )
 
 
+class _SameOriginSession(requests.Session):
+    """A session that follows a redirect only for GET and HEAD and only to the
+    same scheme, host and port: a POST is never re-sent (the prompt would go
+    twice), and credentials (``Authorization``, ``x-api-key``, custom headers)
+    never reach another host. A redirect not followed comes back as the 3xx
+    answer, which the providers map with :func:`redirect_error`."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        request = resp.request
+        if target is None or request.method not in ("GET", "HEAD") or not request.url:
+            return None
+        here = urllib.parse.urlsplit(str(request.url))
+        there = urllib.parse.urlsplit(urllib.parse.urljoin(str(request.url), target))
+        if (here.scheme, here.hostname, here.port) != (there.scheme, there.hostname, there.port):
+            return None
+        return target
+
+
+def redirect_error(resp: requests.Response, *, provider: str, base_url: str) -> RubberDuckError:
+    """The error for a 3xx answer that was not followed (see :func:`new_session`):
+    :class:`ProviderUnavailable` naming the host it pointed to (never the whole
+    target, which may carry a token)."""
+    target = urllib.parse.urlsplit(resp.headers.get("Location", ""))
+    where = f"to {target.hostname}" if target.hostname else "elsewhere"
+    return ProviderUnavailable(
+        f"HTTP {resp.status_code}: {base_url} redirects {where}; redirects of a POST or to "
+        "another host are not followed — set `base_url` to where the server answers",
+        provider=provider,
+    )
+
+
 def new_session(
     *, pool_size: int, trust_env: bool, headers: Mapping[str, str] | None = None
 ) -> requests.Session:
@@ -291,8 +350,9 @@ def new_session(
     connections whose requests a :class:`CancelScope` can close (see
     :class:`CancellableAdapter`), no automatic retries, JSON headers plus
     ``headers``. ``trust_env`` reads proxies and .netrc from the environment (on
-    every request: slower)."""
-    session = requests.Session()
+    every request: slower). Redirects are followed only for GET/HEAD to the same
+    origin (see :func:`redirect_error`)."""
+    session = _SameOriginSession()
     session.trust_env = trust_env
     adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
@@ -309,6 +369,7 @@ def read_ok_body(
     *,
     max_bytes: int,
     http_error: Callable[[requests.Response], RubberDuckError],
+    provider: str = "",
 ) -> bytes:
     """The body of a 200 answer (at most ``max_bytes``); the connection goes back
     to the pool after it. Other statuses raise ``http_error(resp)``.
@@ -323,7 +384,7 @@ def read_ok_body(
     try:
         if resp.status_code != 200:
             raise http_error(resp)
-        body = read_body(resp, max_bytes=max_bytes)
+        body = read_body(resp, max_bytes=max_bytes, provider=provider)
         complete = True
         return body
     finally:
@@ -415,7 +476,7 @@ def response_closer(resp: requests.Response) -> Callable[[], None]:
     return close
 
 
-def read_body(resp: requests.Response, *, max_bytes: int) -> bytes:
+def read_body(resp: requests.Response, *, max_bytes: int, provider: str = "") -> bytes:
     """The whole body of a non-streamed answer, at most ``max_bytes``.
 
     Raises:
@@ -425,8 +486,41 @@ def read_body(resp: requests.Response, *, max_bytes: int) -> bytes:
     """
     body: bytes = resp.raw.read(max_bytes + 1, decode_content=True)
     if len(body) > max_bytes:
-        raise ProtocolError(f"the answer is longer than {max_bytes} bytes")
+        raise ProtocolError(f"the answer is longer than {max_bytes} bytes", provider=provider)
     return body
+
+
+#: Bodies of error answers are read up to this many bytes.
+MAX_ERROR_BYTES = 64 * 1024
+
+
+def read_error_body(resp: requests.Response) -> bytes:
+    """At most :data:`MAX_ERROR_BYTES` of an error answer's body; ``b""`` when the
+    connection breaks (the status alone still says enough)."""
+    try:
+        return resp.raw.read(MAX_ERROR_BYTES, decode_content=True) or b""
+    except Exception:  # noqa: BLE001 - see above
+        return b""
+
+
+def error_detail(raw: bytes, resp: requests.Response, secret: Secret, limit: int) -> str:
+    """An excerpt of an error body that is not the server's JSON, for a message:
+    credentials redacted before the cut; ``""`` for an HTML page (a proxy's 502
+    page says nothing the status and reason do not)."""
+    ctype = resp.headers.get("Content-Type", "").lower()
+    if "html" in ctype or raw.lstrip()[:1] == b"<":
+        return ""
+    return secret.excerpt(raw, limit)
+
+
+def undecodable(raw: str | bytes, secret: Secret) -> str:
+    """What a message quotes of an answer that could not be decoded: nothing of
+    JSON (a truncated answer holds the model's text), else ``": '<excerpt>'"``
+    (an error page from something that is not the backend)."""
+    head = raw.lstrip()[:1]
+    if head in (b"{", b"[", "{", "["):
+        return ""
+    return f": {secret.excerpt(raw, 120)!r}"
 
 
 def end_response(resp: requests.Response, *, complete: bool) -> None:
@@ -450,7 +544,7 @@ def end_response(resp: requests.Response, *, complete: bool) -> None:
 
 
 def iter_lines(
-    resp: requests.Response, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    resp: requests.Response, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, provider: str = ""
 ) -> Iterator[bytes]:
     """Yield the non-empty lines of a streamed body as bytes, without the newline.
 
@@ -472,19 +566,23 @@ def iter_lines(
         start = 0
         while (end := buf.find(b"\n", start)) != -1:
             if end - start > max_line_bytes:
-                raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
+                raise ProtocolError(
+                    f"a streamed line is longer than {max_line_bytes} bytes", provider=provider
+                )
             if end > start:
                 yield buf[start:end]
             start = end + 1
         buf = buf[start:]
         if len(buf) > max_line_bytes:
-            raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
+            raise ProtocolError(
+                f"a streamed line is longer than {max_line_bytes} bytes", provider=provider
+            )
     if buf.strip():
         yield buf
 
 
 def transport_error(
-    exc: BaseException, *, provider: str, base_url: str, hint: str
+    exc: BaseException, *, provider: str, base_url: str, hint: str, secret: Secret | None = None
 ) -> RubberDuckError:
     """Map a requests/urllib3 exception onto a typed error.
 
@@ -493,6 +591,7 @@ def transport_error(
         provider: Backend name, for the error.
         base_url: The URL the backend was expected at.
         hint: What to do if it is not running (``"start it with `ollama serve`"``).
+        secret: Credentials to redact from an unexpected exception's text.
     """
     if isinstance(exc, RubberDuckError):
         return exc
@@ -505,6 +604,14 @@ def transport_error(
         return RequestTimeout(
             f"{base_url} stopped sending within the read timeout — raise `timeout` "
             "for this provider if the model is slow to load",
+            provider=provider,
+        )
+    if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
+        # Not the start hint: something answers, but the TLS handshake failed.
+        return ProviderUnavailable(
+            f"TLS with {base_url} failed ({type(exc).__name__}) — check the server's "
+            "certificate (a private CA: REQUESTS_CA_BUNDLE with trust_env) and that "
+            "base_url says https:// only for a TLS server",
             provider=provider,
         )
     if isinstance(exc, requests.ConnectionError) and not isinstance(
@@ -533,4 +640,5 @@ def transport_error(
             f"connection to {base_url} broke mid-response ({type(exc).__name__})",
             provider=provider,
         )
-    return ProtocolError(f"unexpected failure talking to {base_url}: {exc!r}", provider=provider)
+    text = secret.excerpt(repr(exc), 300) if secret is not None else f"{type(exc).__name__}"
+    return ProtocolError(f"unexpected failure talking to {base_url}: {text}", provider=provider)

@@ -155,12 +155,16 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         complete = False
         try:
             if not request.stream:
-                body = read_body(resp, max_bytes=self.max_line_bytes)
-                complete = self._emit_line(self._decode(decoder, body), emit, is_chat)
-                if complete:
-                    return
-                raise ProtocolError("the answer has no `done: true`", provider=self.name)
-            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes):
+                line = self._decode(
+                    decoder, read_body(resp, max_bytes=self.max_line_bytes, provider=self.name)
+                )
+                if line.error is None and not line.done:
+                    # Checked before anything is emitted: the caller saw nothing,
+                    # so another backend may still answer.
+                    raise ProtocolError("the answer has no `done: true`", provider=self.name)
+                complete = self._emit_line(line, emit, is_chat)
+                return
+            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes, provider=self.name):
                 complete = self._emit_line(self._decode(decoder, raw), emit, is_chat)
                 if complete:
                     return
@@ -173,7 +177,6 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
             if isinstance(exc, RubberDuckError):
-                exc.provider = exc.provider or self.name
                 raise
             raise self._transport_error(exc) from exc
         finally:
@@ -185,8 +188,8 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         gets ``tools: []``, the body the official client sends (Ollama reads it as
         no tools)."""
         changes: dict[str, Any] = {}
-        if request.model is None:
-            changes["model"] = self._model(None)
+        if not request.model or not request.model.strip():
+            changes["model"] = self._model(request.model)
         if request.keep_alive is None and self.keep_alive is not None:
             changes["keep_alive"] = self.keep_alive
         if isinstance(request, ChatRequest) and request.tools is None:

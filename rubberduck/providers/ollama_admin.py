@@ -176,5 +176,12 @@ class OllamaAdmin(OllamaHTTP):
             ProviderUnavailable: not reachable, or HTTP 5xx.
         """
         body = ENCODER.encode({"model": model})
-        self._call("DELETE", "/api/delete", body=body, timeout=timeout, model=model)
+        self._call(
+            "DELETE",
+            "/api/delete",
+            body=body,
+            timeout=timeout,
+            model=model,
+            missing="`rubberduck models` lists the ones it has",
+        )
         return StatusResponse(status="success")

@@ -260,24 +260,26 @@ class OllamaTransfers(OllamaHTTP):
         try:
             if not stream:  # one JSON object once the transfer is over
                 line = self._progress_line(
-                    read_body(resp, max_bytes=self.max_line_bytes), model, what
+                    read_body(resp, max_bytes=self.max_line_bytes, provider=self.name), model, what
                 )
                 complete = True
                 yield line
                 return
-            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes):
+            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes, provider=self.name):
                 line = self._progress_line(raw, model, what)
                 complete = line.done
                 yield line
                 if complete:
                     return
-            raise ProtocolError(f"the {what} stream ended before Ollama's final `success` line")
-        except RubberDuckError as exc:
+            raise ProtocolError(
+                f"the {what} stream ended before Ollama's final `success` line",
+                provider=self.name,
+            )
+        except RubberDuckError:
             if scope.cancelled:
                 raise Cancelled(
                     f"the {what} of {model!r} was cancelled", provider=self.name
                 ) from None
-            exc.provider = exc.provider or self.name
             raise
         except Exception as exc:
             if scope.cancelled:
@@ -294,7 +296,10 @@ class OllamaTransfers(OllamaHTTP):
         if line.error is not None:
             raise self._progress_error(self._secrets.redact(line.error), model, what)
         if not line.status:
-            raise ProtocolError(f"a {what} progress line without `status`: {raw[:120]!r}")
+            raise ProtocolError(
+                f"a {what} progress line without `status`: {self._secrets.excerpt(raw, 120)!r}",
+                provider=self.name,
+            )
         return Progress(
             status=line.status, digest=line.digest, total=line.total, completed=line.completed
         )

@@ -41,13 +41,13 @@ import urllib3.exceptions
 
 from rubberduck.errors import (
     Cancelled,
-    ConfigError,
     InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
+from rubberduck.providers._http_checks import check_clear_text_key
 from rubberduck.providers._openai_errors import ApiKey, check_base_url, http_error
 from rubberduck.providers._sse import read_events
 from rubberduck.providers.base import (
@@ -64,7 +64,10 @@ from rubberduck.providers.base import (
     open_stream,
     read_body,
     read_ok_body,
+    read_timeouts,
+    resolve_model,
     transport_error,
+    undecodable,
 )
 from rubberduck.providers.openai_wire import (
     CHUNK_DECODER,
@@ -122,6 +125,7 @@ class OpenAIProvider:
         pool_size: int = 8,
         trust_env: bool = False,
         max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        allow_insecure_key: bool = False,
     ) -> None:
         self.name = name
         self.base_url = check_base_url(base_url, name)
@@ -132,6 +136,8 @@ class OpenAIProvider:
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
         self._key = ApiKey(self.api_key_env)
+        self.allow_insecure_key = allow_insecure_key
+        self.validate_config()
         self._session = new_session(
             pool_size=pool_size, trust_env=trust_env, headers=self._key.header
         )
@@ -181,33 +187,35 @@ class OpenAIProvider:
         path = "/chat/completions" if isinstance(request, ChatRequest) else "/completions"
         body = self._encode(lambda: request_body(request, model))
         resp = self._post(path, body, scope, model, stream=request.stream)
-        answer = Answer(model)
+        answer = Answer(model, self.name)
         complete = False
         try:
             ctype = resp.headers.get("Content-Type", "")
             if not request.stream or ctype.startswith("application/json"):
-                body_bytes = read_body(resp, max_bytes=self.max_event_bytes)
+                body_bytes = read_body(resp, max_bytes=self.max_event_bytes, provider=self.name)
                 answer.add(self._decode_chunk(body_bytes), emit, whole=True)
                 complete = True
             else:
-                events = read_events(resp.raw.read1, self.max_event_bytes)
+                events = read_events(resp.raw.read1, self.max_event_bytes, provider=self.name)
                 for event in events:
                     if event.data == "[DONE]":
                         complete = True
                         break
                     if event.event == "error":
                         raise ProviderUnavailable(
-                            f"the server sent an error event: {self._key.snippet(event.data, 300)}"
+                            "the server sent an error event: "
+                            f"{self._key.secret.excerpt(event.data, 300)}",
+                            provider=self.name,
                         )
                     answer.add(self._decode_chunk(event.data), emit, whole=False)
                 if not complete:
-                    raise ProtocolError("the stream ended before `data: [DONE]`")
-            answer.finish(emit, self.name, time.monotonic() - started)
-        except RubberDuckError as exc:
+                    raise ProtocolError(
+                        "the stream ended before `data: [DONE]`", provider=self.name
+                    )
+            answer.finish(emit, time.monotonic() - started)
+        except RubberDuckError:
             if scope.cancelled:
                 raise Cancelled("the request was cancelled", provider=self.name) from None
-            exc.provider = exc.provider or self.name
-            self._key.redacted(exc)
             raise
         except Exception as exc:
             if scope.cancelled:
@@ -244,8 +252,7 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        read_timeout = timeout if timeout is not None else self._timeout[1]
-        raw = self._call("POST", "/embeddings", read_timeout, self._encode(lambda: body), model)
+        raw = self._call("POST", "/embeddings", timeout, self._encode(lambda: body), model)
         answer = self._decode(EMBEDDINGS_DECODER, raw)
         data = answer.data
         if len(data) != len(texts):
@@ -260,15 +267,7 @@ class OpenAIProvider:
         )
 
     def _model(self, model: str | None) -> str:
-        if model is not None:
-            return model
-        if self.default_model is None:
-            raise InvalidRequest(
-                "the request names no model and this backend has no default — pass "
-                "model=... or set `model` in its [provider] table",
-                provider=self.name,
-            )
-        return self.default_model
+        return resolve_model(model, self.default_model, self.name)
 
     def _encode(self, build: Callable[[], dict[str, Any]]) -> bytes:
         """The JSON bytes of the body ``build`` returns.
@@ -288,8 +287,7 @@ class OpenAIProvider:
             ) from None
 
     def _headers(self, stream: bool) -> dict[str, str] | None:
-        """Per-request headers; raises before sending when the key is unusable."""
-        self._key.check(self.name)
+        """Per-request headers."""
         # Compressed SSE would arrive in undecoded pieces through raw.read1.
         return {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if stream else None
 
@@ -332,7 +330,9 @@ class OpenAIProvider:
         chunk: Chunk = self._decode(CHUNK_DECODER, data)
         if chunk.error is not None:
             raise ProviderUnavailable(
-                f"the server reported an error: {self._key.redact(error_text(chunk.error))}"
+                "the server reported an error: "
+                f"{self._key.secret.excerpt(error_text(chunk.error), 300)}",
+                provider=self.name,
             )
         return chunk
 
@@ -341,7 +341,7 @@ class OpenAIProvider:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise ProtocolError(
-                f"not OpenAI-format JSON ({exc}): {self._key.snippet(data, 120)!r}",
+                f"not OpenAI-format JSON ({exc}){undecodable(data, self._key.secret)}",
                 provider=self.name,
             ) from None
 
@@ -353,15 +353,21 @@ class OpenAIProvider:
         )
 
     def _transport_error(self, exc: BaseException) -> RubberDuckError:
-        error = transport_error(exc, provider=self.name, base_url=self.base_url, hint=_START_HINT)
-        return self._key.redacted(error)
+        return transport_error(
+            exc,
+            provider=self.name,
+            base_url=self.base_url,
+            hint=_START_HINT,
+            secret=self._key.secret,
+        )
 
     # --- control-plane calls ------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, timeout: float, body: bytes | None, model: str | None
+        self, method: str, path: str, timeout: float | None, body: bytes | None, model: str | None
     ) -> bytes:
-        """A non-streamed call; returns the 200 body."""
+        """A non-streamed call; returns the 200 body. ``timeout``: seconds left
+        (see :func:`read_timeouts`)."""
         try:
             # stream=True leaves an error body unread, for _http_error to read.
             resp = self._send(
@@ -370,16 +376,15 @@ class OpenAIProvider:
                 data=body,
                 headers=self._headers(stream=False),
                 stream=True,
-                timeout=(min(timeout, self._timeout[0]), timeout),
+                timeout=read_timeouts(self._timeout, timeout),
             )
             return read_ok_body(
                 resp,
                 max_bytes=self.max_event_bytes,
+                provider=self.name,
                 http_error=lambda r: self._http_error(r, model),
             )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            self._key.redacted(exc)
+        except RubberDuckError:
             raise
         except Exception as exc:
             raise self._transport_error(exc) from exc
@@ -460,15 +465,16 @@ class OpenAIProvider:
 
         Raises:
             ConfigError: the API key variable is named but unset or unusable, or a
-                key would be sent in clear text to a host that is not local.
+                key would be sent in clear text to a host other than this machine
+                without ``allow_insecure_key``.
         """
-        if self.api_key_env:
-            self._headers(stream=False)
-            if not self.is_local and self.base_url.startswith("http://"):
-                raise ConfigError(
-                    f"the API key would go in clear text to {self.base_url} — use https://",
-                    provider=self.name,
-                )
+        self._key.check(self.name)
+        check_clear_text_key(
+            self.base_url,
+            self.name,
+            sends_key=bool(self._key.header),
+            allow_insecure_key=self.allow_insecure_key,
+        )
 
     def count_tokens(self, text: str) -> int:
         """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,

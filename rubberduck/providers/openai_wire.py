@@ -316,12 +316,14 @@ class Answer:
 
     Args:
         model: The requested model, reported if the server names none.
+        provider: The backend's configured name, for ``Done`` and errors.
     """
 
-    __slots__ = ("by_index", "calls", "finish_reason", "model", "timings", "usage")
+    __slots__ = ("by_index", "calls", "finish_reason", "model", "provider", "timings", "usage")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, provider: str) -> None:
         self.model = model
+        self.provider = provider
         self.finish_reason: str | None = None
         self.usage: _Usage | None = None
         self.timings: _Timings | None = None
@@ -376,12 +378,11 @@ class Answer:
             elif fn.arguments:
                 call.arguments.append(fn.arguments)
 
-    def finish(self, emit: Emit, provider: str, elapsed_s: float) -> None:
+    def finish(self, emit: Emit, elapsed_s: float | None) -> None:
         """Emit the tool calls, then :class:`Done`.
 
         Args:
             emit: Where the events go.
-            provider: The backend's configured name, for ``Done.provider``.
             elapsed_s: Seconds since the request was sent: ``durations.total_s``
                 when the server reports no timings.
 
@@ -390,7 +391,7 @@ class Answer:
                 JSON object.
         """
         for call in self.calls:
-            emit(ToolCall(call.name, _arguments(call), call.id))
+            emit(ToolCall(call.name, _arguments(call, self.provider), call.id))
         usage, timings = self.usage or _Usage(), self.timings or _Timings()
         prompt_s = timings.prompt_ms / 1e3 if timings.prompt_ms is not None else None
         eval_s = timings.predicted_ms / 1e3 if timings.predicted_ms is not None else None
@@ -399,7 +400,7 @@ class Answer:
                 done_reason=_DONE_REASONS.get(self.finish_reason or "", self.finish_reason),
                 usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
                 model=self.model,
-                provider=provider,
+                provider=self.provider,
                 cost_usd=0.0,
                 durations=Durations(
                     total_s=prompt_s + eval_s
@@ -412,10 +413,15 @@ class Answer:
         )
 
 
-def _arguments(call: _CallParts) -> dict[str, Any]:
-    """A tool call's arguments as an object (OpenAI streams them as a JSON string)."""
+def _arguments(call: _CallParts, provider: str) -> dict[str, Any]:
+    """A tool call's arguments as an object (OpenAI streams them as a JSON string).
+
+    Raises:
+        ProtocolError: no function name, or arguments that are not a JSON object
+            (the message does not quote them: they are the model's output).
+    """
     if not call.name:
-        raise ProtocolError("a streamed tool call has no function name")
+        raise ProtocolError("a streamed tool call has no function name", provider=provider)
     if call.whole is not None:
         return call.whole
     text = "".join(call.arguments)
@@ -427,7 +433,9 @@ def _arguments(call: _CallParts) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise ProtocolError(
-            f"tool call {call.name!r} has arguments that are not a JSON object: {text[:120]!r}"
+            f"tool call {call.name!r} has arguments that are not a JSON object "
+            f"({len(text)} characters)",
+            provider=provider,
         )
     return value
 
