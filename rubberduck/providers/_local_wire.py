@@ -1,119 +1,67 @@
-"""llama.cpp's OpenAI-format answers, as xllamacpp hands them over, turned into
-RubberDuck's events and errors (for :class:`~rubberduck.providers.local.LocalProvider`).
+"""llama.cpp's OpenAI-format answers, as xllamacpp hands them over (dicts, to a
+callback running inside llama.cpp), fed through the same translation as the
+OpenAI-compatible provider's (:class:`~rubberduck.providers.openai_wire.Answer`),
+for :class:`~rubberduck.providers.local.LocalProvider`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+import msgspec
+
 from rubberduck.errors import InvalidRequest, ProviderUnavailable, RubberDuckError
-from rubberduck.messages import Delta, Done, Durations, ToolCall, Usage
 from rubberduck.providers.base import CancelScope, Emit
+from rubberduck.providers.openai_wire import Answer, Chunk
 
-__all__ = ["DONE_REASONS", "OPTION_FIELDS", "StreamState", "map_error", "shorten"]
-
-#: Ollama option name → llama.cpp (OpenAI-style) request field.
-OPTION_FIELDS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "seed": "seed",
-    "stop": "stop",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
-DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop"}
+__all__ = ["ChunkRelay", "map_error", "shorten"]
 
 
-class StreamState:
-    """Turns OpenAI-format chunks from llama.cpp into events."""
+class ChunkRelay:
+    """Turns llama.cpp's chunks into events through :class:`Answer`, and keeps the
+    first failure instead of raising it (an exception must not unwind through
+    llama.cpp's C++).
 
-    __slots__ = (
-        "emit",
-        "failure",
-        "finish_reason",
-        "model",
-        "provider",
-        "scope",
-        "timings",
-        "usage",
-    )
+    Args:
+        provider: The backend's configured name.
+        model: The model reported in ``Done`` (llama.cpp names its GGUF path).
+        emit: Where events go.
+        scope: Its cancel makes llama.cpp stop generating.
+    """
+
+    __slots__ = ("answer", "emit", "failure", "provider", "scope")
 
     def __init__(self, provider: str, model: str, emit: Emit, scope: CancelScope) -> None:
-        self.provider, self.model, self.emit, self.scope = provider, model, emit, scope
+        self.provider, self.emit, self.scope = provider, emit, scope
+        self.answer = Answer(model, provider)
         self.failure: RubberDuckError | None = None
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] = {}
-        self.timings: dict[str, Any] = {}
 
-    def on_chunk(self, chunk: dict[str, Any]) -> bool:
-        """Handle one chunk; return True to make llama.cpp stop generating."""
+    def on_chunk(self, chunk: dict[str, Any], *, whole: bool = False) -> bool:
+        """Handle one chunk (``whole``: a non-streamed answer); return True to make
+        llama.cpp stop generating."""
         try:
             if "error" in chunk:
                 self.failure = map_error(chunk["error"], self.provider)
                 return True
-            for choice in chunk.get("choices") or ():
-                part = choice.get("delta") or choice.get("message") or {}
-                text = part.get("content") if part else choice.get("text")
-                if text:
-                    self.emit(Delta(text))
-                for call in part.get("tool_calls") or ():
-                    fn = call.get("function") or {}
-                    self.emit(
-                        ToolCall(
-                            fn.get("name", ""), _arguments(fn.get("arguments")), call.get("id")
-                        )
-                    )
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
-            self.usage = chunk.get("usage") or self.usage
-            self.timings = chunk.get("timings") or self.timings
+            fields = {k: v for k, v in chunk.items() if k != "model"}
+            self.answer.add(msgspec.convert(fields, Chunk), self.emit, whole=whole)
         except RubberDuckError as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - an exception must not unwind through C++
             self.failure = ProviderUnavailable(
-                f"bad chunk from llama.cpp: {exc!r}", provider=self.provider
+                f"bad chunk from llama.cpp: {type(exc).__name__}: {exc}", provider=self.provider
             )
         return self.failure is not None or self.scope.cancelled
 
-    def finish(self) -> None:
-        prompt_ms, predicted_ms = self.timings.get("prompt_ms"), self.timings.get("predicted_ms")
-        self.emit(
-            Done(
-                done_reason=DONE_REASONS.get(self.finish_reason or "stop", self.finish_reason),
-                usage=Usage(
-                    self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
-                ),
-                model=self.model,
-                provider=self.provider,
-                cost_usd=0.0,
-                durations=Durations(
-                    total_s=(prompt_ms + predicted_ms) / 1e3
-                    if prompt_ms and predicted_ms
-                    else None,
-                    prompt_eval_s=prompt_ms / 1e3 if prompt_ms is not None else None,
-                    eval_s=predicted_ms / 1e3 if predicted_ms is not None else None,
-                ),
-            )
-        )
+    def finish(self, elapsed_s: float) -> None:
+        """Emit the tool calls and ``Done`` (see :meth:`Answer.finish`).
 
-
-def _arguments(value: Any) -> dict[str, Any]:
-    """OpenAI sends tool arguments as a JSON string; Ollama as an object."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            return {"_raw": value}
-        return decoded if isinstance(decoded, dict) else {"_raw": value}
-    return {}
+        Raises:
+            ProtocolError: a tool call with no name or arguments that are not a
+                JSON object.
+        """
+        self.answer.finish(self.emit, elapsed_s)
 
 
 def shorten(vector: list[float], dimensions: int | None) -> list[float]:
@@ -127,6 +75,7 @@ def shorten(vector: list[float], dimensions: int | None) -> list[float]:
 
 
 def map_error(error: Any, provider: str) -> RubberDuckError:
+    """The typed error for llama.cpp's error object (``{"message", "type", "code"}``)."""
     if not isinstance(error, dict):
         return ProviderUnavailable(f"llama.cpp error: {error}", provider=provider)
     message = str(error.get("message", error))

