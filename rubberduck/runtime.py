@@ -119,7 +119,7 @@ class Runtime(ModelAdmin):
                 tuple(cfg.models),
                 cfg.serve_any_model,
                 cfg.priority if cfg.priority is not None else i,
-                _supports(self.providers[name], "embeddings"),
+                self.providers[name].supports_feature("embeddings"),
             )
             for i, (name, cfg) in enumerate(backends)
         ]
@@ -502,13 +502,6 @@ def _options(options: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[s
     if not options and not extra:
         return None
     return {**(options or {}), **extra}
-
-
-def _supports(provider: Provider, feature: str) -> bool:
-    """``provider.supports_feature(feature)``; ``True`` for a provider without it
-    (it says so by failing, and the router moves on)."""
-    check = getattr(provider, "supports_feature", None)
-    return bool(check(feature)) if check is not None else True
 
 
 def _check_timeout(value: float, error: type[ConfigError | InvalidRequest], what: str) -> None:

@@ -132,6 +132,30 @@ class Provider(Protocol):
         """Release connections and loaded models."""
         ...
 
+    def info(self) -> ProviderInfo:
+        """What this backend is (name, kind, URL, known models), without a network
+        call."""
+        ...
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether this provider implements ``name`` (``"streaming"``, ``"tools"``,
+        ``"vision"``, ``"embeddings"``, ``"json_mode"``, ``"thinking"``); other
+        names give ``False``."""
+        ...
+
+    def validate_config(self) -> None:
+        """Check the settings without a network call; construction runs it.
+
+        Raises:
+            ConfigError: a setting is invalid; the message names it and the fix.
+        """
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (exact where a tokenizer is loaded, else an estimate,
+        see :func:`estimate_tokens`)."""
+        ...
+
 
 class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What a provider's ``info()`` reports, without a network call.
