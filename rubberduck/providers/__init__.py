@@ -6,11 +6,11 @@ from typing import Any, get_args
 
 from rubberduck.config import ProviderConfig, ProviderKind
 from rubberduck.errors import ConfigError
-from rubberduck.providers.anthropic import AnthropicProvider
+from rubberduck.providers.anthropic.provider import AnthropicProvider
 from rubberduck.providers.base import CancelScope, Emit, Provider
-from rubberduck.providers.local import LocalProvider
-from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
-from rubberduck.providers.openai import OpenAIProvider
+from rubberduck.providers.local.provider import LocalProvider
+from rubberduck.providers.ollama.provider import OllamaProvider, parse_ollama_host
+from rubberduck.providers.openai.provider import OpenAIProvider
 
 __all__ = [
     "AnthropicProvider",

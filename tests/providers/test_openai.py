@@ -48,7 +48,7 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.providers import create_provider
-from rubberduck.providers._sse import read_events
+from rubberduck.providers._http.sse import read_events
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
 from tests.conftest import run, run_failing

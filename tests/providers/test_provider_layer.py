@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import pathlib
 from collections.abc import Callable, Iterator
 
 import pytest
 
+import rubberduck.providers
 from rubberduck.config import ProviderConfig
 from rubberduck.errors import (
     AuthError,
@@ -28,8 +30,8 @@ from rubberduck.providers import (
     OpenAIProvider,
     create_provider,
 )
-from rubberduck.providers._retry_after import retry_after
-from rubberduck.providers._secret import Secret
+from rubberduck.providers._http.retry_after import retry_after
+from rubberduck.providers._http.secret import Secret
 from rubberduck.providers.base import CancelScope, Provider
 from tests.providers.scripted_server import Reply, ScriptedServer
 
@@ -305,3 +307,13 @@ def test_a_truncated_answer_is_not_quoted(server: ScriptedServer, key: str, kind
     with pytest.raises(ProtocolError) as info:
         run(MAKERS[kind](server.url), chat(stream=False))
     assert "diagnosis" not in info.value.message and info.value.provider == kind
+
+
+# --- layout -------------------------------------------------------------------------------
+
+
+def test_no_provider_module_imports_the_package_root() -> None:
+    root = pathlib.Path(rubberduck.providers.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "from rubberduck import" not in text and "\nimport rubberduck\n" not in text, path

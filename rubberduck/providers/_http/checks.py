@@ -9,7 +9,25 @@ import urllib.parse
 
 from rubberduck.errors import ConfigError
 
-__all__ = ["check_clear_text_key", "check_no_credentials", "is_loopback_host"]
+__all__ = [
+    "check_clear_text_key",
+    "check_no_credentials",
+    "is_local_host",
+    "is_loopback_host",
+]
+
+
+def is_local_host(host: str) -> bool:
+    """Loopback, private and link-local addresses and ``localhost``; names are not
+    resolved, so any other name counts as remote."""
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 def is_loopback_host(host: str) -> bool:

@@ -63,34 +63,29 @@ from rubberduck.errors import (
     RubberDuckError,
 )
 from rubberduck.messages import EmbedRequest, EmbedResponse, Request
-from rubberduck.providers._anthropic_errors import DEFAULT_ANTHROPIC_URL, AnthropicErrors
-from rubberduck.providers._anthropic_request import (
+from rubberduck.providers._http.body import (
+    DEFAULT_MAX_LINE_BYTES,
+    end_response,
+    open_stream,
+    read_body,
+    read_ok_body,
+)
+from rubberduck.providers._http.checks import check_clear_text_key, check_no_credentials
+from rubberduck.providers._http.errors import transport_error
+from rubberduck.providers._http.session import close_session, new_session, read_timeouts
+from rubberduck.providers.anthropic.errors import DEFAULT_ANTHROPIC_URL, AnthropicErrors
+from rubberduck.providers.anthropic.request import (
     CountTokensBody,
     NotOffered,
     RequestBody,
     build_body,
 )
-from rubberduck.providers._anthropic_wire import (
+from rubberduck.providers.anthropic.wire import (
     AnswerReader,
     decode_models,
     decode_token_count,
 )
-from rubberduck.providers._http_checks import check_clear_text_key, check_no_credentials
-from rubberduck.providers.base import (
-    DEFAULT_MAX_LINE_BYTES,
-    CancelScope,
-    Emit,
-    ProviderInfo,
-    close_session,
-    end_response,
-    new_session,
-    open_stream,
-    read_body,
-    read_ok_body,
-    read_timeouts,
-    resolve_model,
-    transport_error,
-)
+from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, resolve_model
 
 __all__ = [
     "ANTHROPIC_VERSION",

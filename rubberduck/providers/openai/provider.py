@@ -17,8 +17,8 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
 The wire format (bodies, chunk shapes, one reusable msgspec decoder per shape) is
-in :mod:`rubberduck.providers.openai_wire`, the API key and
-the mapping of HTTP errors in :mod:`rubberduck.providers._openai_errors`; this
+in :mod:`rubberduck.providers.openai.wire`, the API key and
+the mapping of HTTP errors in :mod:`rubberduck.providers.openai.errors`; this
 module does the HTTP.
 
 Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
@@ -47,29 +47,28 @@ from rubberduck.errors import (
     RubberDuckError,
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
-from rubberduck.providers._http_checks import check_clear_text_key
-from rubberduck.providers._openai_errors import ApiKey, check_base_url, http_error
-from rubberduck.providers._sse import read_events
-from rubberduck.providers.base import (
+from rubberduck.providers._http.body import (
     DEFAULT_MAX_LINE_BYTES,
-    CancelScope,
-    Emit,
-    ProviderInfo,
-    close_session,
-    current_scope,
     end_response,
-    estimate_tokens,
-    is_local_host,
-    new_session,
     open_stream,
     read_body,
     read_ok_body,
-    read_timeouts,
-    resolve_model,
-    transport_error,
     undecodable,
 )
-from rubberduck.providers.openai_wire import (
+from rubberduck.providers._http.cancellable import current_scope
+from rubberduck.providers._http.checks import check_clear_text_key, is_local_host
+from rubberduck.providers._http.errors import transport_error
+from rubberduck.providers._http.session import close_session, new_session, read_timeouts
+from rubberduck.providers._http.sse import read_events
+from rubberduck.providers.base import (
+    CancelScope,
+    Emit,
+    ProviderInfo,
+    estimate_tokens,
+    resolve_model,
+)
+from rubberduck.providers.openai.errors import ApiKey, check_base_url, http_error
+from rubberduck.providers.openai.wire import (
     CHUNK_DECODER,
     EMBEDDINGS_DECODER,
     ENCODER,

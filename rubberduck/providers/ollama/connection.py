@@ -1,7 +1,7 @@
 """HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: one
 pooled session, sending, bounded reads, and Ollama's errors mapped onto
 :mod:`rubberduck.errors` (host, key and headers are read by
-:mod:`rubberduck.providers._ollama_settings`).
+:mod:`rubberduck.providers.ollama.settings`).
 
 Errors (ollama/ollama ``server/routes.go``): a failure before any output is an HTTP
 status with ``{"error": "..."}`` — 404 for an unknown model, 400 for a bad request,
@@ -31,32 +31,31 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers._http_checks import check_clear_text_key, check_no_credentials
-from rubberduck.providers._ollama_settings import (
+from rubberduck.providers._http.body import (
+    DEFAULT_MAX_LINE_BYTES,
+    end_response,
+    error_detail,
+    open_stream,
+    read_body,
+    read_error_body,
+    undecodable,
+)
+from rubberduck.providers._http.checks import (
+    check_clear_text_key,
+    check_no_credentials,
+    is_local_host,
+)
+from rubberduck.providers._http.errors import redirect_error, transport_error
+from rubberduck.providers._http.retry_after import retry_after
+from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.session import close_session, new_session, read_timeouts
+from rubberduck.providers.base import CancelScope, resolve_model
+from rubberduck.providers.ollama.settings import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_OLLAMA_HOST,
     check_credentials,
     extra_headers,
     parse_ollama_host,
-)
-from rubberduck.providers._retry_after import retry_after
-from rubberduck.providers._secret import Secret
-from rubberduck.providers.base import (
-    DEFAULT_MAX_LINE_BYTES,
-    CancelScope,
-    close_session,
-    end_response,
-    error_detail,
-    is_local_host,
-    new_session,
-    open_stream,
-    read_body,
-    read_error_body,
-    read_timeouts,
-    redirect_error,
-    resolve_model,
-    transport_error,
-    undecodable,
 )
 
 __all__ = ["ENCODER", "OllamaHTTP"]

@@ -17,9 +17,10 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers._retry_after import retry_after
-from rubberduck.providers._secret import Secret
-from rubberduck.providers.base import error_detail, read_error_body, redirect_error
+from rubberduck.providers._http.body import error_detail, read_error_body
+from rubberduck.providers._http.errors import redirect_error
+from rubberduck.providers._http.retry_after import retry_after
+from rubberduck.providers._http.secret import Secret
 
 __all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body"]
 

@@ -32,8 +32,9 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Message
 from rubberduck.ollama_types import Progress
-from rubberduck.providers._ollama_http import OllamaHTTP
-from rubberduck.providers.base import CancelScope, end_response, iter_lines, read_body
+from rubberduck.providers._http.body import end_response, iter_lines, read_body
+from rubberduck.providers.base import CancelScope
+from rubberduck.providers.ollama.connection import OllamaHTTP
 
 __all__ = ["EmitProgress", "OllamaTransfers"]
 

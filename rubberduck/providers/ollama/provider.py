@@ -1,8 +1,8 @@
 """Ollama's native HTTP API: inference (``/api/chat``, ``/api/generate``,
 ``/api/embed``, ``/api/embeddings``), the server's state (``GET /``,
 ``/api/version``) and, through
-:class:`~rubberduck.providers.ollama_admin.OllamaAdmin` and
-:class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`, model management
+:class:`~rubberduck.providers.ollama.admin.OllamaAdmin` and
+:class:`~rubberduck.providers.ollama.transfer.OllamaTransfers`, model management
 (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/blobs``, ``/api/copy``,
 ``/api/delete``, ``/api/pull``, ``/api/push``, ``/api/create``).
 
@@ -13,7 +13,7 @@ Protocol (ollama/ollama ``docs/api.md``, ``server/routes.go``):
   (durations in nanoseconds, ``prompt_eval_count`` / ``eval_count`` in tokens).
 - A generate with no prompt only loads the model (``done_reason: "load"``); with
   ``keep_alive: 0`` as well it unloads it (``done_reason: "unload"``).
-- Errors: see :mod:`rubberduck.providers._ollama_http`.
+- Errors: see :mod:`rubberduck.providers.ollama.connection`.
 
 Request bodies are what the official ``ollama`` Python client (0.6.x) sends for the
 same arguments; ``tests/providers/test_ollama_client_parity.py`` compares them and
@@ -48,8 +48,13 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.ollama_types import EmbeddingsResponse
-from rubberduck.providers._ollama_settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
-from rubberduck.providers._ollama_wire import (
+from rubberduck.providers._http.body import end_response, iter_lines, read_body
+from rubberduck.providers._http.checks import is_local_host
+from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
+from rubberduck.providers.ollama.admin import OllamaAdmin
+from rubberduck.providers.ollama.settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
+from rubberduck.providers.ollama.transfer import OllamaTransfers
+from rubberduck.providers.ollama.wire import (
     CHAT_DECODER,
     EMBED_DECODER,
     EMBEDDING_DECODER,
@@ -61,18 +66,6 @@ from rubberduck.providers._ollama_wire import (
     VersionAnswer,
     seconds,
 )
-from rubberduck.providers.base import (
-    CancelScope,
-    Emit,
-    ProviderInfo,
-    end_response,
-    estimate_tokens,
-    is_local_host,
-    iter_lines,
-    read_body,
-)
-from rubberduck.providers.ollama_admin import OllamaAdmin
-from rubberduck.providers.ollama_transfer import OllamaTransfers
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "FEATURES", "OllamaProvider", "parse_ollama_host"]
 
@@ -88,9 +81,9 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
 
     Inference and the provider contract are here; the catalogue (``list``,
     ``show``, ``has_model``, ``ps``, ``create_blob``, ``blob_exists``, ``copy``,
-    ``delete``) comes from :class:`~rubberduck.providers.ollama_admin.OllamaAdmin`,
+    ``delete``) comes from :class:`~rubberduck.providers.ollama.admin.OllamaAdmin`,
     transfers with progress (``pull``, ``push``, ``create`` and their ``iter_``
-    forms) from :class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`.
+    forms) from :class:`~rubberduck.providers.ollama.transfer.OllamaTransfers`.
 
     Args:
         name: Configured backend name.

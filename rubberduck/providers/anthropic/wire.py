@@ -15,9 +15,10 @@ import requests
 
 from rubberduck.errors import ProtocolError
 from rubberduck.messages import Delta, Done, ToolCall, Usage
-from rubberduck.providers._anthropic_errors import AnthropicErrors
-from rubberduck.providers._sse import read_events
-from rubberduck.providers.base import Emit, undecodable
+from rubberduck.providers._http.body import undecodable
+from rubberduck.providers._http.sse import read_events
+from rubberduck.providers.anthropic.errors import AnthropicErrors
+from rubberduck.providers.base import Emit
 
 __all__ = [
     "EVENT_DECODER",

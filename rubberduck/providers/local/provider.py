@@ -37,9 +37,9 @@ from rubberduck.messages import (
     Request,
     Usage,
 )
-from rubberduck.providers._local_wire import ChunkRelay, map_error, shorten
 from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
-from rubberduck.providers.openai_wire import add_common_fields
+from rubberduck.providers.local.wire import ChunkRelay, map_error, shorten
+from rubberduck.providers.openai.wire import add_common_fields
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
 

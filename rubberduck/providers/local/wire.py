@@ -1,6 +1,6 @@
 """llama.cpp's OpenAI-format answers, as xllamacpp hands them over (dicts, to a
 callback running inside llama.cpp), fed through the same translation as the
-OpenAI-compatible provider's (:class:`~rubberduck.providers.openai_wire.Answer`),
+OpenAI-compatible provider's (:class:`~rubberduck.providers.openai.wire.Answer`),
 for :class:`~rubberduck.providers.local.LocalProvider`.
 """
 
@@ -13,7 +13,7 @@ import msgspec
 
 from rubberduck.errors import InvalidRequest, ProviderUnavailable, RubberDuckError
 from rubberduck.providers.base import CancelScope, Emit
-from rubberduck.providers.openai_wire import Answer, Chunk
+from rubberduck.providers.openai.wire import Answer, Chunk
 
 __all__ = ["ChunkRelay", "map_error", "shorten"]
 

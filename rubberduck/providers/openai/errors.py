@@ -30,11 +30,12 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers._http_checks import check_no_credentials
-from rubberduck.providers._retry_after import retry_after
-from rubberduck.providers._secret import Secret
-from rubberduck.providers.base import error_detail, read_error_body, redirect_error
-from rubberduck.providers.openai_wire import ERROR_DECODER, ErrorInfo, error_text
+from rubberduck.providers._http.body import error_detail, read_error_body
+from rubberduck.providers._http.checks import check_no_credentials
+from rubberduck.providers._http.errors import redirect_error
+from rubberduck.providers._http.retry_after import retry_after
+from rubberduck.providers._http.secret import Secret
+from rubberduck.providers.openai.wire import ERROR_DECODER, ErrorInfo, error_text
 
 __all__ = ["ApiKey", "check_base_url", "http_error", "retry_after"]
 

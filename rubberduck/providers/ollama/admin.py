@@ -3,7 +3,7 @@
 :class:`OllamaAdmin` is the part of
 :class:`~rubberduck.providers.ollama.OllamaProvider` that reads and edits the
 models on a server; transfers with progress (pull, push, create) are in
-:mod:`rubberduck.providers.ollama_transfer`, inference in
+:mod:`rubberduck.providers.ollama.transfer`, inference in
 :mod:`rubberduck.providers.ollama`. Request bodies are the ones the official
 ``ollama`` Python client (0.6.x) sends for the same arguments
 (``tests/providers/test_ollama_client_parity.py`` checks this).
@@ -19,7 +19,7 @@ import msgspec
 
 from rubberduck.errors import ModelNotFound
 from rubberduck.ollama_types import ModelList, ProcessList, ShowResponse, StatusResponse
-from rubberduck.providers._ollama_http import ENCODER, OllamaHTTP
+from rubberduck.providers.ollama.connection import ENCODER, OllamaHTTP
 
 __all__ = ["OllamaAdmin"]
 
