@@ -5,7 +5,9 @@ pool afterwards."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import msgspec
 import requests
 
 from rubberduck.errors import Cancelled, ProtocolError, RubberDuckError
@@ -16,6 +18,7 @@ from rubberduck.providers.cancel import CancelScope
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "MAX_ERROR_BYTES",
+    "decode_answer",
     "end_response",
     "error_detail",
     "iter_lines",
@@ -44,9 +47,10 @@ def read_ok_body(
     max_bytes: int,
     http_error: Callable[[requests.Response], RubberDuckError],
     provider: str = "",
+    ok: tuple[int, ...] = (200,),
 ) -> bytes:
-    """The body of a 200 answer (at most ``max_bytes``); the connection goes back
-    to the pool after it. Other statuses raise ``http_error(resp)``.
+    """The body of an ``ok`` answer (at most ``max_bytes``); the connection goes
+    back to the pool after it. Other statuses raise ``http_error(resp)``.
 
     Raises:
         RubberDuckError: from ``http_error``, or ``ProtocolError`` for a body
@@ -56,7 +60,7 @@ def read_ok_body(
     """
     complete = False
     try:
-        if resp.status_code != 200:
+        if resp.status_code not in ok:
             raise http_error(resp)
         body = read_body(resp, max_bytes=max_bytes, provider=provider)
         complete = True
@@ -135,6 +139,26 @@ def error_detail(raw: bytes, resp: requests.Response, secret: Secret, limit: int
     if "html" in ctype or raw.lstrip()[:1] == b"<":
         return ""
     return secret.excerpt(raw, limit)
+
+
+def decode_answer(
+    decode: Callable[[Any], Any], raw: str | bytes, *, what: str, provider: str, secret: Secret
+) -> Any:
+    """``decode(raw)`` (a msgspec decoder's ``decode``).
+
+    Args:
+        what: What ``raw`` failed to be, for the message (``"an Ollama JSON answer"``).
+
+    Raises:
+        ProtocolError: ``raw`` is not that JSON shape; the message quotes no JSON
+            (a truncated answer holds the model's text), see :func:`undecodable`.
+    """
+    try:
+        return decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(
+            f"not {what} ({exc}){undecodable(raw, secret)}", provider=provider
+        ) from None
 
 
 def undecodable(raw: str | bytes, secret: Secret) -> str:

@@ -15,7 +15,7 @@ import requests
 
 from rubberduck.errors import ProtocolError
 from rubberduck.messages import Delta, Done, ToolCall, Usage
-from rubberduck.providers._http.body import undecodable
+from rubberduck.providers._http.body import decode_answer
 from rubberduck.providers._http.sse import read_events
 from rubberduck.providers.anthropic.errors import AnthropicErrors
 from rubberduck.providers.base import Emit
@@ -350,16 +350,7 @@ class AnswerReader:
         return value
 
     def decode(self, decode: Any, raw: bytes | str) -> Any:
-        """``decode(raw)``, a msgspec decoder's ``decode``.
-
-        Raises:
-            ProtocolError: ``raw`` is not that JSON shape (the message shows a
-                redacted excerpt).
-        """
-        try:
-            return decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProtocolError(
-                f"not Anthropic's JSON ({exc}){undecodable(raw, self._errors.secret)}",
-                provider=self.provider,
-            ) from None
+        """``decode(raw)``, a msgspec decoder's ``decode`` (see :func:`decode_answer`)."""
+        return decode_answer(
+            decode, raw, what="Anthropic's JSON", provider=self.provider, secret=self._errors.secret
+        )

@@ -19,7 +19,7 @@ import msgspec
 
 from rubberduck.errors import ModelNotFound
 from rubberduck.ollama_types import ModelList, ProcessList, ShowResponse, StatusResponse
-from rubberduck.providers.ollama.connection import ENCODER, OllamaHTTP
+from rubberduck.providers.ollama.connection import OllamaHTTP
 
 __all__ = ["OllamaAdmin"]
 
@@ -73,9 +73,7 @@ class OllamaAdmin(OllamaHTTP):
         body: dict[str, Any] = {"model": name}
         if verbose:
             body["verbose"] = True
-        raw = self._call(
-            "POST", "/api/show", body=ENCODER.encode(body), timeout=timeout, model=name
-        )
+        raw = self._call("POST", "/api/show", body=self._encode(body), timeout=timeout, model=name)
         info: ShowResponse = self._decode(_SHOW_DECODER, raw)
         return info
 
@@ -162,7 +160,7 @@ class OllamaAdmin(OllamaHTTP):
             InvalidRequest: HTTP 400 (an invalid name).
             ProviderUnavailable: not reachable, or HTTP 5xx.
         """
-        body = ENCODER.encode({"source": source, "destination": destination})
+        body = self._encode({"source": source, "destination": destination})
         self._call("POST", "/api/copy", body=body, timeout=timeout, model=source)
         return StatusResponse(status="success")
 
@@ -175,13 +173,15 @@ class OllamaAdmin(OllamaHTTP):
             InvalidRequest: HTTP 400 (an invalid name).
             ProviderUnavailable: not reachable, or HTTP 5xx.
         """
-        body = ENCODER.encode({"model": model})
+        body = self._encode({"model": model})
         self._call(
             "DELETE",
             "/api/delete",
             body=body,
             timeout=timeout,
             model=model,
-            missing="`rubberduck models` lists the ones it has",
+            http_error=lambda r: self._http_error(
+                r, model, missing="`rubberduck models` lists the ones it has"
+            ),
         )
         return StatusResponse(status="success")

@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import msgspec
 import requests
@@ -26,30 +25,24 @@ from rubberduck.errors import (
     ConfigError,
     InvalidRequest,
     ModelNotFound,
-    ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
     ServerBusy,
 )
+from rubberduck.providers._http.backend import HTTPBackend
 from rubberduck.providers._http.body import (
     DEFAULT_MAX_LINE_BYTES,
-    end_response,
     error_detail,
-    open_stream,
-    read_body,
     read_error_body,
-    undecodable,
 )
 from rubberduck.providers._http.checks import (
     check_clear_text_key,
     check_no_credentials,
     is_local_host,
 )
-from rubberduck.providers._http.errors import redirect_error, transport_error
+from rubberduck.providers._http.errors import redirect_error
 from rubberduck.providers._http.retry_after import retry_after
 from rubberduck.providers._http.secret import Secret
-from rubberduck.providers._http.session import close_session, new_session, read_timeouts
-from rubberduck.providers.base import CancelScope, resolve_model
 from rubberduck.providers.ollama.settings import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_OLLAMA_HOST,
@@ -76,11 +69,13 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
 
 
-class OllamaHTTP:
+class OllamaHTTP(HTTPBackend):
     """The connection to one Ollama server (see :class:`OllamaProvider` for the
     arguments)."""
 
     kind = "ollama"
+    start_hint = START_HINT
+    wire_name = "an Ollama JSON answer"
 
     def __init__(
         self,
@@ -107,7 +102,7 @@ class OllamaHTTP:
         self.default_model = default_model
         self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.keep_alive = keep_alive
-        self.max_line_bytes = max_line_bytes
+        self.max_line_bytes = self._max_body = max_line_bytes
         self.pool_size = pool_size
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
@@ -120,17 +115,8 @@ class OllamaHTTP:
         check_clear_text_key(
             self.base_url, name, sends_key=bool(self._auth), allow_insecure_key=allow_insecure_key
         )
-        self._secrets = Secret(key, tuple(given.values()))
-        self._session = new_session(
-            pool_size=pool_size, trust_env=trust_env, headers=extra_headers(headers, key)
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        close_session(self._session)
+        self.secret = Secret(key, tuple(given.values()))
+        self._connect(pool_size=pool_size, trust_env=trust_env, headers=extra_headers(headers, key))
 
     def validate_config(self) -> None:
         """Check the settings without a network call; construction runs it, so a
@@ -171,74 +157,6 @@ class OllamaHTTP:
 
     # --- sending ----------------------------------------------------------------
 
-    def _timeouts(self, timeout: float | None) -> tuple[float, float]:
-        """(connect, read) seconds within ``timeout`` (see :func:`read_timeouts`)."""
-        return read_timeouts(self._timeout, timeout)
-
-    def _model(self, model: str | None) -> str:
-        return resolve_model(model, self.default_model, self.name)
-
-    def _encode(self, body: Any) -> bytes:
-        """The JSON body of a request.
-
-        Raises:
-            InvalidRequest: a value is not JSON (a Python function as a tool, a
-                set in ``options``, ...).
-        """
-        try:
-            return ENCODER.encode(body)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidRequest(
-                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
-                "messages and parameters must hold JSON values; tools are dict schemas, "
-                "not Python functions",
-                provider=self.name,
-            ) from None
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        timeout: float | None = None,
-        model: str = "",
-        ok: tuple[int, ...] = (200,),
-        headers: dict[str, str] | None = None,
-        missing: str = "",
-    ) -> bytes:
-        """A non-streamed call; returns the body of an ``ok`` answer (at most
-        ``max_line_bytes``) and gives the connection back to the pool.
-        ``missing`` is the remedy for a 404 about ``model`` (default: pull it).
-
-        Raises:
-            RubberDuckError: the status is not ``ok`` (see :meth:`_http_error`), or
-                the connection failed (see :func:`transport_error`).
-        """
-        try:
-            # stream=True leaves an error body unread, for _http_error to read.
-            resp = self._session.request(
-                method,
-                self.base_url + path,
-                data=body,
-                headers=headers,
-                stream=True,
-                timeout=self._timeouts(timeout),
-            )
-            complete = False
-            try:
-                if resp.status_code not in ok:
-                    raise self._http_error(resp, model, missing)
-                data = read_body(resp, max_bytes=self.max_line_bytes, provider=self.name)
-                complete = True
-                return data
-            finally:
-                end_response(resp, complete=complete)
-        except RubberDuckError:
-            raise
-        except Exception as exc:
-            raise self._transport_error(exc) from exc
-
     def _exists(self, path: str, timeout: float | None) -> bool:
         """``HEAD path``: ``True`` for 200, ``False`` for 404.
 
@@ -256,57 +174,16 @@ class OllamaHTTP:
         except Exception as exc:
             raise self._transport_error(exc) from exc
 
-    def _open(
-        self,
-        path: str,
-        body: bytes,
-        scope: CancelScope,
-        model: str,
-        *,
-        timeout: float | None = None,
-        http_error: Callable[[requests.Response], RubberDuckError] | None = None,
-    ) -> requests.Response:
-        """POST a request whose answer is read as it arrives (see
-        :func:`~rubberduck.providers.base.open_stream`). It asks for an
-        uncompressed answer: NDJSON lines are read raw as they arrive, and a proxy
-        in front of Ollama would otherwise gzip them."""
-        timeouts = self._timeouts(timeout)
-        return open_stream(
-            lambda: self._session.post(
-                self.base_url + path,
-                data=body,
-                headers=_STREAM_HEADERS,
-                stream=True,
-                timeout=timeouts,
-            ),
-            scope,
-            http_error=http_error or (lambda resp: self._http_error(resp, model)),
-            transport=self._transport_error,
-            provider=self.name,
-        )
-
-    def _decode(self, decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
-        try:
-            return decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(
-                f"not an Ollama JSON answer ({exc}){undecodable(raw, self._secrets)}",
-                provider=self.name,
-            ) from None
-
     # --- errors -------------------------------------------------------------------
-
-    def _transport_error(self, exc: BaseException) -> RubberDuckError:
-        return transport_error(exc, provider=self.name, base_url=self.base_url, hint=START_HINT)
 
     def _error_text(self, resp: requests.Response) -> str:
         """The ``error`` of an error body, else its start (not an HTML page), else
         the reason phrase; credentials a server echoes are replaced before the cut."""
         raw = read_error_body(resp)
         try:
-            message = self._secrets.excerpt(_ERROR_DECODER.decode(raw).error, 300)
+            message = self.secret.excerpt(_ERROR_DECODER.decode(raw).error, 300)
         except msgspec.DecodeError:
-            message = error_detail(raw, resp, self._secrets, 200)
+            message = error_detail(raw, resp, self.secret, 200)
         return message or resp.reason or f"HTTP {resp.status_code}"
 
     def _http_error(

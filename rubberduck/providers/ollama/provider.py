@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import msgspec
 
 from rubberduck.errors import (
-    Cancelled,
     InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
@@ -48,7 +47,7 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.ollama_types import EmbeddingsResponse
-from rubberduck.providers._http.body import end_response, iter_lines, read_body
+from rubberduck.providers._http.body import iter_lines
 from rubberduck.providers._http.checks import is_local_host
 from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
 from rubberduck.providers.ollama.admin import OllamaAdmin
@@ -145,36 +144,21 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         path = "/api/chat" if is_chat else "/api/generate"
         decoder: msgspec.json.Decoder[Any] = CHAT_DECODER if is_chat else GENERATE_DECODER
         resp = self._open(path, self._encode(request), scope, str(request.model))
-        complete = False
-        try:
+        with self._reading(resp, scope):
             if not request.stream:
-                line = self._decode(
-                    decoder, read_body(resp, max_bytes=self.max_line_bytes, provider=self.name)
-                )
+                line = self._decode(decoder, self._read_body(resp))
                 if line.error is None and not line.done:
                     # Checked before anything is emitted: the caller saw nothing,
                     # so another backend may still answer.
                     raise ProtocolError("the answer has no `done: true`", provider=self.name)
-                complete = self._emit_line(line, emit, is_chat)
+                self._emit_line(line, emit, is_chat)
                 return
             for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes, provider=self.name):
-                complete = self._emit_line(self._decode(decoder, raw), emit, is_chat)
-                if complete:
+                if self._emit_line(self._decode(decoder, raw), emit, is_chat):
                     return
             raise ProtocolError(
                 "the stream ended before Ollama's final `done` line", provider=self.name
             )
-        except Exception as exc:
-            # A cancel can surface as a clean end of stream (a truncated answer) as
-            # well as a read error: either way it is the cancel.
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            if isinstance(exc, RubberDuckError):
-                raise
-            raise self._transport_error(exc) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
 
     def _complete(self, request: _R) -> _R:
         """Fill in the backend's default model and keep_alive; a chat without tools
@@ -193,7 +177,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         """Emit one decoded line's events; return True after the final ``done`` line."""
         if line.error is not None:
             raise ProviderUnavailable(
-                f"Ollama reported an error: {self._secrets.redact(line.error)}",
+                f"Ollama reported an error: {self.secret.redact(line.error)}",
                 provider=self.name,
             )
         if is_chat:

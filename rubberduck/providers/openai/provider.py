@@ -32,46 +32,34 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import requests
 import urllib3.exceptions
 
 from rubberduck.errors import (
-    Cancelled,
-    InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
+from rubberduck.providers._http.backend import HTTPBackend
 from rubberduck.providers._http.body import (
     DEFAULT_MAX_LINE_BYTES,
-    end_response,
-    open_stream,
-    read_body,
-    read_ok_body,
-    undecodable,
 )
 from rubberduck.providers._http.cancellable import current_scope
 from rubberduck.providers._http.checks import check_clear_text_key, is_local_host
-from rubberduck.providers._http.errors import transport_error
-from rubberduck.providers._http.session import close_session, new_session, read_timeouts
 from rubberduck.providers._http.sse import read_events
 from rubberduck.providers.base import (
     CancelScope,
     Emit,
     ProviderInfo,
     estimate_tokens,
-    resolve_model,
 )
 from rubberduck.providers.openai.errors import ApiKey, check_base_url, http_error
 from rubberduck.providers.openai.wire import (
     CHUNK_DECODER,
     EMBEDDINGS_DECODER,
-    ENCODER,
     MODELS_DECODER,
     Answer,
     Chunk,
@@ -88,7 +76,7 @@ FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"}
 _START_HINT = "start the server, or fix `base_url` for this provider"
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPBackend):
     """A backend speaking the OpenAI-compatible HTTP API (requests, one pooled session).
 
     Args:
@@ -111,6 +99,8 @@ class OpenAIProvider:
     """
 
     kind = "openai"
+    start_hint = _START_HINT
+    wire_name = "OpenAI-format JSON"
 
     def __init__(
         self,
@@ -130,16 +120,15 @@ class OpenAIProvider:
         self.base_url = check_base_url(base_url, name)
         self.default_model = default_model
         self.api_key_env = api_key_env or None
-        self.max_event_bytes = max_event_bytes
+        self.max_event_bytes = self._max_body = max_event_bytes
         self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
         self._catalogue: tuple[str, ...] | None = None
         self._key = ApiKey(self.api_key_env)
+        self.secret = self._key.secret
         self.allow_insecure_key = allow_insecure_key
         self.validate_config()
-        self._session = new_session(
-            pool_size=pool_size, trust_env=trust_env, headers=self._key.header
-        )
+        self._connect(pool_size=pool_size, trust_env=trust_env, headers=self._key.header)
 
     def __repr__(self) -> str:
         return (
@@ -184,45 +173,38 @@ class OpenAIProvider:
         started = time.monotonic()
         model = self._model(request.model)
         path = "/chat/completions" if isinstance(request, ChatRequest) else "/completions"
-        body = self._encode(lambda: request_body(request, model))
-        resp = self._post(path, body, scope, model, stream=request.stream)
-        answer = Answer(model, self.name)
-        complete = False
         try:
+            built = request_body(request, model)
+        except TypeError as exc:  # a tool call in the history that is not one
+            raise self._not_json(exc) from None
+        headers = {"Accept": "text/event-stream"} if request.stream else None
+        resp = self._open(path, self._encode(built), scope, model, headers=headers)
+        answer = Answer(model, self.name)
+        with self._reading(resp, scope):
             ctype = resp.headers.get("Content-Type", "")
             if not request.stream or ctype.startswith("application/json"):
-                body_bytes = read_body(resp, max_bytes=self.max_event_bytes, provider=self.name)
-                answer.add(self._decode_chunk(body_bytes), emit, whole=True)
-                complete = True
+                answer.add(self._decode_chunk(self._read_body(resp)), emit, whole=True)
             else:
-                events = read_events(resp.raw.read1, self.max_event_bytes, provider=self.name)
-                for event in events:
-                    if event.data == "[DONE]":
-                        complete = True
-                        break
-                    if event.event == "error":
-                        raise ProviderUnavailable(
-                            "the server sent an error event: "
-                            f"{self._key.secret.excerpt(event.data, 300)}",
-                            provider=self.name,
-                        )
-                    answer.add(self._decode_chunk(event.data), emit, whole=False)
-                if not complete:
-                    raise ProtocolError(
-                        "the stream ended before `data: [DONE]`", provider=self.name
-                    )
+                self._read_stream(resp, answer, emit)
             answer.finish(emit, time.monotonic() - started)
-        except RubberDuckError:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise self._transport_error(exc) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
+
+    def _read_stream(self, resp: requests.Response, answer: Answer, emit: Emit) -> None:
+        """Feed the SSE events of a streamed answer to ``answer`` up to ``[DONE]``.
+
+        Raises:
+            ProviderUnavailable: an ``error`` event.
+            ProtocolError: the stream ended before ``data: [DONE]``.
+        """
+        for event in read_events(resp.raw.read1, self.max_event_bytes, provider=self.name):
+            if event.data == "[DONE]":
+                return
+            if event.event == "error":
+                raise ProviderUnavailable(
+                    f"the server sent an error event: {self.secret.excerpt(event.data, 300)}",
+                    provider=self.name,
+                )
+            answer.add(self._decode_chunk(event.data), emit, whole=False)
+        raise ProtocolError("the stream ended before `data: [DONE]`", provider=self.name)
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """``POST /embeddings``: one vector per input, in input order (the
@@ -251,7 +233,9 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        raw = self._call("POST", "/embeddings", timeout, self._encode(lambda: body), model)
+        raw = self._call(
+            "POST", "/embeddings", body=self._encode(body), timeout=timeout, model=model
+        )
         answer = self._decode(EMBEDDINGS_DECODER, raw)
         data = answer.data
         if len(data) != len(texts):
@@ -263,50 +247,6 @@ class OpenAIProvider:
             model=answer.model or model,
             provider=self.name,
             usage=Usage(answer.usage.prompt_tokens if answer.usage else 0, 0),
-        )
-
-    def _model(self, model: str | None) -> str:
-        return resolve_model(model, self.default_model, self.name)
-
-    def _encode(self, build: Callable[[], dict[str, Any]]) -> bytes:
-        """The JSON bytes of the body ``build`` returns.
-
-        Raises:
-            InvalidRequest: a value in the request is not JSON (an object in
-                ``options``, ``format`` or tool-call arguments, a tool call that is
-                not a dict).
-        """
-        try:
-            return ENCODER.encode(build())
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidRequest(
-                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
-                "messages and parameters must hold JSON values",
-                provider=self.name,
-            ) from None
-
-    def _headers(self, stream: bool) -> dict[str, str] | None:
-        """Per-request headers."""
-        # Compressed SSE would arrive in undecoded pieces through raw.read1.
-        return {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if stream else None
-
-    def _post(
-        self, path: str, body: bytes, scope: CancelScope, model: str, *, stream: bool
-    ) -> requests.Response:
-        headers = self._headers(stream)
-        return open_stream(
-            lambda: self._send(
-                "POST",
-                self.base_url + path,
-                data=body,
-                headers=headers,
-                stream=True,
-                timeout=self._timeout,
-            ),
-            scope,
-            http_error=lambda resp: self._http_error(resp, model),
-            transport=self._transport_error,
-            provider=self.name,
         )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -330,63 +270,19 @@ class OpenAIProvider:
         if chunk.error is not None:
             raise ProviderUnavailable(
                 "the server reported an error: "
-                f"{self._key.secret.excerpt(error_text(chunk.error), 300)}",
+                f"{self.secret.excerpt(error_text(chunk.error), 300)}",
                 provider=self.name,
             )
         return chunk
 
-    def _decode(self, decoder: msgspec.json.Decoder[Any], data: str | bytes) -> Any:
-        try:
-            return decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(
-                f"not OpenAI-format JSON ({exc}){undecodable(data, self._key.secret)}",
-                provider=self.name,
-            ) from None
-
     # --- errors -------------------------------------------------------------------
 
-    def _http_error(self, resp: requests.Response, model: str | None) -> RubberDuckError:
+    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
         return http_error(
             resp, model=model, key=self._key, provider=self.name, base_url=self.base_url
         )
 
-    def _transport_error(self, exc: BaseException) -> RubberDuckError:
-        return transport_error(
-            exc,
-            provider=self.name,
-            base_url=self.base_url,
-            hint=_START_HINT,
-            secret=self._key.secret,
-        )
-
     # --- control-plane calls ------------------------------------------------------
-
-    def _call(
-        self, method: str, path: str, timeout: float | None, body: bytes | None, model: str | None
-    ) -> bytes:
-        """A non-streamed call; returns the 200 body. ``timeout``: seconds left
-        (see :func:`read_timeouts`)."""
-        try:
-            # stream=True leaves an error body unread, for _http_error to read.
-            resp = self._send(
-                method,
-                self.base_url + path,
-                data=body,
-                headers=self._headers(stream=False),
-                stream=True,
-                timeout=read_timeouts(self._timeout, timeout),
-            )
-            return read_ok_body(
-                resp,
-                max_bytes=self.max_event_bytes,
-                provider=self.name,
-                http_error=lambda r: self._http_error(r, model),
-            )
-        except RubberDuckError:
-            raise
-        except Exception as exc:
-            raise self._transport_error(exc) from exc
 
     def list_models(self, timeout: float) -> list[str]:
         """``GET /models`` (OpenAI /v1/models); returns the ``data[].id`` values
@@ -400,7 +296,7 @@ class OpenAIProvider:
             AuthError: HTTP 401/403 (``fallback`` is ``True``).
             ProtocolError: the answer is not OpenAI's model list.
         """
-        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
+        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout=timeout))
         names = [m.id for m in models.data]
         self._catalogue = tuple(names)
         return names
@@ -419,10 +315,6 @@ class OpenAIProvider:
         """
         count = len(self.list_models(timeout))
         return f"OpenAI-compatible API, {count} model{'' if count == 1 else 's'}"
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        close_session(self._session)
 
     # --- description --------------------------------------------------------------
 
