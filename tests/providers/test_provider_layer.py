@@ -17,9 +17,11 @@ from rubberduck.config import ProviderConfig
 from rubberduck.errors import (
     AuthError,
     ConfigError,
+    InvalidRequest,
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
+    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
@@ -317,3 +319,29 @@ def test_no_provider_module_imports_the_package_root() -> None:
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert "from rubberduck import" not in text and "\nimport rubberduck\n" not in text, path
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, InvalidRequest),
+        (401, AuthError),
+        (402, AuthError),
+        (403, AuthError),
+        (408, RequestTimeout),
+        (422, InvalidRequest),
+        (429, ServerBusy),
+        (500, ProviderUnavailable),
+        (502, ProviderUnavailable),
+        (503, ServerBusy),
+        (529, ServerBusy),
+    ],
+)
+def test_one_status_table_for_every_provider(
+    server: ScriptedServer, key: str, kind: str, status: int, error: type[RubberDuckError]
+) -> None:
+    server.default = Reply(status, b'{"error": "no"}', JSON)
+    with pytest.raises(RubberDuckError) as info:
+        run(MAKERS[kind](server.url), chat())
+    assert type(info.value) is error and info.value.provider == kind

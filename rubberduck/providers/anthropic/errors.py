@@ -18,9 +18,9 @@ from rubberduck.errors import (
     ServerBusy,
 )
 from rubberduck.providers._http.body import error_detail, read_error_body
-from rubberduck.providers._http.errors import redirect_error
 from rubberduck.providers._http.retry_after import retry_after
 from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.status import error_for_status
 
 __all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body"]
 
@@ -112,64 +112,43 @@ class AnthropicErrors:
 
         Returns:
             AuthError (401/402/403), ModelNotFound (a 404 naming ``model``),
-            ProviderUnavailable (another 404, 5xx), ServerBusy (429/529, with
-            ``retry_after_s``), else InvalidRequest (400, 413, other 4xx).
+            ProviderUnavailable (another 404, 5xx), ServerBusy (429/503/529,
+            with ``retry_after_s``), RequestTimeout (408), else InvalidRequest
+            (400, 413, other 4xx): see :data:`~rubberduck.providers._http.status.STATUS_ERRORS`.
         """
         status = resp.status_code
-        if 300 <= status < 400:
-            return redirect_error(resp, provider=self.provider, base_url=self.base_url)
         raw = read_error_body(resp)
         error_type, message = decode_error_body(raw) or ("", "")
         if not error_type and not message:
             message = error_detail(raw, resp, self.secret, _MAX_DETAIL_CHARS)
         heading = f"HTTP {status} {error_type or resp.reason or ''}".strip()
         detail = self.excerpt(f"{heading}: {message}" if message else heading)
-        wait_s = retry_after(resp.headers)
-        if status in (401, 403):
-            what = "rejected the API key" if status == 401 else "refused this API key"
-            return AuthError(
-                f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
-                provider=self.provider,
-            )
-        if status == 402:
-            return AuthError(
-                f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
-                provider=self.provider,
-            )
-        if status == 404:
+        if status == 404 and model and (message.startswith("model:") or model in message):
             # The API names the model ("model: claude-x") when it is the model that
             # is missing; any other 404 is a path this base_url does not serve.
-            if not model or not (message.startswith("model:") or model in message):
-                return ProviderUnavailable(
-                    f"{detail} — is {self.base_url} the Anthropic API? Set base_url to "
-                    f"the host alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
-                    provider=self.provider,
-                )
             return ModelNotFound(
                 f"model {model!r} not found ({detail}) — check the name against "
                 "`rubberduck models` (GET /v1/models)",
                 provider=self.provider,
                 model=model,
             )
-        if status == 429:
-            wait = f"after {wait_s:g} s" if wait_s is not None else "later"
-            return ServerBusy(
-                f"{detail} — rate limited; retry {wait} or raise the account's rate limit",
-                provider=self.provider,
-                retry_after_s=wait_s,
-            )
-        if status == 529:
-            return ServerBusy(
-                f"{detail} — Anthropic is overloaded; retry later",
-                provider=self.provider,
-                retry_after_s=wait_s,
-            )
-        if status == 413:
-            return InvalidRequest(
-                f"{detail} — the request is too large; send a shorter conversation or "
-                "smaller images",
-                provider=self.provider,
-            )
-        if status >= 500:
-            return ProviderUnavailable(detail, provider=self.provider)
-        return InvalidRequest(f"{detail} — fix the request", provider=self.provider)
+        wait_s = retry_after(resp.headers)
+        wait = f"after {wait_s:g} s" if wait_s is not None else "later"
+        key = f"the account whose key is in ${self.api_key_env}"
+        return error_for_status(
+            resp,
+            detail,
+            provider=self.provider,
+            base_url=self.base_url,
+            remedies={
+                AuthError: f"Anthropic refused the API key: check the API key in "
+                f"${self.api_key_env}",
+                402: f"check billing for {key}",
+                404: f"is {self.base_url} the Anthropic API? Set base_url to the host "
+                f"alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
+                429: f"rate limited; retry {wait} or raise the account's rate limit",
+                529: "Anthropic is overloaded; retry later",
+                413: "the request is too large; send a shorter conversation or smaller images",
+                InvalidRequest: "fix the request",
+            },
+        )

@@ -23,11 +23,8 @@ import requests
 from rubberduck.errors import (
     AuthError,
     ConfigError,
-    InvalidRequest,
     ModelNotFound,
-    ProviderUnavailable,
     RubberDuckError,
-    ServerBusy,
 )
 from rubberduck.providers._http.backend import HTTPBackend
 from rubberduck.providers._http.body import (
@@ -40,9 +37,8 @@ from rubberduck.providers._http.checks import (
     check_no_credentials,
     is_local_host,
 )
-from rubberduck.providers._http.errors import redirect_error
-from rubberduck.providers._http.retry_after import retry_after
 from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.status import error_for_status
 from rubberduck.providers.ollama.settings import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_OLLAMA_HOST,
@@ -193,8 +189,6 @@ class OllamaHTTP(HTTPBackend):
         (``""`` for calls about none, where a 404 means a missing endpoint), and
         ``missing`` the remedy when it is not there (default: pull it)."""
         status = resp.status_code
-        if 300 <= status < 400:
-            return redirect_error(resp, provider=self.name, base_url=self.base_url)
         message = self._error_text(resp)
         if status == 404 and model:
             return ModelNotFound(
@@ -203,42 +197,33 @@ class OllamaHTTP(HTTPBackend):
                 provider=self.name,
                 model=model,
             )
-        if status == 404:
-            path = urllib.parse.urlsplit(resp.url).path if resp.url else "?"
-            return ProviderUnavailable(
-                f"HTTP 404 for {path}: {message} — is {self.base_url} an Ollama server, "
-                "and new enough for this endpoint? (`ollama --version`)",
-                provider=self.name,
+        path = urllib.parse.urlsplit(resp.url).path if resp.url else "?"
+        return error_for_status(
+            resp,
+            f"HTTP {status}: {message}",
+            provider=self.name,
+            base_url=self.base_url,
+            remedies={
+                404: f"{path} not found: is {self.base_url} an Ollama server, and new "
+                "enough for this endpoint? (`ollama --version`)",
+                503: "Ollama's queue is full: raise OLLAMA_MAX_QUEUE or retry later",
+                429: "rate limited; retry later",
+                AuthError: self._auth_remedy(),
+            },
+        )
+
+    def _auth_remedy(self) -> str:
+        """What to do about a 401/403: Ollama answers 401 for cloud models until
+        `ollama signin`; ollama.com and a proxy in front of a server answer 401/403
+        for a missing or wrong key."""
+        if self._auth == "key":
+            return (
+                f"check the API key in ${self.api_key_env} (sent as a Bearer token), "
+                "or run `ollama signin` if a local server runs the cloud model"
             )
-        if status == 503:
-            return ServerBusy(
-                f"{message} (HTTP 503) — raise OLLAMA_MAX_QUEUE or retry later",
-                provider=self.name,
-                retry_after_s=retry_after(resp.headers),
-            )
-        if status == 429:
-            return ServerBusy(
-                f"{message} (HTTP 429) — rate limited; retry later",
-                provider=self.name,
-                retry_after_s=retry_after(resp.headers),
-            )
-        if status in (401, 403):
-            # Ollama answers 401 for cloud models until `ollama signin`; ollama.com
-            # and a proxy in front of a server answer 401/403 for a missing or
-            # wrong key.
-            if self._auth == "key":
-                remedy = (
-                    f"check the API key in ${self.api_key_env} (sent as a Bearer token), "
-                    "or run `ollama signin` if a local server runs the cloud model"
-                )
-            elif self._auth == "headers":
-                remedy = "check the Authorization header in this provider's `headers`"
-            else:
-                remedy = (
-                    "run `ollama signin` for cloud models, or check the credentials a "
-                    "proxy in front of Ollama expects"
-                )
-            return AuthError(f"HTTP {status}: {message} — {remedy}", provider=self.name)
-        if status >= 500:
-            return ProviderUnavailable(f"HTTP {status}: {message}", provider=self.name)
-        return InvalidRequest(f"HTTP {status}: {message}", provider=self.name)
+        if self._auth == "headers":
+            return "check the Authorization header in this provider's `headers`"
+        return (
+            "run `ollama signin` for cloud models, or check the credentials a "
+            "proxy in front of Ollama expects"
+        )

@@ -25,19 +25,16 @@ from rubberduck.errors import (
     ConfigError,
     InvalidRequest,
     ModelNotFound,
-    ProviderUnavailable,
-    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
 from rubberduck.providers._http.body import error_detail, read_error_body
 from rubberduck.providers._http.checks import check_no_credentials
-from rubberduck.providers._http.errors import redirect_error
-from rubberduck.providers._http.retry_after import retry_after
 from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.status import error_for_status
 from rubberduck.providers.openai.wire import ERROR_DECODER, ErrorInfo, error_text
 
-__all__ = ["ApiKey", "check_base_url", "http_error", "retry_after"]
+__all__ = ["ApiKey", "check_base_url", "http_error"]
 
 
 class ApiKey:
@@ -88,13 +85,12 @@ class ApiKey:
                 provider=provider,
             )
 
-    def auth_error(self, what: str, provider: str) -> AuthError:
-        """An :class:`AuthError` saying ``what`` happened and where the key comes from."""
+    @property
+    def remedy(self) -> str:
+        """What to do when the server rejects the key: says where it comes from."""
         if self.env:
-            remedy = f"check the API key in ${self.env}"
-        else:
-            remedy = "set `api_key_env` for this provider to the variable holding the key"
-        return AuthError(f"{what} — {remedy}", provider=provider)
+            return f"check the API key in ${self.env}"
+        return "set `api_key_env` for this provider to the variable holding the key"
 
 
 def http_error(
@@ -117,8 +113,6 @@ def http_error(
         for another 404 (a wrong ``base_url``) or 5xx; else ``InvalidRequest``.
     """
     status = resp.status_code
-    if 300 <= status < 400:
-        return redirect_error(resp, provider=provider, base_url=base_url)
     raw = read_error_body(resp)
     error: ErrorInfo | str | None = None
     try:
@@ -136,45 +130,38 @@ def http_error(
         code = "" if error.code is None else str(error.code)
         kind = error.type or ""
     what = f"HTTP {status}: {text}"
-    if status in (401, 403) or code == "invalid_api_key":
-        return key.auth_error(what, provider)
-    if status == 402:  # OpenRouter and other gateways: no credits left
-        return key.auth_error(f"{what} — the account has no credit left", provider)
-    if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
-        return InvalidRequest(
-            f"{what} — this server does not offer it; another backend may",
-            provider=provider,
-            fallback=True,
-        )
-    if status == 408:
-        return RequestTimeout(f"{what} — the server gave up waiting", provider=provider)
     if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
         return ModelNotFound(
             f"model {model!r} not found at {base_url} ({text}) — pick one that `GET /models` lists",
             provider=provider,
             model=model,
         )
-    if code == "insufficient_quota":
-        return key.auth_error(f"{what} — the account's quota is used up", provider)
-    if status in (429, 503):
-        return ServerBusy(
-            f"{what} — the server is at capacity; retry later or add a backend",
-            provider=provider,
-            retry_after_s=retry_after(resp.headers),
-        )
-    if status == 404:
-        return ProviderUnavailable(
-            f"{what} at {resp.url} — check `base_url` (it usually ends in /v1)",
-            provider=provider,
-        )
-    if status >= 500:
-        return ProviderUnavailable(what, provider=provider)
-    if kind == "exceed_context_size_error" or code == "context_length_exceeded":
+    if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
         return InvalidRequest(
-            f"{what} — shorten the prompt or raise the server's context size",
+            f"{what} — this server does not offer it; another backend may",
             provider=provider,
+            fallback=True,
         )
-    return InvalidRequest(what, provider=provider)
+    # The error code says more than the status some servers send with it.
+    mapped = {"invalid_api_key": 401, "insufficient_quota": 402}.get(code, status)
+    too_long = kind == "exceed_context_size_error" or code == "context_length_exceeded"
+    return error_for_status(
+        resp,
+        what,
+        provider=provider,
+        base_url=base_url,
+        status=mapped,
+        remedies={
+            AuthError: key.remedy,
+            402: f"the account has no credit or quota left — {key.remedy}",
+            408: "the server gave up waiting",
+            404: f"check `base_url` (it usually ends in /v1; asked {resp.url})",
+            ServerBusy: "the server is at capacity; retry later or add a backend",
+            InvalidRequest: "shorten the prompt or raise the server's context size"
+            if too_long
+            else "",
+        },
+    )
 
 
 def check_base_url(base_url: str | None, name: str) -> str:
