@@ -14,7 +14,7 @@ from rubberduck.errors import ProtocolError
 from rubberduck.messages import ChatRequest, Done, Event, Message, ToolCall
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.local import LocalProvider
-from rubberduck.providers.openai.wire import request_body
+from rubberduck.providers.openai.request import request_body
 
 Chunk = dict[str, Any]
 

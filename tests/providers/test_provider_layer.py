@@ -345,3 +345,9 @@ def test_one_status_table_for_every_provider(
     with pytest.raises(RubberDuckError) as info:
         run(MAKERS[kind](server.url), chat())
     assert type(info.value) is error and info.value.provider == kind
+
+
+def test_no_provider_module_is_over_400_lines() -> None:
+    root = pathlib.Path(rubberduck.providers.__file__).parent
+    long = {p.name: n for p in root.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

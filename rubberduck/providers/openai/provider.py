@@ -57,6 +57,7 @@ from rubberduck.providers.base import (
     estimate_tokens,
 )
 from rubberduck.providers.openai.errors import ApiKey, check_base_url, http_error
+from rubberduck.providers.openai.request import request_body
 from rubberduck.providers.openai.wire import (
     CHUNK_DECODER,
     EMBEDDINGS_DECODER,
@@ -64,7 +65,6 @@ from rubberduck.providers.openai.wire import (
     Answer,
     Chunk,
     error_text,
-    request_body,
 )
 
 __all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
