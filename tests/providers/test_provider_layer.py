@@ -104,6 +104,12 @@ def test_secret_redacts_before_it_cuts() -> None:
     assert "hidden" in repr(secret) and KEY not in repr(secret)
 
 
+def test_secret_redacts_every_copy_before_it_cuts() -> None:
+    # Redacting the first copy pulls the second in front of the cut.
+    text = "a" * 90 + KEY + "b" * 5 + KEY
+    assert KEY[:5] not in Secret(KEY).excerpt(text, 110)
+
+
 def test_an_ollama_error_body_cut_through_the_key_leaks_nothing(
     server: ScriptedServer, key: str
 ) -> None:

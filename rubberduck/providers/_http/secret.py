@@ -51,10 +51,9 @@ class Secret:
             data: Text from a server (an error body, an answer it could not read).
             limit: Longest excerpt, characters.
         """
-        longest = len(self._values[0]) if self._values else 0
-        # A window wide enough that anything cut at the limit is redacted first;
-        # bytes: up to 4 per character.
-        window = data[: (limit + longest) * (4 if isinstance(data, bytes) else 1) + 1]
-        text = window.decode("utf-8", "replace") if isinstance(window, bytes) else window
+        # The whole text is redacted before the cut: a window just past the limit
+        # would miss a credential straddling its end, which the redaction of an
+        # earlier one then pulls in front of the cut. Bodies are bounded (64 KiB).
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         text = self.redact(text).strip()
         return text[:limit] + "…" if len(text) > limit else text
