@@ -22,7 +22,7 @@ from rubberduck.providers._http.body import (
 from rubberduck.providers._http.errors import transport_error
 from rubberduck.providers._http.secret import Secret
 from rubberduck.providers._http.session import close_session, new_session, read_timeouts
-from rubberduck.providers.base import resolve_model
+from rubberduck.providers.base import ProviderInfo, estimate_tokens, resolve_model
 from rubberduck.providers.cancel import CancelScope
 
 __all__ = ["HTTPBackend"]
@@ -50,10 +50,17 @@ class HTTPBackend:
     stream_headers: Mapping[str, str] = {"Accept-Encoding": "identity"}
     wire_name = "the server's JSON"
 
+    #: Features :meth:`supports_feature` reports.
+    features: frozenset[str] = frozenset()
+
     name: str
+    kind: str
     base_url: str
     default_model: str | None
+    is_local: bool
     secret: Secret
+    #: The model names from the last ``list_models`` (``None`` before the first).
+    _catalogue: tuple[str, ...] | None = None
     _timeout: tuple[float, float]
     _max_body: int
     _session: requests.Session
@@ -70,6 +77,41 @@ class HTTPBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    # --- description (no network call) --------------------------------------------
+
+    def info(self) -> ProviderInfo:
+        """What this backend is: name, kind, URL, the models it is known to serve
+        (the last catalogue read, else the default model), whether requests carry
+        an API key (never the key), and whether the host is local."""
+        return ProviderInfo(
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            models=self._known_models(),
+            requires_api_key=self._sends_key(),
+            is_local=self.is_local,
+        )
+
+    def _known_models(self) -> tuple[str, ...]:
+        if self._catalogue is not None:
+            return self._catalogue
+        return (self.default_model,) if self.default_model else ()
+
+    def _sends_key(self) -> bool:
+        raise NotImplementedError
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether this provider sends the request fields of feature ``name`` (one
+        of :attr:`features`; whether a model honours them is up to the server).
+        Other names give ``False``."""
+        return name in self.features
+
+    def count_tokens(self, text: str) -> int:
+        """An *estimate* of the tokens in ``text`` (see :func:`estimate_tokens`):
+        the server has no tokenizer endpoint; the exact prompt size comes back as
+        ``Done.usage.prompt_tokens``."""
+        return estimate_tokens(text)
 
     # --- building a request ---------------------------------------------------------
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-import msgspec
 import requests
 
 from rubberduck.errors import (
@@ -76,7 +75,7 @@ from rubberduck.providers.anthropic.wire import (
     decode_models,
     decode_token_count,
 )
-from rubberduck.providers.base import CancelScope, Emit, ProviderInfo
+from rubberduck.providers.base import CancelScope, Emit
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -101,8 +100,6 @@ _FEATURES = {
     "json_mode": False,  # only by asking for a tool call whose input_schema is the shape
     "embeddings": False,
 }
-
-_ENCODER = msgspec.json.Encoder()
 
 
 class AnthropicProvider(HTTPBackend):
@@ -215,22 +212,16 @@ class AnthropicProvider(HTTPBackend):
                 "spaces, control or non-ASCII characters"
             )
 
-    def info(self) -> ProviderInfo:
-        """What this backend is, without a network call: ``models`` are the
-        default and configured names (:meth:`list_models` reads the live
-        catalogue); ``requires_api_key`` is True (the key's variable is
-        ``api_key_env``; the key itself is never reported)."""
+    def _known_models(self) -> tuple[str, ...]:
+        """The default and configured names (:meth:`list_models` reads the live
+        catalogue)."""
         models = list(self.models)
         if self.default_model and self.default_model not in models:
             models.insert(0, self.default_model)
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=tuple(models),
-            requires_api_key=True,
-            is_local=self.is_local,
-        )
+        return tuple(models)
+
+    def _sends_key(self) -> bool:
+        return True
 
     def supports_feature(self, name: str) -> bool:
         """Whether requests may use a feature.

@@ -47,10 +47,14 @@ from rubberduck.providers.ollama.settings import (
     parse_ollama_host,
 )
 
-__all__ = ["ENCODER", "OllamaHTTP"]
+__all__ = ["FEATURES", "OllamaHTTP"]
+
+#: Features :meth:`OllamaHTTP.supports_feature` reports: the server takes the
+#: fields for every model and answers HTTP 400 for a model that lacks one;
+#: ``show(model).capabilities`` says what one model has.
+FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode", "thinking"})
 
 START_HINT = "start it with `ollama serve`, or set OLLAMA_HOST to where it runs"
-ENCODER = msgspec.json.Encoder()
 #: Headers of requests whose answer is read line by line, undecoded.
 _STREAM_HEADERS = {"Accept-Encoding": "identity"}
 
@@ -70,6 +74,7 @@ class OllamaHTTP(HTTPBackend):
     arguments)."""
 
     kind = "ollama"
+    features = FEATURES
     start_hint = START_HINT
     wire_name = "an Ollama JSON answer"
 
@@ -101,7 +106,6 @@ class OllamaHTTP(HTTPBackend):
         self.max_line_bytes = self._max_body = max_line_bytes
         self.pool_size = pool_size
         self._timeout = (connect_timeout, timeout)
-        self._catalogue: tuple[str, ...] | None = None
         self.validate_config()
         key = os.environ.get(self.api_key_env, "").strip()
         given = extra_headers(headers, "")
@@ -150,6 +154,10 @@ class OllamaHTTP(HTTPBackend):
                 "negative keeps the model loaded, 0 unloads it at once",
                 provider=self.name,
             )
+
+    def _sends_key(self) -> bool:
+        """An Authorization header goes with requests (a key, or in ``headers``)."""
+        return bool(self._auth)
 
     # --- sending ----------------------------------------------------------------
 

@@ -22,7 +22,6 @@ lists the deliberate differences.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any, TypeVar
 
 import msgspec
@@ -47,9 +46,9 @@ from rubberduck.messages import (
 )
 from rubberduck.ollama_types import EmbeddingsResponse
 from rubberduck.providers._http.body import iter_lines
-from rubberduck.providers._http.checks import is_local_host
-from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
+from rubberduck.providers.base import CancelScope, Emit
 from rubberduck.providers.ollama.admin import OllamaAdmin
+from rubberduck.providers.ollama.connection import FEATURES
 from rubberduck.providers.ollama.settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
 from rubberduck.providers.ollama.transfer import OllamaTransfers
 from rubberduck.providers.ollama.wire import (
@@ -62,10 +61,6 @@ from rubberduck.providers.ollama.wire import (
 )
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "FEATURES", "OllamaProvider", "parse_ollama_host"]
-
-#: Features :meth:`OllamaProvider.supports_feature` reports; whether a given model
-#: has them is in ``show(model).capabilities``.
-FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode", "thinking"})
 
 _R = TypeVar("_R", bound=ChatRequest | GenerateRequest | EmbedRequest)
 
@@ -337,54 +332,3 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         done = events[-1]
         assert isinstance(done, Done)  # run() ends with a Done or raises
         return done
-
-    # --- description --------------------------------------------------------------
-
-    def info(self) -> ProviderInfo:
-        """What this backend is, from configuration and the last catalogue read
-        (:meth:`list_models` or :meth:`list`); no network call.
-
-        Returns:
-            A :class:`ProviderInfo` with ``kind="ollama"``; ``requires_api_key``
-            is whether requests carry an Authorization header (an API key from
-            ``api_key_env``, or one in ``headers``).
-        """
-        models = self._catalogue
-        if models is None:
-            models = (self.default_model,) if self.default_model else ()
-        host = urllib.parse.urlsplit(self.base_url).hostname or ""
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=models,
-            requires_api_key=bool(self._auth),
-            is_local=is_local_host(host),
-        )
-
-    def supports_feature(self, name: str) -> bool:
-        """Whether this provider implements ``name`` against Ollama.
-
-        Args:
-            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images),
-                ``"embeddings"``, ``"json_mode"`` (``format``: ``"json"`` or a
-                schema) or ``"thinking"`` (``think``). Other names give ``False``.
-
-        Returns:
-            ``True`` for all of these: the server takes the fields for every model,
-            and answers HTTP 400 for a model that lacks the capability.
-            ``show(model).capabilities`` says what one model can do.
-        """
-        return name in FEATURES
-
-    def count_tokens(self, text: str) -> int:
-        """An *estimate* of the tokens in ``text``: one per 4 bytes of UTF-8.
-
-        Ollama's API has no tokenizer endpoint, so no exact count is possible
-        without running the model; the exact prompt size of a request comes back
-        as ``Done.usage.prompt_tokens`` (Ollama ``prompt_eval_count``).
-
-        Returns:
-            The estimated count, tokens (0 for ``""``).
-        """
-        return estimate_tokens(text)

@@ -54,7 +54,6 @@ from rubberduck.providers.base import (
     CancelScope,
     Emit,
     ProviderInfo,
-    estimate_tokens,
 )
 from rubberduck.providers.openai.errors import ApiKey, check_base_url, http_error
 from rubberduck.providers.openai.request import request_body
@@ -99,6 +98,9 @@ class OpenAIProvider(HTTPBackend):
     """
 
     kind = "openai"
+    #: Features whose request fields are sent (vision: ``image_url`` parts;
+    #: json_mode: ``response_format``); whether a model honours them is up to it.
+    features = FEATURES
     start_hint = _START_HINT
     wire_name = "OpenAI-format JSON"
 
@@ -123,7 +125,6 @@ class OpenAIProvider(HTTPBackend):
         self.max_event_bytes = self._max_body = max_event_bytes
         self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
-        self._catalogue: tuple[str, ...] | None = None
         self._key = ApiKey(self.api_key_env)
         self.secret = self._key.secret
         self.allow_insecure_key = allow_insecure_key
@@ -277,6 +278,9 @@ class OpenAIProvider(HTTPBackend):
 
     # --- errors -------------------------------------------------------------------
 
+    def _sends_key(self) -> bool:
+        return self.api_key_env is not None
+
     def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
         return http_error(
             resp, model=model, key=self._key, provider=self.name, base_url=self.base_url
@@ -318,38 +322,6 @@ class OpenAIProvider(HTTPBackend):
 
     # --- description --------------------------------------------------------------
 
-    def info(self) -> ProviderInfo:
-        """What this backend is, from configuration and the last catalogue read.
-
-        Returns:
-            A :class:`ProviderInfo`; no network call is made.
-        """
-        models = self._catalogue
-        if models is None:
-            models = (self.default_model,) if self.default_model else ()
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=models,
-            requires_api_key=self.api_key_env is not None,
-            is_local=self.is_local,
-        )
-
-    def supports_feature(self, name: str) -> bool:
-        """Whether this provider implements ``name`` for OpenAI-compatible servers.
-
-        Args:
-            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images as
-                ``image_url`` parts), ``"embeddings"`` or ``"json_mode"``
-                (``response_format``). Other names give ``False``.
-
-        Returns:
-            ``True`` if the request fields are sent; whether the model honours
-            them is up to the server.
-        """
-        return name in FEATURES
-
     def validate_config(self) -> None:
         """Check what can be checked without a network call (the ``base_url`` was
         checked at construction).
@@ -366,18 +338,6 @@ class OpenAIProvider(HTTPBackend):
             sends_key=bool(self._key.header),
             allow_insecure_key=self.allow_insecure_key,
         )
-
-    def count_tokens(self, text: str) -> int:
-        """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,
-        rounded up (OpenAI's rule of thumb for English; no tokenizer is loaded).
-
-        Args:
-            text: Any text.
-
-        Returns:
-            The estimated count, tokens (0 for ``""``).
-        """
-        return estimate_tokens(text)
 
 
 # --- helpers ------------------------------------------------------------------------
