@@ -19,9 +19,11 @@ import socket
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.fault_server import FaultServer
 
 #: The Ollama protocol transcripts (sources in its README.md), inside the repository.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
@@ -78,7 +80,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FakeOllama:
+class FakeOllama(FaultServer):
     """Args:
     mode: One of :data:`MODES`; may be changed while running.
     script: Modes for the next POSTs, one each, in order; ``mode`` after them.
@@ -246,13 +248,7 @@ class FakeOllama:
                     fake.disconnects += 1
                     self.close_connection = True
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._serve(Handler)  # start, stop and the `with` block: FaultServer
 
     def _record(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         try:
@@ -274,27 +270,6 @@ class FakeOllama:
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""
         return [body for method, _, body in self.requests if method == "POST"]
-
-    def start(self) -> FakeOllama:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-answer is what these tests do on purpose
 
 
 def _answer_lines(path: str, body: dict[str, Any]) -> list[bytes]:

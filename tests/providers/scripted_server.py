@@ -1,20 +1,21 @@
 """A local HTTP server that answers each request as a test scripts it, and
 records what it received: for faults no real server gives on demand (a redirect
-to another host, a proxy's HTML 502, a body cut short, a TLS mismatch).
+to another host, a proxy's HTML 502, a body cut short, a TLS mismatch, a stream
+that breaks in a given protocol). Built on :class:`tests.fault_server.FaultServer`.
 
-``ScriptedServer.answer(method, path)`` returns :class:`Reply`; the default answers
-404. Set ``server.replies[(method, path)]`` or ``server.default``.
+Set ``server.replies[(method, path)]`` or ``server.default`` (which answers 404
+until set) to a :class:`Reply`, a :class:`Stream`, or a callable taking the
+:class:`Received` request.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-__all__ = ["Received", "Reply", "ScriptedServer"]
+from tests.fault_server import FaultHandler, FaultServer, StreamProtocol, stream
+
+__all__ = ["Received", "Reply", "ScriptedServer", "Stream"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,17 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """A streamed 200 answer: ``items`` framed by ``protocol`` (NDJSON or SSE),
+    with a fault (see :func:`tests.fault_server.stream`)."""
+
+    protocol: StreamProtocol
+    items: tuple[bytes, ...]
+    fault: str = "ok"
+    error: str = "an error was encountered while running the model"
+
+
+@dataclass(frozen=True)
 class Received:
     """One request as the server saw it (header names in lower case)."""
 
@@ -36,60 +48,46 @@ class Received:
     body: bytes
 
 
-class ScriptedServer:
-    """Serves :class:`Reply` values on 127.0.0.1 (a free port) in a thread.
+Answer = Reply | Stream | Callable[[Received], Reply | Stream]
+
+
+class ScriptedServer(FaultServer):
+    """Serves scripted answers on 127.0.0.1 (a free port) in a thread.
 
     Attributes:
-        url: ``http://127.0.0.1:PORT``.
-        replies: ``(method, path)`` → a reply, or a callable taking the request.
-        default: The reply for anything else.
+        replies: ``(method, path)`` → an answer.
+        default: The answer for anything else.
         received: Every request, in order.
     """
 
     def __init__(self) -> None:
-        self.replies: dict[tuple[str, str], Reply | Callable[[Received], Reply]] = {}
-        self.default: Reply = Reply(404, b'{"error": "not scripted"}')
+        self.replies: dict[tuple[str, str], Answer] = {}
+        self.default: Answer = Reply(404, b'{"error": "not scripted"}')
         self.received: list[Received] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(FaultHandler):
             def _answer(self) -> None:
-                size = int(self.headers.get("Content-Length") or 0)
                 got = Received(
                     self.command,
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(size) if size else b"",
+                    self.read_body(),
                 )
                 server.received.append(got)
                 reply = server.replies.get((self.command, self.path.split("?")[0]), server.default)
                 if callable(reply):
                     reply = reply(got)
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(reply.body)
+                if isinstance(reply, Stream):
+                    stream(
+                        self, reply.protocol, reply.items, reply.fault, server.release,
+                        error=reply.error,
+                    )  # fmt: skip
+                    return
+                ctype = reply.headers.get("Content-Type", "application/octet-stream")
+                headers = {k: v for k, v in reply.headers.items() if k != "Content-Type"}
+                self.send_body(reply.status, reply.body, ctype, headers)
 
             do_GET = do_POST = do_HEAD = do_DELETE = _answer
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._serve(Handler)

@@ -25,7 +25,7 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.messages import ChatRequest, EmbedRequest, Event, Message
+from rubberduck.messages import ChatRequest, Delta, EmbedRequest, Event, Message
 from rubberduck.providers import (
     AnthropicProvider,
     OllamaProvider,
@@ -35,7 +35,8 @@ from rubberduck.providers import (
 from rubberduck.providers._http.retry_after import retry_after
 from rubberduck.providers._http.secret import Secret
 from rubberduck.providers.base import CancelScope, Provider
-from tests.providers.scripted_server import Reply, ScriptedServer
+from tests.fault_server import NDJSON, SSE, StreamProtocol
+from tests.providers.scripted_server import Reply, ScriptedServer, Stream
 
 KEY = "sk-live-0123456789abcdefXYZ"
 KEY_ENV = "RD_LAYER_TEST_KEY"
@@ -357,3 +358,64 @@ def test_no_provider_module_is_over_400_lines() -> None:
     root = pathlib.Path(rubberduck.providers.__file__).parent
     long = {p.name: n for p in root.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+# --- faults in a stream, through the protocol plug-ins ------------------------------------
+
+WORDS = ("Hel", "lo", "!")
+
+
+def _items(make: Callable[[str], object], *last: bytes) -> tuple[bytes, ...]:
+    return (*(json.dumps(make(w)).encode() for w in WORDS), *last)
+
+
+STREAMS: dict[str, tuple[StreamProtocol, tuple[bytes, ...]]] = {
+    "ollama": (
+        NDJSON,
+        _items(
+            lambda w: {"model": "m", "message": {"role": "assistant", "content": w}},
+            b'{"model": "m", "done": true, "done_reason": "stop"}',
+        ),
+    ),
+    "openai": (
+        SSE,
+        _items(lambda w: {"choices": [{"index": 0, "delta": {"content": w}}]}, b"[DONE]"),
+    ),
+    "anthropic": (
+        SSE,
+        _items(
+            lambda w: {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": w},
+            },
+            b'{"type": "message_stop"}',
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMS))
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("midstream", ProviderUnavailable), ("error", ProviderUnavailable), ("stall", RequestTimeout)],
+)
+def test_a_stream_that_breaks_is_a_typed_error_after_its_first_text(
+    server: ScriptedServer, key: str, kind: str, fault: str, error: type[RubberDuckError]
+) -> None:
+    protocol, items = STREAMS[kind]
+    server.default = Stream(protocol, items, fault, error=f"overloaded {KEY}")
+    events: list[Event] = []
+    provider = MAKERS[kind](server.url, timeout=0.5)
+    with pytest.raises(RubberDuckError) as info:
+        provider.run(chat(), events.append, CancelScope())
+    assert type(info.value) is error and info.value.provider == kind
+    assert events and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMS))
+def test_a_whole_stream_through_the_plug_ins(server: ScriptedServer, key: str, kind: str) -> None:
+    protocol, items = STREAMS[kind]
+    server.default = Stream(protocol, items)
+    events = run(MAKERS[kind](server.url), chat())
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "Hello!"
