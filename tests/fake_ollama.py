@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import select
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.fault_server import FaultServer
+from tests.fault_server import FaultHandler, FaultServer
 
 #: The Ollama protocol transcripts (sources in its README.md), inside the repository.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
@@ -101,12 +100,11 @@ class FakeOllama(FaultServer):
         self.release = threading.Event()  # ends a "stall"
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # Go's net/http (Ollama) sets TCP_NODELAY too
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(FaultHandler):  # HTTP/1.1, TCP_NODELAY as Go's net/http, quiet
+            _body = FaultHandler.read_body
+            _send = FaultHandler.send_body
+            _drop = FaultHandler.drop
+            _chunk = FaultHandler.chunk
 
             def do_GET(self) -> None:
                 fake._record(self, b"")
@@ -181,41 +179,9 @@ class FakeOllama(FaultServer):
                     return self._send(200, _non_streamed(self.path, lines), "application/json")
                 self._stream(lines, mode)
 
-            def _body(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length)
-
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                ctype: str = "application/json",
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def _hang(self) -> None:
-                conn = self.connection
-                while not fake.release.wait(0.01):
-                    readable, _, _ = select.select([conn], [], [], 0)
-                    if readable and not conn.recv(1, socket.MSG_PEEK):
-                        fake.disconnects += 1  # the client closed the connection
-                        break
-                self.close_connection = True
-
-            def _drop(self) -> None:
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-
-            def _chunk(self, data: bytes) -> None:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+                if self.hang(fake.release):
+                    fake.disconnects += 1  # the client closed the connection
 
             def _stream(self, lines: list[bytes], mode: str) -> None:
                 self.send_response(200)

@@ -56,7 +56,11 @@ class FaultHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def send_body(
-        self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> None:
         """A whole answer with ``Content-Length`` (nothing for HEAD)."""
         self.send_response(status)
