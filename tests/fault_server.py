@@ -13,11 +13,12 @@ error item; ``"stall"``, one item then silence until ``release`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, Self
 
@@ -26,7 +27,10 @@ __all__ = [
     "SSE",
     "FaultHandler",
     "FaultServer",
+    "RawServer",
     "StreamProtocol",
+    "http_chunk",
+    "read_request",
     "stream",
 ]
 
@@ -83,7 +87,7 @@ class FaultHandler(BaseHTTPRequestHandler):
 
     def chunk(self, data: bytes) -> None:
         """One HTTP chunk, one TCP write; ``b""`` ends the body."""
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(http_chunk(data))
         self.wfile.flush()
 
     def drop(self) -> None:
@@ -103,9 +107,8 @@ class FaultHandler(BaseHTTPRequestHandler):
         return False
 
 
-class FaultServer:
-    """Lifecycle of a fake server; a subclass calls :meth:`_serve` with its
-    handler class in ``__init__``.
+class _Lifecycle:
+    """Start, stop and the ``with`` block of a server serving in ``_thread``.
 
     Attributes:
         url: ``http://127.0.0.1:PORT``.
@@ -115,15 +118,14 @@ class FaultServer:
 
     url: str
     port: int
+    release: threading.Event
+    _thread: threading.Thread
 
-    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def _bound(self, port: int, target: Callable[[], None]) -> None:
         self.release = getattr(self, "release", None) or threading.Event()
-        self._server = _QuietServer(("127.0.0.1", 0), handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=target, daemon=True)
 
     def start(self) -> Self:
         """Serve in a daemon thread."""
@@ -133,15 +135,96 @@ class FaultServer:
     def stop(self) -> None:
         """End stalls and hangs, stop serving and close the socket."""
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._close()
         self._thread.join(5)
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class FaultServer(_Lifecycle):
+    """An HTTP fake server; a subclass calls :meth:`_serve` with its handler class
+    in ``__init__``."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
+        self._bound(
+            self._server.server_address[1],
+            lambda: self._server.serve_forever(poll_interval=0.02),
+        )
+
+    def _close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class RawServer(_Lifecycle):
+    """A TCP server for faults below what an HTTP server library lets a handler
+    do (a reused connection closed before its answer, an HTTP/1.0 body that ends
+    with the connection, a response cut inside a chunk). Connections are served
+    one after another in the server's thread.
+
+    Args:
+        serve: What to do with each connection (it is closed afterwards; an
+            ``OSError`` from a client that went away is ignored).
+    """
+
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.02)
+        self._stopping = threading.Event()
+        self._bound(self._listener.getsockname()[1], lambda: self._loop(serve))
+
+    def _loop(self, serve: Callable[[socket.socket], None]) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                serve(conn)
+
+    def _close(self) -> None:
+        self._stopping.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._listener.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """Read one HTTP request (headers and a ``Content-Length`` body) from a raw
+    connection; returns the head, ``b""`` at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return b""
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(h.split(b":")[1])
+            for h in head.split(b"\r\n")
+            if h.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 class StreamProtocol(Protocol):

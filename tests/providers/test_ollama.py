@@ -43,6 +43,7 @@ from rubberduck.providers.base import CancelScope
 from rubberduck.providers.ollama import OllamaProvider
 from tests import fake_ollama
 from tests.conftest import load_fixture, run, run_failing, wait_until
+from tests.fault_server import RawServer, http_chunk, read_request
 from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
 
 NDJSON = "application/x-ndjson"
@@ -743,35 +744,19 @@ def keep_alive_server(release: threading.Event) -> Iterator[str]:
     """A one-shot server that answers like Ollama's Go net/http: HTTP/1.1, chunked,
     connection kept alive (werkzeug always sends ``Connection: close``). It sends one
     chat line, then goes quiet until the test ends."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(3)
 
-    def serve() -> None:
-        with contextlib.suppress(OSError), listener.accept()[0] as conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(
-                int(h.split(b":")[1])
-                for h in head.split(b"\r\n")
-                if h.lower().startswith(b"content-length:")
-            )
-            while len(body) < length:
-                body += conn.recv(65536)
-            line = chat_line("The")
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(line), line)
-            )
-            release.wait(3)
+    def serve(conn: socket.socket) -> None:
+        read_request(conn)
+        line = chat_line("The")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + http_chunk(line)
+        )
+        release.wait(3)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    release.set()
-    thread.join(5)
-    listener.close()
+    with RawServer(serve) as server:
+        yield server.url
+        release.set()
 
 
 def test_cancel_mid_stream_keep_alive_connection(keep_alive_server: str) -> None:
@@ -793,20 +778,14 @@ def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
     # and some proxies send) before anything raises. That end is the cancel, not a
     # truncated answer (ProtocolError, which would let the router try the next
     # backend). Setting the flag from emit() pins the race deterministically.
-    listener = socket.create_server(("127.0.0.1", 0))
+    def serve(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
+        )
 
-    def serve() -> None:
-        with contextlib.suppress(OSError), listener.accept()[0] as conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
-            )
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    provider = OllamaProvider(
-        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", default_model="m", timeout=5
-    )
+    server = RawServer(serve).start()
+    provider = OllamaProvider(base_url=server.url, default_model="m", timeout=5)
     scope = CancelScope()
     events: list[Event] = []
 
@@ -819,8 +798,7 @@ def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
             provider.run(chat(), emit, scope)
     finally:
         provider.close()
-        thread.join(5)
-        listener.close()
+        server.stop()
     assert events == [Delta("The")]
 
 

@@ -5,7 +5,6 @@ split tool-call arguments."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -53,6 +52,7 @@ from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
 from tests.conftest import run, run_failing
 from tests.fake_ollama import free_port
+from tests.fault_server import RawServer, http_chunk, read_request
 from tests.strategies import OpenAIStream, chunkings, openai_chat_streams
 
 SSE = "text/event-stream"
@@ -826,54 +826,17 @@ def test_event_over_max_event_bytes_is_protocol_error(
 
 @pytest.fixture
 def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
-    """A one-thread TCP server; each test passes what to do with each connection."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.02)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
+    """A TCP server (:class:`tests.fault_server.RawServer`); each test passes what
+    to do with each connection."""
+    servers: list[RawServer] = []
 
     def start(serve: Callable[[socket.socket], None]) -> str:
-        def loop() -> None:
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                with conn, contextlib.suppress(OSError):
-                    conn.settimeout(5)
-                    serve(conn)
-
-        threads.append(threading.Thread(target=loop, daemon=True))
-        threads[-1].start()
-        return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        servers.append(RawServer(serve).start())
+        return servers[-1].url + "/v1"
 
     yield start
-    stop.set()
-    for thread in threads:
-        thread.join(5)
-    listener.close()
-
-
-def read_request(conn: socket.socket) -> bytes:
-    """Read one HTTP request (headers and Content-Length body); b"" at EOF."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = conn.recv(65536)
-        if not more:
-            return b""
-        data += more
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(h.split(b":")[1])
-            for h in head.split(b"\r\n")
-            if h.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head
+    for server in servers:
+        server.stop()
 
 
 def sse_head() -> bytes:
@@ -881,10 +844,6 @@ def sse_head() -> bytes:
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
         b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
     )
-
-
-def http_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def test_connection_dropped_mid_stream_is_provider_unavailable(
@@ -1352,7 +1311,7 @@ def test_llamacpp_prompt_over_the_context_is_invalid_request(real: OpenAIProvide
 
 
 @slow
-def test_llamacpp_wrong_key_is_a_config_error(
+def test_llamacpp_wrong_key_is_an_auth_error(
     llamacpp: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = "sk-wrong-" + os.urandom(8).hex()
@@ -1360,7 +1319,7 @@ def test_llamacpp_wrong_key_is_a_config_error(
     provider = OpenAIProvider(base_url=llamacpp, default_model="m", api_key_env=KEY_ENV)
     try:
         _, exc = run_failing(provider, chat(), AuthError)
-        with pytest.raises(ConfigError):
+        with pytest.raises(AuthError):
             provider.health_check(5)  # llama.cpp guards /v1/models with the key too
     finally:
         provider.close()
