@@ -41,8 +41,8 @@ signature, which Ollama-shaped history does not keep). ``Done.cost_usd`` stays 0
 there is no price table here; ``Done.usage`` has the token counts.
 
 Layout: this module holds the provider (configuration, calls, control plane);
-``_anthropic_request`` builds the request bodies, ``_anthropic_wire`` decodes the
-answers and streams into events, ``_anthropic_errors`` maps failures onto errors.
+``request`` builds the request bodies, ``wire`` decodes the answers and streams
+into events, ``errors`` maps failures onto errors (with the shared status table).
 """
 
 from __future__ import annotations

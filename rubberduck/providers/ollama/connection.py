@@ -1,7 +1,8 @@
-"""HTTP plumbing under :class:`~rubberduck.providers.ollama.OllamaProvider`: one
-pooled session, sending, bounded reads, and Ollama's errors mapped onto
-:mod:`rubberduck.errors` (host, key and headers are read by
-:mod:`rubberduck.providers.ollama.settings`).
+"""The connection to one Ollama server, on the shared HTTP base
+(:class:`~rubberduck.providers._http.backend.HTTPBackend`): its settings checked
+when built (host, key and headers are read by
+:mod:`rubberduck.providers.ollama.settings`), and Ollama's error answers mapped
+onto :mod:`rubberduck.errors` through the shared status table.
 
 Errors (ollama/ollama ``server/routes.go``): a failure before any output is an HTTP
 status with ``{"error": "..."}`` — 404 for an unknown model, 400 for a bad request,

@@ -1,7 +1,7 @@
 """Settings of :class:`~rubberduck.providers.ollama.OllamaProvider` read before any
-request: the host (``OLLAMA_HOST``), the API key and extra headers (as the
-official ``ollama`` Python client 0.6.x sends them), and how credentials are kept
-out of reprs and messages.
+request: the host (``OLLAMA_HOST``), and the API key and extra headers (as the
+official ``ollama`` Python client 0.6.x sends them). Credentials are kept out of
+reprs and messages by :class:`~rubberduck.providers._http.secret.Secret`.
 """
 
 from __future__ import annotations
