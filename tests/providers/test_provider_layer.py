@@ -28,6 +28,7 @@ from rubberduck.errors import (
 from rubberduck.messages import ChatRequest, Delta, EmbedRequest, Event, Message
 from rubberduck.providers import (
     AnthropicProvider,
+    LocalProvider,
     OllamaProvider,
     OpenAIProvider,
     create_provider,
@@ -419,3 +420,8 @@ def test_a_whole_stream_through_the_plug_ins(server: ScriptedServer, key: str, k
     server.default = Stream(protocol, items)
     events = run(MAKERS[kind](server.url), chat())
     assert "".join(e.text for e in events if isinstance(e, Delta)) == "Hello!"
+
+
+def test_the_embedded_provider_checks_its_sizes_when_built() -> None:
+    with pytest.raises(ConfigError, match="max_tokens"):
+        LocalProvider("local", n_ctx=512, n_parallel=4, max_tokens=256)

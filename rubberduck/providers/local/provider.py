@@ -117,6 +117,9 @@ class LocalProvider:
         self.embeddings = embeddings
         self._server: Any = None
         self._lock = threading.Lock()
+        # The sizes here; what is installed is checked on first use (validate_config
+        # checks both), so a runtime without the `local` extra still starts.
+        self._check_sizes()
 
     def __repr__(self) -> str:
         return f"LocalProvider(name={self.name!r}, model={self.default_model!r})"
@@ -343,7 +346,9 @@ class LocalProvider:
         """
         where = f"[provider.{self.name}]"
         if importlib.util.find_spec("xllamacpp") is None:
-            raise ConfigError(f"{where} xllamacpp is not installed — {INSTALL_HINT}")
+            raise ConfigError(
+                f"{where} xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
+            )
         try:
             path = self.model_path()
         except ProviderUnavailable as exc:
@@ -353,6 +358,11 @@ class LocalProvider:
                 f"{where} model file {path} does not exist — give the path of a .gguf file",
                 provider=self.name,
             )
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Raises ConfigError: a size is under 1, or a slot cannot hold max_tokens."""
+        where = f"[provider.{self.name}]"
         if min(self.n_ctx, self.n_parallel, self.n_threads, self.max_tokens) < 1:
             raise ConfigError(
                 f"{where} n_ctx, max_in_flight, threads and max_tokens must be at least 1",
