@@ -10,12 +10,13 @@ until set) to a :class:`Reply`, a :class:`Stream`, or a callable taking the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.fault_server import FaultHandler, FaultServer, StreamProtocol, stream
 
-__all__ = ["Received", "Reply", "ScriptedServer", "Stream"]
+__all__ = ["Chunked", "Received", "Reply", "ScriptedServer", "Stream", "json_reply"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,21 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(body: object, status: int = 200) -> Reply:
+    """A JSON answer."""
+    return Reply(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """A chunked answer written as the given pieces, one HTTP chunk (one TCP
+    write) each, so a test decides where the bytes are cut."""
+
+    pieces: tuple[bytes, ...]
+    content_type: str = "application/x-ndjson"
+    status: int = 200
 
 
 @dataclass(frozen=True)
@@ -48,14 +64,14 @@ class Received:
     body: bytes
 
 
-Answer = Reply | Stream | Callable[[Received], Reply | Stream]
+Answer = Reply | Chunked | Stream | Callable[[Received], Reply | Chunked | Stream]
 
 
 class ScriptedServer(FaultServer):
     """Serves scripted answers on 127.0.0.1 (a free port) in a thread.
 
     Attributes:
-        replies: ``(method, path)`` → an answer.
+        replies: ``(method, path)`` → an answer; method ``"*"`` matches any.
         default: The answer for anything else.
         received: Every request, in order.
     """
@@ -75,7 +91,10 @@ class ScriptedServer(FaultServer):
                     self.read_body(),
                 )
                 server.received.append(got)
-                reply = server.replies.get((self.command, self.path.split("?")[0]), server.default)
+                path = self.path.split("?")[0]
+                reply = server.replies.get(
+                    (self.command, path), server.replies.get(("*", path), server.default)
+                )
                 if callable(reply):
                     reply = reply(got)
                 if isinstance(reply, Stream):
@@ -84,6 +103,11 @@ class ScriptedServer(FaultServer):
                         error=reply.error,
                     )  # fmt: skip
                     return
+                if isinstance(reply, Chunked):
+                    self.start_chunks(reply.status, reply.content_type)
+                    for piece in (*reply.pieces, b""):
+                        self.chunk(piece)
+                    return
                 ctype = reply.headers.get("Content-Type", "application/octet-stream")
                 headers = {k: v for k, v in reply.headers.items() if k != "Content-Type"}
                 self.send_body(reply.status, reply.body, ctype, headers)
@@ -91,3 +115,7 @@ class ScriptedServer(FaultServer):
             do_GET = do_POST = do_HEAD = do_DELETE = _answer
 
         self._serve(Handler)
+
+    def on(self, path: str, answer: Answer, method: str = "*") -> None:
+        """Answer requests for ``path`` (any method unless given) with ``answer``."""
+        self.replies[(method, path)] = answer
