@@ -11,12 +11,12 @@ until set) to a :class:`Reply`, a :class:`Stream`, or a callable taking the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tests.fault_server import FaultHandler, FaultServer, StreamProtocol, stream
 
-__all__ = ["Chunked", "Received", "Reply", "ScriptedServer", "Stream", "json_reply"]
+__all__ = ["Chunked", "Received", "Reply", "ScriptedServer", "Stream", "data_reply", "json_reply"]
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,28 @@ def json_reply(body: object, status: int = 200) -> Reply:
     return Reply(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
+def data_reply(
+    body: str | bytes,
+    status: int = 200,
+    content_type: str = "text/plain",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """An answer with ``body`` as given."""
+    raw = body.encode() if isinstance(body, str) else body
+    return Reply(status, raw, {**(headers or {}), "Content-Type": content_type})
+
+
 @dataclass(frozen=True)
 class Chunked:
     """A chunked answer written as the given pieces, one HTTP chunk (one TCP
-    write) each, so a test decides where the bytes are cut."""
+    write) each, so a test decides where the bytes are cut; ``pieces`` may be a
+    function returning a fresh iterator per request (a body that waits between
+    pieces)."""
 
-    pieces: tuple[bytes, ...]
+    pieces: tuple[bytes, ...] | Callable[[], Iterable[bytes]]
     content_type: str = "application/x-ndjson"
     status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,9 +118,15 @@ class ScriptedServer(FaultServer):
                     )  # fmt: skip
                     return
                 if isinstance(reply, Chunked):
-                    self.start_chunks(reply.status, reply.content_type)
-                    for piece in (*reply.pieces, b""):
-                        self.chunk(piece)
+                    self.start_chunks(reply.status, reply.content_type, reply.headers)
+                    pieces = reply.pieces() if callable(reply.pieces) else reply.pieces
+                    try:
+                        for piece in pieces:
+                            if piece:
+                                self.chunk(piece)
+                        self.chunk(b"")
+                    except OSError:  # the client went away (a cancel)
+                        self.close_connection = True
                     return
                 ctype = reply.headers.get("Content-Type", "application/octet-stream")
                 headers = {k: v for k, v in reply.headers.items() if k != "Content-Type"}

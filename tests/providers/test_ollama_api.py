@@ -38,7 +38,7 @@ from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.ollama import OllamaProvider
 from tests.conftest import load_fixture, wait_until
 from tests.fake_ollama import FakeOllama, free_port
-from tests.providers.scripted_server import Chunked, Reply, ScriptedServer, json_reply
+from tests.providers.scripted_server import Chunked, ScriptedServer, data_reply, json_reply
 from tests.strategies import ProgressStream, chunkings, ollama_progress_streams
 
 NDJSON = "application/x-ndjson"
@@ -68,16 +68,10 @@ def server() -> Iterator[ScriptedServer]:
 
 
 @pytest.fixture
-def on_httpserver(server: ScriptedServer) -> Iterator[OllamaProvider]:
+def on_server(server: ScriptedServer) -> Iterator[OllamaProvider]:
     provider = OllamaProvider(base_url=server.url, default_model="llama3.2", timeout=5)
     yield provider
     provider.close()
-
-
-def data_reply(body: str | bytes, status: int = 200, content_type: str = "text/plain") -> Reply:
-    """A plain answer (``body`` as given)."""
-    raw = body.encode() if isinstance(body, str) else body
-    return Reply(status, raw, {"Content-Type": content_type})
 
 
 def last_request(fake: FakeOllama) -> tuple[str, str, dict[str, Any]]:
@@ -175,10 +169,10 @@ def test_show_and_has_model_when_missing(provider: OllamaProvider, fake: FakeOll
     assert provider.has_model("qwen3:0.6b") is False
 
 
-def test_has_model_invalid_name(on_httpserver: OllamaProvider, server: ScriptedServer) -> None:
+def test_has_model_invalid_name(on_server: OllamaProvider, server: ScriptedServer) -> None:
     server.on("/api/show", json_reply({"error": 'invalid model name "a b"'}, status=400))
     with pytest.raises(InvalidRequest, match="invalid model name"):
-        on_httpserver.has_model("a b")
+        on_server.has_model("a b")
 
 
 def test_ps(provider: OllamaProvider, fake: FakeOllama) -> None:
@@ -220,13 +214,13 @@ def test_list(provider: OllamaProvider) -> None:
 
 
 def test_list_decodes_fields_ollama_adds_later(
-    on_httpserver: OllamaProvider, server: ScriptedServer
+    on_server: OllamaProvider, server: ScriptedServer
 ) -> None:
     answer = json.loads(load_fixture("tags.json"))
     answer["models"][0]["some_future_field"] = {"x": 1}
     answer["next_page"] = None
     server.on("/api/tags", json_reply(answer))
-    assert on_httpserver.list().names == ["llama3.2:latest", "nomic-embed-text:latest"]
+    assert on_server.list().names == ["llama3.2:latest", "nomic-embed-text:latest"]
 
 
 # --- the server -------------------------------------------------------------------------
@@ -238,20 +232,20 @@ def test_version_and_is_running(provider: OllamaProvider) -> None:
     assert provider.is_running() is True
 
 
-def test_is_running_false(server: ScriptedServer, on_httpserver: OllamaProvider) -> None:
+def test_is_running_false(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on("/", data_reply("hello from nginx"))
-    assert on_httpserver.is_running() is False
+    assert on_server.is_running() is False
     refused = OllamaProvider(base_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1)
     assert refused.is_running() is False
     refused.close()
 
 
 def test_missing_endpoint_is_not_a_missing_model(
-    server: ScriptedServer, on_httpserver: OllamaProvider
+    server: ScriptedServer, on_server: OllamaProvider
 ) -> None:
     server.on("/api/ps", data_reply("404 page not found", status=404))
     with pytest.raises(ProviderUnavailable, match=r"is .* an Ollama server"):
-        on_httpserver.ps()
+        on_server.ps()
 
 
 # --- load and unload ----------------------------------------------------------------
@@ -269,13 +263,13 @@ def test_warm_up_and_unload(provider: OllamaProvider, fake: FakeOllama) -> None:
     assert last_request(fake)[2] == {"model": "llama3.2", "stream": False, "keep_alive": 0}
 
 
-def test_warm_up_an_embedding_model(server: ScriptedServer, on_httpserver: OllamaProvider) -> None:
+def test_warm_up_an_embedding_model(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on(
         "/api/generate",
         json_reply({"error": '"nomic-embed-text" does not support generate'}, status=400),
     )
     server.on("/api/embed", json_reply({"model": "nomic-embed-text", "embeddings": []}))
-    done = on_httpserver.warm_up("nomic-embed-text")
+    done = on_server.warm_up("nomic-embed-text")
     assert done.done_reason == "load"
     assert json.loads(server.received[-1].body) == {
         "model": "nomic-embed-text",
@@ -326,13 +320,13 @@ def test_pull_without_streaming(provider: OllamaProvider, fake: FakeOllama) -> N
     assert last_request(fake)[2] == {"model": "llama3.2", "stream": False, "insecure": False}
 
 
-def test_pull_error_mid_stream(server: ScriptedServer, on_httpserver: OllamaProvider) -> None:
+def test_pull_error_mid_stream(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on(
         "/api/pull", data_reply(load_fixture("pull_midstream_error.ndjson"), content_type=NDJSON)
     )
     seen: list[Progress] = []
     with pytest.raises(ModelNotFound, match="registry has no model 'llama9'") as info:
-        on_httpserver.pull("llama9", emit_progress=seen.append)
+        on_server.pull("llama9", emit_progress=seen.append)
     assert seen == [Progress(status="pulling manifest")]
     assert "file does not exist" in info.value.message
     assert info.value.provider == "ollama"
@@ -347,33 +341,33 @@ def test_pull_other_error_mid_stream(provider: OllamaProvider, fake: FakeOllama)
 
 
 def test_pull_error_without_streaming(
-    server: ScriptedServer, on_httpserver: OllamaProvider
+    server: ScriptedServer, on_server: OllamaProvider
 ) -> None:
     server.on(
         "/api/pull", json_reply({"error": "pull model manifest: file does not exist"}, status=500)
     )
     with pytest.raises(ModelNotFound, match="registry has no model"):
-        on_httpserver.pull("llama9", stream=False)
+        on_server.pull("llama9", stream=False)
 
 
 @pytest.mark.parametrize("lines", [3, 0], ids=["cut", "empty"])
 def test_pull_stream_without_success(
-    server: ScriptedServer, on_httpserver: OllamaProvider, lines: int
+    server: ScriptedServer, on_server: OllamaProvider, lines: int
 ) -> None:
     body = b"".join(load_fixture("pull_progress.ndjson").splitlines(keepends=True)[:lines])
     server.on("/api/pull", data_reply(body, content_type=NDJSON))
     seen: list[Progress] = []
     with pytest.raises(ProtocolError, match="success"):
-        on_httpserver.pull("llama3.2", emit_progress=seen.append)
+        on_server.pull("llama3.2", emit_progress=seen.append)
     assert seen == PULL_PROGRESS[:lines]
 
 
-def test_pull_garbage_line(server: ScriptedServer, on_httpserver: OllamaProvider) -> None:
+def test_pull_garbage_line(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on(
         "/api/pull", data_reply(b'{"status":"pulling manifest"}\n<html>\n', content_type=NDJSON)
     )
     with pytest.raises(ProtocolError, match="not an Ollama JSON answer"):
-        on_httpserver.pull("llama3.2")
+        on_server.pull("llama3.2")
 
 
 def test_cancel_a_pull_mid_stream(provider: OllamaProvider, fake: FakeOllama) -> None:
@@ -487,12 +481,12 @@ def test_create_from_an_uploaded_file(
     }
 
 
-def test_create_refused(server: ScriptedServer, on_httpserver: OllamaProvider) -> None:
+def test_create_refused(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on(
         "/api/create", json_reply({"error": "neither 'from' or 'files' was specified"}, status=400)
     )
     with pytest.raises(InvalidRequest, match="neither 'from' or 'files'"):
-        on_httpserver.create("empty")
+        on_server.create("empty")
 
 
 # --- copy and delete --------------------------------------------------------------------
@@ -529,7 +523,7 @@ def test_copy_and_delete_missing(provider: OllamaProvider, fake: FakeOllama) -> 
 @given(stream=st.none() | ollama_progress_streams(), data=st.data())
 def test_progress_any_chunking(
     server: ScriptedServer,
-    on_httpserver: OllamaProvider,
+    on_server: OllamaProvider,
     stream: ProgressStream | None,
     data: st.DataObject,
 ) -> None:
@@ -540,7 +534,7 @@ def test_progress_any_chunking(
     chunks = data.draw(chunkings(body), label="chunks")
     server.on("/api/pull", Chunked(tuple(chunks)))
     seen: list[Progress] = []
-    assert on_httpserver.pull("m", emit_progress=seen.append) == expected[-1]
+    assert on_server.pull("m", emit_progress=seen.append) == expected[-1]
     assert seen == expected
 
 
