@@ -340,9 +340,7 @@ def test_pull_other_error_mid_stream(provider: OllamaProvider, fake: FakeOllama)
     assert seen == PULL_PROGRESS[:2]
 
 
-def test_pull_error_without_streaming(
-    server: ScriptedServer, on_server: OllamaProvider
-) -> None:
+def test_pull_error_without_streaming(server: ScriptedServer, on_server: OllamaProvider) -> None:
     server.on(
         "/api/pull", json_reply({"error": "pull model manifest: file does not exist"}, status=500)
     )
