@@ -11,6 +11,7 @@ until set) to a :class:`Reply`, a :class:`Stream`, or a callable taking the
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -28,9 +29,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_reply(body: object, status: int = 200) -> Reply:
+def json_reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
     """A JSON answer."""
-    return Reply(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    ctype = {"Content-Type": "application/json"}
+    return Reply(status, json.dumps(body).encode(), {**(headers or {}), **ctype})
 
 
 def data_reply(
@@ -94,6 +96,7 @@ class ScriptedServer(FaultServer):
         self.replies: dict[tuple[str, str], Answer] = {}
         self.default: Answer = Reply(404, b'{"error": "not scripted"}')
         self.received: list[Received] = []
+        self._once: dict[tuple[str, str], deque[Answer]] = {}
         server = self
 
         class Handler(FaultHandler):
@@ -106,8 +109,13 @@ class ScriptedServer(FaultServer):
                 )
                 server.received.append(got)
                 path = self.path.split("?")[0]
-                reply = server.replies.get(
-                    (self.command, path), server.replies.get(("*", path), server.default)
+                once = server._once.get((self.command, path)) or server._once.get(("*", path))
+                reply = (
+                    once.popleft()
+                    if once
+                    else server.replies.get(
+                        (self.command, path), server.replies.get(("*", path), server.default)
+                    )
                 )
                 if callable(reply):
                     reply = reply(got)
@@ -139,3 +147,8 @@ class ScriptedServer(FaultServer):
     def on(self, path: str, answer: Answer, method: str = "*") -> None:
         """Answer requests for ``path`` (any method unless given) with ``answer``."""
         self.replies[(method, path)] = answer
+
+    def once(self, path: str, answer: Answer, method: str = "*") -> None:
+        """Answer the next request for ``path`` with ``answer``, before what
+        :meth:`on` set; several answers queue in order."""
+        self._once.setdefault((method, path), deque()).append(answer)
