@@ -100,12 +100,6 @@ def seconds(ns: int) -> float:
 
 
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def make_provider(server: ScriptedServer) -> Iterator[Callable[..., OllamaProvider]]:
     made: list[OllamaProvider] = []
 

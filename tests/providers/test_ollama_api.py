@@ -62,12 +62,6 @@ def provider(fake: FakeOllama) -> Iterator[OllamaProvider]:
 
 
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def on_server(server: ScriptedServer) -> Iterator[OllamaProvider]:
     provider = OllamaProvider(base_url=server.url, default_model="llama3.2", timeout=5)
     yield provider

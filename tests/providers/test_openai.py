@@ -140,12 +140,6 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def make_provider(server: ScriptedServer) -> Iterator[Callable[..., OpenAIProvider]]:
     made: list[OpenAIProvider] = []
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import json
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -49,12 +49,6 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
     return KEY
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    with ScriptedServer() as srv:
-        yield srv
 
 
 def ollama(url: str, **kw: object) -> OllamaProvider:
