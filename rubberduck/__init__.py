@@ -3,8 +3,7 @@
 Ollama first; an embedded llama.cpp model as the fallback when Ollama is down.
 """
 
-__version__ = "0.1.0"
-
+from rubberduck._version import __version__
 from rubberduck.async_runtime import AsyncRuntime
 from rubberduck.config import (
     Config,

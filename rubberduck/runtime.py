@@ -121,7 +121,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 tuple(cfg.models),
                 cfg.serve_any_model,
                 cfg.priority if cfg.priority is not None else i,
-                _supports(self.providers[name], "embeddings"),
+                self.providers[name].supports_feature("embeddings"),
             )
             for i, (name, cfg) in enumerate(backends)
         ]
@@ -415,10 +415,3 @@ class Runtime(RequestMethods, ModelAdmin):
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
-
-
-def _supports(provider: Provider, feature: str) -> bool:
-    """``provider.supports_feature(feature)``; ``True`` for a provider without it
-    (it says so by failing, and the router moves on)."""
-    check = getattr(provider, "supports_feature", None)
-    return bool(check(feature)) if check is not None else True

@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import select
 import socket
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.fault_server import FaultHandler, FaultServer
 
 #: The Ollama protocol transcripts (sources in its README.md), inside the repository.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
@@ -91,7 +92,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FakeOllama:
+class FakeOllama(FaultServer):
     """Args:
     mode: One of :data:`MODES`; may be changed while running.
     script: Modes for the next POSTs, one each, in order; ``mode`` after them.
@@ -138,12 +139,11 @@ class FakeOllama:
         self.models: list[str] | None = None
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # Go's net/http (Ollama) sets TCP_NODELAY too
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(FaultHandler):  # HTTP/1.1, TCP_NODELAY as Go's net/http, quiet
+            _body = FaultHandler.read_body
+            _send = FaultHandler.send_body
+            _drop = FaultHandler.drop
+            _chunk = FaultHandler.chunk
 
             def do_GET(self) -> None:
                 fake._record(self, b"")
@@ -227,33 +227,9 @@ class FakeOllama:
                     return self._send(200, _non_streamed(self.path, lines), "application/json")
                 self._stream(lines, mode)
 
-            def _body(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length)
-
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                ctype: str = "application/json",
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def _hang(self) -> None:
-                conn = self.connection
-                while not fake.release.wait(0.01):
-                    readable, _, _ = select.select([conn], [], [], 0)
-                    if readable and not conn.recv(1, socket.MSG_PEEK):
-                        fake.disconnects += 1  # the client closed the connection
-                        break
-                self.close_connection = True
+                if self.hang(fake.release):
+                    fake.disconnects += 1  # the client closed the connection
 
             def _reset(self) -> None:
                 # SO_LINGER with a zero timeout: close() sends RST, not FIN.
@@ -261,14 +237,6 @@ class FakeOllama:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 self.connection.close()
                 self.close_connection = True
-
-            def _drop(self) -> None:
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-
-            def _chunk(self, data: bytes) -> None:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
 
             def _stream(self, lines: list[bytes], mode: str) -> None:
                 self.send_response(200)
@@ -304,13 +272,7 @@ class FakeOllama:
                     fake.disconnects += 1
                     self.close_connection = True
 
-        self._server = _QuietServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._serve(Handler, port)  # start, stop and the `with` block: FaultServer
 
     def _record(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         try:
@@ -339,27 +301,6 @@ class FakeOllama:
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""
         return [body for method, _, body in self.requests if method == "POST"]
-
-    def start(self) -> FakeOllama:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-answer is what these tests do on purpose
 
 
 def _tags(names: list[str]) -> bytes:
