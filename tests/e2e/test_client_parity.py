@@ -9,7 +9,7 @@ import ollama
 import pytest
 
 from rubberduck import ChatResponse, Delta, GenerateResponse, RequestHandle, Runtime
-from tests.e2e.conftest import FIXED, MODEL
+from tests.e2e.conftest import FIXED, MODEL, get_json
 
 pytestmark = pytest.mark.ollama
 
@@ -75,8 +75,8 @@ def test_embed(client: ollama.Client, rt: Runtime) -> None:
     assert ours.usage.prompt_tokens == theirs.prompt_eval_count
 
 
-def test_model_management(client: ollama.Client, rt: Runtime) -> None:
-    assert rt.version() == client._request_raw("GET", "/api/version").json()["version"]
+def test_model_management(client: ollama.Client, rt: Runtime, ollama_url: str) -> None:
+    assert rt.version() == get_json(f"{ollama_url}/api/version")["version"]
     assert sorted(m.name for m in rt.list().models) == sorted(
         str(m.model) for m in client.list().models
     )

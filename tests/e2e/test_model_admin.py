@@ -13,6 +13,7 @@ import pytest
 from rubberduck import AllProvidersFailed, ChatResponse, ModelNotFound, ProviderUnavailable, Runtime
 from tests.conftest import wait_until
 from tests.e2e.conftest import FIXED, HIDDEN_SIZE, MODEL, get_json, runtime
+from tests.fake_ollama import free_port
 
 pytestmark = pytest.mark.ollama
 
@@ -153,3 +154,17 @@ def test_pull_of_a_model_that_cannot_be_reached(rt: Runtime, isolated: str) -> N
         for _ in rt.pull("smollm2:360m", stream=True):
             pass
     assert "smollm2:360m" not in names(rt)
+
+
+def test_push_to_a_registry_that_cannot_be_reached(
+    rt: Runtime, isolated: str, scratch: list[str]
+) -> None:
+    # A registry on a loopback port nothing listens on (insecure: plain HTTP).
+    name = f"127.0.0.1:{free_port()}/rubberduck/e2e:latest"
+    scratch.append(name)
+    rt.copy(MODEL, name)
+    with pytest.raises(ProviderUnavailable, match="connection refused"):
+        rt.push(name, insecure=True)
+    with pytest.raises(ProviderUnavailable, match="connection refused"):
+        for _ in rt.push(name, insecure=True, stream=True):
+            pass

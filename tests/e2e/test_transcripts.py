@@ -12,6 +12,7 @@ answers are written there under the transcripts' names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from tests.conftest import FIXTURES_DIR
 from tests.e2e.conftest import MODEL
 from tests.e2e.ollama_server import OllamaServer
 from tests.e2e.scenarios import SHORT, full_queue, http, lost_runner
+from tests.fake_ollama import free_port
 
 pytestmark = pytest.mark.ollama
 
@@ -204,8 +206,6 @@ def test_pull(call: Callable[..., Answer], isolated: str) -> None:
 
 def test_push(call: Callable[..., Answer], rt: Runtime, isolated: str) -> None:
     # A registry on a loopback port nothing listens on.
-    from tests.fake_ollama import free_port
-
     name = f"127.0.0.1:{free_port()}/rubberduck/e2e:latest"
     rt.copy(MODEL, name)
     try:
@@ -244,8 +244,6 @@ def test_other_endpoints(ollama_url: str, rt: Runtime) -> None:
     assert (deleted.status_code, deleted.content) == (200, b"")
 
     blob = b"rubberduck e2e blob"
-    import hashlib
-
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     missing = session.head(f"{ollama_url}/api/blobs/{digest}", timeout=10)
     created = session.post(f"{ollama_url}/api/blobs/{digest}", data=blob, timeout=10)
