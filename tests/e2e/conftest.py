@@ -53,6 +53,19 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(reply.read())
 
 
+def send(method: str, url: str, body: Any, timeout: float = 60.0) -> Any:
+    """``method url`` with a JSON body (no proxy); the decoded answer, if any.
+
+    Raises:
+        urllib.error.HTTPError: the server answered 4xx or 5xx.
+    """
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    with _direct.open(request, timeout=timeout) as reply:
+        raw = reply.read()
+    return json.loads(raw) if raw else None
+
+
 def loopback_only() -> bool:
     """Whether this process's network namespace has no interface but loopback, so
     nothing a server in it does (a pull) can leave the machine."""
@@ -74,9 +87,9 @@ def ollama_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def rt(ollama_url: str) -> Iterator[Runtime]:
+def rt(ollama_url: str, tools_model: str) -> Iterator[Runtime]:
     """A runtime with one backend, ``ollama``, on the real server (model
-    :data:`MODEL`), shared by the tests that only send requests."""
+    :data:`MODEL`, and ``tools_model``), shared by the tests that only send requests."""
     with runtime({"ollama": ollama_url}) as runtime_:
         yield runtime_
 
@@ -132,3 +145,51 @@ def isolated(ollama_url: str) -> str:
     if not loopback_only():
         unavailable("pull is only tried inside a loopback-only network namespace")
     return ollama_url
+
+
+#: A ChatML template that offers the tools (SmolLM2's own, from its GGUF, has none).
+TOOLS_TEMPLATE = """{{- if .Tools }}<|im_start|>system
+You can call these tools: {{ range .Tools }}{{ .Function.Name }}: \
+{{ .Function.Description }}. {{ end }}Answer with a JSON object \
+{"name": ..., "arguments": {...}}.<|im_end|>
+{{ end }}{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+"""
+#: A tool, and a JSON schema (``format``) that makes the model call it for Paris.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "enum": ["get_weather"]},
+        "arguments": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris"]}},
+            "required": ["city"],
+        },
+    },
+    "required": ["name", "arguments"],
+}
+
+
+@pytest.fixture(scope="session")
+def tools_model(ollama_url: str) -> Iterator[str]:
+    """``smollm2:135m`` with :data:`TOOLS_TEMPLATE`: a model with the ``tools``
+    capability, which Ollama parses tool calls for. Made before :func:`rt` starts,
+    so that the runtime's first catalogue has it."""
+    name = "rubberduck-e2e-tools:latest"
+    body = {"model": name, "from": MODEL, "template": TOOLS_TEMPLATE, "stream": False}
+    send("POST", f"{ollama_url}/api/create", body)
+    yield name
+    send("DELETE", f"{ollama_url}/api/delete", {"model": name})

@@ -17,9 +17,10 @@ from rubberduck import (
     ModelNotFound,
     RequestHandle,
     Runtime,
+    ToolCall,
 )
 from tests.conftest import wait_until
-from tests.e2e.conftest import FIXED, HIDDEN_SIZE, MODEL, runtime
+from tests.e2e.conftest import CALL_SCHEMA, FIXED, HIDDEN_SIZE, MODEL, WEATHER_TOOL, runtime
 
 pytestmark = pytest.mark.ollama
 
@@ -112,23 +113,43 @@ def test_think_is_refused_by_a_model_without_thinking(rt: Runtime) -> None:
 
 
 def test_tools_are_refused_by_a_model_whose_template_has_none(rt: Runtime) -> None:
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "The weather in a city",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ]
     assert "tools" not in rt.show(MODEL).capabilities
     with pytest.raises(InvalidRequest, match="does not support tools"):
-        rt.chat(MODEL, QUESTION, tools=tools, options=FIXED)
+        rt.chat(MODEL, QUESTION, tools=[WEATHER_TOOL], options=FIXED)
+
+
+def test_tool_calls(rt: Runtime, tools_model: str) -> None:
+    assert "tools" in rt.show(tools_model).capabilities
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    options = {**FIXED, "num_predict": 64}
+    reply = rt.chat(tools_model, ask, tools=[WEATHER_TOOL], format=CALL_SCHEMA, options=options)
+    assert isinstance(reply, ChatResponse)
+    (call,) = reply.tool_calls
+    assert (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    assert call.id  # Ollama gives each call an id ("call_...")
+    assert reply.message.tool_calls and reply.done_reason == "stop"
+
+    handle = rt.chat(
+        tools_model, ask, stream=True, tools=[WEATHER_TOOL], format=CALL_SCHEMA, options=options
+    )
+    assert isinstance(handle, RequestHandle)
+    events = list(handle)
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert isinstance(events[-1], Done)
+
+    # The tool's answer goes back as a "tool" message; the model answers in text.
+    followup = [
+        *ask,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "tool_name": "get_weather", "content": "Sunny, 24 degrees."},
+    ]
+    answer = rt.chat(tools_model, followup, tools=[WEATHER_TOOL], options=FIXED)
+    assert isinstance(answer, ChatResponse) and answer.message.content.strip()
 
 
 def test_keep_alive_loads_and_unloads_as_ps_shows(rt: Runtime) -> None:

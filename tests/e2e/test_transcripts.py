@@ -24,7 +24,7 @@ import requests
 
 from rubberduck import Runtime
 from tests.conftest import FIXTURES_DIR
-from tests.e2e.conftest import MODEL
+from tests.e2e.conftest import CALL_SCHEMA, MODEL, WEATHER_TOOL
 from tests.e2e.ollama_server import OllamaServer
 from tests.e2e.scenarios import SHORT, full_queue, http, lost_runner
 from tests.fake_ollama import free_port
@@ -171,6 +171,18 @@ def test_inference(call: Callable[..., Answer]) -> None:
     check("generate_unload.json", call("POST", "/api/generate", {"model": MODEL, "keep_alive": 0}))
     check("embed.json", call("POST", "/api/embed", {"model": MODEL, "input": "Hi"}))
     check("embeddings.json", call("POST", "/api/embeddings", {"model": MODEL, "prompt": "Hi"}))
+
+
+def test_tool_calls(call: Callable[..., Answer], tools_model: str) -> None:
+    body = {
+        "model": tools_model,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+        "format": CALL_SCHEMA,
+        "stream": False,
+        "options": {**SHORT, "num_predict": 64},
+    }
+    check("chat_tool_calls.json", call("POST", "/api/chat", body))
 
 
 def test_errors(call: Callable[..., Answer]) -> None:
