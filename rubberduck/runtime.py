@@ -122,6 +122,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 cfg.serve_any_model,
                 cfg.priority if cfg.priority is not None else i,
                 self.providers[name].supports_feature("embeddings"),
+                cfg.kind or "",
             )
             for i, (name, cfg) in enumerate(backends)
         ]

@@ -69,6 +69,9 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+#: The content type of Ollama's JSON answers (gin's ``c.JSON``), errors included.
+JSON_TYPE = "application/json; charset=utf-8"
+
 #: GET path → transcript.
 _GET_ANSWERS = {"/api/version": "version.json", "/api/tags": "tags.json", "/api/ps": "ps.json"}
 #: POST path → streamed transcript (progress endpoints).
@@ -141,7 +144,16 @@ class FakeOllama(FaultServer):
 
         class Handler(FaultHandler):  # HTTP/1.1, TCP_NODELAY as Go's net/http, quiet
             _body = FaultHandler.read_body
-            _send = FaultHandler.send_body
+
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                ctype: str = JSON_TYPE,
+                headers: dict[str, str] | None = None,
+            ) -> None:
+                self.send_body(status, body, ctype, headers)
+
             _drop = FaultHandler.drop
             _chunk = FaultHandler.chunk
 
@@ -206,9 +218,15 @@ class FakeOllama(FaultServer):
                     digest = self.path.removeprefix("/api/blobs/")
                     if digest != "sha256:" + hashlib.sha256(raw).hexdigest():
                         return self._send(400, b'{"error":"digest mismatch"}')
+                    created = digest not in fake.blobs
                     fake.blobs.add(digest)
-                    return self._send(201, b"")
+                    return self._send(201 if created else 200, b"")
                 if self.path == "/api/copy":
+                    source = str(body.get("source", ""))
+                    if not {source, f"{source}:latest"} & set(fake.model_names()):
+                        # routes.go CopyHandler: fmt.Sprintf("model %q not found", r.Source)
+                        missing = {"error": f"model {json.dumps(source)} not found"}
+                        return self._send(404, json.dumps(missing).encode())
                     return self._send(200, b"")
                 if self.path in _JSON_ANSWERS:
                     answer = json.loads(fixture(_JSON_ANSWERS[self.path]))
@@ -224,7 +242,7 @@ class FakeOllama(FaultServer):
                     return self._send(200, fixture(name))
                 lines = _answer_lines(self.path, body)
                 if not body.get("stream", True) and mode == "ok":
-                    return self._send(200, _non_streamed(self.path, lines), "application/json")
+                    return self._send(200, _non_streamed(self.path, lines))
                 self._stream(lines, mode)
 
             def _hang(self) -> None:
@@ -286,6 +304,10 @@ class FakeOllama(FaultServer):
             self.post_times.append(time.monotonic())
         self.client_ports.add(handler.client_address[1])
 
+    def model_names(self) -> list[str]:
+        """The models /api/tags lists (``models``, else the transcript's)."""
+        return self.models if self.models is not None else _transcript_models()
+
     def next_mode(self) -> str:
         """The mode for the next POST: the script's next entry, else ``mode``
         (for "ok", with probability ``fault_rate`` one of ``faults``)."""
@@ -301,6 +323,10 @@ class FakeOllama(FaultServer):
     def posts(self) -> list[dict[str, Any]]:
         """Bodies of the POST requests received so far."""
         return [body for method, _, body in self.requests if method == "POST"]
+
+
+def _transcript_models() -> list[str]:
+    return [m["name"] for m in json.loads(fixture("tags.json"))["models"]]
 
 
 def _tags(names: list[str]) -> bytes:

@@ -85,6 +85,7 @@ class Route:
         serve_any_model: Accept any model (answering with its own).
         priority: Lower goes first; equal priorities share the load.
         embeddings: The backend can embed (``EmbedRequest``).
+        kind: The provider kind (``"ollama"``, ...), for the remedy a message names.
     """
 
     name: str
@@ -92,6 +93,7 @@ class Route:
     serve_any_model: bool = False
     priority: int = 0
     embeddings: bool = True
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,13 +222,7 @@ class Router(SupervisedActor):
                     name, InvalidRequest("has no embeddings endpoint", provider=name)
                 )
             elif not has_model and not (route.serve_any_model and handle.allow_substitute):
-                why = " (and this request allows no substitute model)" * route.serve_any_model
-                handle.causes.setdefault(
-                    name,
-                    ModelNotFound(
-                        f"does not have model {model!r}{why}", provider=name, model=model or ""
-                    ),
-                )
+                handle.causes.setdefault(name, _missing(route, model or ""))
             elif name in self.down and not panic:
                 handle.causes.setdefault(
                     name,
@@ -351,6 +347,15 @@ def _resubmit(registry: Registry, handle: RequestState, give_up: float | None) -
         except RuntimeError:
             pass  # the scheduler stopped: the runtime is closing
     handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
+
+
+def _missing(route: Route, model: str) -> ModelNotFound:
+    """``route`` does not have ``model`` (by its catalogue), with the remedy."""
+    why = " (and this request allows no substitute model)" * route.serve_any_model
+    remedy = f" — run `ollama pull {model}`" * (route.kind == "ollama")
+    return ModelNotFound(
+        f"does not have model {model!r}{why}{remedy}", provider=route.name, model=model
+    )
 
 
 def _retryable(error: RubberDuckError) -> bool:

@@ -144,12 +144,6 @@ def test_stopped_server_times_out_and_the_request_falls_back(
         assert "time" in reply.done.fallbacks[0]  # "timed out", "timeout"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 9, being fixed there): an open circuit is probed after a cooldown that "
-    "doubles up to [health] max_cooldown (60 s), so after a 20 s outage the restarted "
-    "server is used again only after ~8-16 s, not within 5 s",
-)
 def test_restarted_server_serves_again_within_the_bound(
     server: OllamaServer, ollama_url: str
 ) -> None:

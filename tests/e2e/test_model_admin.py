@@ -108,13 +108,6 @@ def test_create_from_a_blob(rt: Runtime, ollama_url: str, scratch: list[str]) ->
         assert isinstance(reply, ChatResponse) and reply.message.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 9, being fixed there): the Router routes by each backend's "
-    "catalogue, re-read only every [health] catalogue_ttl (30 s), so a model created "
-    "(or pulled, copied) after start-up is refused with AllProvidersFailed('does not have "
-    "model') for up to 30 s, even when created through the same Runtime",
-)
 def test_a_model_created_later_is_served_within_one_health_interval(
     ollama_url: str, scratch: list[str]
 ) -> None:

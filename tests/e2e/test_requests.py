@@ -204,12 +204,6 @@ def test_a_model_that_does_not_exist(rt: Runtime, ollama_url: str) -> None:
             two.embed("no-such-model:1b", "hi")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a backend whose catalogue (/api/tags) lacks the model is skipped by the "
-    "Router (actors/router.py candidates) with ModelNotFound('does not have model ...'), "
-    "which names no remedy; the README promises `ollama pull x` in the message",
-)
 def test_a_model_that_does_not_exist_names_the_remedy(rt: Runtime) -> None:
     with pytest.raises((ModelNotFound, AllProvidersFailed)) as info:
         rt.chat("no-such-model:1b", QUESTION, options=FIXED)
