@@ -39,11 +39,12 @@ from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
 from rubberduck.request_methods import RequestMethods
 from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events, gauges
 from rubberduck.validation import check_mid_stream, check_request, check_timeout
 
 __all__ = ["Runtime"]
 
-log = logging.getLogger("rubberduck")
+log = logging.getLogger("rubberduck.runtime")
 
 
 class Runtime(RequestMethods, ModelAdmin):
@@ -141,6 +142,11 @@ class Runtime(RequestMethods, ModelAdmin):
         )
         # Wait until the supervisor's on_start has started every child.
         self._supervisor.ask(None)
+        # Telemetry: gauges read the in-flight counts and the breakers.
+        workers = {name: cfg.max_in_flight for name, cfg in backends}
+        self._gauges = gauges.BackendGauges(self._load, workers, self._registry.breakers)
+        gauges.watch(self._gauges)
+        events.runtime_started(list(self.providers))
 
     def _starter(self, cls: type[pykka.ThreadingActor], *args: Any) -> Any:
         registry = self._registry
@@ -407,6 +413,8 @@ class Runtime(RequestMethods, ModelAdmin):
             for provider in self.providers.values():
                 provider.close()
             self._ledger.close()
+            gauges.unwatch(self._gauges)
+            events.runtime_closed(list(self.providers))
 
     def _escalated(self, reason: str) -> None:
         # Before the actors stop: every request ends now, with this reason (under

@@ -66,6 +66,7 @@ from rubberduck.messages import (
     Submit,
 )
 from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events
 
 __all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
 
@@ -246,7 +247,9 @@ class Router(SupervisedActor):
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
         full: list[str] = []
-        for route in self.candidates(handle) or self.candidates(handle, panic=True):
+        candidates = self.candidates(handle) or self.candidates(handle, panic=True)
+        events.routed(handle, candidates, self.down)  # telemetry
+        for route in candidates:
             # Without fallback the first candidate is the only one: wait there.
             taken = self._offer(handle, route.name, overflow=not handle.fallback)
             if taken is Admission.TAKEN:
@@ -287,6 +290,8 @@ class Router(SupervisedActor):
         handle.tried.append(name)
         if taken is Admission.GONE:
             handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
+        elif taken is Admission.TAKEN:
+            events.taken(handle, name)  # telemetry: a fallback, when one failed before
         return taken
 
     def _retry_later(self, handle: RequestState) -> bool:
@@ -310,6 +315,7 @@ class Router(SupervisedActor):
             return False
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
+        events.retry_round(handle, delay, [name for name, _ in again])  # telemetry
         return True
 
     def _attempt_failed(self, msg: AttemptFailed) -> None:
