@@ -61,7 +61,7 @@ def routed(state: RequestState, candidates: Iterable[Any], down: dict[str, str])
         "request %d: candidates %s (tried %s, round %d)",
         state.id,
         names,
-        state.tried,
+        list(state.tried),  # a copy: the record is formatted later
         state.retry_round,
         extra=fields(state.id, names[0] if names else None, model, candidates=names),
     )

@@ -107,4 +107,5 @@ def warn(logger: logging.Logger, msg: str, *args: Any, extra: dict[str, Any]) ->
         return
     if suppressed:
         msg += f" ({suppressed} more like this were suppressed since the last)"
-    logger.warning(msg, *args, extra={**extra, "suppressed": suppressed})
+    # stacklevel: the record names the hook's caller (router.py, ...), not this helper.
+    logger.warning(msg, *args, extra={**extra, "suppressed": suppressed}, stacklevel=3)

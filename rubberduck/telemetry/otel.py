@@ -44,18 +44,20 @@ def available() -> bool:
     return _metrics is not None
 
 
-def _unset_meter_providers() -> tuple[Any, ...]:
+def _unset_meter_provider_types() -> tuple[type, ...]:
+    """The meter provider types that mean "no SDK set": the API's no-op one and
+    its proxy (internal: ``get_meter_provider()`` returns it until one is set)."""
     if _metrics is None:
         return ()
     try:
         from opentelemetry.metrics import _internal
 
-        return (_internal._PROXY_METER_PROVIDER,)
-    except (ImportError, AttributeError):  # another API version: assume it may be set
-        return ()
+        return (_metrics.NoOpMeterProvider, _internal._ProxyMeterProvider)
+    except (ImportError, AttributeError):  # another API version: only the no-op one
+        return (_metrics.NoOpMeterProvider,)
 
 
-_UNSET = _unset_meter_providers()
+_UNSET = _unset_meter_provider_types()
 
 
 class Instruments:
@@ -152,7 +154,7 @@ def instruments() -> Instruments | None:
     if provider is _cache[0]:
         inst: Instruments | None = _cache[1]
         return inst
-    if provider in _UNSET or isinstance(provider, _metrics.NoOpMeterProvider):
+    if isinstance(provider, _UNSET):
         return None
     from rubberduck._version import __version__
 

@@ -160,11 +160,11 @@ def request_finished(state: RequestState, outcome: Done | RubberDuckError) -> No
     if done is not None and done.substituted_for is not None:
         warn(
             _router_log,
-            "request %d: %s answered with model %r instead of %r",
+            "request %d: %s has no model %r and answered with its own (%r)",
             state.id,
             done.provider,
-            done.model,
             done.substituted_for,
+            done.model,
             extra=fields(state.id, done.provider, done.model, "substituted"),
         )
     trace = state.trace
