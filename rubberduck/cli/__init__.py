@@ -22,6 +22,7 @@ from rubberduck.cli import _chat, _models, _status
 from rubberduck.config import Config, default_config, load_config
 from rubberduck.errors import ConfigError, RubberDuckError
 from rubberduck.runtime import Runtime
+from rubberduck.telemetry import serve_prometheus
 
 __all__ = ["main"]
 
@@ -41,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="TOML config (default: built-in)")
     common.add_argument("--host", metavar="HOST", help="Ollama host, as in OLLAMA_HOST")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT while the command runs "
+        "(long-running commands; needs rubberduck[prometheus])",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _COMMANDS:
         module.register(sub, common)
@@ -65,9 +73,12 @@ def _config(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
+    metrics = None
     try:
         if getattr(args, "offline", False):  # needs no backend
             return int(args.run(None, args))
+        if getattr(args, "metrics_port", None) is not None:
+            metrics = serve_prometheus(args.metrics_port)
         with Runtime(_config(args)) as rt:
             return int(args.run(rt, args))
     except ConfigError as exc:
@@ -84,3 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so that Python's exit flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if metrics is not None:
+            metrics.close()
