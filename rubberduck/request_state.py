@@ -157,7 +157,7 @@ class RequestState:
         if type(event) is Delta:
             self.partial.append(event.text)
             if self.trace is not None:
-                self.trace.chunk(getattr(self.request, "stream", False))
+                self.trace.chunk()
         self._put(event)
 
     def _annotated(self, done: Done) -> Done:

@@ -63,21 +63,39 @@ def _backend(provider: Provider) -> tuple[str, str]:
 class RequestTrace:
     """The telemetry state of one request (only while an SDK listens).
 
+    Chunks are only counted here (a clock read each); the stream metrics are
+    recorded once, at the end, so that a long answer costs no more than a
+    short one (see :func:`request_finished`).
+
     Attributes:
         started: ``time.monotonic()`` at submission, seconds.
         span: The request span, or ``None`` without a tracer provider.
         inst: The metric instruments, or ``None`` without a meter provider.
+        first_chunk: When the first chunk reached the caller (monotonic s), or ``None``.
         last_chunk: When the last chunk reached the caller (monotonic seconds).
+        chunks: Chunks that reached the caller.
         backend: ``(name, gen_ai.provider.name, server.address)`` of the last attempt.
     """
 
-    __slots__ = ("attrs", "backend", "first_chunk", "inst", "last_chunk", "span", "started")
+    __slots__ = (
+        "attrs",
+        "backend",
+        "chunks",
+        "first_chunk",
+        "inst",
+        "last_chunk",
+        "span",
+        "started",
+        "stream",
+    )
 
     def __init__(self, request: Any, inst: otel.Instruments | None, tracer: Any) -> None:
         self.started = time.monotonic()
         self.inst = inst
         self.first_chunk: float | None = None
         self.last_chunk = 0.0
+        self.chunks = 0
+        self.stream = bool(getattr(request, "stream", False))
         self.backend: tuple[str, str, str] | None = None
         op = _operation(request)
         self.attrs: dict[str, Any] = {"gen_ai.operation.name": op}
@@ -88,17 +106,23 @@ class RequestTrace:
             name = f"{op} {request.model}" if request.model else op
             self.span = tracer.start_span(name, kind=otel.client_kind(), attributes=self.attrs)
 
-    def chunk(self, stream: bool) -> None:
-        """A chunk reached the caller: time to first chunk, time per chunk."""
+    def chunk(self) -> None:
+        """A chunk reached the caller."""
         now = time.monotonic()
-        inst = self.inst
         if self.first_chunk is None:
             self.first_chunk = now
-            if inst is not None and stream:
-                inst.ttfc.record(now - self.started, self.attrs)
-        elif inst is not None and stream:
-            inst.tpoc.record(now - self.last_chunk, self.attrs)
         self.last_chunk = now
+        self.chunks += 1
+
+    def record_stream(self, inst: otel.Instruments, attrs: dict[str, Any]) -> None:
+        """Time to first chunk and the mean time per chunk after it (s), for a
+        streamed request that received chunks."""
+        if not self.stream or self.first_chunk is None:
+            return
+        inst.ttfc.record(self.first_chunk - self.started, attrs)
+        if self.chunks > 1:
+            gap = (self.last_chunk - self.first_chunk) / (self.chunks - 1)
+            inst.tpoc.record(gap, attrs)
 
 
 def request_started(request: Any) -> RequestTrace | None:
@@ -185,6 +209,7 @@ def request_finished(state: RequestState, outcome: Done | RubberDuckError) -> No
     inst = trace.inst
     if inst is not None:
         inst.duration.record(time.monotonic() - trace.started, attrs)
+        trace.record_stream(inst, attrs)
         if done is not None:
             usage = done.usage
             if usage.prompt_tokens:
@@ -197,14 +222,14 @@ def request_finished(state: RequestState, outcome: Done | RubberDuckError) -> No
                 inst.substitutions.add(1, {"rubberduck.backend": done.provider})
     span = trace.span
     if span is not None:
-        span.set_attributes(attrs)
-        span.set_attribute("rubberduck.request_id", state.id)
-        span.set_attribute("rubberduck.attempts", len(state.tried))
+        attrs["rubberduck.request_id"] = state.id
+        attrs["rubberduck.attempts"] = len(state.tried)
         if done is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", done.usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", done.usage.completion_tokens)
+            attrs["gen_ai.usage.input_tokens"] = done.usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = done.usage.completion_tokens
             if done.done_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", (done.done_reason,))
-        elif not isinstance(outcome, Done):
+                attrs["gen_ai.response.finish_reasons"] = (done.done_reason,)
+        span.set_attributes(attrs)  # one call: each takes the span's lock
+        if not isinstance(outcome, Done):
             otel.error_status(span, attrs["error.type"], outcome.message)
         span.end()
