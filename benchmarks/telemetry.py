@@ -48,9 +48,9 @@ import rubberduck.request_state as request_state_module
 from rubberduck import ChatRequest, Runtime
 from rubberduck.actors.router import Route
 from rubberduck.channels import ThreadChannel
+from rubberduck.config import ProviderConfig
 from rubberduck.messages import Delta, Done, Usage
 from rubberduck.providers import create_provider
-from rubberduck.config import ProviderConfig
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, otel
 from rubberduck.telemetry import requests as tr
