@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tests
 from rubberduck import AllProvidersFailed, ChatRequest, StreamInterrupted
 from rubberduck.telemetry import LIMITER, WarningLimiter
 from tests.conftest import ANSWER, HI, runtime_for, wait_until
@@ -18,7 +19,7 @@ from tests.fake_ollama import FakeOllama, free_port
 
 pytestmark = pytest.mark.usefixtures("no_thread_left")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(tests.__file__).resolve().parent.parent  # the checkout (tests/ is a package)
 
 
 def _records(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[logging.LogRecord]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+import tests
+
 pytest.importorskip("opentelemetry.exporter.prometheus")
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -28,7 +30,7 @@ from tests.telemetry.conftest import install, reset_globals
 
 pytestmark = pytest.mark.usefixtures("no_thread_left")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(tests.__file__).resolve().parent.parent  # the checkout (tests/ is a package)
 
 
 @pytest.fixture
