@@ -318,7 +318,13 @@ class Supervisor(pykka.ThreadingActor):
             )
             return
         group = self._restart_group(msg.name)
-        log.warning("restarting %s (%s; %s)", ", ".join(group), msg.reason, self.strategy.value)
+        log.warning(
+            "restarting %s (%s; %s)",
+            ", ".join(group),
+            msg.reason,
+            self.strategy.value,
+            extra={"actor": msg.name, "error_kind": "crash"},
+        )
         events.actor_restarted(msg.name, msg.reason)  # telemetry
         siblings = [name for name in group if name != msg.name]
         self._stop_children(siblings)
@@ -340,7 +346,7 @@ class Supervisor(pykka.ThreadingActor):
         siblings that are stopping too) would end it one piece at a time, each
         with a cause of its own.
         """
-        log.error("rubberduck runtime stopped: %s", reason)
+        log.error("rubberduck runtime stopped: %s", reason, extra={"error_kind": "escalation"})
         events.escalated(reason)  # telemetry
         if self.on_escalate is not None:
             try:

@@ -156,6 +156,7 @@ def test_escalation_is_an_error(
         assert wait_until(lambda: rt.escalation is not None)
     [error] = _records(caplog, "rubberduck.supervisor", logging.ERROR)
     assert error.getMessage().startswith("rubberduck runtime stopped")
+    assert error.error_kind == "escalation"  # type: ignore[attr-defined]
 
 
 def test_no_record_holds_a_prompt_an_answer_or_a_key(

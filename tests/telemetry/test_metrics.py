@@ -192,3 +192,20 @@ def test_nothing_is_recorded_without_an_sdk(servers: tuple[FakeOllama, FakeOllam
         handle = rt.submit(request)
         handle.result()
         assert handle._state.trace is None
+
+
+def test_nothing_is_recorded_without_the_api(
+    sdk: Sdk, servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rubberduck.telemetry import otel
+
+    monkeypatch.setattr(otel, "_metrics", None)  # as if opentelemetry-api were not installed
+    monkeypatch.setattr(otel, "_trace", None)
+    primary, backup = servers
+    primary.mode = "busy"
+    with runtime_for(primary.url, backup.url) as rt:
+        assert rt.chat("llama3.2", HI).provider == "backup"
+    monkeypatch.undo()
+    assert sdk.points("gen_ai.client.operation.duration") == []
+    assert sdk.points("rubberduck.fallbacks") == []
+    assert sdk.finished() == []
