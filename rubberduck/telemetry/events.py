@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rubberduck.telemetry import otel
-from rubberduck.telemetry.logs import component, fields, warn
+from rubberduck.telemetry.logs import component, fields, never_raises, warn
 
 if TYPE_CHECKING:
     from rubberduck.actors.breaker import CircuitBreaker
@@ -41,6 +41,7 @@ _supervisor = component("supervisor")
 _runtime = component("runtime")
 
 
+@never_raises
 def routed(state: RequestState, candidates: Iterable[Any], down: dict[str, str]) -> None:
     """DEBUG: the Router's candidates for ``state``, and each backend skipped
     because its circuit is open."""
@@ -67,6 +68,7 @@ def routed(state: RequestState, candidates: Iterable[Any], down: dict[str, str])
     )
 
 
+@never_raises
 def taken(state: RequestState, backend: str) -> None:
     """``backend`` took ``state``: a fallback when the attempt before, on
     another backend, failed (WARNING: from where, to where, why)."""
@@ -99,6 +101,7 @@ def taken(state: RequestState, backend: str) -> None:
         )
 
 
+@never_raises
 def retry_round(state: RequestState, delay_s: float, backends: list[str]) -> None:
     """WARNING: every candidate failed; another round on ``backends`` in ``delay_s``."""
     kinds = sorted({state.causes[b].kind for b in backends if b in state.causes})
@@ -116,6 +119,7 @@ def retry_round(state: RequestState, delay_s: float, backends: list[str]) -> Non
             inst.retries.add(1, {"rubberduck.backend": backend})
 
 
+@never_raises
 def stream_broke(state: RequestState, backend: str, error: RubberDuckError, restart: bool) -> None:
     """WARNING on ``rubberduck.provider.BACKEND``: the stream broke after its
     first chunk; ``restart``: it starts over elsewhere (a ``Restart`` event)."""
@@ -136,6 +140,7 @@ def stream_broke(state: RequestState, backend: str, error: RubberDuckError, rest
             inst.restarts.add(1, attrs)
 
 
+@never_raises
 def circuit_changed(backend: str, breaker: CircuitBreaker, reason: str) -> None:
     """A circuit changed state. WARNING when it opens, INFO when it closes (the
     backend is back); a failed half-open probe (still down) is DEBUG."""
@@ -158,6 +163,7 @@ def circuit_changed(backend: str, breaker: CircuitBreaker, reason: str) -> None:
         inst.circuit_changes.add(1, {"rubberduck.backend": backend, "rubberduck.state": state})
 
 
+@never_raises
 def probed(backend: str, latency_s: float, ok: bool) -> None:
     """A health probe's latency (seconds) and result."""
     if (inst := otel.instruments()) is not None:
@@ -165,23 +171,27 @@ def probed(backend: str, latency_s: float, ok: bool) -> None:
         inst.probe.record(latency_s, {"rubberduck.backend": backend, "rubberduck.outcome": outcome})
 
 
+@never_raises
 def actor_restarted(actor: str, reason: str) -> None:
     """The supervisor restarted ``actor`` (its WARNING is the supervisor's own)."""
     if (inst := otel.instruments()) is not None:
         inst.actor_restarts.add(1, {"rubberduck.actor": actor})
 
 
+@never_raises
 def escalated(reason: str) -> None:
     """The supervisor gave up (its ERROR is the supervisor's own)."""
     if (inst := otel.instruments()) is not None:
         inst.escalations.add(1)
 
 
+@never_raises
 def runtime_started(backends: list[str]) -> None:
     """INFO: a runtime started with ``backends``."""
     _runtime.info("runtime started with backends %s", backends, extra=fields(backends=backends))
 
 
+@never_raises
 def runtime_closed(backends: list[str]) -> None:
     """INFO: a runtime closed."""
     _runtime.info("runtime closed", extra=fields(backends=backends))

@@ -16,12 +16,17 @@ and the next one that passes says how many were suppressed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["LIMITER", "WarningLimiter", "component", "fields", "warn"]
+__all__ = ["LIMITER", "WarningLimiter", "component", "fields", "never_raises", "warn"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def component(name: str) -> logging.Logger:
@@ -109,3 +114,20 @@ def warn(logger: logging.Logger, msg: str, *args: Any, extra: dict[str, Any]) ->
         msg += f" ({suppressed} more like this were suppressed since the last)"
     # stacklevel: the record names the hook's caller (router.py, ...), not this helper.
     logger.warning(msg, *args, extra={**extra, "suppressed": suppressed}, stacklevel=3)
+
+
+def never_raises(hook: Callable[_P, _R | None]) -> Callable[_P, _R | None]:
+    """Wrap a telemetry hook so that a failure in it (an SDK's, or ours) is
+    logged on ``rubberduck.telemetry`` and returns ``None``: observability must
+    never fail a request or an actor."""
+
+    @functools.wraps(hook)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        try:
+            return hook(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - see the docstring
+            if LIMITER.allow(("rubberduck.telemetry", hook.__name__)) is not None:
+                component("telemetry").exception("telemetry hook %s failed", hook.__name__)
+            return None
+
+    return guarded

@@ -21,7 +21,7 @@ from weakref import WeakKeyDictionary
 
 from rubberduck.messages import ChatRequest, Done, EmbedRequest
 from rubberduck.telemetry import otel
-from rubberduck.telemetry.logs import component, fields, warn
+from rubberduck.telemetry.logs import component, fields, never_raises, warn
 
 if TYPE_CHECKING:
     from rubberduck.errors import RubberDuckError
@@ -125,6 +125,7 @@ class RequestTrace:
             inst.tpoc.record(gap, attrs)
 
 
+@never_raises
 def request_started(request: Any) -> RequestTrace | None:
     """Start ``request``'s telemetry on the caller's thread; ``None`` when no
     SDK listens (then nothing else is recorded for it)."""
@@ -135,6 +136,7 @@ def request_started(request: Any) -> RequestTrace | None:
     return RequestTrace(request, inst, tracer)
 
 
+@never_raises
 def attempt_started(state: RequestState, provider: Provider) -> Any:
     """An attempt on ``provider`` begins (on its worker thread): its span, a
     child of the request span. Returns a token for :func:`attempt_ended`."""
@@ -160,6 +162,7 @@ def attempt_started(state: RequestState, provider: Provider) -> Any:
     return (trace, span)
 
 
+@never_raises
 def attempt_ended(token: Any, outcome: str, error: RubberDuckError | None) -> None:
     """The attempt ended with ``outcome`` (``"ok"`` or an error kind)."""
     if token is None:
@@ -177,6 +180,7 @@ def attempt_ended(token: Any, outcome: str, error: RubberDuckError | None) -> No
         span.end()
 
 
+@never_raises
 def request_finished(state: RequestState, outcome: Done | RubberDuckError) -> None:
     """The request ended: log a substituted model; record the GenAI metrics and
     end the request span."""

@@ -209,3 +209,28 @@ def test_nothing_is_recorded_without_the_api(
     assert sdk.points("gen_ai.client.operation.duration") == []
     assert sdk.points("rubberduck.fallbacks") == []
     assert sdk.finished() == []
+
+
+def test_a_failing_telemetry_hook_fails_no_request(
+    sdk: Sdk,
+    servers: tuple[FakeOllama, FakeOllama],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rubberduck.telemetry import otel
+
+    class Broken:
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("an exporter bug")
+
+    inst = otel.instruments()
+    assert inst is not None
+    monkeypatch.setattr(inst, "duration", Broken())
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url) as rt:
+        for _ in range(2):
+            assert rt.chat("llama3.2", HI).provider == "primary"
+        assert not rt._handles  # forgotten, as every finished request
+    failures = [r for r in caplog.records if r.name == "rubberduck.telemetry"]
+    assert len(failures) == 1  # rate-limited
+    assert failures[0].getMessage() == "telemetry hook request_finished failed"
