@@ -196,6 +196,7 @@ def error_status(span: Any, error_type: str, description: str) -> None:
 
 
 def client_kind() -> Any:
+    """``SpanKind.CLIENT``: the conventions' kind for a call to a model server."""
     assert _trace is not None
     return _trace.SpanKind.CLIENT
 
