@@ -20,6 +20,7 @@ import pykka
 from rubberduck.actors.health import HEALTH, HealthMonitor
 from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_actor_name
 from rubberduck.actors.router import Backoff, Route, Router
+from rubberduck.actors.routing import route_first
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
 from rubberduck.channels import ReplyChannel, ThreadChannel
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
@@ -287,8 +288,14 @@ class Runtime(RequestMethods, ModelAdmin):
         state.on_finish = self._forget
         state.pricer = self._ledger.price
         self._deadlines.watch(state)
+        registry = self._registry
+        table = registry.routing
+        # The first backend with room takes it here, on the caller's thread;
+        # otherwise the Router decides (overflow, panic mode, the error).
+        if table is not None and route_first(table, state, registry.admissions):
+            return state
         # Waits (up to a second) only while the router is being restarted.
-        if not self._registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
+        if not registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
             state.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
         return state
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -34,6 +34,9 @@ from rubberduck.actors._pykka import ThreadingActor, actor_of, empty_mailbox
 from rubberduck.actors.channels import Admissions, OutcomeLog
 from rubberduck.messages import ChildExited, Crash
 from rubberduck.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from rubberduck.actors.routing import RoutingTable
 
 __all__ = [
     "ChildSpec",
@@ -101,6 +104,9 @@ class Registry:
         self.admissions = Admissions()
         #: Attempt outcomes, workers → HealthMonitor, in the order attempts ended.
         self.outcomes = OutcomeLog()
+        #: The Router's view of the backends, published for callers to route
+        #: new requests from (``None`` until a Router started).
+        self.routing: RoutingTable | None = None
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
