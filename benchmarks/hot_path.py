@@ -140,8 +140,9 @@ def streams(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, n: int, rounds
     def floor() -> tuple[float, float]:
         started = time.perf_counter()
         first = 0.0
-        resp = pool.urlopen("POST", "/api/chat", body=STREAM_BODY, headers=HEADERS,
-                            preload_content=False)
+        resp = pool.urlopen(
+            "POST", "/api/chat", body=STREAM_BODY, headers=HEADERS, preload_content=False
+        )
         buf = b""
         while data := resp.read1(65536):
             buf += data
@@ -199,16 +200,27 @@ def streams(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, n: int, rounds
             per_chunk[name].append(statistics.median(t / CHUNKS for _, t in samples))
     floor_us = statistics.median(per_chunk["urllib3 read1 + msgspec (floor)"]) * 1e6
     official_first = statistics.median(firsts["ollama.Client (0.6.3)"]) * 1e3
-    print(f"\n2. streamed /api/chat, {CHUNKS} chunks in one burst: medians of {n} streams x {rounds}")
+    print(
+        f"\n2. streamed /api/chat, {CHUNKS} chunks in one burst: medians of {n} streams x {rounds}"
+    )
     print(f"{'client':<34}{'µs/chunk':>9}{'vs floor':>10}{'1st chunk ms':>14}{'vs official':>13}")
     for name in contenders:
         us = statistics.median(per_chunk[name]) * 1e6
         first = statistics.median(firsts[name]) * 1e3
-        print(f"{name:<34}{us:9.2f}{us - floor_us:+10.2f}{first:14.3f}{first - official_first:+13.3f}")
+        print(
+            f"{name:<34}{us:9.2f}{us - floor_us:+10.2f}{first:14.3f}{first - official_first:+13.3f}"
+        )
 
 
-def throughput(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, per_caller: int, rounds: int,
-               levels: tuple[int, ...]) -> None:
+def throughput(
+    url: str,
+    rt: Runtime,
+    art: AsyncRuntime,
+    loop: Loop,
+    per_caller: int,
+    rounds: int,
+    levels: tuple[int, ...],
+) -> None:
     def threads(callers: int, call: Callable[[], object]) -> tuple[float, float]:
         barrier = threading.Barrier(callers + 1)
 
@@ -241,8 +253,12 @@ def throughput(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, per_caller:
         result: tuple[float, float] = loop.run(all_of())
         return result
 
-    print(f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, median of {rounds}")
-    print(f"{'callers':>7}  {'contender':<28}{'req/s':>9}{'x requests':>11}{'CPU µs/req':>12}{'x requests':>11}")
+    print(
+        f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, median of {rounds}"
+    )
+    print(
+        f"{'callers':>7}  {'contender':<28}{'req/s':>9}{'x requests':>11}{'CPU µs/req':>12}{'x requests':>11}"
+    )
     for callers in levels:
         session = requests.Session()
         session.trust_env = False
@@ -271,16 +287,20 @@ def throughput(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, per_caller:
         base_cpu = statistics.median(cpus["requests thread pool"])
         for name in contenders:
             rate, cpu = statistics.median(rates[name]), statistics.median(cpus[name])
-            print(f"{callers:>7}  {name:<28}{rate:9.0f}{rate / base_rate:10.2f}x"
-                  f"{cpu * 1e6:12.1f}{cpu / base_cpu:10.2f}x")
+            print(
+                f"{callers:>7}  {name:<28}{rate:9.0f}{rate / base_rate:10.2f}x"
+                f"{cpu * 1e6:12.1f}{cpu / base_cpu:10.2f}x"
+            )
         session.close()
 
 
 def main(smoke: bool) -> None:
     n, rounds = (5, 1) if smoke else (300, 7)
     with canned_ollama(CHUNKS) as url:
-        print(f"upstream: benchmarks/canned_ollama.c at {url}; its ceiling, bare socket, one "
-              f"caller: p50 {ceiling(url, 50 if smoke else 3000):.1f} µs per non-streamed call")
+        print(
+            f"upstream: benchmarks/canned_ollama.c at {url}; its ceiling, bare socket, one "
+            f"caller: p50 {ceiling(url, 50 if smoke else 3000):.1f} µs per non-streamed call"
+        )
         config = {"provider": {"ollama": {"base_url": url, "model": "llama3.2"}}}
         loop = Loop()
         try:
@@ -289,8 +309,15 @@ def main(smoke: bool) -> None:
                 try:
                     non_streamed(url, rt, art, loop, n, rounds)
                     streams(url, rt, art, loop, 3 if smoke else 40, rounds)
-                    throughput(url, rt, art, loop, 2 if smoke else 40, 1 if smoke else 5,
-                               (1, 8, 32, 128) if not smoke else (1, 8))
+                    throughput(
+                        url,
+                        rt,
+                        art,
+                        loop,
+                        2 if smoke else 40,
+                        1 if smoke else 5,
+                        (1, 8, 32, 128) if not smoke else (1, 8),
+                    )
                 finally:
                     loop.run(art.close())
         finally:
