@@ -36,8 +36,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._upstream import canned_ollama, ceiling  # noqa: E402
-from rubberduck import AsyncRuntime, Delta, Runtime  # noqa: E402
+from benchmarks._upstream import canned_ollama, ceiling
+from rubberduck import AsyncRuntime, Delta, Runtime
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 CHUNKS = 200
@@ -156,7 +156,7 @@ def streams(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, n: int, rounds
     def official() -> tuple[float, float]:
         started = time.perf_counter()
         first = 0.0
-        for part in client.chat(model="llama3.2", messages=MESSAGES, stream=True):
+        for _part in client.chat(model="llama3.2", messages=MESSAGES, stream=True):
             if not first:
                 first = time.perf_counter() - started
         return first, time.perf_counter() - started
@@ -254,10 +254,12 @@ def throughput(
         return result
 
     print(
-        f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, median of {rounds}"
+        f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, "
+        f"median of {rounds}"
     )
     print(
-        f"{'callers':>7}  {'contender':<28}{'req/s':>9}{'x requests':>11}{'CPU µs/req':>12}{'x requests':>11}"
+        f"{'callers':>7}  {'contender':<28}{'req/s':>9}{'x requests':>11}"
+        f"{'CPU µs/req':>12}{'x requests':>11}"
     )
     for callers in levels:
         session = requests.Session()
