@@ -15,8 +15,8 @@ figure is the median over rounds of the round's median (or total).
    ``AsyncRuntime.chat`` from tasks on one loop; requests/s and process CPU time
    per request, with ratios to the ``requests`` pool.
 
-Run: ``python benchmarks/hot_path.py`` (full) or ``python benchmarks/hot_path.py
---smoke`` (tiny N: checks that everything runs).
+Run: ``python benchmarks/hot_path.py`` (full), ``--smoke`` (tiny N: checks that
+everything runs), ``--parts=12`` (only parts 1 and 2).
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def throughput(
         session.close()
 
 
-def main(smoke: bool) -> None:
+def main(smoke: bool, parts: str = "123") -> None:
     n, rounds = (5, 1) if smoke else (300, 7)
     with canned_ollama(CHUNKS) as url:
         print(
@@ -309,17 +309,20 @@ def main(smoke: bool) -> None:
             with Runtime.from_config(config) as rt:
                 art = AsyncRuntime.from_config(config)
                 try:
-                    non_streamed(url, rt, art, loop, n, rounds)
-                    streams(url, rt, art, loop, 3 if smoke else 40, rounds)
-                    throughput(
-                        url,
-                        rt,
-                        art,
-                        loop,
-                        2 if smoke else 40,
-                        1 if smoke else 5,
-                        (1, 8, 32, 128) if not smoke else (1, 8),
-                    )
+                    if "1" in parts:
+                        non_streamed(url, rt, art, loop, n, rounds)
+                    if "2" in parts:
+                        streams(url, rt, art, loop, 3 if smoke else 40, rounds)
+                    if "3" in parts:
+                        throughput(
+                            url,
+                            rt,
+                            art,
+                            loop,
+                            2 if smoke else 40,
+                            1 if smoke else 5,
+                            (1, 8, 32, 128) if not smoke else (1, 8),
+                        )
                 finally:
                     loop.run(art.close())
         finally:
@@ -327,4 +330,5 @@ def main(smoke: bool) -> None:
 
 
 if __name__ == "__main__":
-    main("--smoke" in sys.argv[1:])
+    only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--parts=")]
+    main("--smoke" in sys.argv[1:], only[0] if only else "123")

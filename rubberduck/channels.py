@@ -57,7 +57,8 @@ class ThreadChannel:
     """A reply channel read by a blocking thread.
 
     Args:
-        capacity: Items sent and not yet read before :meth:`put` waits.
+        capacity: Items sent and not yet read before :meth:`put` waits; ``0``:
+            no bound (for a reader that is also the producer).
     """
 
     def __init__(self, capacity: int) -> None:

@@ -31,14 +31,17 @@ from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AnyRequest,
     BackendHealth,
+    ChatResponse,
     Done,
+    EmbedResponse,
+    GenerateResponse,
     Snapshot,
     Submit,
 )
 from rubberduck.model_admin import ModelAdmin
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
-from rubberduck.request_methods import RequestMethods
+from rubberduck.request_methods import Call, RequestMethods
 from rubberduck.request_state import RequestState
 from rubberduck.validation import check_mid_stream, check_request, check_timeout
 
@@ -242,19 +245,40 @@ class Runtime(RequestMethods, ModelAdmin):
         )
         return RequestHandle(state, channel)
 
+    def _answer(self, call: Call) -> ChatResponse | GenerateResponse | EmbedResponse:
+        """The whole answer of a non-streamed ``call``: the caller's thread waits
+        for it, so it runs the first attempt itself when a backend has a free
+        slot (no hand-off to a worker and back); fallback, retries and the
+        deadline work as for :meth:`submit`. Its channel is unbounded: this
+        thread is both its producer and, after, its reader (a non-streamed
+        answer is a few events)."""
+        channel = ThreadChannel(0)
+        state = self._start_request(call.request, channel, caller_runs=True, **call.routing)
+        work, state.inline = state.inline, None
+        if work is not None:
+            try:
+                work()
+            except BaseException:  # KeyboardInterrupt, ...: the request ends too
+                state.cancel()
+                raise
+        return RequestHandle(state, channel).result()
+
     def _start_request(
         self,
         request: AnyRequest,
         channel: ReplyChannel,
         *,
-        timeout: float | None,
-        mid_stream: Literal["error", "restart"] | None,
-        backends: Sequence[str] | None,
-        fallback: bool,
-        allow_substitute: bool | None,
+        timeout: float | None = None,
+        mid_stream: Literal["error", "restart"] | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
+        caller_runs: bool = False,
     ) -> RequestState:
         """Check ``request`` and the options (as :meth:`submit` documents), and
-        hand it to the Router with its events going to ``channel``."""
+        hand it to the Router with its events going to ``channel``. With
+        ``caller_runs``, a backend with a free slot leaves its first attempt in
+        ``state.inline`` for the caller's thread to run."""
         request = check_request(request)
         if timeout is not None:
             check_timeout(timeout, InvalidRequest, "timeout")
@@ -292,7 +316,10 @@ class Runtime(RequestMethods, ModelAdmin):
         table = registry.routing
         # The first backend with room takes it here, on the caller's thread;
         # otherwise the Router decides (overflow, panic mode, the error).
-        if table is not None and route_first(table, state, registry.admissions):
+        state.caller_runs = caller_runs
+        taken = table is not None and route_first(table, state, registry.admissions)
+        state.caller_runs = False
+        if taken:
             return state
         # Waits (up to a second) only while the router is being restarted.
         if not registry.tell_eventually(ROUTER, Submit(state), state.time_left()):

@@ -30,6 +30,7 @@ the Router (or, past the first chunk, follow the mid-stream policy).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -55,6 +56,11 @@ from rubberduck.request_state import RequestState
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
+
+#: Stands for the future of an attempt that runs on its caller's thread: it is
+#: running, so it cannot be cancelled; the actor's death closes its scope instead.
+_ON_CALLER: Future[None] = Future()
+_ON_CALLER.set_running_or_notify_cancel()
 
 log = logging.getLogger("rubberduck.provider")
 
@@ -150,6 +156,11 @@ class ProviderActor(SupervisedActor):
             overflow: Take it even with every slot busy (no other backend has
                 room): it waits for a slot, behind any taken so before it.
 
+        A request whose caller will wait for it (``handle.caller_runs``) and
+        finds a free slot gets its attempt as ``handle.inline``, for the
+        caller's thread to run: same slot, same scope, same outcome, one thread
+        hand-off fewer each way.
+
         Returns:
             ``TAKEN``; ``FULL`` when ``max_in_flight + max_queue`` requests are
             here already (and, with ``overflow``, ``max_waiting`` more wait);
@@ -164,7 +175,11 @@ class ProviderActor(SupervisedActor):
                 return Admission.TAKEN
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                future = self._pool.submit(self._work, handle)
+                if handle.caller_runs:  # its thread runs it: no hand-off to a worker
+                    handle.inline = functools.partial(self._work, handle)
+                    future = _ON_CALLER
+                else:
+                    future = self._pool.submit(self._work, handle)
                 self._admitted[handle.id] = (handle, future)
                 return Admission.TAKEN
             if overflow and len(self._waiting) < self.max_waiting:
