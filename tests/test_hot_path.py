@@ -68,9 +68,9 @@ def test_a_blocking_chat_runs_its_attempt_on_the_callers_thread(
     threads: list[str] = []
     work = ProviderActor._work
 
-    def recording(self: ProviderActor, handle: Any) -> None:
+    def recording(self: ProviderActor, handle: Any, **kwargs: Any) -> None:
         threads.append(threading.current_thread().name)
-        work(self, handle)
+        work(self, handle, **kwargs)
 
     monkeypatch.setattr(ProviderActor, "_work", recording)
     primary, backup = servers
@@ -125,3 +125,36 @@ def test_a_refused_direct_post_raises_what_requests_raises() -> None:
     with pytest.raises(requests.ConnectionError):
         send_direct(session, "POST", "http://127.0.0.1:9/api/chat", data=b"{}", timeout=(1, 1))
     session.close()
+
+
+def test_attempts_on_callers_threads_count_against_max_in_flight(
+    servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, backup = servers
+    running, most, lock = [0], [0], threading.Lock()
+    with runtime_for(primary.url, backup.url, primary_cfg={"max_in_flight": 2}) as rt:
+        provider = rt.providers["primary"]
+        run = provider.run
+
+        def counting(*args: Any) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                threading.Event().wait(0.05)  # long enough for the callers to pile up
+                run(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        monkeypatch.setattr(provider, "run", counting)
+        callers = [
+            threading.Thread(target=lambda: rt.chat("llama3.2", HI, backends=["primary"]))
+            for _ in range(8)
+        ]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+    assert most[0] == 2
+    assert sum(1 for m, _, _ in primary.requests if m == "POST") == 8

@@ -107,6 +107,8 @@ class ProviderActor(SupervisedActor):
             max_workers=self.max_in_flight, thread_name_prefix=f"rubberduck-{self.backend}"
         )
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
+        # Attempts running at once, on workers or on callers' threads.
+        self._turns = threading.Semaphore(self.max_in_flight)
         self._lock = threading.Lock()
         self._admitted: dict[int, tuple[RequestState, Future[None]]] = {}
         # Overflow: taken with every slot busy, started in order as slots free.
@@ -157,9 +159,10 @@ class ProviderActor(SupervisedActor):
                 room): it waits for a slot, behind any taken so before it.
 
         A request whose caller will wait for it (``handle.caller_runs``) and
-        finds a free slot gets its attempt as ``handle.inline``, for the
-        caller's thread to run: same slot, same scope, same outcome, one thread
-        hand-off fewer each way.
+        finds a slot and one of the ``max_in_flight`` turns free gets its
+        attempt as ``handle.inline``, for the caller's thread to run: same
+        slot, same bound, same scope, same outcome, one thread hand-off fewer
+        each way.
 
         Returns:
             ``TAKEN``; ``FULL`` when ``max_in_flight + max_queue`` requests are
@@ -175,8 +178,9 @@ class ProviderActor(SupervisedActor):
                 return Admission.TAKEN
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                if handle.caller_runs:  # its thread runs it: no hand-off to a worker
-                    handle.inline = functools.partial(self._work, handle)
+                if handle.caller_runs and self._turns.acquire(blocking=False):
+                    # Its thread runs it: no hand-off to a worker and back.
+                    handle.inline = functools.partial(self._work, handle, turn=True)
                     future = _ON_CALLER
                 else:
                     future = self._pool.submit(self._work, handle)
@@ -239,7 +243,10 @@ class ProviderActor(SupervisedActor):
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestState) -> None:
+    def _work(self, handle: RequestState, *, turn: bool = False) -> None:
+        """Run ``handle``'s attempt; ``turn``: it holds one of the
+        ``max_in_flight`` turns already (on its caller's thread)."""
+        turn = turn or self._take_turn(handle)
         try:
             if handle.finished:
                 return
@@ -260,7 +267,18 @@ class ProviderActor(SupervisedActor):
             log.exception("%s failed on request %s", self.name, handle.id)
             handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
+            if turn:
+                self._turns.release()
             self._left(handle)
+
+    def _take_turn(self, handle: RequestState) -> bool:
+        """On a worker: wait for a turn (callers' threads running their own
+        attempts hold some); ``False`` if the request ended or this actor is
+        going away first."""
+        while not self._turns.acquire(timeout=0.05):
+            if handle.finished or self._exit_reason is not None:
+                return False
+        return True
 
     def _interrupted(self, handle: RequestState, error: RubberDuckError) -> None:
         """A failure after the first chunk reached the caller: the mid-stream policy."""
