@@ -159,10 +159,10 @@ class ProviderActor(SupervisedActor):
                 room): it waits for a slot, behind any taken so before it.
 
         A request whose caller will wait for it (``handle.caller_runs``) and
-        finds a slot and one of the ``max_in_flight`` turns free gets its
-        attempt as ``handle.inline``, for the caller's thread to run: same
-        slot, same bound, same scope, same outcome, one thread hand-off fewer
-        each way.
+        finds a slot free gets its attempt as ``handle.inline``, for the
+        caller's thread to run once one of the ``max_in_flight`` turns is
+        free: same slot, same bound, same scope, same outcome, no thread
+        hand-off to a worker and back.
 
         Returns:
             ``TAKEN``; ``FULL`` when ``max_in_flight + max_queue`` requests are
@@ -178,9 +178,11 @@ class ProviderActor(SupervisedActor):
                 return Admission.TAKEN
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                if handle.caller_runs and self._turns.acquire(blocking=False):
-                    # Its thread runs it: no hand-off to a worker and back.
-                    handle.inline = functools.partial(self._work, handle, turn=True)
+                if handle.caller_runs:
+                    # Its thread runs it (after waiting for a turn if none is
+                    # free): no hand-off to a worker and back.
+                    turn = self._turns.acquire(blocking=False)
+                    handle.inline = functools.partial(self._work, handle, turn=turn)
                     future = _ON_CALLER
                 else:
                     future = self._pool.submit(self._work, handle)
@@ -272,9 +274,9 @@ class ProviderActor(SupervisedActor):
             self._left(handle)
 
     def _take_turn(self, handle: RequestState) -> bool:
-        """On a worker: wait for a turn (callers' threads running their own
-        attempts hold some); ``False`` if the request ended or this actor is
-        going away first."""
+        """Wait for one of the ``max_in_flight`` turns (workers and callers'
+        threads running their own attempts share them); ``False`` if the
+        request ended or this actor is going away first."""
         while not self._turns.acquire(timeout=0.05):
             if handle.finished or self._exit_reason is not None:
                 return False
