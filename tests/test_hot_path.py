@@ -158,3 +158,22 @@ def test_attempts_on_callers_threads_count_against_max_in_flight(
             t.join()
     assert most[0] == 2
     assert sum(1 for m, _, _ in primary.requests if m == "POST") == 8
+
+
+def test_a_burst_past_the_slots_waits_for_one_without_the_router(
+    servers: tuple[FakeOllama, FakeOllama], router_submits: list[int]
+) -> None:
+    primary, backup = servers
+    limits = {"max_in_flight": 1, "max_queue": 0}
+    with runtime_for(primary.url, backup.url, primary_cfg=limits, backup_cfg=limits) as rt:
+        replies: list[Any] = []
+        callers = [
+            threading.Thread(target=lambda: replies.append(rt.chat("llama3.2", HI)))
+            for _ in range(8)
+        ]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+    assert len(replies) == 8 and all(r.message.content for r in replies)
+    assert router_submits == []  # the full ones joined a waiting list from their own thread

@@ -177,22 +177,32 @@ def route_first(table: RoutingTable, handle: RequestState, admissions: Admission
     """On the caller's thread: give ``handle`` to the best candidate that has
     room now (``table``: the Router's published view).
 
+    When every candidate is full, the request waits on the best one's
+    waiting list (overflow), as the Router's first pass would do.
+
     Returns:
-        ``True`` when a backend took it; ``False`` when none had room, none
-        was a candidate, or routing failed: then the Router actor must route it
-        (overflow, panic mode, the error) — what was recorded here (causes of
-        skipped backends) is what the Router would record too.
+        ``True`` when a backend took it; ``False`` when none would, none was a
+        candidate, or routing failed: then the Router actor must route it
+        (panic mode, a retry round, the error) — what was recorded here
+        (causes, backends tried) is what the Router would record too.
     """
     try:
         routes = table.candidates(handle)
     except Exception:  # the Router decides, and ends the request if it fails too
         log.debug("routing request %s on the caller's thread failed", handle.id, exc_info=True)
         return False
+    full = []
     for route in routes:
-        if offer(handle, route.name, admissions, table.load, overflow=False) is Admission.TAKEN:
+        # As the Router's first pass: without fallback, wait on the one backend.
+        taken = offer(handle, route.name, admissions, table.load, overflow=not handle.fallback)
+        if taken is Admission.TAKEN:
             return True
+        if taken is Admission.FULL:
+            full.append(route.name)
         if not handle.fallback:
             return False
+    if full:  # no backend has room: wait for a slot on the best full one
+        return offer(handle, full[0], admissions, table.load, overflow=True) is Admission.TAKEN
     return False
 
 
