@@ -314,8 +314,8 @@ class Runtime(RequestMethods, ModelAdmin):
         self._deadlines.watch(state)
         registry = self._registry
         table = registry.routing
-        # The first backend with room takes it here, on the caller's thread;
-        # otherwise the Router decides (overflow, panic mode, the error).
+        # The first backend with room (or a waiting list) takes it here, on the
+        # caller's thread; otherwise the Router decides (panic mode, retries, the error).
         state.caller_runs = caller_runs
         taken = table is not None and route_first(table, state, registry.admissions)
         state.caller_runs = False
