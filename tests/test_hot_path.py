@@ -4,7 +4,11 @@ Behaviour only; the speed is measured by benchmarks/hot_path.py."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +181,15 @@ def test_a_burst_past_the_slots_waits_for_one_without_the_router(
             t.join()
     assert len(replies) == 8 and all(r.message.content for r in replies)
     assert router_submits == []  # the full ones joined a waiting list from their own thread
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark's upstream needs gcc")
+def test_the_hot_path_benchmark_runs_in_smoke_mode() -> None:
+    pytest.importorskip("ollama")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hot_path.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for row in ("Runtime.chat", "AsyncRuntime.chat", "Runtime.stream_chat", "requests thread pool"):
+        assert row in done.stdout
