@@ -57,7 +57,8 @@ class ThreadChannel:
     """A reply channel read by a blocking thread.
 
     Args:
-        capacity: Items sent and not yet read before :meth:`put` waits.
+        capacity: Items sent and not yet read before :meth:`put` waits; ``0``:
+            no bound (for a reader that is also the producer).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -103,9 +104,10 @@ class ThreadChannel:
 class LoopChannel:
     """A reply channel read by a task on one asyncio event loop.
 
-    Producers call ``loop.call_soon_threadsafe`` once per item; the item lands
-    in a ``deque`` that only the loop touches, and wakes the task waiting in
-    :meth:`get`. The count of items sent and not yet read (under a lock shared
+    Producers append to a ``deque`` and call ``loop.call_soon_threadsafe``
+    once per batch (not while a delivery is already scheduled); on the loop the
+    items move to a ``deque`` that only the loop touches, and wake the task
+    waiting in :meth:`get`. The count of items sent and not yet read (under a lock shared
     with producers) is what bounds the channel.
 
     Args:
@@ -117,6 +119,8 @@ class LoopChannel:
         self._loop = loop
         self._capacity = capacity
         self._buffer: deque[Any] = deque()  # the loop's side only
+        self._pending: deque[Any] = deque()  # sent, not yet moved to _buffer by the loop
+        self._scheduled = False  # a _deliver is scheduled on the loop and has not run
         self._waiter: asyncio.Future[None] | None = None  # the loop's side only
         self._room = threading.Condition(threading.Lock())
         self._unread = 0  # sent and not yet read; under _room
@@ -154,15 +158,27 @@ class LoopChannel:
             return self._unread == 0
 
     def _send(self, item: Any) -> None:
+        # One wake-up of the loop per batch: while a delivery is scheduled and
+        # not yet run, items join it (a burst of chunks costs one
+        # call_soon_threadsafe, not one each).
+        self._pending.append(item)
+        if self._scheduled and not self._loop.is_closed():
+            return
+        self._scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._deliver, item)
+            self._loop.call_soon_threadsafe(self._deliver)
         except RuntimeError:  # the loop is closed: nobody will read this
             self.gone = True
 
     # --- the loop's side --------------------------------------------------------------
 
-    def _deliver(self, item: Any) -> None:
-        self._buffer.append(item)
+    def _deliver(self) -> None:
+        # Cleared before taking the items: one sent after this is either taken
+        # below or schedules the next delivery.
+        self._scheduled = False
+        pending, buffer = self._pending, self._buffer
+        while pending:
+            buffer.append(pending.popleft())
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -53,6 +53,10 @@ class RequestMethods:
         """Start a request; see :meth:`rubberduck.runtime.Runtime.submit`."""
         raise NotImplementedError
 
+    def _answer(self, call: Call) -> ChatResponse | GenerateResponse | EmbedResponse:
+        """The whole answer of a non-streamed ``call`` (the caller waits for it)."""
+        return self.submit(call.request, **call.routing).result()
+
     @overload
     def chat(
         self,
@@ -177,8 +181,9 @@ class RequestMethods:
             RequestTimeout, StreamInterrupted, ...: see :mod:`rubberduck.errors`.
         """
         call = prepare(ChatRequest, locals())
-        handle = self.submit(call.request, **call.routing)
-        return handle if call.stream else cast(ChatResponse, handle.result())
+        if call.stream:
+            return self.submit(call.request, **call.routing)
+        return cast(ChatResponse, self._answer(call))
 
     def stream_chat(
         self,
@@ -314,8 +319,9 @@ class RequestMethods:
             ``stream=True``.
         """
         call = prepare(GenerateRequest, locals())
-        handle = self.submit(call.request, **call.routing)
-        return handle if call.stream else cast(GenerateResponse, handle.result())
+        if call.stream:
+            return self.submit(call.request, **call.routing)
+        return cast(GenerateResponse, self._answer(call))
 
     def embed(
         self,
@@ -360,8 +366,7 @@ class RequestMethods:
             RequestTimeout, ...: see :mod:`rubberduck.errors`.
         """
         call = prepare(EmbedRequest, locals())
-        handle = self.submit(call.request, **call.routing)
-        return cast(EmbedResponse, handle.result())
+        return cast(EmbedResponse, self._answer(call))
 
 
 #: The request methods' parameters that are routing options, not request fields.

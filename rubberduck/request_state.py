@@ -83,6 +83,8 @@ class RequestState:
         self.fallback = fallback
         self.allow_substitute = allow_substitute
         self.timeout = timeout
+        #: The caller reads the answer as it comes (a streamed chat or generate).
+        self.streamed: bool = getattr(request, "stream", False) is True
         self.deadline = time.monotonic() + timeout
         self._lock = threading.Lock()
         self._scope: CancelScope | None = None
@@ -109,6 +111,12 @@ class RequestState:
         self.embedding: EmbedResponse | None = None
         # Telemetry: on the caller's thread, so the span's parent is the caller's.
         self.trace = request_started(request)
+        #: The caller's thread will wait for the answer anyway and may run the
+        #: first attempt itself (set only while it makes the first offer).
+        self.caller_runs = False
+        #: The first attempt, for the caller's thread to run, when a backend took
+        #: the request on those terms (see ``ProviderActor.admit``).
+        self.inline: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "running"
@@ -153,12 +161,18 @@ class RequestState:
         if type(event) is Done:
             self._finish(self._annotated(event))
             return
+        first = not self.delivered
         self.delivered = True
         if type(event) is Delta:
             self.partial.append(event.text)
             if self.trace is not None:
                 self.trace.chunk()
         self._put(event)
+        if first and self.streamed:
+            # Give up the GIL once: the reader just woken takes the first chunk
+            # now, instead of after this thread has decoded the rest of a burst
+            # (CPython switches threads only every few milliseconds otherwise).
+            time.sleep(0)
 
     def _annotated(self, done: Done) -> Done:
         """``done`` with the fallbacks taken, the substitution and the cost."""

@@ -20,6 +20,7 @@ import pykka
 from rubberduck.actors.health import HEALTH, HealthMonitor
 from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_actor_name
 from rubberduck.actors.router import Backoff, Route, Router
+from rubberduck.actors.routing import route_first
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
 from rubberduck.channels import ReplyChannel, ThreadChannel
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
@@ -30,14 +31,17 @@ from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AnyRequest,
     BackendHealth,
+    ChatResponse,
     Done,
+    EmbedResponse,
+    GenerateResponse,
     Snapshot,
     Submit,
 )
 from rubberduck.model_admin import ModelAdmin
 from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
-from rubberduck.request_methods import RequestMethods
+from rubberduck.request_methods import Call, RequestMethods
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, gauges
 from rubberduck.validation import check_mid_stream, check_request, check_timeout
@@ -247,19 +251,40 @@ class Runtime(RequestMethods, ModelAdmin):
         )
         return RequestHandle(state, channel)
 
+    def _answer(self, call: Call) -> ChatResponse | GenerateResponse | EmbedResponse:
+        """The whole answer of a non-streamed ``call``: the caller's thread waits
+        for it, so it runs the first attempt itself when a backend has a free
+        slot (no hand-off to a worker and back); fallback, retries and the
+        deadline work as for :meth:`submit`. Its channel is unbounded: this
+        thread is both its producer and, after, its reader (a non-streamed
+        answer is a few events)."""
+        channel = ThreadChannel(0)
+        state = self._start_request(call.request, channel, caller_runs=True, **call.routing)
+        work, state.inline = state.inline, None
+        if work is not None:
+            try:
+                work()
+            except BaseException:  # KeyboardInterrupt, ...: the request ends too
+                state.cancel()
+                raise
+        return RequestHandle(state, channel).result()
+
     def _start_request(
         self,
         request: AnyRequest,
         channel: ReplyChannel,
         *,
-        timeout: float | None,
-        mid_stream: Literal["error", "restart"] | None,
-        backends: Sequence[str] | None,
-        fallback: bool,
-        allow_substitute: bool | None,
+        timeout: float | None = None,
+        mid_stream: Literal["error", "restart"] | None = None,
+        backends: Sequence[str] | None = None,
+        fallback: bool = True,
+        allow_substitute: bool | None = None,
+        caller_runs: bool = False,
     ) -> RequestState:
         """Check ``request`` and the options (as :meth:`submit` documents), and
-        hand it to the Router with its events going to ``channel``."""
+        hand it to the Router with its events going to ``channel``. With
+        ``caller_runs``, a backend with a free slot leaves its first attempt in
+        ``state.inline`` for the caller's thread to run."""
         request = check_request(request)
         if timeout is not None:
             check_timeout(timeout, InvalidRequest, "timeout")
@@ -293,8 +318,17 @@ class Runtime(RequestMethods, ModelAdmin):
         state.on_finish = self._forget
         state.pricer = self._ledger.price
         self._deadlines.watch(state)
+        registry = self._registry
+        table = registry.routing
+        # The first backend with room (or a waiting list) takes it here, on the
+        # caller's thread; otherwise the Router decides (panic mode, retries, the error).
+        state.caller_runs = caller_runs
+        taken = table is not None and route_first(table, state, registry.admissions)
+        state.caller_runs = False
+        if taken:
+            return state
         # Waits (up to a second) only while the router is being restarted.
-        if not self._registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
+        if not registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
             state.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
         return state
 

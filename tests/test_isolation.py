@@ -19,7 +19,7 @@ from rubberduck import (
     Runtime,
 )
 from rubberduck.actors.provider import ProviderActor
-from rubberduck.actors.router import Router
+from rubberduck.actors.routing import RoutingTable
 from rubberduck.actors.supervisor import Supervisor
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import Crash
@@ -32,14 +32,15 @@ pytestmark = pytest.mark.usefixtures("no_thread_left")
 @pytest.fixture
 def boom_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A model name whose routing raises inside the Router, as a bug would."""
-    serves = Router.serves
+    serves = RoutingTable.serves
 
-    def buggy(self: Router, route: Any, model: str | None) -> bool:
+    def buggy(self: RoutingTable, route: Any, model: str | None) -> bool:
         if model == "boom":
             raise RuntimeError("a bug tied to this request")
         return serves(self, route, model)
 
-    monkeypatch.setattr(Router, "serves", buggy)
+    # Both the caller's first offer and the Router route through the table.
+    monkeypatch.setattr(RoutingTable, "serves", buggy)
     yield "boom"
 
 

@@ -180,6 +180,45 @@ def test_events_for_a_closed_loop_stop_the_request() -> None:
     assert state.finished
 
 
+def test_a_burst_wakes_the_loop_once_and_arrives_in_order() -> None:
+    loop = asyncio.new_event_loop()
+    channel = LoopChannel(loop, 1000)
+    wakeups: list[object] = []
+    schedule = loop.call_soon_threadsafe
+
+    def counting(*args: Any) -> Any:
+        wakeups.append(args)
+        return schedule(*args)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        # The loop is not running: the burst arrives while it is busy elsewhere.
+        thread, errors = in_thread(lambda: [channel.offer(i) for i in range(100)])
+        thread.join(5)
+        assert not errors and len(wakeups) == 1
+
+        async def read() -> list[int]:
+            return [await channel.get() for _ in range(100)]
+
+        assert loop.run_until_complete(read()) == list(range(100))
+        channel.offer("next")  # the delivery ran: the next item wakes the loop again
+        assert len(wakeups) == 2
+        assert loop.run_until_complete(channel.get()) == "next"
+    finally:
+        loop.close()
+
+
+def test_a_loop_closed_with_a_delivery_pending_stops_the_request() -> None:
+    loop = asyncio.new_event_loop()
+    channel = LoopChannel(loop, 8)
+    state = RequestState(REQUEST, channel, timeout=30)
+    state.emit(Delta(text="scheduled, never delivered"))
+    loop.close()
+    with pytest.raises(Cancelled):
+        state.emit(Delta(text="nobody reads this"))
+    assert state.finished
+
+
 def test_a_failure_reaches_a_full_thread_channel_at_once() -> None:
     state, handle = sync_request(capacity=1)
     state.emit(Delta(text="unread"))

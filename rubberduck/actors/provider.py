@@ -30,6 +30,7 @@ the Router (or, past the first chunk, follow the mid-stream policy).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -56,6 +57,11 @@ from rubberduck.telemetry import events, requests
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
+
+#: Stands for the future of an attempt that runs on its caller's thread: it is
+#: running, so it cannot be cancelled; the actor's death closes its scope instead.
+_ON_CALLER: Future[None] = Future()
+_ON_CALLER.set_running_or_notify_cancel()
 
 log = logging.getLogger("rubberduck.provider")
 
@@ -102,6 +108,8 @@ class ProviderActor(SupervisedActor):
             max_workers=self.max_in_flight, thread_name_prefix=f"rubberduck-{self.backend}"
         )
         self._slots = threading.Semaphore(self.max_in_flight + self.max_queue)
+        # Attempts running at once, on workers or on callers' threads.
+        self._turns = threading.Semaphore(self.max_in_flight)
         self._lock = threading.Lock()
         self._admitted: dict[int, tuple[RequestState, Future[None]]] = {}
         # Overflow: taken with every slot busy, started in order as slots free.
@@ -151,6 +159,12 @@ class ProviderActor(SupervisedActor):
             overflow: Take it even with every slot busy (no other backend has
                 room): it waits for a slot, behind any taken so before it.
 
+        A request whose caller will wait for it (``handle.caller_runs``) and
+        finds a slot free gets its attempt as ``handle.inline``, for the
+        caller's thread to run once one of the ``max_in_flight`` turns is
+        free: same slot, same bound, same scope, same outcome, no thread
+        hand-off to a worker and back.
+
         Returns:
             ``TAKEN``; ``FULL`` when ``max_in_flight + max_queue`` requests are
             here already (and, with ``overflow``, ``max_waiting`` more wait);
@@ -165,7 +179,14 @@ class ProviderActor(SupervisedActor):
                 return Admission.TAKEN
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                future = self._pool.submit(self._work, handle)
+                if handle.caller_runs:
+                    # Its thread runs it (after waiting for a turn if none is
+                    # free): no hand-off to a worker and back.
+                    turn = self._turns.acquire(blocking=False)
+                    handle.inline = functools.partial(self._work, handle, turn=turn)
+                    future = _ON_CALLER
+                else:
+                    future = self._pool.submit(self._work, handle)
                 self._admitted[handle.id] = (handle, future)
                 return Admission.TAKEN
             if overflow and len(self._waiting) < self.max_waiting:
@@ -225,7 +246,10 @@ class ProviderActor(SupervisedActor):
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestState) -> None:
+    def _work(self, handle: RequestState, *, turn: bool = False) -> None:
+        """Run ``handle``'s attempt; ``turn``: it holds one of the
+        ``max_in_flight`` turns already (on its caller's thread)."""
+        turn = turn or self._take_turn(handle)
         try:
             if handle.finished:
                 return
@@ -246,7 +270,18 @@ class ProviderActor(SupervisedActor):
             log.exception("%s failed on request %s", self.name, handle.id)
             handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
+            if turn:
+                self._turns.release()
             self._left(handle)
+
+    def _take_turn(self, handle: RequestState) -> bool:
+        """Wait for one of the ``max_in_flight`` turns (workers and callers'
+        threads running their own attempts share them); ``False`` if the
+        request ended or this actor is going away first."""
+        while not self._turns.acquire(timeout=0.05):
+            if handle.finished or self._exit_reason is not None:
+                return False
+        return True
 
     def _interrupted(self, handle: RequestState, error: RubberDuckError) -> None:
         """A failure after the first chunk reached the caller: the mid-stream policy."""

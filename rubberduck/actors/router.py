@@ -29,7 +29,10 @@ dropped connection — not a refused connection), the request waits the backoff
 (exponential with jitter; a ``Retry-After`` wins when longer) and takes another
 round, up to ``[router] retries`` rounds and never past its deadline. Otherwise
 the caller gets :class:`~rubberduck.errors.AllProvidersFailed` with every
-backend's cause. The backoff is an entry on the registry's one
+backend's cause. A new request's first offer is usually made on the caller's thread, from the
+table this Router publishes (:mod:`rubberduck.actors.routing`); the Router gets
+the request only when that offer found no backend with room, and every failed
+attempt after it. The backoff is an entry on the registry's one
 :class:`~rubberduck.scheduler.Scheduler` thread, not a thread per request; when
 it is over the request goes back to the Router by name, so a Router restarted
 meanwhile gets it.
@@ -46,20 +49,18 @@ from typing import Any
 from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
 from rubberduck.actors.provider import ROUTER
+from rubberduck.actors.routing import Route, RoutingTable, model_names, offer
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
     InternalError,
-    InvalidRequest,
     ModelNotFound,
     ProviderUnavailable,
     RequestTimeout,
     RubberDuckError,
-    ServerBusy,
 )
 from rubberduck.messages import (
     AttemptFailed,
-    EmbedRequest,
     ProviderDown,
     ProviderUp,
     Resync,
@@ -74,27 +75,6 @@ __all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
 RETRYABLE_KINDS = frozenset({"busy", "timeout", "unavailable"})
 
 log = logging.getLogger("rubberduck.router")
-
-
-@dataclass(frozen=True)
-class Route:
-    """What the Router knows of a backend from configuration.
-
-    Attributes:
-        name: Backend name.
-        models: Models to treat as served before the catalogue is read.
-        serve_any_model: Accept any model (answering with its own).
-        priority: Lower goes first; equal priorities share the load.
-        embeddings: The backend can embed (``EmbedRequest``).
-        kind: The provider kind (``"ollama"``, ...), for the remedy a message names.
-    """
-
-    name: str
-    models: tuple[str, ...] = ()
-    serve_any_model: bool = False
-    priority: int = 0
-    embeddings: bool = True
-    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,13 +96,6 @@ class Backoff:
         with 50–100 % jitter; the server's ``Retry-After`` when that is longer."""
         wait = min(self.max_s, self.base_s * 2.0**round_) * (0.5 + rng.random() / 2)
         return max(wait, retry_after_s or 0.0)
-
-
-def _model_names(models: tuple[str, ...] | list[str]) -> set[str]:
-    """Names as given plus, for Ollama's ``name:latest``, the bare name."""
-    names = set(models)
-    names.update(m[: -len(":latest")] for m in models if m.endswith(":latest"))
-    return names
 
 
 class Router(SupervisedActor):
@@ -148,12 +121,20 @@ class Router(SupervisedActor):
         self._rng = random.Random()
 
     def started(self) -> None:
-        self.down: dict[str, str] = {}
+        #: What this router knows of the backends; a copy is published after each
+        #: change, for callers to route new requests from (see
+        #: :func:`~rubberduck.actors.routing.route_first`).
+        self.table = RoutingTable(self.routes, self.load)
+        self.down = self.table.down
         #: When each backend in ``down`` went down (monotonic seconds): panic order.
-        self.down_since: dict[str, float] = {}
-        self.catalogue: dict[str, set[str]] = {}
+        self.down_since = self.table.down_since
+        self.catalogue = self.table.catalogue
+        self._publish()
         # After a restart our view is empty: ask for the current one.
         self.registry.tell(HEALTH, Resync())
+
+    def _publish(self) -> None:
+        self.registry.routing = self.table.copy()
 
     def dead_letter(self, message: Any) -> None:
         # Still in the mailbox when this router died: give it to the next one.
@@ -173,10 +154,12 @@ class Router(SupervisedActor):
                 self.down.pop(message.provider, None)
                 self.down_since.pop(message.provider, None)
                 if message.models is not None:
-                    self.catalogue[message.provider] = _model_names(message.models)
+                    self.catalogue[message.provider] = model_names(message.models)
+                self._publish()
             elif isinstance(message, ProviderDown):
                 self.down[message.provider] = message.reason
                 self.down_since.setdefault(message.provider, time.monotonic())
+                self._publish()
         except Exception as exc:
             handle = getattr(message, "handle", None)
             if not isinstance(handle, RequestState):
@@ -190,55 +173,13 @@ class Router(SupervisedActor):
         return None
 
     def serves(self, route: Route, model: str | None) -> bool:
-        """Whether ``route`` has ``model``, not counting ``serve_any_model``. A
-        backend whose catalogue is not known yet may have any model, except one
-        that serves any model: it has only those it names."""
-        if model is None or model in route.models or f"{model}:latest" in route.models:
-            return True
-        known = self.catalogue.get(route.name)
-        if known is None:
-            return not route.serve_any_model
-        return model in known or f"{model}:latest" in known
+        """See :meth:`RoutingTable.serves <rubberduck.actors.routing.RoutingTable.serves>`."""
+        return self.table.serves(route, model)
 
     def candidates(self, handle: RequestState, *, panic: bool = False) -> list[Route]:
-        """Routes ``handle`` may go to now, best first; records why others are skipped.
-
-        Args:
-            handle: The request.
-            panic: Return the backends skipped only for an open circuit instead,
-                the one whose circuit opened last first (panic mode).
-        """
-        model = handle.request.model
-        allowed = handle.backends
-        if not handle.fallback and handle.tried:
-            allowed = frozenset(handle.tried[:1])
-        out = []
-        for route in self.routes:
-            name = route.name
-            if name in handle.excluded or (allowed is not None and name not in allowed):
-                continue
-            has_model = self.serves(route, model)
-            if not route.embeddings and isinstance(handle.request, EmbedRequest):
-                handle.causes.setdefault(
-                    name, InvalidRequest("has no embeddings endpoint", provider=name)
-                )
-            elif not has_model and not (route.serve_any_model and handle.allow_substitute):
-                handle.causes.setdefault(name, _missing(route, model or ""))
-            elif name in self.down and not panic:
-                handle.causes.setdefault(
-                    name,
-                    ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
-                )
-            elif name in self.down or not panic:
-                if not has_model:
-                    handle.substitutes.add(name)
-                out.append(route)
-        if panic:
-            return sorted(out, key=lambda r: -self.down_since.get(r.name, 0.0))
-        if len(out) > 1:
-            load = self.load
-            out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
-        return out
+        """See :meth:`RoutingTable.candidates
+        <rubberduck.actors.routing.RoutingTable.candidates>`."""
+        return self.table.candidates(handle, panic=panic)
 
     def _route(self, handle: RequestState) -> None:
         if handle.finished:
@@ -271,28 +212,7 @@ class Router(SupervisedActor):
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
 
     def _offer(self, handle: RequestState, name: str, *, overflow: bool) -> Admission:
-        """Offer ``handle`` to backend ``name``; records it as tried when taken
-        (or refused on overflow), and why when refused."""
-        self.load.add(name, 1)
-        taken = self.registry.admissions.admit(name, handle, overflow=overflow)
-        if taken is not Admission.TAKEN:
-            self.load.add(name, -1)
-        if taken is Admission.FULL:
-            waiting = "and too many wait for a slot" if overflow else "or waiting"
-            handle.causes[name] = ServerBusy(
-                f"skipped, full: {self.load[name]} requests running {waiting} — raise "
-                "max_in_flight/max_queue for this provider, or add a backend",
-                provider=name,
-            )
-            if not overflow:
-                return taken  # not tried: it may still take the request as overflow
-        handle.excluded.add(name)
-        handle.tried.append(name)
-        if taken is Admission.GONE:
-            handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
-        elif taken is Admission.TAKEN:
-            events.taken(handle, name)  # telemetry: a fallback, when one failed before
-        return taken
+        return offer(handle, name, self.registry.admissions, self.load, overflow=overflow)
 
     def _retry_later(self, handle: RequestState) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
@@ -327,6 +247,7 @@ class Router(SupervisedActor):
             if known is not None:
                 known.discard(error.model)
                 known.discard(f"{error.model}:latest")
+                self._publish()
         if handle.finished:
             return
         if not error.fallback:
@@ -353,15 +274,6 @@ def _resubmit(registry: Registry, handle: RequestState, give_up: float | None) -
         except RuntimeError:
             pass  # the scheduler stopped: the runtime is closing
     handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
-
-
-def _missing(route: Route, model: str) -> ModelNotFound:
-    """``route`` does not have ``model`` (by its catalogue), with the remedy."""
-    why = " (and this request allows no substitute model)" * route.serve_any_model
-    remedy = f" — run `ollama pull {model}`" * (route.kind == "ollama")
-    return ModelNotFound(
-        f"does not have model {model!r}{why}{remedy}", provider=route.name, model=model
-    )
 
 
 def _retryable(error: RubberDuckError) -> bool:

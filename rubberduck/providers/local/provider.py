@@ -7,8 +7,10 @@ own imports pull in ``llama-cpp-python``).
 
 ``xllamacpp.Server.handle_chat_completions`` answers in OpenAI chat-completion
 format, non-streamed as one dict or streamed as chunk dicts passed to a callback
-(returning ``True`` from the callback stops generation). llama.cpp releases the GIL
-while it generates, so the actors keep running.
+(returning ``True`` from the callback stops generation). Requests are always
+streamed to it, so that a cancel or a deadline stops any generation within a
+token; a non-streamed request's events are held until its answer is whole.
+llama.cpp releases the GIL while it generates, so the actors keep running.
 
 What llama.cpp here can and cannot do (xllamacpp 2026.10, checked by calling it):
 ``handle_embeddings`` works only when the model was loaded in embedding mode
@@ -44,7 +46,7 @@ from rubberduck.providers.local.models import (
     PACKAGED_MODELS,
     find_packaged_model,
 )
-from rubberduck.providers.local.wire import ChunkRelay, map_error, shorten
+from rubberduck.providers.local.wire import ChunkRelay, HeldEvents, map_error, shorten
 from rubberduck.providers.openai.request import add_common_fields
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
@@ -186,15 +188,14 @@ class LocalProvider:
         """
         server = self.load()
         body, chat = self._body(request)
-        state = ChunkRelay(self.name, self.default_model or "", emit, scope)
+        # Always streamed inside (see the module): a cancel stops any generation;
+        # a non-streamed answer's events are held until whole (it may fall back).
+        held = None if request.stream else HeldEvents(emit)
+        state = ChunkRelay(self.name, self.default_model or "", held or emit, scope)
         started = time.monotonic()
+        generate = server.handle_chat_completions if chat else server.handle_completions
         try:
-            if chat:
-                result = server.handle_chat_completions(
-                    body, state.on_chunk if body["stream"] else None
-                )
-            else:
-                result = server.handle_completions(body, state.on_chunk if body["stream"] else None)
+            result = generate(body, state.on_chunk)
         except ValueError as exc:
             raise InvalidRequest(
                 f"llama.cpp rejected the request: {exc}", provider=self.name
@@ -203,11 +204,13 @@ class LocalProvider:
             raise state.failure
         if scope.cancelled:
             return
-        if result is not None:
-            state.on_chunk(result, whole=not body["stream"])
+        if result is not None:  # what llama.cpp returns besides the chunks (an error)
+            state.on_chunk(result)
             if state.failure is not None:
                 raise state.failure
         state.finish(time.monotonic() - started)
+        if held is not None:
+            held.release()
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """One vector per input, in input order, unit length (llama.cpp's
@@ -269,8 +272,8 @@ class LocalProvider:
 
     def _body(self, request: Request) -> tuple[dict[str, Any], bool]:
         # The cap stays when num_predict is Ollama's -1 ("until the context is full").
-        body: dict[str, Any] = {"stream": request.stream, "max_tokens": self.max_tokens}
-        add_common_fields(body, request.stream, request.options, request.format, llama_cpp=True)
+        body: dict[str, Any] = {"stream": True, "max_tokens": self.max_tokens}
+        add_common_fields(body, True, request.options, request.format, llama_cpp=True)
         if isinstance(request, ChatRequest):
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             if request.tools:

@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 
 from rubberduck.errors import InvalidRequest, ProviderUnavailable, RubberDuckError
+from rubberduck.messages import Delta, Event
 from rubberduck.providers.base import CancelScope, Emit
 from rubberduck.providers.openai.wire import Answer, Chunk
 
-__all__ = ["ChunkRelay", "map_error", "shorten"]
+__all__ = ["ChunkRelay", "HeldEvents", "map_error", "shorten"]
 
 
 class ChunkRelay:
@@ -62,6 +63,39 @@ class ChunkRelay:
                 JSON object.
         """
         self.answer.finish(self.emit, elapsed_s)
+
+
+class HeldEvents:
+    """An ``emit`` that holds a non-streamed answer's events until it is whole:
+    its text pieces become one :class:`Delta` (as Ollama answers without
+    streaming), the other events keep their order after it.
+
+    Args:
+        emit: Where :meth:`release` sends them.
+    """
+
+    __slots__ = ("_emit", "_events", "_text", "_thinking")
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._text: list[str] = []
+        self._thinking: list[str] = []
+        self._events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is Delta:
+            self._text.append(event.text)
+            self._thinking.append(event.thinking)
+        else:
+            self._events.append(event)
+
+    def release(self) -> None:
+        """Emit what was held: the text as one ``Delta``, then the rest."""
+        text, thinking = "".join(self._text), "".join(self._thinking)
+        if text or thinking:
+            self._emit(Delta(text, thinking))
+        for event in self._events:
+            self._emit(event)
 
 
 def shorten(vector: list[float], dimensions: int | None) -> list[float]:

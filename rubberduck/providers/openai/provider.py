@@ -251,7 +251,7 @@ class OpenAIProvider(HTTPBackend):
         )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """``Session.request``, sent once more if a pooled connection turns out to
+        """``HTTPBackend._send``, sent once more if a pooled connection turns out to
         be closed before any answer arrived.
 
         llama.cpp's server closes the connection after every streamed answer while
@@ -259,12 +259,12 @@ class OpenAIProvider(HTTPBackend):
         answer at all, so sending it again cannot run it twice.
         """
         try:
-            return self._session.request(method, url, **kwargs)
+            return super()._send(method, url, **kwargs)
         except requests.ConnectionError as exc:
             scope = current_scope()
             if not _closed_before_answer(exc) or (scope is not None and scope.cancelled):
                 raise
-        return self._session.request(method, url, **kwargs)
+        return super()._send(method, url, **kwargs)
 
     def _decode_chunk(self, data: str | bytes) -> Chunk:
         chunk: Chunk = self._decode(CHUNK_DECODER, data)

@@ -1,0 +1,218 @@
+"""Where a request may go: the Router's view of the backends, and its first
+offer made on the caller's thread.
+
+A :class:`RoutingTable` holds what the Router knows (configured routes, open
+circuits, catalogues) and picks the candidates for a request. The Router owns
+one and changes it as health and catalogue news arrive; after each change it
+publishes a copy in the registry (``Registry.routing``). A caller's thread
+routes a new request from that published copy (:func:`route_first`): the first
+backend with room takes it at once, without a hop through the Router's mailbox.
+Everything else — no backend with room, a failed attempt, a retry round, panic
+mode, overflow onto a waiting list — stays the Router actor's, which gets the
+request by message as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from rubberduck.actors.channels import Admission, Admissions, Load
+from rubberduck.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ProviderUnavailable,
+    ServerBusy,
+)
+from rubberduck.messages import EmbedRequest
+from rubberduck.telemetry import events
+from rubberduck.telemetry.logs import component
+
+if TYPE_CHECKING:
+    from rubberduck.request_state import RequestState
+
+__all__ = ["Route", "RoutingTable", "model_names", "offer", "route_first"]
+
+log = component("router")
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the Router knows of a backend from configuration.
+
+    Attributes:
+        name: Backend name.
+        models: Models to treat as served before the catalogue is read.
+        serve_any_model: Accept any model (answering with its own).
+        priority: Lower goes first; equal priorities share the load.
+        embeddings: The backend can embed (``EmbedRequest``).
+        kind: The provider kind (``"ollama"``, ...), for the remedy a message names.
+    """
+
+    name: str
+    models: tuple[str, ...] = ()
+    serve_any_model: bool = False
+    priority: int = 0
+    embeddings: bool = True
+    kind: str = ""
+
+
+def model_names(models: tuple[str, ...] | list[str]) -> set[str]:
+    """Names as given plus, for Ollama's ``name:latest``, the bare name."""
+    names = set(models)
+    names.update(m[: -len(":latest")] for m in models if m.endswith(":latest"))
+    return names
+
+
+@dataclass
+class RoutingTable:
+    """The backends as the Router sees them.
+
+    Attributes:
+        routes: Backends by priority (stable: equal priorities in configured order).
+        load: Requests in flight per backend (shared, live).
+        down: Backend → why its circuit is open.
+        down_since: When each backend in ``down`` went down (monotonic seconds).
+        catalogue: Backend → its models, from its last catalogue read.
+    """
+
+    routes: list[Route]
+    load: Load
+    down: dict[str, str] = field(default_factory=dict)
+    down_since: dict[str, float] = field(default_factory=dict)
+    catalogue: dict[str, set[str]] = field(default_factory=dict)
+
+    def copy(self) -> RoutingTable:
+        """A copy that later changes to this table do not touch (to publish)."""
+        return replace(
+            self,
+            down=dict(self.down),
+            down_since=dict(self.down_since),
+            catalogue={name: set(models) for name, models in self.catalogue.items()},
+        )
+
+    def serves(self, route: Route, model: str | None) -> bool:
+        """Whether ``route`` has ``model``, not counting ``serve_any_model``. A
+        backend whose catalogue is not known yet may have any model, except one
+        that serves any model: it has only those it names."""
+        if model is None or model in route.models or f"{model}:latest" in route.models:
+            return True
+        known = self.catalogue.get(route.name)
+        if known is None:
+            return not route.serve_any_model
+        return model in known or f"{model}:latest" in known
+
+    def candidates(self, handle: RequestState, *, panic: bool = False) -> list[Route]:
+        """Routes ``handle`` may go to now, best first; records why others are skipped.
+
+        Args:
+            handle: The request.
+            panic: Return the backends skipped only for an open circuit instead,
+                the one whose circuit opened last first (panic mode).
+        """
+        model = handle.request.model
+        allowed = handle.backends
+        if not handle.fallback and handle.tried:
+            allowed = frozenset(handle.tried[:1])
+        out = []
+        for route in self.routes:
+            name = route.name
+            if name in handle.excluded or (allowed is not None and name not in allowed):
+                continue
+            has_model = self.serves(route, model)
+            if not route.embeddings and isinstance(handle.request, EmbedRequest):
+                handle.causes.setdefault(
+                    name, InvalidRequest("has no embeddings endpoint", provider=name)
+                )
+            elif not has_model and not (route.serve_any_model and handle.allow_substitute):
+                handle.causes.setdefault(name, missing(route, model or ""))
+            elif name in self.down and not panic:
+                handle.causes.setdefault(
+                    name,
+                    ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
+                )
+            elif name in self.down or not panic:
+                if not has_model:
+                    handle.substitutes.add(name)
+                out.append(route)
+        if panic:
+            return sorted(out, key=lambda r: -self.down_since.get(r.name, 0.0))
+        if len(out) > 1:
+            load = self.load
+            out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
+        return out
+
+
+def offer(
+    handle: RequestState, name: str, admissions: Admissions, load: Load, *, overflow: bool
+) -> Admission:
+    """Offer ``handle`` to backend ``name``; records it as tried when taken (or
+    refused on overflow), and why when refused.
+
+    The request is marked tried *before* the offer: once taken, a worker may
+    fail it and the Router route it again at once, from another thread.
+    """
+    load.add(name, 1)
+    handle.excluded.add(name)
+    handle.tried.append(name)
+    taken = admissions.admit(name, handle, overflow=overflow)
+    if taken is Admission.TAKEN:
+        events.taken(handle, name)  # telemetry: a fallback, when one failed before
+        return taken
+    load.add(name, -1)
+    if taken is Admission.FULL:
+        waiting = "and too many wait for a slot" if overflow else "or waiting"
+        handle.causes[name] = ServerBusy(
+            f"skipped, full: {load[name]} requests running {waiting} — raise "
+            "max_in_flight/max_queue for this provider, or add a backend",
+            provider=name,
+        )
+        if not overflow:  # not tried: it may still take the request as overflow
+            handle.excluded.discard(name)
+            handle.tried.pop()
+    else:
+        handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
+    return taken
+
+
+def route_first(table: RoutingTable, handle: RequestState, admissions: Admissions) -> bool:
+    """On the caller's thread: give ``handle`` to the best candidate that has
+    room now (``table``: the Router's published view).
+
+    When every candidate is full, the request waits on the best one's
+    waiting list (overflow), as the Router's first pass would do.
+
+    Returns:
+        ``True`` when a backend took it; ``False`` when none would, none was a
+        candidate, or routing failed: then the Router actor must route it
+        (panic mode, a retry round, the error) — what was recorded here
+        (causes, backends tried) is what the Router would record too.
+    """
+    try:
+        routes = table.candidates(handle)
+    except Exception:  # the Router decides, and ends the request if it fails too
+        log.debug("routing request %s on the caller's thread failed", handle.id, exc_info=True)
+        return False
+    events.routed(handle, routes, table.down)  # telemetry
+    full = []
+    for route in routes:
+        # As the Router's first pass: without fallback, wait on the one backend.
+        taken = offer(handle, route.name, admissions, table.load, overflow=not handle.fallback)
+        if taken is Admission.TAKEN:
+            return True
+        if taken is Admission.FULL:
+            full.append(route.name)
+        if not handle.fallback:
+            return False
+    if full:  # no backend has room: wait for a slot on the best full one
+        return offer(handle, full[0], admissions, table.load, overflow=True) is Admission.TAKEN
+    return False
+
+
+def missing(route: Route, model: str) -> ModelNotFound:
+    """``route`` does not have ``model`` (by its catalogue), with the remedy."""
+    why = " (and this request allows no substitute model)" * route.serve_any_model
+    remedy = f" — run `ollama pull {model}`" * (route.kind == "ollama")
+    return ModelNotFound(
+        f"does not have model {model!r}{why}{remedy}", provider=route.name, model=model
+    )
