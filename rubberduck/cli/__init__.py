@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import msgspec
 
 from rubberduck import __version__
-from rubberduck.cli import _chat, _models, _status
+from rubberduck.cli import _bench, _chat, _models, _status
 from rubberduck.config import Config, default_config, load_config
 from rubberduck.errors import ConfigError, RubberDuckError
 from rubberduck.runtime import Runtime
@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 #: Command modules: each has ``register(subparsers, common)``; the parsers they add
 #: carry a ``run(rt, args) -> int`` default.
-_COMMANDS = (_chat, _models, _status)
+_COMMANDS = (_chat, _models, _status, _bench)
 
 
 def _parser() -> argparse.ArgumentParser:
