@@ -123,10 +123,13 @@ def direct_sender(
     model: str | None,
     name: str = "",
     base_url: str | None = None,
+    timeout: float = 600.0,
 ) -> Sender:
     """A sender that posts straight to one Ollama or OpenAI-compatible backend with
     one ``requests.Session`` (keep-alive), parsing the stream line by line: what a
-    service without RubberDuck would do.
+    service without RubberDuck would do. A request on a kept-alive connection that
+    the server closed before answering is sent once more, as RubberDuck's
+    providers do.
 
     Args:
         cfg: The backend's configuration.
@@ -135,6 +138,7 @@ def direct_sender(
         name: The backend's configured name (``RequestRecord.provider``).
         base_url: The backend's resolved URL (``cfg.base_url`` may be ``None``
             for Ollama, which then reads ``OLLAMA_HOST``).
+        timeout: Connect and read timeout of each request, seconds.
 
     Raises:
         InvalidRequest: the backend is not an HTTP one (``kind = "local"``) or
@@ -163,20 +167,34 @@ def direct_sender(
         record = RequestRecord(
             ok=False, start=start, prompt_tokens_sent=prompt.input_tokens, provider=name
         )
-        try:
-            with session.post(url, json=body, stream=endpoint != "embed", timeout=600) as resp:
-                resp.raise_for_status()
-                if endpoint == "embed":
-                    final = resp.json()
-                else:
-                    final = _read_stream(record, resp.iter_lines(), openai)
-            _direct_done(record, final, openai)
-        except (requests.RequestException, ValueError) as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
+        for attempt in (1, 2):
+            try:
+                with session.post(
+                    url, json=body, stream=endpoint != "embed", timeout=timeout
+                ) as resp:
+                    resp.raise_for_status()
+                    if endpoint == "embed":
+                        final = resp.json()
+                    else:
+                        final = _read_stream(record, resp.iter_lines(), openai)
+                _direct_done(record, final, openai)
+            except requests.ConnectionError as exc:
+                if attempt == 1 and _stale(exc):
+                    continue  # a kept-alive connection the server had closed: once more
+                record.error = f"{type(exc).__name__}: {exc}"
+            except (requests.RequestException, ValueError) as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+            break
         record.e2el_s = time.monotonic() - start
         return record
 
     return send
+
+
+def _stale(exc: requests.ConnectionError) -> bool:
+    """The server closed a reused keep-alive connection before answering
+    (llama.cpp's server closes one after a few requests): safe to send again."""
+    return "Connection aborted" in str(exc)
 
 
 def _direct_body(openai: bool, endpoint: Endpoint, model: str, prompt: BenchPrompt) -> Any:
@@ -197,8 +215,8 @@ def _direct_body(openai: bool, endpoint: Endpoint, model: str, prompt: BenchProm
 
 
 def _read_stream(record: RequestRecord, lines: Iterator[bytes], openai: bool) -> dict[str, Any]:
-    """Time each text chunk; returns the last object (Ollama's ``done`` line, or the
-    OpenAI chunk with ``usage``)."""
+    """Time each text chunk; returns the final fields (Ollama's ``done`` line, or
+    the OpenAI chunks with ``usage`` and llama.cpp's ``timings`` merged)."""
     final: dict[str, Any] = {}
     for line in lines:
         if openai:
@@ -215,8 +233,8 @@ def _read_stream(record: RequestRecord, lines: Iterator[bytes], openai: bool) ->
             if record.ttft_s is None:
                 record.ttft_s = now - record.start
             record.chunk_times.append(now)
-        if obj.get("done") or obj.get("usage"):
-            final = obj
+        if obj.get("done") or obj.get("usage") or obj.get("timings"):
+            final = {**final, **obj}
     return final
 
 
@@ -232,6 +250,10 @@ def _direct_done(record: RequestRecord, final: dict[str, Any], openai: bool) -> 
     if openai:
         usage = final.get("usage") or {}
         prompt_tokens, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        timings = final.get("timings") or {}  # llama.cpp's extension, milliseconds
+        if "predicted_ms" in timings:
+            record.eval_s = timings["predicted_ms"] / 1e3
+            record.prompt_eval_s = timings.get("prompt_ms", 0.0) / 1e3
     else:
         prompt_tokens, output = final.get("prompt_eval_count"), final.get("eval_count")
         ns = 1e-9

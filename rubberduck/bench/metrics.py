@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -183,8 +184,9 @@ def summarize(
     Returns:
         A flat dict: ``completed``, ``failed``, throughputs, the latency
         statistics, ``request_goodput``, Ollama's rates (``None`` where no
-        backend reported them) and the runtime's counts (``fallbacks``,
-        ``skipped_open_circuit``, ``retries``, ``restarts``, ``substitutions``).
+        backend reported them), the runtime's counts (``fallbacks``,
+        ``skipped_open_circuit``, ``retries``, ``restarts``, ``substitutions``)
+        and ``errors`` (the ten commonest reasons of failed requests, with counts).
 
     Raises:
         ValueError: ``duration_s`` is not above 0, or an SLO names an unknown figure.
@@ -222,6 +224,7 @@ def summarize(
         "retries": sum(r.retries for r in records),
         "restarts": sum(r.restarts for r in records),
         "substitutions": sum(r.substituted for r in done),
+        "errors": dict(Counter(r.error[:200] for r in records if not r.ok).most_common(10)),
     }
     if per_backend:
         names = sorted({r.provider for r in done})

@@ -67,6 +67,7 @@ def summary_table(result: Mapping[str, Any], title: str = "RubberDuck bench") ->
         direct = result["direct"]
         rows.append(("Direct client: mean E2EL (ms)", _num(direct["mean_e2el_ms"])))
         rows.append(("Direct client: output tok/s", _num(direct["output_throughput"])))
+        rows.append(("Direct client: eval tok/s (server)", _num(direct["eval_tokens_per_s"])))
         for key, value in result["overhead_ratio"].items():
             rows.append((f"RubberDuck / direct, {key}", _num(value)))
     width = max(len(label) for label, _ in rows)

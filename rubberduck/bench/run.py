@@ -81,7 +81,9 @@ def benchmark(
     Args:
         rt: The runtime whose setup is measured.
         plan: What to run.
-        prompts: Makes a fresh prompt sequence (each run starts from the first).
+        prompts: The prompts of each run (called once per run; an iterator it
+            returns again goes on where the last run stopped, so that no run
+            resends a prompt whose prefix the server has cached).
         on_record: Called with each measured record (progress).
 
     Raises:

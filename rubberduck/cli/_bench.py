@@ -116,8 +116,10 @@ def _prompts(args: argparse.Namespace) -> Callable[[], Iterable[BenchPrompt]]:
     if args.prompts:
         listed = load_jsonl(args.prompts, args.output_tokens)
         return lambda: listed
-    synthetic(args.input_tokens, args.output_tokens)  # checks the lengths now
-    return lambda: synthetic(args.input_tokens, args.output_tokens)
+    # One endless sequence for every run (each sweep step, the direct client): no
+    # run sends a prompt another sent before, whose prefix the server has cached.
+    fresh = synthetic(args.input_tokens, args.output_tokens)
+    return lambda: fresh
 
 
 def _bench(rt: Runtime, args: argparse.Namespace) -> int:

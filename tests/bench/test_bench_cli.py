@@ -248,3 +248,31 @@ def test_jsonl_prompts(tmp_path: Path) -> None:
     path.write_text('{"nothing": 1}\n')
     with pytest.raises(InvalidRequest, match=":1:"):
         load_jsonl(path)
+
+
+def test_restarts_and_circuit_openings_are_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream that breaks mid-way restarts on the spare (``restarts``, a
+    fallback); a primary that keeps failing opens its circuit, and the requests
+    after that skip it (``circuit_openings``, ``skipped_open_circuit``)."""
+    with FakeOllama(script=("midstream",)) as primary, FakeOllama() as spare:
+        path = tmp_path / "rubberduck.toml"
+        path.write_text(
+            '[router]\nretries = 0\nmid_stream = "restart"\n'
+            "[health]\nfailure_threshold = 2\ncooldown = 60\nmax_cooldown = 60\n"
+            + "".join(
+                f'[provider.{n}]\nkind = "ollama"\nbase_url = "{s.url}"\nmodel = "llama3.2"\n'
+                for n, s in (("primary", primary), ("spare", spare))
+            )
+        )
+        r = bench(capsys, "--config", str(path), "--requests", "1")
+        assert (r["completed"], r["restarts"], r["fallbacks"]) == (1, 1, 1)
+        primary.mode = "server_error"
+        r = bench(capsys, "--config", str(path), "--requests", "6")
+        assert r["completed"] == 6 and r["failed"] == 0
+        assert r["circuit_openings"]["primary"] == 1
+        # Each request either failed on the primary first (the two that opened the
+        # circuit, and any routed before the Router heard) or skipped it.
+        assert r["fallbacks"] >= 2 and r["skipped_open_circuit"] >= 1
+        assert r["fallbacks"] + r["skipped_open_circuit"] == 6
