@@ -46,8 +46,8 @@ def summary_table(result: Mapping[str, Any], title: str = "RubberDuck bench") ->
         for p in PERCENTILES:
             rows.append((f"P{p} {label} (ms)", _num(result[f"p{p}_{name}_ms"])))
     rows += [
-        ("Prompt eval (tok/s, Ollama)", _num(result["prompt_eval_tokens_per_s"])),
-        ("Eval (tok/s, Ollama)", _num(result["eval_tokens_per_s"])),
+        ("Prompt eval (tok/s, server)", _num(result["prompt_eval_tokens_per_s"])),
+        ("Eval (tok/s, server)", _num(result["eval_tokens_per_s"])),
         ("Model load, total (s)", _num(result["load_s"])),
         ("prompt_eval_count / prompt sent", _prompt_cache(result)),
     ]

@@ -44,7 +44,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--endpoint", choices=("chat", "generate", "embed"), default="chat")
+    p.add_argument(
+        "--endpoint", choices=("chat", "generate", "embed"), default="chat", help="default: chat"
+    )
     p.add_argument("--model", "-m", help="model name (default: each backend's own)")
     load = p.add_argument_group("load")
     load.add_argument("--concurrency", type=int, default=1, metavar="N", help="closed loop")
@@ -58,8 +60,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     load.add_argument("--warmup", type=int, default=0, metavar="N", help="unmeasured first")
     load.add_argument("--seed", type=int, help="seed of the open loop's arrivals")
     prompts = p.add_argument_group("prompts")
-    prompts.add_argument("--input-tokens", type=int, default=128, metavar="TOKENS")
-    prompts.add_argument("--output-tokens", type=int, default=128, metavar="TOKENS")
+    prompts.add_argument(
+        "--input-tokens", type=int, default=128, metavar="TOKENS", help="synthetic prompt length"
+    )
+    prompts.add_argument(
+        "--output-tokens", type=int, default=128, metavar="TOKENS", help="num_predict to send"
+    )
     prompts.add_argument("--prompts", metavar="FILE.jsonl", help="prompts or chats, one a line")
     route = p.add_argument_group("routing (default: the full router, with fallback)")
     route.add_argument("--backend", metavar="NAME", help="only this backend, no fallback")

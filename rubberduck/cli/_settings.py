@@ -40,7 +40,8 @@ def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     they default to "not given", so that one given before the subcommand
     (``rubberduck --json models``) is not overwritten by the subcommand's default."""
     unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("--config", metavar="FILE", help="TOML config (see below)", **unset)
+    where = "see below" if top else "default: see `rubberduck --help`"
+    parser.add_argument("--config", metavar="FILE", help=f"TOML config ({where})", **unset)
     parser.add_argument("--host", metavar="HOST", help="Ollama host, as in OLLAMA_HOST", **unset)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts", **unset)
 
