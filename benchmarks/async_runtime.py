@@ -218,7 +218,7 @@ def main(calls: int = 400, streams: int = 1000) -> None:
 
 
 if __name__ == "__main__":
-    from _peers import smoke
+    from benchmarks._peers import smoke
 
     tiny, rest = smoke(sys.argv[1:])
     main(*([10, 20] if tiny else [int(a) for a in rest[:2]]))

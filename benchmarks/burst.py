@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _peers import smoke
-
+from benchmarks._peers import smoke
 from rubberduck import Runtime
 from tests.fake_ollama import FakeOllama
 

@@ -27,8 +27,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _peers import litellm_router, official_ollama, smoke
-
+from benchmarks._peers import litellm_router, official_ollama, smoke
 from rubberduck import Runtime
 from tests.fake_ollama import FakeOllama
 

@@ -21,11 +21,14 @@ E2EL (ms), the slowest request (s). Run: ``python benchmarks/resilience.py
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from _peers import (
+from benchmarks._peers import (
     litellm_router,
     litellm_sender,
     official_ollama,
@@ -35,7 +38,6 @@ from _peers import (
     table,
     try_in_turn,
 )
-
 from rubberduck import Runtime
 from rubberduck.bench import LoadSpec, RequestRecord, run_load, summarize, synthetic
 from rubberduck.bench.clients import Sender, runtime_sender

@@ -31,8 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _peers import smoke
-
+from benchmarks._peers import smoke
 from rubberduck import Delta, Done, Restart, RubberDuckError, Runtime
 from tests.fake_ollama import FakeOllama
 

@@ -34,8 +34,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _peers import litellm_router, official_ollama, smoke, table
-
+from benchmarks._peers import litellm_router, official_ollama, smoke, table
 from rubberduck import Delta, Runtime
 
 CHUNKS = 2000

@@ -30,8 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _peers import smoke
-
+from benchmarks._peers import smoke
 from rubberduck import Runtime
 from rubberduck.messages import Crash
 from tests.fake_ollama import FakeOllama

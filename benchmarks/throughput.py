@@ -19,8 +19,11 @@ concurrencies 1 and 8 only).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from _peers import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._peers import (
     litellm_router,
     litellm_sender,
     official_ollama,
@@ -29,8 +32,7 @@ from _peers import (
     smoke,
     table,
 )
-from async_runtime import Upstream
-
+from benchmarks.async_runtime import Upstream
 from rubberduck import Runtime
 from rubberduck.bench import LoadSpec, run_load, summarize, synthetic
 from rubberduck.bench.clients import runtime_sender
