@@ -3,8 +3,9 @@
 Ollama first; an embedded llama.cpp model as the fallback when Ollama is down.
 """
 
-__version__ = "0.1.0"
+import logging
 
+from rubberduck._version import __version__
 from rubberduck.async_runtime import AsyncRuntime
 from rubberduck.config import (
     Config,
@@ -110,3 +111,7 @@ __all__ = [
     "__version__",
     "load_config",
 ]
+
+# A library logs, the application decides where it goes: nothing is printed
+# unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

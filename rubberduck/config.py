@@ -69,6 +69,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             the key itself), e.g. ``"OPENAI_API_KEY"``; ``None`` for servers that
             need none (``anthropic`` default: ``ANTHROPIC_API_KEY``; ``ollama``
             default: ``OLLAMA_API_KEY`` when it is set, as the official client).
+        allow_insecure_key: Send the API key (or an ``Authorization`` header) over
+            plain ``http://`` to a host other than this machine. Off by default:
+            such a key is refused when the provider is built; turn it on only on
+            a trusted network.
         headers: ``ollama`` only: extra HTTP headers for every request (e.g. what
             a proxy in front of Ollama expects), as the official client's
             ``headers``; an ``Authorization`` here wins over the key.
@@ -103,6 +107,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     enabled: bool = True
     base_url: str | None = None
     api_key_env: str | None = None
+    allow_insecure_key: bool = False
     headers: dict[str, str] = {}
     model: str | None = None
     models: list[str] = []

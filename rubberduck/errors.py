@@ -53,14 +53,16 @@ class ConfigError(RubberDuckError):
     kind = "config"
 
 
-class AuthError(ConfigError):
-    """The backend rejected this provider's credentials: HTTP 401 or 403, a missing
-    or unusable API key, or an account whose quota or billing is used up.
+class AuthError(RubberDuckError):
+    """The backend rejected this provider's credentials: HTTP 401 or 403, or an
+    account whose quota or billing is used up.
 
     Another backend may serve the request (``fallback`` is ``True``), but this one
     is not retried: the same key would be rejected again. The message names the
-    environment variable that holds the key. It is a :class:`ConfigError`, since
-    the fix is in the configuration.
+    environment variable that holds the key. It is not a :class:`ConfigError`:
+    the configuration was read and is well formed; a server said no at run time
+    (a key missing from the environment is a :class:`ConfigError` when the
+    provider is built).
     """
 
     kind = "auth"
@@ -69,9 +71,18 @@ class AuthError(ConfigError):
 
 class InvalidRequest(RubberDuckError):
     """The request is malformed (HTTP 400 or rejected locally); no backend will
-    accept it, so it is not retried elsewhere."""
+    accept it, so it is not retried elsewhere.
+
+    Args:
+        fallback: ``True`` when only this backend cannot serve it (a feature it
+            lacks: embeddings, an endpoint switched off), so another may.
+    """
 
     kind = "invalid"
+
+    def __init__(self, message: str, *, provider: str = "", fallback: bool = False) -> None:
+        super().__init__(message, provider=provider)
+        self.fallback = fallback
 
 
 class InternalError(RubberDuckError):

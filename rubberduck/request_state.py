@@ -30,6 +30,7 @@ from rubberduck.channels import ReplyChannel
 from rubberduck.errors import Cancelled, RequestTimeout, RubberDuckError
 from rubberduck.messages import AnyRequest, Delta, Done, EmbedResponse, Event, Restart
 from rubberduck.providers.base import CancelScope
+from rubberduck.telemetry.requests import request_finished, request_started
 
 __all__ = ["RequestState"]
 
@@ -106,6 +107,8 @@ class RequestState:
         self.partial: list[str] = []
         #: The answer of an embedding request, set by the worker before its Done.
         self.embedding: EmbedResponse | None = None
+        # Telemetry: on the caller's thread, so the span's parent is the caller's.
+        self.trace = request_started(request)
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "running"
@@ -153,6 +156,8 @@ class RequestState:
         self.delivered = True
         if type(event) is Delta:
             self.partial.append(event.text)
+            if self.trace is not None:
+                self.trace.chunk()
         self._put(event)
 
     def _annotated(self, done: Done) -> Done:
@@ -219,6 +224,7 @@ class RequestState:
             self.channel.put(outcome, max(self.time_left(), 0.0))
         else:
             self.channel.put_final(outcome)
+        request_finished(self, outcome)
         if self.on_finish is not None:
             self.on_finish(self)
         return True

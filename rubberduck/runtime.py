@@ -39,11 +39,12 @@ from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
 from rubberduck.request_methods import RequestMethods
 from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events, gauges
 from rubberduck.validation import check_mid_stream, check_request, check_timeout
 
 __all__ = ["Runtime"]
 
-log = logging.getLogger("rubberduck")
+log = logging.getLogger("rubberduck.runtime")
 
 
 class Runtime(RequestMethods, ModelAdmin):
@@ -121,7 +122,8 @@ class Runtime(RequestMethods, ModelAdmin):
                 tuple(cfg.models),
                 cfg.serve_any_model,
                 cfg.priority if cfg.priority is not None else i,
-                _supports(self.providers[name], "embeddings"),
+                self.providers[name].supports_feature("embeddings"),
+                cfg.kind or "",
             )
             for i, (name, cfg) in enumerate(backends)
         ]
@@ -140,6 +142,11 @@ class Runtime(RequestMethods, ModelAdmin):
         )
         # Wait until the supervisor's on_start has started every child.
         self._supervisor.ask(None)
+        # Telemetry: gauges read the in-flight counts and the breakers.
+        workers = {name: cfg.max_in_flight for name, cfg in backends}
+        self._gauges = gauges.BackendGauges(self._load, workers, self._registry.breakers)
+        gauges.watch(self._gauges)
+        events.runtime_started(list(self.providers))
 
     def _starter(self, cls: type[pykka.ThreadingActor], *args: Any) -> Any:
         registry = self._registry
@@ -406,6 +413,8 @@ class Runtime(RequestMethods, ModelAdmin):
             for provider in self.providers.values():
                 provider.close()
             self._ledger.close()
+            gauges.unwatch(self._gauges)
+            events.runtime_closed(list(self.providers))
 
     def _escalated(self, reason: str) -> None:
         # Before the actors stop: every request ends now, with this reason (under
@@ -415,10 +424,3 @@ class Runtime(RequestMethods, ModelAdmin):
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
-
-
-def _supports(provider: Provider, feature: str) -> bool:
-    """``provider.supports_feature(feature)``; ``True`` for a provider without it
-    (it says so by failing, and the router moves on)."""
-    check = getattr(provider, "supports_feature", None)
-    return bool(check(feature)) if check is not None else True

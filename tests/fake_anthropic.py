@@ -14,12 +14,11 @@ port; ``stop()`` (or the ``with`` block) shuts it down.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+from tests.fault_server import FaultHandler, FaultServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "anthropic"
 SSE = "text/event-stream"
@@ -99,7 +98,7 @@ class Received:
     body: bytes
 
 
-class FakeAnthropic:
+class FakeAnthropic(FaultServer):
     """Args:
     api_key: The key requests must carry in ``x-api-key``; others get the
         documented 401.
@@ -119,13 +118,7 @@ class FakeAnthropic:
         self.release = threading.Event()  # ends a "stall"
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(FaultHandler):
             def do_GET(self) -> None:
                 self._answer()
 
@@ -133,8 +126,7 @@ class FakeAnthropic:
                 self._answer()
 
             def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 path = self.path.partition("?")[0]
                 fake.requests.append(
                     Received(self.command, self.path, dict(self.headers.items()), body)
@@ -148,34 +140,21 @@ class FakeAnthropic:
                     reply = fake._next_reply(f"{self.command} {path}")
                 if reply.hold_headers:
                     fake.release.wait(5)
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Transfer-Encoding", "chunked")
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
+                self.start_chunks(reply.status, reply.content_type, reply.headers)
                 try:
                     for piece in reply.pieces:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                        self.wfile.flush()
+                        self.chunk(piece)
                     if reply.end == "drop":
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        self.close_connection = True
+                        self.drop()
                     elif reply.end == "stall":
                         fake.release.wait(5)
                         self.close_connection = True
                     else:
-                        self.wfile.write(b"0\r\n\r\n")
-                        self.wfile.flush()
+                        self.chunk(b"")
                 except OSError:  # the client went away (a cancel)
                     self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._serve(Handler)
 
     def reply(self, route: str, *replies: Reply) -> None:
         """Answer ``route`` (``"POST /v1/messages"``) with ``replies`` in turn; the
@@ -187,19 +166,3 @@ class FakeAnthropic:
         if not queue:
             return Reply([fixture("error_404.json")], status=404, content_type=JSON)
         return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def start(self) -> FakeAnthropic:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import select
 import socket
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.fault_server import FaultHandler, FaultServer
 
 #: The Ollama protocol transcripts (sources in its README.md), inside the repository.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ollama"
@@ -68,6 +69,9 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+#: The content type of Ollama's JSON answers (gin's ``c.JSON``), errors included.
+JSON_TYPE = "application/json; charset=utf-8"
+
 #: GET path → transcript.
 _GET_ANSWERS = {"/api/version": "version.json", "/api/tags": "tags.json", "/api/ps": "ps.json"}
 #: POST path → streamed transcript (progress endpoints).
@@ -91,7 +95,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FakeOllama:
+class FakeOllama(FaultServer):
     """Args:
     mode: One of :data:`MODES`; may be changed while running.
     script: Modes for the next POSTs, one each, in order; ``mode`` after them.
@@ -138,12 +142,20 @@ class FakeOllama:
         self.models: list[str] | None = None
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # Go's net/http (Ollama) sets TCP_NODELAY too
+        class Handler(FaultHandler):  # HTTP/1.1, TCP_NODELAY as Go's net/http, quiet
+            _body = FaultHandler.read_body
 
-            def log_message(self, *args: Any) -> None:
-                pass
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                ctype: str = JSON_TYPE,
+                headers: dict[str, str] | None = None,
+            ) -> None:
+                self.send_body(status, body, ctype, headers)
+
+            _drop = FaultHandler.drop
+            _chunk = FaultHandler.chunk
 
             def do_GET(self) -> None:
                 fake._record(self, b"")
@@ -206,9 +218,15 @@ class FakeOllama:
                     digest = self.path.removeprefix("/api/blobs/")
                     if digest != "sha256:" + hashlib.sha256(raw).hexdigest():
                         return self._send(400, b'{"error":"digest mismatch"}')
+                    created = digest not in fake.blobs
                     fake.blobs.add(digest)
-                    return self._send(201, b"")
+                    return self._send(201 if created else 200, b"")
                 if self.path == "/api/copy":
+                    source = str(body.get("source", ""))
+                    if not {source, f"{source}:latest"} & set(fake.model_names()):
+                        # routes.go CopyHandler: fmt.Sprintf("model %q not found", r.Source)
+                        missing = {"error": f"model {json.dumps(source)} not found"}
+                        return self._send(404, json.dumps(missing).encode())
                     return self._send(200, b"")
                 if self.path in _JSON_ANSWERS:
                     answer = json.loads(fixture(_JSON_ANSWERS[self.path]))
@@ -224,36 +242,12 @@ class FakeOllama:
                     return self._send(200, fixture(name))
                 lines = _answer_lines(self.path, body)
                 if not body.get("stream", True) and mode == "ok":
-                    return self._send(200, _non_streamed(self.path, lines), "application/json")
+                    return self._send(200, _non_streamed(self.path, lines))
                 self._stream(lines, mode)
 
-            def _body(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length)
-
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                ctype: str = "application/json",
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def _hang(self) -> None:
-                conn = self.connection
-                while not fake.release.wait(0.01):
-                    readable, _, _ = select.select([conn], [], [], 0)
-                    if readable and not conn.recv(1, socket.MSG_PEEK):
-                        fake.disconnects += 1  # the client closed the connection
-                        break
-                self.close_connection = True
+                if self.hang(fake.release):
+                    fake.disconnects += 1  # the client closed the connection
 
             def _reset(self) -> None:
                 # SO_LINGER with a zero timeout: close() sends RST, not FIN.
@@ -261,14 +255,6 @@ class FakeOllama:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 self.connection.close()
                 self.close_connection = True
-
-            def _drop(self) -> None:
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-
-            def _chunk(self, data: bytes) -> None:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
 
             def _stream(self, lines: list[bytes], mode: str) -> None:
                 self.send_response(200)
@@ -304,13 +290,7 @@ class FakeOllama:
                     fake.disconnects += 1
                     self.close_connection = True
 
-        self._server = _QuietServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._serve(Handler, port)  # start, stop and the `with` block: FaultServer
 
     def _record(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         try:
@@ -323,6 +303,10 @@ class FakeOllama:
         if handler.command == "POST":
             self.post_times.append(time.monotonic())
         self.client_ports.add(handler.client_address[1])
+
+    def model_names(self) -> list[str]:
+        """The models /api/tags lists (``models``, else the transcript's)."""
+        return self.models if self.models is not None else _transcript_models()
 
     def next_mode(self) -> str:
         """The mode for the next POST: the script's next entry, else ``mode``
@@ -340,26 +324,9 @@ class FakeOllama:
         """Bodies of the POST requests received so far."""
         return [body for method, _, body in self.requests if method == "POST"]
 
-    def start(self) -> FakeOllama:
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-answer is what these tests do on purpose
+def _transcript_models() -> list[str]:
+    return [m["name"] for m in json.loads(fixture("tags.json"))["models"]]
 
 
 def _tags(names: list[str]) -> bytes:

@@ -104,6 +104,14 @@ def test_a_failed_request_exits_1_with_the_remedy(
     assert err.count("\n") == 1 and "ollama serve" in err
 
 
+def test_a_rejected_key_exits_1_not_2(
+    config: str, ollama: FakeOllama, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ollama.mode = "unauthorized"  # HTTP 401: the server said no, the config is fine
+    assert main(["pull", "llama3.2", "--config", config]) == 1
+    assert "401" in capsys.readouterr().err
+
+
 def test_a_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[provider.ollama]\nbase_ur = 1\n")

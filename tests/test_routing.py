@@ -281,3 +281,14 @@ def test_retries_pending_when_the_router_crashed_end_with_close(
     assert scheduler.thread is not None and not scheduler.thread.is_alive()
     with pytest.raises(Cancelled):
         handle.result()
+
+
+def test_a_model_no_catalogue_has_names_the_remedy(servers: tuple[FakeOllama, FakeOllama]) -> None:
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url) as rt:
+        rt.wait_for_probes()  # both catalogues (tags.json) are known: neither has the model
+        with pytest.raises(AllProvidersFailed) as info:
+            rt.chat("no-such-model:1b", HI)
+    assert primary.posts() == backup.posts() == []
+    for cause in info.value.causes.values():
+        assert "run `ollama pull no-such-model:1b`" in str(cause)

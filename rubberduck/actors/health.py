@@ -51,6 +51,7 @@ from rubberduck.messages import (
     Tick,
 )
 from rubberduck.providers.base import Provider
+from rubberduck.telemetry import events
 
 __all__ = ["FAILURE_KINDS", "HealthMonitor"]
 
@@ -114,6 +115,7 @@ class HealthMonitor(SupervisedActor):
             )
             for name, provider in self.providers.items()
         }
+        self.registry.breakers.update((name, b.breaker) for name, b in self.backends.items())
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, min(4, len(self.providers))), thread_name_prefix="rubberduck-probe"
         )
@@ -207,6 +209,7 @@ class HealthMonitor(SupervisedActor):
     def _probed(self, msg: ProbeResult) -> None:
         b = self.backends[msg.provider]
         now = time.monotonic()
+        events.probed(msg.provider, msg.latency_s, msg.ok)  # telemetry
         b.probing = False
         b.last_probe = now
         if msg.ok:
@@ -252,6 +255,7 @@ class HealthMonitor(SupervisedActor):
 
     def _changed(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
         b.since = time.time()
+        events.circuit_changed(name, b.breaker, b.last_error or b.detail)  # telemetry
         self._publish(name, b, catalogue=catalogue)
 
     def _publish(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:

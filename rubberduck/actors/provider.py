@@ -51,6 +51,7 @@ from rubberduck.errors import (
 from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
 from rubberduck.providers.base import CancelScope, Provider, sending
 from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events, requests
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -250,7 +251,9 @@ class ProviderActor(SupervisedActor):
     def _interrupted(self, handle: RequestState, error: RubberDuckError) -> None:
         """A failure after the first chunk reached the caller: the mid-stream policy."""
         reason = f"the stream broke after it started: {error.message}"
-        if handle.mid_stream == "restart" and error.fallback:
+        restart = handle.mid_stream == "restart" and error.fallback
+        events.stream_broke(handle, self.backend, error, restart)  # telemetry
+        if restart:
             try:
                 handle.restart(self.backend, error.message)
             except Cancelled:
@@ -271,6 +274,7 @@ class ProviderActor(SupervisedActor):
         if dying:
             scope.cancel()  # cleanup has already closed the scopes it knew of
         error: RubberDuckError | None = None
+        attempt = requests.attempt_started(handle, self.provider)  # telemetry
         try:
             request = handle.request
             if isinstance(request, EmbedRequest):
@@ -299,6 +303,7 @@ class ProviderActor(SupervisedActor):
             self.registry.tell(HEALTH, Tick())
         if error is not None and not error.provider:
             error.provider = self.backend
+        requests.attempt_ended(attempt, kind, error)  # telemetry
         return error
 
     def _embed(self, handle: RequestState, request: EmbedRequest, scope: CancelScope) -> None:

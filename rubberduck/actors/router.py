@@ -66,6 +66,7 @@ from rubberduck.messages import (
     Submit,
 )
 from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events
 
 __all__ = ["RETRYABLE_KINDS", "Backoff", "Route", "Router"]
 
@@ -85,6 +86,7 @@ class Route:
         serve_any_model: Accept any model (answering with its own).
         priority: Lower goes first; equal priorities share the load.
         embeddings: The backend can embed (``EmbedRequest``).
+        kind: The provider kind (``"ollama"``, ...), for the remedy a message names.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Route:
     serve_any_model: bool = False
     priority: int = 0
     embeddings: bool = True
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,13 +223,7 @@ class Router(SupervisedActor):
                     name, InvalidRequest("has no embeddings endpoint", provider=name)
                 )
             elif not has_model and not (route.serve_any_model and handle.allow_substitute):
-                why = " (and this request allows no substitute model)" * route.serve_any_model
-                handle.causes.setdefault(
-                    name,
-                    ModelNotFound(
-                        f"does not have model {model!r}{why}", provider=name, model=model or ""
-                    ),
-                )
+                handle.causes.setdefault(name, _missing(route, model or ""))
             elif name in self.down and not panic:
                 handle.causes.setdefault(
                     name,
@@ -250,7 +247,9 @@ class Router(SupervisedActor):
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
         full: list[str] = []
-        for route in self.candidates(handle) or self.candidates(handle, panic=True):
+        candidates = self.candidates(handle) or self.candidates(handle, panic=True)
+        events.routed(handle, candidates, self.down)  # telemetry
+        for route in candidates:
             # Without fallback the first candidate is the only one: wait there.
             taken = self._offer(handle, route.name, overflow=not handle.fallback)
             if taken is Admission.TAKEN:
@@ -291,6 +290,8 @@ class Router(SupervisedActor):
         handle.tried.append(name)
         if taken is Admission.GONE:
             handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
+        elif taken is Admission.TAKEN:
+            events.taken(handle, name)  # telemetry: a fallback, when one failed before
         return taken
 
     def _retry_later(self, handle: RequestState) -> bool:
@@ -314,6 +315,7 @@ class Router(SupervisedActor):
             return False
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
+        events.retry_round(handle, delay, [name for name, _ in again])  # telemetry
         return True
 
     def _attempt_failed(self, msg: AttemptFailed) -> None:
@@ -351,6 +353,15 @@ def _resubmit(registry: Registry, handle: RequestState, give_up: float | None) -
         except RuntimeError:
             pass  # the scheduler stopped: the runtime is closing
     handle.fail(ProviderUnavailable("the router stopped — create a new Runtime"))
+
+
+def _missing(route: Route, model: str) -> ModelNotFound:
+    """``route`` does not have ``model`` (by its catalogue), with the remedy."""
+    why = " (and this request allows no substitute model)" * route.serve_any_model
+    remedy = f" — run `ollama pull {model}`" * (route.kind == "ollama")
+    return ModelNotFound(
+        f"does not have model {model!r}{why}{remedy}", provider=route.name, model=model
+    )
 
 
 def _retryable(error: RubberDuckError) -> bool:

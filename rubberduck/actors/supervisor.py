@@ -34,6 +34,7 @@ from rubberduck.actors._pykka import ThreadingActor, actor_of, empty_mailbox
 from rubberduck.actors.channels import Admissions, OutcomeLog
 from rubberduck.messages import ChildExited, Crash
 from rubberduck.scheduler import Scheduler
+from rubberduck.telemetry import events
 
 __all__ = [
     "ChildSpec",
@@ -101,6 +102,9 @@ class Registry:
         self.admissions = Admissions()
         #: Attempt outcomes, workers → HealthMonitor, in the order attempts ended.
         self.outcomes = OutcomeLog()
+        #: Backend name → its circuit breaker, set by the HealthMonitor; read
+        #: (state only) by the metrics reader's thread.
+        self.breakers: dict[str, Any] = {}
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
@@ -314,7 +318,14 @@ class Supervisor(pykka.ThreadingActor):
             )
             return
         group = self._restart_group(msg.name)
-        log.warning("restarting %s (%s; %s)", ", ".join(group), msg.reason, self.strategy.value)
+        log.warning(
+            "restarting %s (%s; %s)",
+            ", ".join(group),
+            msg.reason,
+            self.strategy.value,
+            extra={"actor": msg.name, "error_kind": "crash"},
+        )
+        events.actor_restarted(msg.name, msg.reason)  # telemetry
         siblings = [name for name in group if name != msg.name]
         self._stop_children(siblings)
         for name in group:
@@ -335,7 +346,8 @@ class Supervisor(pykka.ThreadingActor):
         siblings that are stopping too) would end it one piece at a time, each
         with a cause of its own.
         """
-        log.error("rubberduck runtime stopped: %s", reason)
+        log.error("rubberduck runtime stopped: %s", reason, extra={"error_kind": "escalation"})
+        events.escalated(reason)  # telemetry
         if self.on_escalate is not None:
             try:
                 self.on_escalate(reason)

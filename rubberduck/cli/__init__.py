@@ -20,6 +20,7 @@ from rubberduck.cli import _bench, _chat, _models, _status
 from rubberduck.cli._settings import CONFIG_HELP, add_common, config_for
 from rubberduck.errors import ConfigError, RubberDuckError
 from rubberduck.runtime import Runtime
+from rubberduck.telemetry import serve_prometheus
 
 __all__ = ["main"]
 
@@ -53,9 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # no command: what a new user needs is the help
         parser.print_help()
         return 0
+    metrics = None
     try:
         if getattr(args, "offline", False):  # needs no backend
             return int(args.run(None, args))
+        if getattr(args, "metrics_port", None) is not None:
+            metrics = serve_prometheus(args.metrics_port)
         with Runtime(config_for(args)) as rt:
             return int(args.run(rt, args))
     except ConfigError as exc:
@@ -72,3 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so that Python's exit flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if metrics is not None:
+            metrics.close()

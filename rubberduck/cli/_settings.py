@@ -36,14 +36,23 @@ def user_config_path() -> Path:
 
 
 def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """Add ``--config``, ``--host`` and ``--json``. On a subcommand (``top=False``)
-    they default to "not given", so that one given before the subcommand
-    (``rubberduck --json models``) is not overwritten by the subcommand's default."""
+    """Add ``--config``, ``--host``, ``--json`` and ``--metrics-port``. On a
+    subcommand (``top=False``) they default to "not given", so that one given before
+    the subcommand (``rubberduck --json models``) is not overwritten by the
+    subcommand's default."""
     unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     where = "see below" if top else "default: see `rubberduck --help`"
     parser.add_argument("--config", metavar="FILE", help=f"TOML config ({where})", **unset)
     parser.add_argument("--host", metavar="HOST", help="Ollama host, as in OLLAMA_HOST", **unset)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts", **unset)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT while the command runs "
+        "(long-running commands; needs rubberduck[prometheus])",
+        **unset,
+    )
 
 
 def config_for(args: argparse.Namespace) -> Config:

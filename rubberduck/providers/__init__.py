@@ -6,11 +6,11 @@ from typing import Any, get_args
 
 from rubberduck.config import ProviderConfig, ProviderKind
 from rubberduck.errors import ConfigError
-from rubberduck.providers.anthropic import AnthropicProvider
+from rubberduck.providers.anthropic.provider import AnthropicProvider
 from rubberduck.providers.base import CancelScope, Emit, Provider
-from rubberduck.providers.local import LocalProvider
-from rubberduck.providers.ollama import OllamaProvider, parse_ollama_host
-from rubberduck.providers.openai import OpenAIProvider
+from rubberduck.providers.local.provider import LocalProvider
+from rubberduck.providers.ollama.provider import OllamaProvider, parse_ollama_host
+from rubberduck.providers.openai.provider import OpenAIProvider
 
 __all__ = [
     "AnthropicProvider",
@@ -43,6 +43,7 @@ def create_provider(name: str, cfg: ProviderConfig) -> Provider:
         "connect_timeout": cfg.connect_timeout,
         "pool_size": cfg.max_in_flight + 2,
         "trust_env": cfg.trust_env,
+        "allow_insecure_key": cfg.allow_insecure_key,
     }
     if cfg.headers and kind != "ollama":
         raise ConfigError(f'[provider.{name}] `headers` is only for kind "ollama"')

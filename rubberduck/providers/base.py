@@ -1,71 +1,39 @@
-"""The provider contract, cancellation, and helpers shared by HTTP providers.
+"""The provider contract: what the actors need from a backend.
 
 A provider is a plain class (no actors): it builds the request for its backend,
 parses the answer into events, and maps every failure onto
 :mod:`rubberduck.errors`. Output is pushed, not pulled: ``run`` calls ``emit``
 once per event, in the calling thread, so a chunk costs one function call here and
 one queue hand-off to the caller.
+
+The HTTP pieces the HTTP providers share are in :mod:`rubberduck.providers._http`;
+:class:`CancelScope` and :func:`sending` are re-exported here for the actors.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import platform
-import socket
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import msgspec
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from rubberduck import __version__
-from rubberduck.errors import (
-    Cancelled,
-    ProtocolError,
-    ProviderUnavailable,
-    RequestTimeout,
-    RubberDuckError,
-)
+from rubberduck.errors import InvalidRequest
 from rubberduck.messages import EmbedRequest, EmbedResponse, Event, Request
+from rubberduck.providers._http.cancellable import sending
+from rubberduck.providers.cancel import CancelScope
 
 __all__ = [
-    "USER_AGENT",
     "CancelScope",
-    "CancellableAdapter",
     "Emit",
     "Provider",
     "ProviderInfo",
-    "close_session",
-    "current_scope",
-    "end_response",
     "estimate_tokens",
-    "is_local_host",
-    "iter_lines",
-    "new_session",
-    "open_stream",
-    "read_body",
-    "read_ok_body",
-    "retry_after_seconds",
+    "resolve_model",
     "sending",
-    "transport_error",
 ]
 
-#: Bytes read after a complete answer to reach the end of the HTTP body (Ollama's
-#: chunked body ends right after its ``done`` line), so the connection can be reused.
-_DRAIN_BYTES = 64 * 1024
-
 Emit = Callable[[Event], None]
-
-#: Longest NDJSON/SSE line accepted, bytes. An Ollama chunk is ~150 bytes; a
-#: non-streamed answer with a long text or a big embedding fits easily.
-DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 @runtime_checkable
@@ -124,6 +92,30 @@ class Provider(Protocol):
         """Release connections and loaded models."""
         ...
 
+    def info(self) -> ProviderInfo:
+        """What this backend is (name, kind, URL, known models), without a network
+        call."""
+        ...
+
+    def supports_feature(self, name: str) -> bool:
+        """Whether this provider implements ``name`` (``"streaming"``, ``"tools"``,
+        ``"vision"``, ``"embeddings"``, ``"json_mode"``, ``"thinking"``); other
+        names give ``False``."""
+        ...
+
+    def validate_config(self) -> None:
+        """Check the settings without a network call; construction runs it.
+
+        Raises:
+            ConfigError: a setting is invalid; the message names it and the fix.
+        """
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (exact where a tokenizer is loaded, else an estimate,
+        see :func:`estimate_tokens`)."""
+        ...
+
 
 class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What a provider's ``info()`` reports, without a network call.
@@ -148,19 +140,6 @@ class ProviderInfo(msgspec.Struct, frozen=True, kw_only=True):
     is_local: bool
 
 
-def is_local_host(host: str) -> bool:
-    """Loopback, private and link-local addresses and ``localhost``; names are not
-    resolved, so any other name counts as remote."""
-    host = host.strip("[]")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
-
-
 def estimate_tokens(text: str) -> int:
     """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,
     rounded up (the usual rule of thumb for English with BPE vocabularies of
@@ -173,364 +152,19 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 4)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds, as Ollama and
-    Anthropic send it (HTTP dates are ignored: ``None``, as for no header)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+def resolve_model(model: str | None, default: str | None, provider: str) -> str:
+    """The model a request goes to: its own, else the backend's default. A blank
+    name (``""``) counts as none, the same in every provider.
 
-
-class CancelScope:
-    """Lets another thread abort a provider's blocking call promptly.
-
-    The provider ``attach``-es a closer (closing the HTTP response and shutting
-    its socket down, which wakes a blocked ``recv``); ``cancel()`` runs it at once,
-    or later at ``attach`` time if it was cancelled first.
+    Raises:
+        InvalidRequest: neither names a model.
     """
-
-    __slots__ = ("_closer", "_lock", "cancelled")
-
-    def __init__(self) -> None:
-        self.cancelled = False
-        self._closer: Callable[[], None] | None = None
-        self._lock = threading.Lock()
-
-    def cancel(self) -> None:
-        """Mark cancelled and close whatever the provider attached. Idempotent."""
-        with self._lock:
-            self.cancelled = True
-            closer, self._closer = self._closer, None
-        if closer is not None:
-            _quietly(closer)
-
-    def attach(self, closer: Callable[[], None]) -> None:
-        """Register how to abort the current call; runs it now if already cancelled."""
-        with self._lock:
-            if not self.cancelled:
-                self._closer = closer
-                return
-        _quietly(closer)
-
-    def detach(self) -> None:
-        """Forget the closer (the call finished)."""
-        with self._lock:
-            self._closer = None
-
-
-# --- cancelling before the response headers arrive ------------------------------------
-# requests hands out no socket until the headers are in, and a server may take a
-# long time to send them (Ollama loading a model). These connection classes give
-# the socket to the calling thread's scope as soon as the request goes out, so a
-# cancel, a deadline or a dying actor can shut it down at any moment.
-
-_sending = threading.local()
-
-
-@contextmanager
-def sending(scope: CancelScope) -> Iterator[None]:
-    """Make HTTP requests sent by this thread, through a :class:`CancellableAdapter`,
-    closable by ``scope`` from the moment they are sent."""
-    _sending.scope = scope
-    try:
-        yield
-    finally:
-        _sending.scope = None
-
-
-def current_scope() -> CancelScope | None:
-    """The scope of the :func:`sending` block this thread is in, if any."""
-    scope: CancelScope | None = getattr(_sending, "scope", None)
-    return scope
-
-
-class _ScopedConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        scope = current_scope()
-        if scope is not None:
-            if self.sock is None:
-                self.connect()
-            sock = self.sock
-            scope.attach(lambda: sock.shutdown(socket.SHUT_RDWR))
-        super().request(*args, **kwargs)
-
-
-class _ScopedHTTPSConnection(_ScopedConnection, HTTPSConnection):
-    pass
-
-
-class _ScopedPool(HTTPConnectionPool):
-    ConnectionCls = _ScopedConnection
-
-
-class _ScopedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _ScopedHTTPSConnection
-
-
-class CancellableAdapter(HTTPAdapter):
-    """A requests adapter whose requests a :class:`CancelScope` can close while
-    they wait for the response headers (inside :func:`sending`). Not through an
-    HTTP proxy: proxied requests are closable once the headers arrive."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _ScopedPool, "https": _ScopedHTTPSPool}
-
-
-USER_AGENT = (
-    f"rubberduck/{__version__} ({platform.machine()} {platform.system().lower()}) "
-    f"Python/{platform.python_version()}"
-)
-
-
-def new_session(
-    *, pool_size: int, trust_env: bool, headers: Mapping[str, str] | None = None
-) -> requests.Session:
-    """A session for one backend: one bounded pool of ``pool_size`` keep-alive
-    connections whose requests a :class:`CancelScope` can close (see
-    :class:`CancellableAdapter`), no automatic retries, JSON headers plus
-    ``headers``. ``trust_env`` reads proxies and .netrc from the environment (on
-    every request: slower)."""
-    session = requests.Session()
-    session.trust_env = trust_env
-    adapter = CancellableAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update(
-        {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+    if model and model.strip():
+        return model
+    if default and default.strip():
+        return default
+    raise InvalidRequest(
+        "the request names no model and this backend has no default — pass "
+        "model=... or set `model` in its [provider] table",
+        provider=provider,
     )
-    session.headers.update(headers or {})
-    return session
-
-
-def read_ok_body(
-    resp: requests.Response,
-    *,
-    max_bytes: int,
-    http_error: Callable[[requests.Response], RubberDuckError],
-) -> bytes:
-    """The body of a 200 answer (at most ``max_bytes``); the connection goes back
-    to the pool after it. Other statuses raise ``http_error(resp)``.
-
-    Raises:
-        RubberDuckError: from ``http_error``, or ``ProtocolError`` for a body
-            over ``max_bytes``.
-        requests / urllib3 exceptions: the connection broke (map them with
-            :func:`transport_error`).
-    """
-    complete = False
-    try:
-        if resp.status_code != 200:
-            raise http_error(resp)
-        body = read_body(resp, max_bytes=max_bytes)
-        complete = True
-        return body
-    finally:
-        end_response(resp, complete=complete)
-
-
-def open_stream(
-    send: Callable[[], requests.Response],
-    scope: CancelScope,
-    *,
-    http_error: Callable[[requests.Response], RubberDuckError],
-    transport: Callable[[Exception], RubberDuckError],
-    provider: str,
-) -> requests.Response:
-    """Send a request (``send``, with ``stream=True``) whose answer is read as it
-    arrives; ``scope`` can close it from the moment it goes out.
-
-    Returns:
-        The 200 response, attached to ``scope`` (``scope.detach()`` when done).
-
-    Raises:
-        Cancelled: ``scope`` was cancelled (also while an error body was read).
-        RubberDuckError: ``http_error(resp)`` for another status, or
-            ``transport(exc)`` when the request could not be sent.
-    """
-    try:
-        with sending(scope):
-            resp = send()
-    except Exception as exc:
-        if scope.cancelled:
-            raise Cancelled("the request was cancelled", provider=provider) from None
-        raise transport(exc) from exc
-    scope.attach(response_closer(resp))
-    if resp.status_code != 200:
-        try:
-            error = http_error(resp)
-        finally:
-            scope.detach()
-            resp.close()
-        if scope.cancelled:  # the cancel cut the error body short: it is not the answer
-            raise Cancelled("the request was cancelled", provider=provider) from None
-        raise error
-    return resp
-
-
-def close_session(session: requests.Session) -> None:
-    """Close a session's pooled connections now, then the session.
-
-    ``Session.close()`` alone only forgets the pools with urllib3 2.8 (its pool
-    container no longer closes what it drops), so idle keep-alive sockets stay
-    open until garbage collection and the server keeps a thread on each.
-    """
-    for adapter in session.adapters.values():
-        manager = getattr(adapter, "poolmanager", None)
-        if manager is not None:
-            for key in list(manager.pools.keys()):
-                pool = manager.pools.get(key)
-                if pool is not None:
-                    _quietly(pool.close)
-    session.close()
-
-
-def _quietly(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - closing a dead socket may fail; it is closed either way
-        pass
-
-
-def response_closer(resp: requests.Response) -> Callable[[], None]:
-    """A closer that shuts the response's socket down, then closes the response.
-
-    ``close()`` alone does not wake a thread blocked in ``recv`` on Linux;
-    ``shutdown()`` does, and the server sees the connection drop (Ollama then stops
-    generating).
-    """
-
-    def close() -> None:
-        sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
-        if sock is None:
-            # urllib3 drops its connection ref when the server said
-            # "Connection: close"; the socket is still under the body's file.
-            sock = getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None)
-            sock = getattr(sock, "_sock", None)
-        if isinstance(sock, socket.socket):
-            _quietly(lambda: sock.shutdown(socket.SHUT_RDWR))
-        resp.close()
-
-    return close
-
-
-def read_body(resp: requests.Response, *, max_bytes: int) -> bytes:
-    """The whole body of a non-streamed answer, at most ``max_bytes``.
-
-    Raises:
-        ProtocolError: the body is longer than ``max_bytes``.
-        urllib3 / requests exceptions: the connection broke (map them with
-            :func:`transport_error`).
-    """
-    body: bytes = resp.raw.read(max_bytes + 1, decode_content=True)
-    if len(body) > max_bytes:
-        raise ProtocolError(f"the answer is longer than {max_bytes} bytes")
-    return body
-
-
-def end_response(resp: requests.Response, *, complete: bool) -> None:
-    """Finish with a response: after a complete answer, read to the end of the body
-    and give the connection back to the pool; otherwise (an error, a cancel) close it.
-
-    Closing is what requests does by default for a body read through ``raw``, which
-    would cost every streamed request a new TCP connection.
-    """
-    if complete:
-        try:
-            left = _DRAIN_BYTES
-            while left > 0 and (data := resp.raw.read1(left)):
-                left -= len(data)
-            if left > 0:  # reached the end of the body within the bound
-                resp.raw.release_conn()
-                return
-        except Exception:  # noqa: BLE001 - a broken tail only means no reuse
-            pass
-    resp.close()
-
-
-def iter_lines(
-    resp: requests.Response, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> Iterator[bytes]:
-    """Yield the non-empty lines of a streamed body as bytes, without the newline.
-
-    Reads whatever the socket has (one HTTP chunk at a time for chunked bodies),
-    so each line is yielded as soon as it arrives.
-
-    Raises:
-        ProtocolError: a line is longer than ``max_line_bytes``.
-        urllib3 / requests exceptions: the connection broke (callers map them with
-            :func:`transport_error`).
-    """
-    read = resp.raw.read1
-    buf = b""
-    while True:
-        data = read(65536)
-        if not data:
-            break
-        buf = buf + data if buf else data
-        start = 0
-        while (end := buf.find(b"\n", start)) != -1:
-            if end - start > max_line_bytes:
-                raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
-            if end > start:
-                yield buf[start:end]
-            start = end + 1
-        buf = buf[start:]
-        if len(buf) > max_line_bytes:
-            raise ProtocolError(f"a streamed line is longer than {max_line_bytes} bytes")
-    if buf.strip():
-        yield buf
-
-
-def transport_error(
-    exc: BaseException, *, provider: str, base_url: str, hint: str
-) -> RubberDuckError:
-    """Map a requests/urllib3 exception onto a typed error.
-
-    Args:
-        exc: The exception raised by requests or urllib3.
-        provider: Backend name, for the error.
-        base_url: The URL the backend was expected at.
-        hint: What to do if it is not running (``"start it with `ollama serve`"``).
-    """
-    if isinstance(exc, RubberDuckError):
-        return exc
-    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
-        return ProviderUnavailable(
-            f"no answer from {base_url} while connecting — is the host up? {hint}",
-            provider=provider,
-        )
-    if isinstance(exc, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
-        return RequestTimeout(
-            f"{base_url} stopped sending within the read timeout — raise `timeout` "
-            "for this provider if the model is slow to load",
-            provider=provider,
-        )
-    if isinstance(exc, requests.ConnectionError) and not isinstance(
-        exc, requests.exceptions.ChunkedEncodingError
-    ):
-        cause = exc.args[0] if exc.args else exc
-        if isinstance(cause, urllib3.exceptions.MaxRetryError) and isinstance(
-            cause.reason, urllib3.exceptions.NewConnectionError
-        ):
-            return ProviderUnavailable(
-                f"not reachable at {base_url} — {hint}", provider=provider, refused=True
-            )
-        return ProviderUnavailable(
-            f"connection to {base_url} failed ({type(exc).__name__}) — {hint}", provider=provider
-        )
-    if isinstance(
-        exc,
-        (
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.ProtocolError,
-            urllib3.exceptions.HTTPError,
-            OSError,
-        ),
-    ):
-        return ProviderUnavailable(
-            f"connection to {base_url} broke mid-response ({type(exc).__name__})",
-            provider=provider,
-        )
-    return ProtocolError(f"unexpected failure talking to {base_url}: {exc!r}", provider=provider)

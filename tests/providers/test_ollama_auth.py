@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from rubberduck.config import ProviderConfig
 from rubberduck.errors import AuthError, ConfigError, ProtocolError, ProviderUnavailable
@@ -19,6 +17,7 @@ from rubberduck.messages import ChatRequest, Message
 from rubberduck.providers import create_provider
 from rubberduck.providers.ollama import OllamaProvider
 from tests.conftest import run, run_failing
+from tests.providers.scripted_server import Received, Reply, ScriptedServer
 
 KEY = "sk-ollama-0123456789abcdef"
 NO_KEY_REMEDY = (
@@ -36,8 +35,8 @@ def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def url(httpserver: HTTPServer) -> str:
-    return httpserver.url_for("/").rstrip("/")
+def url(server: ScriptedServer) -> str:
+    return server.url
 
 
 @pytest.fixture
@@ -54,20 +53,20 @@ def make(url: str) -> Iterator[Any]:
         provider.close()
 
 
-def _answer(httpserver: HTTPServer, status: int = 200, body: Any = DONE) -> list[dict[str, str]]:
+def _answer(server: ScriptedServer, status: int = 200, body: Any = DONE) -> list[dict[str, str]]:
     """Answer /api/chat; return the list the request headers are recorded in."""
     seen: list[dict[str, str]] = []
 
-    def handler(request: Request) -> Response:
-        seen.append({k.lower(): v for k, v in request.headers.items()})
-        return Response(json.dumps(body), status=status, content_type="application/json")
+    def handler(request: Received) -> Reply:
+        seen.append(request.headers)
+        return Reply(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
-    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    server.replies[("POST", "/api/chat")] = handler
     return seen
 
 
-def test_no_key_sends_no_authorization(httpserver: HTTPServer, make: Any) -> None:
-    seen = _answer(httpserver)
+def test_no_key_sends_no_authorization(server: ScriptedServer, make: Any) -> None:
+    seen = _answer(server)
     provider = make()
     run(provider, CHAT)
     assert "authorization" not in seen[0]
@@ -75,10 +74,10 @@ def test_no_key_sends_no_authorization(httpserver: HTTPServer, make: Any) -> Non
 
 
 def test_ollama_api_key_is_sent_as_a_bearer_token(
-    httpserver: HTTPServer, make: Any, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_API_KEY", f" {KEY}\n")  # as pasted: spaces trimmed
-    seen = _answer(httpserver)
+    seen = _answer(server)
     provider = make()
     run(provider, CHAT)
     assert seen[0]["authorization"] == f"Bearer {KEY}"
@@ -86,20 +85,20 @@ def test_ollama_api_key_is_sent_as_a_bearer_token(
 
 
 def test_api_key_env_names_another_variable(
-    httpserver: HTTPServer, make: Any, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_API_KEY", "not-this-one-0000")
     monkeypatch.setenv("PROXY_KEY", KEY)
-    seen = _answer(httpserver)
+    seen = _answer(server)
     run(make(api_key_env="PROXY_KEY"), CHAT)
     assert seen[0]["authorization"] == f"Bearer {KEY}"
 
 
 def test_extra_headers_are_sent_and_an_authorization_among_them_wins(
-    httpserver: HTTPServer, make: Any, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_API_KEY", KEY)
-    seen = _answer(httpserver)
+    seen = _answer(server)
     provider = make(headers={"X-Proxy-Token": "abc", "Authorization": "Basic dXNlcjpwdw=="})
     run(provider, CHAT)
     assert seen[0]["x-proxy-token"] == "abc"
@@ -108,48 +107,46 @@ def test_extra_headers_are_sent_and_an_authorization_among_them_wins(
 
 
 def test_the_key_is_in_no_repr_vars_or_message(
-    httpserver: HTTPServer, make: Any, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_API_KEY", KEY)
     # A proxy that echoes the credentials it refused, in the body and mid-stream.
-    _answer(httpserver, 401, {"error": f"invalid token Bearer {KEY}"})
+    _answer(server, 401, {"error": f"invalid token Bearer {KEY}"})
     provider = make()
     assert KEY not in repr(provider)
     assert KEY not in repr(vars(provider))
     assert KEY not in repr(provider.info())
     _, exc = run_failing(provider, CHAT, AuthError)
     assert KEY not in str(exc) and "invalid token Bearer ***" in exc.message
-    httpserver.clear()
-    _answer(httpserver, 200, {"error": f"upstream refused {KEY}"})
+    _answer(server, 200, {"error": f"upstream refused {KEY}"})
     _, line_error = run_failing(provider, CHAT, ProviderUnavailable)
     assert KEY not in str(line_error)
-    httpserver.clear()
-    httpserver.expect_request("/api/chat").respond_with_data(f"<html>{KEY}</html>")
+    server.replies[("POST", "/api/chat")] = Reply(200, f"<html>{KEY}</html>".encode())
     _, garbage = run_failing(provider, CHAT, ProtocolError)
     assert KEY not in str(garbage)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_error_names_the_variable_when_a_key_is_sent(
-    httpserver: HTTPServer, make: Any, monkeypatch: pytest.MonkeyPatch, status: int
+    server: ScriptedServer, make: Any, monkeypatch: pytest.MonkeyPatch, status: int
 ) -> None:
     monkeypatch.setenv("PROXY_KEY", KEY)
-    _answer(httpserver, status, {"error": "unauthorized"})
+    _answer(server, status, {"error": "unauthorized"})
     _, exc = run_failing(make(api_key_env="PROXY_KEY"), CHAT, AuthError)
     assert exc.message.startswith(f"HTTP {status}: unauthorized — check the API key in $PROXY_KEY")
     assert exc.fallback is True
 
 
-def test_auth_error_without_a_key_keeps_its_text(httpserver: HTTPServer, make: Any) -> None:
-    _answer(httpserver, 401, {"error": "unauthorized"})
+def test_auth_error_without_a_key_keeps_its_text(server: ScriptedServer, make: Any) -> None:
+    _answer(server, 401, {"error": "unauthorized"})
     _, exc = run_failing(make(), CHAT, AuthError)
     assert exc.message == f"HTTP 401: unauthorized — {NO_KEY_REMEDY}"
 
 
 def test_auth_error_with_an_authorization_header_points_at_it(
-    httpserver: HTTPServer, make: Any
+    server: ScriptedServer, make: Any
 ) -> None:
-    _answer(httpserver, 403, {"error": "forbidden"})
+    _answer(server, 403, {"error": "forbidden"})
     _, exc = run_failing(make(headers={"Authorization": "Bearer x"}), CHAT, AuthError)
     assert "Authorization header in this provider's `headers`" in exc.message
 
@@ -180,10 +177,10 @@ def test_a_malformed_header_fails_without_showing_its_value(headers: dict[str, s
 
 
 def test_create_provider_passes_the_key_and_headers(
-    httpserver: HTTPServer, url: str, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROXY_KEY", KEY)
-    seen = _answer(httpserver)
+    seen = _answer(server)
     cfg = ProviderConfig(base_url=url, api_key_env="PROXY_KEY", headers={"X-Team": "duck"})
     provider = create_provider("ollama", cfg)
     try:

@@ -1,11 +1,10 @@
 """OpenAIProvider: end to end on a real llama.cpp server (xllamacpp, SmolLM2-135M from
-PyPI), and against a fake OpenAI server (pytest-httpserver speaking SSE) for what a
+PyPI), and against a fake OpenAI server (the scripted fault server speaking SSE) for what a
 real server cannot produce on demand: auth and rate-limit errors, broken streams,
 split tool-call arguments."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -19,8 +18,6 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from rubberduck.config import load_config
 from rubberduck.errors import (
@@ -48,11 +45,18 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.providers import create_provider
-from rubberduck.providers._sse import read_events
+from rubberduck.providers._http.sse import read_events
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
 from tests.conftest import run, run_failing
 from tests.fake_ollama import free_port
+from tests.fault_server import RawServer, http_chunk, read_request
+from tests.providers.scripted_server import (
+    Chunked,
+    ScriptedServer,
+    data_reply,
+    json_reply,
+)
 from tests.strategies import OpenAIStream, chunkings, openai_chat_streams
 
 SSE = "text/event-stream"
@@ -113,21 +117,15 @@ def without_durations(events: list[Event]) -> list[Event]:
     ]
 
 
-def streaming(chunks: Iterable[bytes], status: int = 200) -> Callable[[Request], Response]:
-    """A handler whose SSE body is written piece by piece."""
-    pieces = list(chunks)
-
-    def handler(_request: Request) -> Response:
-        return Response(iter(pieces), status=status, content_type=SSE)
-
-    return handler
+def streaming(chunks: Iterable[bytes], status: int = 200) -> Chunked:
+    """An SSE answer written piece by piece, one HTTP chunk each."""
+    return Chunked(tuple(chunks), content_type=SSE, status=status)
 
 
-def sent(server: HTTPServer) -> tuple[dict[str, Any], Any]:
-    """JSON body and headers of the one request the server received."""
-    assert len(server.log) == 1, server.log
-    request, _ = server.log[0]
-    return json.loads(request.get_data()), request.headers
+def sent(server: ScriptedServer) -> tuple[dict[str, Any], dict[str, str]]:
+    """JSON body and headers (names in lower case) of the one request received."""
+    assert len(server.received) == 1, server.received
+    return json.loads(server.received[0].body), server.received[0].headers
 
 
 def assert_no_key(*texts: object) -> None:
@@ -142,13 +140,13 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def make_provider(httpserver: HTTPServer) -> Iterator[Callable[..., OpenAIProvider]]:
+def make_provider(server: ScriptedServer) -> Iterator[Callable[..., OpenAIProvider]]:
     made: list[OpenAIProvider] = []
 
     def make(**overrides: Any) -> OpenAIProvider:
         kwargs: dict[str, Any] = {
             "name": "openai",
-            "base_url": httpserver.url_for("/v1"),
+            "base_url": server.url + "/v1",
             "default_model": "gpt-4o-mini",
             "timeout": 5,
             "connect_timeout": 1,
@@ -178,10 +176,8 @@ def release() -> Iterator[threading.Event]:
 # --- streaming chat -------------------------------------------------------------------
 
 
-def test_chat_stream_events_and_usage(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
-    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_handler(
-        streaming(TEXT_STREAM)
-    )
+def test_chat_stream_events_and_usage(server: ScriptedServer, provider: OpenAIProvider) -> None:
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM), "POST")
     events = run(provider, chat())
     assert without_durations(events) == [
         Delta("The"),
@@ -201,9 +197,9 @@ def test_chat_stream_events_and_usage(httpserver: HTTPServer, provider: OpenAIPr
 
 
 def test_chat_body_maps_ollama_options_and_format(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
     options = {
         "temperature": 0.2,
         "top_p": 0.9,
@@ -217,7 +213,7 @@ def test_chat_body_maps_ollama_options_and_format(
         "repeat_penalty": 1.1,
     }
     run(provider, chat(options=options, format="json", keep_alive="5m", think=True))
-    body, headers = sent(httpserver)
+    body, headers = sent(server)
     assert body == {
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": "hi"}],
@@ -232,18 +228,18 @@ def test_chat_body_maps_ollama_options_and_format(
         "frequency_penalty": 0.25,
         "response_format": {"type": "json_object"},
     }
-    assert headers["Accept"] == SSE
-    assert headers["Accept-Encoding"] == "identity"
-    assert "Authorization" not in headers
+    assert headers["accept"] == SSE
+    assert headers["accept-encoding"] == "identity"
+    assert "authorization" not in headers
 
 
 def test_json_schema_format_and_unbounded_num_predict(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     run(provider, chat(format=schema, options={"num_predict": -1}))
-    body, _ = sent(httpserver)
+    body, _ = sent(server)
     assert body["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "response", "schema": schema},
@@ -252,9 +248,9 @@ def test_json_schema_format_and_unbounded_num_predict(
 
 
 def test_history_tool_calls_images_and_tool_results_are_converted(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"  # a PNG's first bytes
     messages = [
         Message("user", "What is in this picture, and the weather in Paris?", images=[png]),
@@ -269,7 +265,7 @@ def test_history_tool_calls_images_and_tool_results_are_converted(
         Message("tool", "sunny", tool_name="get_weather"),
     ]
     run(provider, chat(messages=messages, tools=[{"type": "function", "function": {"name": "f"}}]))
-    body, _ = sent(httpserver)
+    body, _ = sent(server)
     assert body["tools"] == [{"type": "function", "function": {"name": "f"}}]
     assert body["messages"] == [
         {
@@ -301,14 +297,14 @@ def test_history_tool_calls_images_and_tool_results_are_converted(
 
 
 def test_request_without_model_uses_default_or_fails_before_sending(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider]
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider]
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
     run(make_provider(default_model="local-model"), chat(model=None))
-    assert sent(httpserver)[0]["model"] == "local-model"
+    assert sent(server)[0]["model"] == "local-model"
     _, exc = run_failing(make_provider(default_model=None), chat(model=None), InvalidRequest)
     assert exc.fallback is False and "model" in exc.message
-    assert len(httpserver.log) == 1
+    assert len(server.received) == 1
 
 
 @pytest.mark.parametrize(
@@ -324,13 +320,13 @@ def test_request_without_model_uses_default_or_fails_before_sending(
     ids=["option", "format", "tool_arguments", "tool_call_not_a_dict", "generate_option"],
 )  # fmt: skip
 def test_a_request_that_is_not_json_is_invalid_request_and_not_sent(
-    httpserver: HTTPServer, provider: OpenAIProvider, request_: ChatRequest | GenerateRequest
+    server: ScriptedServer, provider: OpenAIProvider, request_: ChatRequest | GenerateRequest
 ) -> None:
     _, exc = run_failing(provider, request_, InvalidRequest)
     assert "JSON" in exc.message and exc.fallback is False and exc.provider == "openai"
     with pytest.raises(InvalidRequest, match="JSON"):
         provider.embed(EmbedRequest(model="m", input="x", dimensions=object()))  # type: ignore[arg-type]
-    assert httpserver.log == []
+    assert server.received == []
 
 
 # --- tool calls ---------------------------------------------------------------------
@@ -354,9 +350,9 @@ TOOL_STREAM = [
 
 
 def test_streamed_tool_calls_with_split_arguments(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TOOL_STREAM))
+    server.on("/v1/chat/completions", streaming(TOOL_STREAM))
     assert without_durations(run(provider, chat())) == [
         ToolCall("get_weather", {"location": "Paris, France"}, "call_abc"),
         ToolCall("get_time", {"tz": "CET"}, "call_def"),
@@ -370,7 +366,7 @@ def test_streamed_tool_calls_with_split_arguments(
 
 
 def test_parallel_calls_sharing_index_zero_stay_apart(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
     """Ollama's /v1 sends each parallel call whole, all with index 0."""
     calls = [
@@ -380,26 +376,26 @@ def test_parallel_calls_sharing_index_zero_stay_apart(
     ]  # fmt: skip
     body = [event(chunk({"tool_calls": [call]})) for call in calls]
     body += [event(chunk({}, "tool_calls")), DONE_EVENT]
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
+    server.on("/v1/chat/completions", streaming(body))
     events = run(provider, chat())
     assert events[:2] == [ToolCall("add", {"a": 1}, "call_1"), ToolCall("add", {"a": 2}, "call_2")]
 
 
 @pytest.mark.parametrize("arguments", ['{"city": "Par', "[1, 2]", "not json"])
 def test_tool_call_arguments_not_a_json_object_is_protocol_error(
-    httpserver: HTTPServer, provider: OpenAIProvider, arguments: str
+    server: ScriptedServer, provider: OpenAIProvider, arguments: str
 ) -> None:
     call = {"index": 0, "id": "c", "type": "function",
             "function": {"name": "get_weather", "arguments": arguments}}  # fmt: skip
     body = [event(chunk({"tool_calls": [call]})), event(chunk({}, "tool_calls")), DONE_EVENT]
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
+    server.on("/v1/chat/completions", streaming(body))
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert "get_weather" in exc.message and exc.provider == "openai"
     assert events == []
 
 
 def test_non_streamed_answer_with_tool_calls(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
     answer = {
         "id": "chatcmpl-abc123",
@@ -429,30 +425,28 @@ def test_non_streamed_answer_with_tool_calls(
         ],
         "usage": {"prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99},
     }
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(answer)
+    server.on("/v1/chat/completions", json_reply(answer))
     events = without_durations(run(provider, chat(stream=False)))
     assert events == [
         ToolCall("get_current_weather", {"location": "Boston, MA"}, "call_abc123"),
         Done(done_reason="stop", usage=Usage(82, 17), model="gpt-4o-mini", provider="openai"),
     ]
-    body, headers = sent(httpserver)
+    body, headers = sent(server)
     assert body["stream"] is False and "stream_options" not in body
-    assert headers["Accept"] == JSON
+    assert headers["accept"] == JSON
 
 
 # --- /completions ---------------------------------------------------------------------
 
 
-def test_generate_goes_to_completions(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
+def test_generate_goes_to_completions(server: ScriptedServer, provider: OpenAIProvider) -> None:
     def text(piece: str, finish: str | None = None, **extra: Any) -> bytes:
         choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
         return event({"object": "text_completion", "model": "m", "choices": [choice], **extra})
 
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     body = [text(" Paris"), text(".", "length", usage=usage), DONE_EVENT]
-    httpserver.expect_request("/v1/completions", method="POST").respond_with_handler(
-        streaming(body)
-    )
+    server.on("/v1/completions", streaming(body), "POST")
     request = GenerateRequest(
         model="m", prompt="The capital of France is", suffix="!", system="ignored", raw=False
     )
@@ -462,7 +456,7 @@ def test_generate_goes_to_completions(httpserver: HTTPServer, provider: OpenAIPr
         Delta("."),
         Done(done_reason="length", usage=Usage(5, 2), model="m", provider="openai"),
     ]
-    assert sent(httpserver)[0] == {
+    assert sent(server)[0] == {
         "model": "m",
         "prompt": "The capital of France is",
         "suffix": "!",
@@ -475,14 +469,12 @@ def test_generate_goes_to_completions(httpserver: HTTPServer, provider: OpenAIPr
 
 
 def test_401_is_a_config_error_that_falls_back_and_hides_the_key(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], api_key: str
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider], api_key: str
 ) -> None:
     # OpenAI echoes (part of) a rejected key; a server may echo all of it.
     error = {"message": f"Incorrect API key provided: {KEY}.", "type": "invalid_request_error",
              "param": None, "code": "invalid_api_key"}  # fmt: skip
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=401
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=401))
     provider = make_provider(api_key_env=api_key)
     events, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True
@@ -490,15 +482,18 @@ def test_401_is_a_config_error_that_falls_back_and_hides_the_key(
     assert "Incorrect API key provided" in exc.message
     assert_no_key(exc, exc.message, repr(exc), provider, repr(provider), vars(provider))
     assert events == []
-    _, headers = sent(httpserver)
-    assert headers["Authorization"] == f"Bearer {KEY}"
+    _, headers = sent(server)
+    assert headers["authorization"] == f"Bearer {KEY}"
 
 
 def test_403_without_api_key_env_says_how_to_set_one(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": {"message": "Forbidden", "type": "permission_error", "code": 403}}, status=403
+    server.on(
+        "/v1/chat/completions",
+        json_reply(
+            {"error": {"message": "Forbidden", "type": "permission_error", "code": 403}}, status=403
+        ),
     )
     _, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True and "api_key_env" in exc.message
@@ -511,7 +506,7 @@ def test_403_without_api_key_env_says_how_to_set_one(
 )
 @pytest.mark.parametrize("status", [429, 503])
 def test_429_and_503_are_server_busy(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     provider: OpenAIProvider,
     status: int,
     headers: dict[str, str],
@@ -519,9 +514,7 @@ def test_429_and_503_are_server_busy(
 ) -> None:
     error = {"message": "Rate limit reached for requests", "type": "requests",
              "param": None, "code": "rate_limit_exceeded"}  # fmt: skip
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=status, headers=headers
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=status, headers=headers))
     events, exc = run_failing(provider, chat(), ServerBusy)
     assert "Rate limit reached" in exc.message and f"HTTP {status}" in exc.message
     assert exc.retry_after_s == retry_after
@@ -529,35 +522,31 @@ def test_429_and_503_are_server_busy(
 
 
 def test_429_insufficient_quota_is_a_config_error(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
     error = {"message": "You exceeded your current quota.", "type": "insufficient_quota",
              "param": None, "code": "insufficient_quota"}  # fmt: skip
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=429
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=429))
     _, exc = run_failing(provider, chat(), AuthError)
     assert exc.fallback is True and "quota" in exc.message
 
 
-def test_404_model_is_model_not_found(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
+def test_404_model_is_model_not_found(server: ScriptedServer, provider: OpenAIProvider) -> None:
     error = {"message": "The model `gpt-9` does not exist or you do not have access to it.",
              "type": "invalid_request_error", "param": None, "code": "model_not_found"}  # fmt: skip
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=404
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=404))
     _, exc = run_failing(provider, chat(model="gpt-9"), ModelNotFound)
     assert exc.model == "gpt-9" and exc.fallback is True
     assert "does not exist" in exc.message
 
 
 def test_404_without_a_model_means_a_wrong_base_url(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider]
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider]
 ) -> None:
     # llama.cpp's answer to a path it does not serve
     not_found = {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
-    httpserver.expect_request("/chat/completions").respond_with_json(not_found, status=404)
-    provider = make_provider(base_url=httpserver.url_for("/"))  # no /v1
+    server.on("/chat/completions", json_reply(not_found, status=404))
+    provider = make_provider(base_url=server.url + "/")  # no /v1
     _, exc = run_failing(provider, chat(), ProviderUnavailable)
     assert "base_url" in exc.message and "/v1" in exc.message
 
@@ -574,11 +563,9 @@ def test_404_without_a_model_means_a_wrong_base_url(
     ids=["llamacpp_context", "openai_param"],
 )  # fmt: skip
 def test_400_is_invalid_request(
-    httpserver: HTTPServer, provider: OpenAIProvider, error: dict[str, Any], remedy: str
+    server: ScriptedServer, provider: OpenAIProvider, error: dict[str, Any], remedy: str
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=400
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=400))
     _, exc = run_failing(provider, chat(), InvalidRequest)
     assert type(exc) is InvalidRequest and exc.fallback is False
     assert error["message"] in exc.message and remedy in exc.message
@@ -592,38 +579,34 @@ def test_400_is_invalid_request(
     ids=["json", "plain"],
 )  # fmt: skip
 def test_500_is_provider_unavailable(
-    httpserver: HTTPServer, provider: OpenAIProvider, body: str, text: str
+    server: ScriptedServer, provider: OpenAIProvider, body: str, text: str
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_data(
-        body, status=500, content_type=JSON
-    )
+    server.on("/v1/chat/completions", data_reply(body, status=500, content_type=JSON))
     events, exc = run_failing(provider, chat(), ProviderUnavailable)
     assert text in exc.message and exc.refused is False and events == []
 
 
 def test_402_payment_required_is_an_auth_error(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], api_key: str
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider], api_key: str
 ) -> None:
     """OpenRouter and other gateways answer 402 when the account's credits are gone."""
     error = {"message": "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
              "code": 402}  # fmt: skip
-    httpserver.expect_request("/v1/chat/completions").respond_with_json(
-        {"error": error}, status=402
-    )
+    server.on("/v1/chat/completions", json_reply({"error": error}, status=402))
     _, exc = run_failing(make_provider(api_key_env=api_key), chat(), AuthError)
     assert exc.fallback is True and "Insufficient credits" in exc.message
     assert f"${KEY_ENV}" in exc.message
 
 
 def test_an_endpoint_the_server_does_not_offer_falls_back_without_blaming_it(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
     """llama.cpp started without --embeddings answers /embeddings with 501: another
     backend may embed, and this one is healthy (kind "invalid" does not count
     against it, "unavailable" would)."""
     message = "This server does not support embeddings. Start it with `--embeddings`"
     error = {"code": 501, "message": message, "type": "not_supported_error"}
-    httpserver.expect_request("/v1/embeddings").respond_with_json({"error": error}, status=501)
+    server.on("/v1/embeddings", json_reply({"error": error}, status=501))
     with pytest.raises(InvalidRequest) as info:
         provider.embed(EmbedRequest(input="hi"), 1)
     assert info.value.fallback is True and info.value.kind == "invalid"
@@ -631,11 +614,9 @@ def test_an_endpoint_the_server_does_not_offer_falls_back_without_blaming_it(
 
 
 def test_408_is_a_timeout_not_an_invalid_request(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_data(
-        "Request Timeout", status=408
-    )
+    server.on("/v1/chat/completions", data_reply("Request Timeout", status=408))
     _, exc = run_failing(provider, chat(), RequestTimeout)
     assert exc.fallback is True and "HTTP 408" in exc.message
 
@@ -656,64 +637,54 @@ def test_connection_refused() -> None:
 
 
 def test_missing_key_fails_before_sending(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OpenAIProvider],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
-    provider = make_provider(api_key_env=KEY_ENV)
-    _, exc = run_failing(provider, chat(), AuthError)
-    assert exc.fallback is True and f"${KEY_ENV} is not set" in exc.message
-    with pytest.raises(ConfigError):
-        provider.validate_config()
-    with pytest.raises(ConfigError):
-        provider.list_models(1)
-    assert httpserver.log == []
+    with pytest.raises(ConfigError, match=rf"\${KEY_ENV} is not set"):
+        make_provider(api_key_env=KEY_ENV)
+    assert server.received == []
 
 
 def test_key_with_control_characters_is_refused_without_showing_it(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OpenAIProvider],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(KEY_ENV, f"  {KEY[:10]}\n{KEY[10:]}\n")  # surrounding blanks are stripped
-    provider = make_provider(api_key_env=KEY_ENV)
-    _, exc = run_failing(provider, chat(), AuthError)
+    with pytest.raises(ConfigError) as info:
+        make_provider(api_key_env=KEY_ENV)
+    exc = info.value
     assert "control characters" in exc.message
     assert KEY[:10] not in str(exc) and KEY[10:] not in str(exc)
-    assert httpserver.log == []
+    assert server.received == []
 
 
 def test_key_is_stripped_and_sent_as_bearer(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OpenAIProvider],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(KEY_ENV, f"{KEY}\n")
-    httpserver.expect_request("/v1/models").respond_with_json({"object": "list", "data": []})
+    server.on("/v1/models", json_reply({"object": "list", "data": []}))
     provider = make_provider(api_key_env=KEY_ENV)
     provider.validate_config()  # local http is fine
     provider.list_models(1)
-    ((request, _),) = httpserver.log
-    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    (request,) = server.received
+    assert request.headers["authorization"] == f"Bearer {KEY}"
 
 
 def test_errors_never_show_the_key(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], api_key: str
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider], api_key: str
 ) -> None:
     """Every failure mode's message, repr and the provider's repr are free of the key,
     even when the server echoes it back."""
     echo = {"error": {"message": f"bad key {KEY}", "type": "x", "code": None}}
     for status in (400, 401, 404, 429, 500, 503):
-        httpserver.expect_oneshot_request("/v1/chat/completions").respond_with_json(
-            echo, status=status
-        )
-    httpserver.expect_oneshot_request("/v1/chat/completions").respond_with_handler(
-        streaming([event(chunk({"content": "a"})), event(echo)])
-    )
-    httpserver.expect_oneshot_request("/v1/chat/completions").respond_with_handler(
-        streaming([f"data: {{not json {KEY}\n\n".encode()])
-    )
+        server.once("/v1/chat/completions", json_reply(echo, status=status))
+    server.once("/v1/chat/completions", streaming([event(chunk({"content": "a"})), event(echo)]))
+    server.once("/v1/chat/completions", streaming([f"data: {{not json {KEY}\n\n".encode()]))
     provider = make_provider(api_key_env=api_key)
     for _ in range(8):
         with pytest.raises(RubberDuckError) as info:
@@ -732,7 +703,7 @@ def test_errors_never_show_the_key(
     ids=["bad_event", "error_event", "plain_500"],
 )
 def test_a_key_cut_by_a_length_limit_is_still_hidden(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OpenAIProvider],
     api_key: str,
     status: int,
@@ -740,17 +711,14 @@ def test_a_key_cut_by_a_length_limit_is_still_hidden(
 ) -> None:
     """The key is removed before a message is shortened, so no prefix of it
     survives at the cut."""
-    httpserver.expect_request("/v1/chat/completions").respond_with_data(
-        body, status=status, content_type=SSE
-    )
+    server.on("/v1/chat/completions", data_reply(body, status=status, content_type=SSE))
     _, exc = run_failing(make_provider(api_key_env=api_key), chat(), RubberDuckError)
     assert KEY[:12] not in str(exc), str(exc)
 
 
 def test_validate_config_refuses_a_key_in_clear_text_to_a_remote_host(api_key: str) -> None:
-    provider = OpenAIProvider(base_url="http://api.example.com/v1", api_key_env=api_key)
     with pytest.raises(ConfigError, match="https"):
-        provider.validate_config()
+        OpenAIProvider(base_url="http://api.example.com/v1", api_key_env=api_key)
     OpenAIProvider(base_url="https://api.example.com/v1", api_key_env=api_key).validate_config()
 
 
@@ -768,9 +736,9 @@ def test_validate_config_refuses_a_key_in_clear_text_to_a_remote_host(api_key: s
     ids=["not_json", "wrong_type", "not_object", "not_utf8"],
 )
 def test_malformed_data_is_protocol_error(
-    httpserver: HTTPServer, provider: OpenAIProvider, body: list[bytes]
+    server: ScriptedServer, provider: OpenAIProvider, body: list[bytes]
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
+    server.on("/v1/chat/completions", streaming(body))
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert exc.provider == "openai"
     assert "JSON" in exc.message or "UTF-8" in exc.message
@@ -789,10 +757,10 @@ def test_malformed_data_is_protocol_error(
     ids=["data_error", "error_event"],
 )  # fmt: skip
 def test_error_event_mid_stream_is_provider_unavailable(
-    httpserver: HTTPServer, provider: OpenAIProvider, error_event: bytes
+    server: ScriptedServer, provider: OpenAIProvider, error_event: bytes
 ) -> None:
     body = [*TEXT_STREAM[:3], error_event, DONE_EVENT]
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
+    server.on("/v1/chat/completions", streaming(body))
     events, exc = run_failing(provider, chat(), ProviderUnavailable)
     assert events == [Delta("The"), Delta(" sky")]
     assert "The server had an error while processing" in exc.message and exc.fallback is True
@@ -800,11 +768,9 @@ def test_error_event_mid_stream_is_provider_unavailable(
 
 @pytest.mark.parametrize("cut", [0, 3, 6], ids=["empty", "mid_answer", "before_done"])
 def test_stream_cut_before_done_is_protocol_error(
-    httpserver: HTTPServer, provider: OpenAIProvider, cut: int
+    server: ScriptedServer, provider: OpenAIProvider, cut: int
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(
-        streaming(TEXT_STREAM[:cut])
-    )
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM[:cut]))
     started = time.monotonic()
     events, exc = run_failing(provider, chat(), ProtocolError)
     assert "[DONE]" in exc.message
@@ -822,63 +788,26 @@ def test_stream_cut_before_done_is_protocol_error(
     ids=["long_event", "unterminated", "many_lines"],
 )
 def test_event_over_max_event_bytes_is_protocol_error(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider], body: list[bytes]
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider], body: list[bytes]
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(body))
+    server.on("/v1/chat/completions", streaming(body))
     events, exc = run_failing(make_provider(max_event_bytes=1024), chat(), ProtocolError)
     assert "1024" in exc.message and events == []
 
 
 @pytest.fixture
 def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
-    """A one-thread TCP server; each test passes what to do with each connection."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.02)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
+    """A TCP server (:class:`tests.fault_server.RawServer`); each test passes what
+    to do with each connection."""
+    servers: list[RawServer] = []
 
     def start(serve: Callable[[socket.socket], None]) -> str:
-        def loop() -> None:
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                with conn, contextlib.suppress(OSError):
-                    conn.settimeout(5)
-                    serve(conn)
-
-        threads.append(threading.Thread(target=loop, daemon=True))
-        threads[-1].start()
-        return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        servers.append(RawServer(serve).start())
+        return servers[-1].url + "/v1"
 
     yield start
-    stop.set()
-    for thread in threads:
-        thread.join(5)
-    listener.close()
-
-
-def read_request(conn: socket.socket) -> bytes:
-    """Read one HTTP request (headers and Content-Length body); b"" at EOF."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = conn.recv(65536)
-        if not more:
-            return b""
-        data += more
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(h.split(b":")[1])
-            for h in head.split(b"\r\n")
-            if h.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head
+    for server in servers:
+        server.stop()
 
 
 def sse_head() -> bytes:
@@ -886,10 +815,6 @@ def sse_head() -> bytes:
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
         b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
     )
-
-
-def http_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def test_connection_dropped_mid_stream_is_provider_unavailable(
@@ -937,16 +862,15 @@ def test_a_pooled_connection_closed_by_the_server_is_retried_once(
 
 
 def test_cancel_mid_stream_returns_promptly(
-    httpserver: HTTPServer, provider: OpenAIProvider, release: threading.Event
+    server: ScriptedServer, provider: OpenAIProvider, release: threading.Event
 ) -> None:
-    def handler(_request: Request) -> Response:
-        def body() -> Iterator[bytes]:
-            yield TEXT_STREAM[1]
-            release.wait(5)  # a model that goes quiet
+    def body() -> Iterator[bytes]:
+        yield TEXT_STREAM[1]
+        release.wait(5)  # a model that goes quiet
 
-        return Response(body(), content_type=SSE)
+    handler = Chunked(body, content_type=SSE)
 
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(handler)
+    server.on("/v1/chat/completions", handler)
     scope, events = CancelScope(), []
     timer = threading.Timer(0.2, scope.cancel)
     timer.start()
@@ -958,8 +882,8 @@ def test_cancel_mid_stream_returns_promptly(
     assert events == [Delta("The")]
 
 
-def test_cancel_before_run_emits_nothing(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
+def test_cancel_before_run_emits_nothing(server: ScriptedServer, provider: OpenAIProvider) -> None:
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
     scope = CancelScope()
     scope.cancel()
     events: list[Event] = []
@@ -998,13 +922,12 @@ def test_sse_framing_does_not_depend_on_how_the_bytes_are_cut(
 )
 @given(stream=openai_chat_streams(), data=st.data())
 def test_any_split_of_an_sse_stream_gives_the_same_events(
-    httpserver: HTTPServer, provider: OpenAIProvider, stream: OpenAIStream, data: st.DataObject
+    server: ScriptedServer, provider: OpenAIProvider, stream: OpenAIStream, data: st.DataObject
 ) -> None:
     body = stream.to_sse()
     chunks = data.draw(chunkings(body), label="chunks")
     assert b"".join(chunks) == body
-    httpserver.clear()
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(chunks))
+    server.on("/v1/chat/completions", streaming(chunks))
 
     events = without_durations(run(provider, chat(model=stream.model)))
 
@@ -1034,9 +957,9 @@ MODELS = {
 
 
 def test_list_models_health_check_and_info(
-    httpserver: HTTPServer, make_provider: Callable[..., OpenAIProvider]
+    server: ScriptedServer, make_provider: Callable[..., OpenAIProvider]
 ) -> None:
-    httpserver.expect_request("/v1/models", method="GET").respond_with_json(MODELS)
+    server.on("/v1/models", json_reply(MODELS), "GET")
     provider = make_provider(default_model="gpt-4o-mini")
     assert provider.info().models == ("gpt-4o-mini",)
     assert provider.list_models(1) == ["gpt-4o-mini", "text-embedding-3-small"]
@@ -1044,7 +967,7 @@ def test_list_models_health_check_and_info(
     assert provider.info() == ProviderInfo(
         name="openai",
         kind="openai",
-        base_url=httpserver.url_for("/v1"),
+        base_url=server.url + "/v1",
         models=("gpt-4o-mini", "text-embedding-3-small"),
         requires_api_key=False,
         is_local=True,
@@ -1052,14 +975,14 @@ def test_list_models_health_check_and_info(
 
 
 def test_health_check_on_something_else_is_protocol_error(
-    httpserver: HTTPServer, provider: OpenAIProvider
+    server: ScriptedServer, provider: OpenAIProvider
 ) -> None:
-    httpserver.expect_request("/v1/models").respond_with_data("<html>hi</html>")
+    server.on("/v1/models", data_reply("<html>hi</html>"))
     with pytest.raises(ProtocolError):
         provider.health_check(1)
 
 
-def test_embed(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
+def test_embed(server: ScriptedServer, provider: OpenAIProvider) -> None:
     answer = {
         "object": "list",
         "data": [
@@ -1069,10 +992,10 @@ def test_embed(httpserver: HTTPServer, provider: OpenAIProvider) -> None:
         "model": "text-embedding-3-small",
         "usage": {"prompt_tokens": 4, "total_tokens": 4},
     }
-    httpserver.expect_request("/v1/embeddings", method="POST").respond_with_json(answer)
+    server.on("/v1/embeddings", json_reply(answer), "POST")
     request = EmbedRequest(model="text-embedding-3-small", input=["a", "b"], dimensions=2)
     assert provider.embed(request, 1).embeddings == [[0.1, 0.2], [0.3, 0.4]]
-    assert sent(httpserver)[0] == {
+    assert sent(server)[0] == {
         "model": "text-embedding-3-small",
         "input": ["a", "b"],
         "encoding_format": "float",
@@ -1357,7 +1280,7 @@ def test_llamacpp_prompt_over_the_context_is_invalid_request(real: OpenAIProvide
 
 
 @slow
-def test_llamacpp_wrong_key_is_a_config_error(
+def test_llamacpp_wrong_key_is_an_auth_error(
     llamacpp: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = "sk-wrong-" + os.urandom(8).hex()
@@ -1365,7 +1288,7 @@ def test_llamacpp_wrong_key_is_a_config_error(
     provider = OpenAIProvider(base_url=llamacpp, default_model="m", api_key_env=KEY_ENV)
     try:
         _, exc = run_failing(provider, chat(), AuthError)
-        with pytest.raises(ConfigError):
+        with pytest.raises(AuthError):
             provider.health_check(5)  # llama.cpp guards /v1/models with the key too
     finally:
         provider.close()
@@ -1409,16 +1332,16 @@ def test_runtime_falls_back_past_a_refused_and_an_unauthorized_backend(
 
 
 def test_the_key_never_reaches_the_logs(
-    httpserver: HTTPServer,
+    server: ScriptedServer,
     make_provider: Callable[..., OpenAIProvider],
     api_key: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    httpserver.expect_request("/v1/chat/completions").respond_with_handler(streaming(TEXT_STREAM))
-    httpserver.expect_request("/v1/models").respond_with_json({"error": {"message": KEY}}, 401)
+    server.on("/v1/chat/completions", streaming(TEXT_STREAM))
+    server.on("/v1/models", json_reply({"error": {"message": KEY}}, 401))
     caplog.set_level("DEBUG")
     provider = make_provider(api_key_env=api_key)
     run(provider, chat())
-    with pytest.raises(ConfigError):
+    with pytest.raises(AuthError):
         provider.health_check(1)
     assert caplog.records and KEY not in caplog.text

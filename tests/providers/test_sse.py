@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import pytest
 
 from rubberduck.errors import ProtocolError
-from rubberduck.providers._sse import MAX_EVENT_LINES, read_events
+from rubberduck.providers._http.sse import MAX_EVENT_LINES, read_events
 
 
 def events(chunks: Iterable[bytes], max_event_bytes: int = 1 << 20) -> list[tuple[str, str]]:

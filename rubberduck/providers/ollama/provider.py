@@ -1,8 +1,8 @@
 """Ollama's native HTTP API: inference (``/api/chat``, ``/api/generate``,
 ``/api/embed``, ``/api/embeddings``), the server's state (``GET /``,
 ``/api/version``) and, through
-:class:`~rubberduck.providers.ollama_admin.OllamaAdmin` and
-:class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`, model management
+:class:`~rubberduck.providers.ollama.admin.OllamaAdmin` and
+:class:`~rubberduck.providers.ollama.transfer.OllamaTransfers`, model management
 (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/blobs``, ``/api/copy``,
 ``/api/delete``, ``/api/pull``, ``/api/push``, ``/api/create``).
 
@@ -13,7 +13,7 @@ Protocol (ollama/ollama ``docs/api.md``, ``server/routes.go``):
   (durations in nanoseconds, ``prompt_eval_count`` / ``eval_count`` in tokens).
 - A generate with no prompt only loads the model (``done_reason: "load"``); with
   ``keep_alive: 0`` as well it unloads it (``done_reason: "unload"``).
-- Errors: see :mod:`rubberduck.providers._ollama_http`.
+- Errors: see :mod:`rubberduck.providers.ollama.connection`.
 
 Request bodies are what the official ``ollama`` Python client (0.6.x) sends for the
 same arguments; ``tests/providers/test_ollama_client_parity.py`` compares them and
@@ -22,17 +22,14 @@ lists the deliberate differences.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any, TypeVar
 
 import msgspec
 
 from rubberduck.errors import (
-    Cancelled,
     InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
-    RubberDuckError,
 )
 from rubberduck.messages import (
     ChatRequest,
@@ -48,37 +45,22 @@ from rubberduck.messages import (
     Usage,
 )
 from rubberduck.ollama_types import EmbeddingsResponse
-from rubberduck.providers._ollama_settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
-from rubberduck.providers._ollama_wire import (
+from rubberduck.providers._http.body import iter_lines
+from rubberduck.providers.base import CancelScope, Emit
+from rubberduck.providers.ollama.admin import OllamaAdmin
+from rubberduck.providers.ollama.connection import FEATURES
+from rubberduck.providers.ollama.settings import DEFAULT_OLLAMA_HOST, parse_ollama_host
+from rubberduck.providers.ollama.transfer import OllamaTransfers
+from rubberduck.providers.ollama.wire import (
     CHAT_DECODER,
     EMBED_DECODER,
     EMBEDDING_DECODER,
     GENERATE_DECODER,
-    TAGS_DECODER,
-    VERSION_DECODER,
     EmbedAnswer,
-    Tags,
-    VersionAnswer,
     seconds,
 )
-from rubberduck.providers.base import (
-    CancelScope,
-    Emit,
-    ProviderInfo,
-    end_response,
-    estimate_tokens,
-    is_local_host,
-    iter_lines,
-    read_body,
-)
-from rubberduck.providers.ollama_admin import OllamaAdmin
-from rubberduck.providers.ollama_transfer import OllamaTransfers
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "FEATURES", "OllamaProvider", "parse_ollama_host"]
-
-#: Features :meth:`OllamaProvider.supports_feature` reports; whether a given model
-#: has them is in ``show(model).capabilities``.
-FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode", "thinking"})
 
 _R = TypeVar("_R", bound=ChatRequest | GenerateRequest | EmbedRequest)
 
@@ -88,9 +70,9 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
 
     Inference and the provider contract are here; the catalogue (``list``,
     ``show``, ``has_model``, ``ps``, ``create_blob``, ``blob_exists``, ``copy``,
-    ``delete``) comes from :class:`~rubberduck.providers.ollama_admin.OllamaAdmin`,
+    ``delete``) comes from :class:`~rubberduck.providers.ollama.admin.OllamaAdmin`,
     transfers with progress (``pull``, ``push``, ``create`` and their ``iter_``
-    forms) from :class:`~rubberduck.providers.ollama_transfer.OllamaTransfers`.
+    forms) from :class:`~rubberduck.providers.ollama.transfer.OllamaTransfers`.
 
     Args:
         name: Configured backend name.
@@ -152,41 +134,29 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         path = "/api/chat" if is_chat else "/api/generate"
         decoder: msgspec.json.Decoder[Any] = CHAT_DECODER if is_chat else GENERATE_DECODER
         resp = self._open(path, self._encode(request), scope, str(request.model))
-        complete = False
-        try:
+        with self._reading(resp, scope):
             if not request.stream:
-                body = read_body(resp, max_bytes=self.max_line_bytes)
-                complete = self._emit_line(self._decode(decoder, body), emit, is_chat)
-                if complete:
-                    return
-                raise ProtocolError("the answer has no `done: true`", provider=self.name)
-            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes):
-                complete = self._emit_line(self._decode(decoder, raw), emit, is_chat)
-                if complete:
+                line = self._decode(decoder, self._read_body(resp))
+                if line.error is None and not line.done:
+                    # Checked before anything is emitted: the caller saw nothing,
+                    # so another backend may still answer.
+                    raise ProtocolError("the answer has no `done: true`", provider=self.name)
+                self._emit_line(line, emit, is_chat)
+                return
+            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes, provider=self.name):
+                if self._emit_line(self._decode(decoder, raw), emit, is_chat):
                     return
             raise ProtocolError(
                 "the stream ended before Ollama's final `done` line", provider=self.name
             )
-        except Exception as exc:
-            # A cancel can surface as a clean end of stream (a truncated answer) as
-            # well as a read error: either way it is the cancel.
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            if isinstance(exc, RubberDuckError):
-                exc.provider = exc.provider or self.name
-                raise
-            raise self._transport_error(exc) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
 
     def _complete(self, request: _R) -> _R:
         """Fill in the backend's default model and keep_alive; a chat without tools
         gets ``tools: []``, the body the official client sends (Ollama reads it as
         no tools)."""
         changes: dict[str, Any] = {}
-        if request.model is None:
-            changes["model"] = self._model(None)
+        if not request.model or not request.model.strip():
+            changes["model"] = self._model(request.model)
         if request.keep_alive is None and self.keep_alive is not None:
             changes["keep_alive"] = self.keep_alive
         if isinstance(request, ChatRequest) and request.tools is None:
@@ -197,7 +167,7 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         """Emit one decoded line's events; return True after the final ``done`` line."""
         if line.error is not None:
             raise ProviderUnavailable(
-                f"Ollama reported an error: {self._secrets.redact(line.error)}",
+                f"Ollama reported an error: {self.secret.redact(line.error)}",
                 provider=self.name,
             )
         if is_chat:
@@ -362,103 +332,3 @@ class OllamaProvider(OllamaTransfers, OllamaAdmin):
         done = events[-1]
         assert isinstance(done, Done)  # run() ends with a Done or raises
         return done
-
-    # --- the server ---------------------------------------------------------------
-
-    def is_running(self, timeout: float | None = None) -> bool:
-        """Whether an Ollama server answers at ``base_url``. Ollama ``GET /``
-        (``"Ollama is running"``). Never raises.
-
-        Args:
-            timeout: Connect and read timeout, seconds (``None``: the provider's).
-        """
-        try:
-            return self._call("GET", "/", timeout=timeout).startswith(b"Ollama is running")
-        except RubberDuckError:
-            return False
-
-    def version(self, timeout: float | None = None) -> str:
-        """The server's version, e.g. ``"0.12.6"``. Ollama ``GET /api/version``.
-
-        Raises:
-            ProviderUnavailable: not reachable or not answering 200.
-            ProtocolError: the answer is not Ollama's version JSON.
-        """
-        answer: VersionAnswer = self._decode(
-            VERSION_DECODER, self._call("GET", "/api/version", timeout=timeout)
-        )
-        return answer.version
-
-    def health_check(self, timeout: float) -> str:
-        """``GET /api/version``; returns ``"ollama 0.12.6"``.
-
-        Raises:
-            ProviderUnavailable: not reachable or not answering 200.
-            ProtocolError: the answer is not Ollama's version JSON.
-        """
-        return f"ollama {self.version(timeout)}"
-
-    def list_models(self, timeout: float) -> list[str]:
-        """``GET /api/tags``; returns model names such as ``"llama3.2:latest"``
-        (:meth:`list` gives the whole entries).
-
-        Raises:
-            ProviderUnavailable, ProtocolError: as for :meth:`health_check`.
-        """
-        # Names only: the health probe calls this, and a date Ollama might one
-        # day format differently must not take the backend down.
-        tags: Tags = self._decode(TAGS_DECODER, self._call("GET", "/api/tags", timeout=timeout))
-        names = [m.name or m.model for m in tags.models]
-        self._catalogue = tuple(names)
-        return names
-
-    # --- description --------------------------------------------------------------
-
-    def info(self) -> ProviderInfo:
-        """What this backend is, from configuration and the last catalogue read
-        (:meth:`list_models` or :meth:`list`); no network call.
-
-        Returns:
-            A :class:`ProviderInfo` with ``kind="ollama"``; ``requires_api_key``
-            is whether requests carry an Authorization header (an API key from
-            ``api_key_env``, or one in ``headers``).
-        """
-        models = self._catalogue
-        if models is None:
-            models = (self.default_model,) if self.default_model else ()
-        host = urllib.parse.urlsplit(self.base_url).hostname or ""
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=models,
-            requires_api_key=bool(self._auth),
-            is_local=is_local_host(host),
-        )
-
-    def supports_feature(self, name: str) -> bool:
-        """Whether this provider implements ``name`` against Ollama.
-
-        Args:
-            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images),
-                ``"embeddings"``, ``"json_mode"`` (``format``: ``"json"`` or a
-                schema) or ``"thinking"`` (``think``). Other names give ``False``.
-
-        Returns:
-            ``True`` for all of these: the server takes the fields for every model,
-            and answers HTTP 400 for a model that lacks the capability.
-            ``show(model).capabilities`` says what one model can do.
-        """
-        return name in FEATURES
-
-    def count_tokens(self, text: str) -> int:
-        """An *estimate* of the tokens in ``text``: one per 4 bytes of UTF-8.
-
-        Ollama's API has no tokenizer endpoint, so no exact count is possible
-        without running the model; the exact prompt size of a request comes back
-        as ``Done.usage.prompt_tokens`` (Ollama ``prompt_eval_count``).
-
-        Returns:
-            The estimated count, tokens (0 for ``""``).
-        """
-        return estimate_tokens(text)

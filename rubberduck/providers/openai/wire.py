@@ -1,6 +1,8 @@
-"""The OpenAI wire format, without HTTP: request bodies built from RubberDuck's
-(Ollama-shaped) requests, the shapes of answers and chunks, SSE framing, and the
-assembly of chunks into events. :mod:`rubberduck.providers.openai` does the HTTP.
+"""The OpenAI wire format's answers, without HTTP: the shapes of answers and
+chunks, and their assembly into events (for the OpenAI-compatible provider and the
+embedded llama.cpp alike). Request bodies are in
+:mod:`rubberduck.providers.openai.request`; :mod:`rubberduck.providers.openai`
+does the HTTP.
 
 Format source: the OpenAI API reference ("Chat Completions", "Completions",
 "Embeddings", "Models"; streaming as Server-Sent Events), as llama.cpp's server,
@@ -9,19 +11,15 @@ vLLM, LM Studio and Ollama's ``/v1`` speak it. Unknown fields are ignored.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
 
 from rubberduck.errors import ProtocolError
 from rubberduck.messages import (
-    ChatRequest,
     Delta,
     Done,
     Durations,
-    Message,
-    Request,
     ToolCall,
     Usage,
 )
@@ -30,37 +28,18 @@ from rubberduck.providers.base import Emit
 __all__ = [
     "CHUNK_DECODER",
     "EMBEDDINGS_DECODER",
-    "ENCODER",
     "ERROR_DECODER",
     "MODELS_DECODER",
     "Answer",
     "Chunk",
     "ErrorInfo",
-    "add_common_fields",
     "error_text",
-    "request_body",
 ]
 
 
-#: Ollama option → OpenAI request field. Other Ollama options (num_ctx, top_k,
-#: repeat_penalty, ...) have no OpenAI equivalent and are not sent: OpenAI itself
-#: rejects unknown fields.
-_OPTION_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "num_predict": "max_tokens",
-    "stop": "stop",
-    "seed": "seed",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
 #: OpenAI ``finish_reason`` → Ollama ``done_reason``. Ollama ends a tool-calling
 #: answer with "stop"; other values ("content_filter", ...) pass through.
 _DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
-#: First bytes of base64-encoded images → MIME type, for ``data:`` URLs.
-_IMAGE_MAGIC = {"iVBORw0KGgo": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif"}
-
-
 # --- wire shapes (unknown fields are ignored) ---------------------------------------
 
 
@@ -164,133 +143,6 @@ ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
 MODELS_DECODER = msgspec.json.Decoder(ModelList)
 EMBEDDINGS_DECODER = msgspec.json.Decoder(Embeddings)
 _ARGUMENTS_DECODER = msgspec.json.Decoder()
-ENCODER = msgspec.json.Encoder()
-
-
-# --- request bodies -------------------------------------------------------------------
-
-
-def request_body(request: Request, model: str) -> dict[str, Any]:
-    """The body of ``POST /chat/completions`` (a chat) or ``POST /completions``
-    (a generate request), with :func:`add_common_fields` applied.
-
-    A chat's messages are converted by the rules of :func:`_messages`, its
-    ``tools`` passed as they are (Ollama already uses OpenAI's function schema). A
-    generate request sends ``prompt`` and ``suffix`` only: ``/completions`` has no
-    ``system``, ``template`` or ``images``.
-
-    Args:
-        request: An Ollama-shaped chat or generate request.
-        model: The model to name.
-
-    Returns:
-        A dict for the JSON encoder (values are not checked here).
-
-    Raises:
-        TypeError: a tool call in the history is not a dict, or its arguments
-            are not JSON.
-    """
-    body: dict[str, Any]
-    if isinstance(request, ChatRequest):
-        body = {"model": model, "messages": _messages(request.messages), "stream": request.stream}
-        if request.tools:
-            body["tools"] = request.tools
-    else:
-        body = {"model": model, "prompt": request.prompt, "stream": request.stream}
-        if request.suffix is not None:
-            body["suffix"] = request.suffix
-    add_common_fields(body, request.stream, request.options, request.format)
-    return body
-
-
-def add_common_fields(
-    body: dict[str, Any],
-    stream: bool,
-    options: dict[str, Any] | None,
-    format: str | dict[str, Any] | None,
-) -> None:
-    """Add usage reporting, Ollama options and ``format`` to ``body`` as OpenAI
-    fields: ``stream_options.include_usage`` when streaming; ``temperature``,
-    ``top_p``, ``num_predict`` (tokens) → ``max_tokens``, ``stop``, ``seed``,
-    ``presence_penalty``, ``frequency_penalty``; ``format="json"`` →
-    ``response_format: {"type": "json_object"}``, a schema →
-    ``{"type": "json_schema", "json_schema": {"name": "response", "schema": ...}}``.
-
-    Args:
-        body: The request body, changed in place.
-        stream: The answer will be streamed.
-        options: Ollama options; the others (``num_ctx``, ``top_k``, ...) are not sent.
-        format: ``"json"``, a JSON schema, or ``None``.
-    """
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    for key, value in (options or {}).items():
-        field = _OPTION_FIELDS.get(key)
-        if field is None or value is None:
-            continue
-        if field == "max_tokens" and isinstance(value, (int, float)) and value < 0:
-            continue  # Ollama's -1/-2 mean "no cap": send none
-        body[field] = value
-    if format == "json":
-        body["response_format"] = {"type": "json_object"}
-    elif isinstance(format, dict):
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": format},
-        }
-
-
-def _messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Ollama messages → OpenAI messages: tool-call arguments become JSON strings,
-    images become ``image_url`` parts, tool results get the ``tool_call_id`` of the
-    call they answer (matched by ``tool_name``, else in order)."""
-    out: list[dict[str, Any]] = []
-    pending: list[tuple[str, str]] = []  # (id, name) of calls not yet answered
-    for number, msg in enumerate(messages):
-        item: dict[str, Any] = {"role": msg.role, "content": msg.content}
-        if msg.images:
-            item["content"] = [
-                *([{"type": "text", "text": msg.content}] if msg.content else []),
-                *({"type": "image_url", "image_url": {"url": _image_url(i)}} for i in msg.images),
-            ]
-        if msg.tool_calls:
-            calls = [
-                _tool_call(call, f"call_{number}_{i}") for i, call in enumerate(msg.tool_calls)
-            ]
-            item["tool_calls"] = calls
-            item["content"] = msg.content or None
-            pending = [(c["id"], c["function"]["name"]) for c in calls]
-        if msg.role == "tool":
-            match = next((p for p in pending if p[1] == msg.tool_name), None)
-            if match is None and pending and msg.tool_name is None:
-                match = pending[0]
-            if match is not None:
-                pending.remove(match)
-                item["tool_call_id"] = match[0]
-        out.append(item)
-    return out
-
-
-def _tool_call(call: dict[str, Any], fallback_id: str) -> dict[str, Any]:
-    function = (call.get("function") or {}) if isinstance(call, dict) else None
-    if not isinstance(function, dict):
-        raise TypeError(f"a tool call is {{'function': {{'name', 'arguments'}}}}, not {call!r:.80}")
-    arguments = function.get("arguments", {})
-    return {
-        "id": call.get("id") or fallback_id,
-        "type": "function",
-        "function": {
-            "name": function.get("name", ""),
-            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-        },
-    }
-
-
-def _image_url(image: str) -> str:
-    if image.startswith(("data:", "http://", "https://")):
-        return image
-    mime = next((m for magic, m in _IMAGE_MAGIC.items() if image.startswith(magic)), "image/png")
-    return f"data:{mime};base64,{image}"
 
 
 # --- answers ------------------------------------------------------------------------
@@ -316,12 +168,14 @@ class Answer:
 
     Args:
         model: The requested model, reported if the server names none.
+        provider: The backend's configured name, for ``Done`` and errors.
     """
 
-    __slots__ = ("by_index", "calls", "finish_reason", "model", "timings", "usage")
+    __slots__ = ("by_index", "calls", "finish_reason", "model", "provider", "timings", "usage")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, provider: str) -> None:
         self.model = model
+        self.provider = provider
         self.finish_reason: str | None = None
         self.usage: _Usage | None = None
         self.timings: _Timings | None = None
@@ -376,12 +230,11 @@ class Answer:
             elif fn.arguments:
                 call.arguments.append(fn.arguments)
 
-    def finish(self, emit: Emit, provider: str, elapsed_s: float) -> None:
+    def finish(self, emit: Emit, elapsed_s: float | None) -> None:
         """Emit the tool calls, then :class:`Done`.
 
         Args:
             emit: Where the events go.
-            provider: The backend's configured name, for ``Done.provider``.
             elapsed_s: Seconds since the request was sent: ``durations.total_s``
                 when the server reports no timings.
 
@@ -390,7 +243,7 @@ class Answer:
                 JSON object.
         """
         for call in self.calls:
-            emit(ToolCall(call.name, _arguments(call), call.id))
+            emit(ToolCall(call.name, _arguments(call, self.provider), call.id))
         usage, timings = self.usage or _Usage(), self.timings or _Timings()
         prompt_s = timings.prompt_ms / 1e3 if timings.prompt_ms is not None else None
         eval_s = timings.predicted_ms / 1e3 if timings.predicted_ms is not None else None
@@ -399,7 +252,7 @@ class Answer:
                 done_reason=_DONE_REASONS.get(self.finish_reason or "", self.finish_reason),
                 usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
                 model=self.model,
-                provider=provider,
+                provider=self.provider,
                 cost_usd=0.0,
                 durations=Durations(
                     total_s=prompt_s + eval_s
@@ -412,10 +265,15 @@ class Answer:
         )
 
 
-def _arguments(call: _CallParts) -> dict[str, Any]:
-    """A tool call's arguments as an object (OpenAI streams them as a JSON string)."""
+def _arguments(call: _CallParts, provider: str) -> dict[str, Any]:
+    """A tool call's arguments as an object (OpenAI streams them as a JSON string).
+
+    Raises:
+        ProtocolError: no function name, or arguments that are not a JSON object
+            (the message does not quote them: they are the model's output).
+    """
     if not call.name:
-        raise ProtocolError("a streamed tool call has no function name")
+        raise ProtocolError("a streamed tool call has no function name", provider=provider)
     if call.whole is not None:
         return call.whole
     text = "".join(call.arguments)
@@ -427,7 +285,9 @@ def _arguments(call: _CallParts) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise ProtocolError(
-            f"tool call {call.name!r} has arguments that are not a JSON object: {text[:120]!r}"
+            f"tool call {call.name!r} has arguments that are not a JSON object "
+            f"({len(text)} characters)",
+            provider=provider,
         )
     return value
 

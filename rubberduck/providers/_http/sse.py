@@ -31,13 +31,16 @@ MAX_EVENT_LINES = 256
 _READ_BYTES = 65536
 
 
-def read_events(read: Callable[[int], bytes], max_event_bytes: int) -> Iterator[sseclient.Event]:
+def read_events(
+    read: Callable[[int], bytes], max_event_bytes: int, *, provider: str = ""
+) -> Iterator[sseclient.Event]:
     """The events of an SSE body, as they arrive.
 
     Args:
         read: Returns up to ``n`` bytes as soon as some arrive, ``b""`` at the end
             (``resp.raw.read1``).
         max_event_bytes: Most bytes from one blank line to the next.
+        provider: The backend's configured name, for the errors.
 
     Yields:
         ``sseclient.Event`` values: ``.event`` (``"message"`` unless named) and
@@ -50,12 +53,16 @@ def read_events(read: Callable[[int], bytes], max_event_bytes: int) -> Iterator[
         urllib3 / requests exceptions from ``read``: the connection broke.
     """
     try:
-        yield from sseclient.SSEClient(_lf_chunks(read, max_event_bytes)).events()
+        yield from sseclient.SSEClient(_lf_chunks(read, max_event_bytes, provider)).events()
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"an SSE event is not UTF-8 ({exc.reason})") from None
+        raise ProtocolError(
+            f"an SSE event is not UTF-8 ({exc.reason})", provider=provider
+        ) from None
 
 
-def _lf_chunks(read: Callable[[int], bytes], max_event_bytes: int) -> Iterator[bytes]:
+def _lf_chunks(
+    read: Callable[[int], bytes], max_event_bytes: int, provider: str
+) -> Iterator[bytes]:
     """The body's reads with LF line ends only, each event checked against the
     bounds before sseclient-py sees it whole."""
     cr_pending = False  # the last read ended in CR: an LF opening this one is its pair
@@ -70,19 +77,22 @@ def _lf_chunks(read: Callable[[int], bytes], max_event_bytes: int) -> Iterator[b
         # The first piece goes on with the event in progress (``last`` was counted).
         size += len(events[0]) - len(last)
         lines += events[0].count(b"\n") - last.count(b"\n")
-        _check(size, lines, max_event_bytes)
+        _check(size, lines, max_event_bytes, provider)
         for event in events[1:]:
             size, lines = len(event), event.count(b"\n")
-            _check(size, lines, max_event_bytes)
+            _check(size, lines, max_event_bytes, provider)
         last = chunk[-1:]
         yield chunk
 
 
-def _check(size: int, lines: int, max_event_bytes: int) -> None:
+def _check(size: int, lines: int, max_event_bytes: int, provider: str) -> None:
     if size > max_event_bytes:
-        raise ProtocolError(f"an SSE event is longer than {max_event_bytes} bytes")
+        raise ProtocolError(
+            f"an SSE event is longer than {max_event_bytes} bytes", provider=provider
+        )
     if lines > MAX_EVENT_LINES:
         raise ProtocolError(
             f"an SSE event has more than {MAX_EVENT_LINES} lines — not an OpenAI or "
-            "Anthropic stream"
+            "Anthropic stream",
+            provider=provider,
         )

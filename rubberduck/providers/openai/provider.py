@@ -17,8 +17,8 @@ Protocol (OpenAI API reference, "Chat Completions" / "Completions" / "Embeddings
   one more event ``data: {"error": {...}}`` (OpenAI, vLLM, llama.cpp).
 
 The wire format (bodies, chunk shapes, one reusable msgspec decoder per shape) is
-in :mod:`rubberduck.providers.openai_wire`, the API key and
-the mapping of HTTP errors in :mod:`rubberduck.providers._openai_errors`; this
+in :mod:`rubberduck.providers.openai.wire`, the API key and
+the mapping of HTTP errors in :mod:`rubberduck.providers.openai.errors`; this
 module does the HTTP.
 
 Units: timeouts and durations are seconds, token counts are tokens. llama.cpp
@@ -32,49 +32,38 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import requests
 import urllib3.exceptions
 
 from rubberduck.errors import (
-    Cancelled,
-    ConfigError,
-    InvalidRequest,
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
 )
 from rubberduck.messages import ChatRequest, EmbedRequest, EmbedResponse, Request, Usage
-from rubberduck.providers._openai_errors import ApiKey, check_base_url, http_error
-from rubberduck.providers._sse import read_events
-from rubberduck.providers.base import (
+from rubberduck.providers._http.backend import HTTPBackend
+from rubberduck.providers._http.body import (
     DEFAULT_MAX_LINE_BYTES,
+)
+from rubberduck.providers._http.cancellable import current_scope
+from rubberduck.providers._http.checks import check_clear_text_key, is_local_host
+from rubberduck.providers._http.sse import read_events
+from rubberduck.providers.base import (
     CancelScope,
     Emit,
     ProviderInfo,
-    close_session,
-    current_scope,
-    end_response,
-    estimate_tokens,
-    is_local_host,
-    new_session,
-    open_stream,
-    read_body,
-    read_ok_body,
-    transport_error,
 )
-from rubberduck.providers.openai_wire import (
+from rubberduck.providers.openai.errors import ApiKey, check_base_url, http_error
+from rubberduck.providers.openai.request import request_body
+from rubberduck.providers.openai.wire import (
     CHUNK_DECODER,
     EMBEDDINGS_DECODER,
-    ENCODER,
     MODELS_DECODER,
     Answer,
     Chunk,
     error_text,
-    request_body,
 )
 
 __all__ = ["FEATURES", "OpenAIProvider", "ProviderInfo"]
@@ -86,7 +75,7 @@ FEATURES = frozenset({"streaming", "tools", "vision", "embeddings", "json_mode"}
 _START_HINT = "start the server, or fix `base_url` for this provider"
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPBackend):
     """A backend speaking the OpenAI-compatible HTTP API (requests, one pooled session).
 
     Args:
@@ -109,6 +98,11 @@ class OpenAIProvider:
     """
 
     kind = "openai"
+    #: Features whose request fields are sent (vision: ``image_url`` parts;
+    #: json_mode: ``response_format``); whether a model honours them is up to it.
+    features = FEATURES
+    start_hint = _START_HINT
+    wire_name = "OpenAI-format JSON"
 
     def __init__(
         self,
@@ -122,19 +116,20 @@ class OpenAIProvider:
         pool_size: int = 8,
         trust_env: bool = False,
         max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        allow_insecure_key: bool = False,
     ) -> None:
         self.name = name
         self.base_url = check_base_url(base_url, name)
         self.default_model = default_model
         self.api_key_env = api_key_env or None
-        self.max_event_bytes = max_event_bytes
+        self.max_event_bytes = self._max_body = max_event_bytes
         self.is_local = is_local_host(urllib.parse.urlsplit(self.base_url).hostname or "")
         self._timeout = (connect_timeout, timeout)
-        self._catalogue: tuple[str, ...] | None = None
         self._key = ApiKey(self.api_key_env)
-        self._session = new_session(
-            pool_size=pool_size, trust_env=trust_env, headers=self._key.header
-        )
+        self.secret = self._key.secret
+        self.allow_insecure_key = allow_insecure_key
+        self.validate_config()
+        self._connect(pool_size=pool_size, trust_env=trust_env, headers=self._key.header)
 
     def __repr__(self) -> str:
         return (
@@ -179,43 +174,38 @@ class OpenAIProvider:
         started = time.monotonic()
         model = self._model(request.model)
         path = "/chat/completions" if isinstance(request, ChatRequest) else "/completions"
-        body = self._encode(lambda: request_body(request, model))
-        resp = self._post(path, body, scope, model, stream=request.stream)
-        answer = Answer(model)
-        complete = False
         try:
+            built = request_body(request, model)
+        except TypeError as exc:  # a tool call in the history that is not one
+            raise self._not_json(exc) from None
+        headers = {"Accept": "text/event-stream"} if request.stream else None
+        resp = self._open(path, self._encode(built), scope, model, headers=headers)
+        answer = Answer(model, self.name)
+        with self._reading(resp, scope):
             ctype = resp.headers.get("Content-Type", "")
             if not request.stream or ctype.startswith("application/json"):
-                body_bytes = read_body(resp, max_bytes=self.max_event_bytes)
-                answer.add(self._decode_chunk(body_bytes), emit, whole=True)
-                complete = True
+                answer.add(self._decode_chunk(self._read_body(resp)), emit, whole=True)
             else:
-                events = read_events(resp.raw.read1, self.max_event_bytes)
-                for event in events:
-                    if event.data == "[DONE]":
-                        complete = True
-                        break
-                    if event.event == "error":
-                        raise ProviderUnavailable(
-                            f"the server sent an error event: {self._key.snippet(event.data, 300)}"
-                        )
-                    answer.add(self._decode_chunk(event.data), emit, whole=False)
-                if not complete:
-                    raise ProtocolError("the stream ended before `data: [DONE]`")
-            answer.finish(emit, self.name, time.monotonic() - started)
-        except RubberDuckError as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            exc.provider = exc.provider or self.name
-            self._key.redacted(exc)
-            raise
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise self._transport_error(exc) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
+                self._read_stream(resp, answer, emit)
+            answer.finish(emit, time.monotonic() - started)
+
+    def _read_stream(self, resp: requests.Response, answer: Answer, emit: Emit) -> None:
+        """Feed the SSE events of a streamed answer to ``answer`` up to ``[DONE]``.
+
+        Raises:
+            ProviderUnavailable: an ``error`` event.
+            ProtocolError: the stream ended before ``data: [DONE]``.
+        """
+        for event in read_events(resp.raw.read1, self.max_event_bytes, provider=self.name):
+            if event.data == "[DONE]":
+                return
+            if event.event == "error":
+                raise ProviderUnavailable(
+                    f"the server sent an error event: {self.secret.excerpt(event.data, 300)}",
+                    provider=self.name,
+                )
+            answer.add(self._decode_chunk(event.data), emit, whole=False)
+        raise ProtocolError("the stream ended before `data: [DONE]`", provider=self.name)
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """``POST /embeddings``: one vector per input, in input order (the
@@ -244,8 +234,9 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        read_timeout = timeout if timeout is not None else self._timeout[1]
-        raw = self._call("POST", "/embeddings", read_timeout, self._encode(lambda: body), model)
+        raw = self._call(
+            "POST", "/embeddings", body=self._encode(body), timeout=timeout, model=model
+        )
         answer = self._decode(EMBEDDINGS_DECODER, raw)
         data = answer.data
         if len(data) != len(texts):
@@ -257,59 +248,6 @@ class OpenAIProvider:
             model=answer.model or model,
             provider=self.name,
             usage=Usage(answer.usage.prompt_tokens if answer.usage else 0, 0),
-        )
-
-    def _model(self, model: str | None) -> str:
-        if model is not None:
-            return model
-        if self.default_model is None:
-            raise InvalidRequest(
-                "the request names no model and this backend has no default — pass "
-                "model=... or set `model` in its [provider] table",
-                provider=self.name,
-            )
-        return self.default_model
-
-    def _encode(self, build: Callable[[], dict[str, Any]]) -> bytes:
-        """The JSON bytes of the body ``build`` returns.
-
-        Raises:
-            InvalidRequest: a value in the request is not JSON (an object in
-                ``options``, ``format`` or tool-call arguments, a tool call that is
-                not a dict).
-        """
-        try:
-            return ENCODER.encode(build())
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidRequest(
-                f"the request cannot be sent as JSON ({exc}) — options, format, tools, "
-                "messages and parameters must hold JSON values",
-                provider=self.name,
-            ) from None
-
-    def _headers(self, stream: bool) -> dict[str, str] | None:
-        """Per-request headers; raises before sending when the key is unusable."""
-        self._key.check(self.name)
-        # Compressed SSE would arrive in undecoded pieces through raw.read1.
-        return {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if stream else None
-
-    def _post(
-        self, path: str, body: bytes, scope: CancelScope, model: str, *, stream: bool
-    ) -> requests.Response:
-        headers = self._headers(stream)
-        return open_stream(
-            lambda: self._send(
-                "POST",
-                self.base_url + path,
-                data=body,
-                headers=headers,
-                stream=True,
-                timeout=self._timeout,
-            ),
-            scope,
-            http_error=lambda resp: self._http_error(resp, model),
-            transport=self._transport_error,
-            provider=self.name,
         )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -332,57 +270,23 @@ class OpenAIProvider:
         chunk: Chunk = self._decode(CHUNK_DECODER, data)
         if chunk.error is not None:
             raise ProviderUnavailable(
-                f"the server reported an error: {self._key.redact(error_text(chunk.error))}"
+                "the server reported an error: "
+                f"{self.secret.excerpt(error_text(chunk.error), 300)}",
+                provider=self.name,
             )
         return chunk
 
-    def _decode(self, decoder: msgspec.json.Decoder[Any], data: str | bytes) -> Any:
-        try:
-            return decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(
-                f"not OpenAI-format JSON ({exc}): {self._key.snippet(data, 120)!r}",
-                provider=self.name,
-            ) from None
-
     # --- errors -------------------------------------------------------------------
 
-    def _http_error(self, resp: requests.Response, model: str | None) -> RubberDuckError:
+    def _sends_key(self) -> bool:
+        return self.api_key_env is not None
+
+    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
         return http_error(
             resp, model=model, key=self._key, provider=self.name, base_url=self.base_url
         )
 
-    def _transport_error(self, exc: BaseException) -> RubberDuckError:
-        error = transport_error(exc, provider=self.name, base_url=self.base_url, hint=_START_HINT)
-        return self._key.redacted(error)
-
     # --- control-plane calls ------------------------------------------------------
-
-    def _call(
-        self, method: str, path: str, timeout: float, body: bytes | None, model: str | None
-    ) -> bytes:
-        """A non-streamed call; returns the 200 body."""
-        try:
-            # stream=True leaves an error body unread, for _http_error to read.
-            resp = self._send(
-                method,
-                self.base_url + path,
-                data=body,
-                headers=self._headers(stream=False),
-                stream=True,
-                timeout=(min(timeout, self._timeout[0]), timeout),
-            )
-            return read_ok_body(
-                resp,
-                max_bytes=self.max_event_bytes,
-                http_error=lambda r: self._http_error(r, model),
-            )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            self._key.redacted(exc)
-            raise
-        except Exception as exc:
-            raise self._transport_error(exc) from exc
 
     def list_models(self, timeout: float) -> list[str]:
         """``GET /models`` (OpenAI /v1/models); returns the ``data[].id`` values
@@ -396,7 +300,7 @@ class OpenAIProvider:
             AuthError: HTTP 401/403 (``fallback`` is ``True``).
             ProtocolError: the answer is not OpenAI's model list.
         """
-        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout, None, None))
+        models = self._decode(MODELS_DECODER, self._call("GET", "/models", timeout=timeout))
         names = [m.id for m in models.data]
         self._catalogue = tuple(names)
         return names
@@ -416,43 +320,7 @@ class OpenAIProvider:
         count = len(self.list_models(timeout))
         return f"OpenAI-compatible API, {count} model{'' if count == 1 else 's'}"
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        close_session(self._session)
-
     # --- description --------------------------------------------------------------
-
-    def info(self) -> ProviderInfo:
-        """What this backend is, from configuration and the last catalogue read.
-
-        Returns:
-            A :class:`ProviderInfo`; no network call is made.
-        """
-        models = self._catalogue
-        if models is None:
-            models = (self.default_model,) if self.default_model else ()
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=models,
-            requires_api_key=self.api_key_env is not None,
-            is_local=self.is_local,
-        )
-
-    def supports_feature(self, name: str) -> bool:
-        """Whether this provider implements ``name`` for OpenAI-compatible servers.
-
-        Args:
-            name: ``"streaming"``, ``"tools"``, ``"vision"`` (images as
-                ``image_url`` parts), ``"embeddings"`` or ``"json_mode"``
-                (``response_format``). Other names give ``False``.
-
-        Returns:
-            ``True`` if the request fields are sent; whether the model honours
-            them is up to the server.
-        """
-        return name in FEATURES
 
     def validate_config(self) -> None:
         """Check what can be checked without a network call (the ``base_url`` was
@@ -460,27 +328,16 @@ class OpenAIProvider:
 
         Raises:
             ConfigError: the API key variable is named but unset or unusable, or a
-                key would be sent in clear text to a host that is not local.
+                key would be sent in clear text to a host other than this machine
+                without ``allow_insecure_key``.
         """
-        if self.api_key_env:
-            self._headers(stream=False)
-            if not self.is_local and self.base_url.startswith("http://"):
-                raise ConfigError(
-                    f"the API key would go in clear text to {self.base_url} — use https://",
-                    provider=self.name,
-                )
-
-    def count_tokens(self, text: str) -> int:
-        """An *estimate* of the tokens in ``text``: one token per 4 bytes of UTF-8,
-        rounded up (OpenAI's rule of thumb for English; no tokenizer is loaded).
-
-        Args:
-            text: Any text.
-
-        Returns:
-            The estimated count, tokens (0 for ``""``).
-        """
-        return estimate_tokens(text)
+        self._key.check(self.name)
+        check_clear_text_key(
+            self.base_url,
+            self.name,
+            sends_key=bool(self._key.header),
+            allow_insecure_key=self.allow_insecure_key,
+        )
 
 
 # --- helpers ------------------------------------------------------------------------

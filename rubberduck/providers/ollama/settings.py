@@ -1,7 +1,7 @@
 """Settings of :class:`~rubberduck.providers.ollama.OllamaProvider` read before any
-request: the host (``OLLAMA_HOST``), the API key and extra headers (as the
-official ``ollama`` Python client 0.6.x sends them), and how credentials are kept
-out of reprs and messages.
+request: the host (``OLLAMA_HOST``), and the API key and extra headers (as the
+official ``ollama`` Python client 0.6.x sends them). Credentials are kept out of
+reprs and messages by :class:`~rubberduck.providers._http.secret.Secret`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from rubberduck.errors import ConfigError
 __all__ = [
     "DEFAULT_API_KEY_ENV",
     "DEFAULT_OLLAMA_HOST",
-    "Secrets",
     "check_credentials",
     "extra_headers",
     "parse_ollama_host",
@@ -89,25 +88,6 @@ def parse_ollama_host(host: str | None) -> str:
         name = f"[{name}]"
     path = split.path.strip("/")
     return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
-
-
-class Secrets:
-    """Credentials to keep out of messages; the repr never shows them (``vars()``,
-    debuggers, logs)."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, *values: str) -> None:
-        # Short values ("1", "yes") would redact ordinary words, and are no secret.
-        self.values = tuple(v for v in values if len(v) >= 8)
-
-    def __repr__(self) -> str:
-        return f"Secrets(<{len(self.values)} hidden>)"
-
-    def redact(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
 
 
 def extra_headers(headers: Mapping[str, str] | None, key: str) -> dict[str, str]:

@@ -1,9 +1,10 @@
-"""Ollama's model catalogue: list, show, ps, has_model, blobs, copy, delete.
+"""Ollama's server state and model catalogue: is_running, version, the health
+check, list, show, ps, has_model, blobs, copy, delete.
 
 :class:`OllamaAdmin` is the part of
 :class:`~rubberduck.providers.ollama.OllamaProvider` that reads and edits the
 models on a server; transfers with progress (pull, push, create) are in
-:mod:`rubberduck.providers.ollama_transfer`, inference in
+:mod:`rubberduck.providers.ollama.transfer`, inference in
 :mod:`rubberduck.providers.ollama`. Request bodies are the ones the official
 ``ollama`` Python client (0.6.x) sends for the same arguments
 (``tests/providers/test_ollama_client_parity.py`` checks this).
@@ -17,9 +18,10 @@ from typing import Any
 
 import msgspec
 
-from rubberduck.errors import ModelNotFound
+from rubberduck.errors import ModelNotFound, RubberDuckError
 from rubberduck.ollama_types import ModelList, ProcessList, ShowResponse, StatusResponse
-from rubberduck.providers._ollama_http import ENCODER, OllamaHTTP
+from rubberduck.providers.ollama.connection import OllamaHTTP
+from rubberduck.providers.ollama.wire import TAGS_DECODER, VERSION_DECODER, Tags, VersionAnswer
 
 __all__ = ["OllamaAdmin"]
 
@@ -32,8 +34,57 @@ _SHOW_DECODER = msgspec.json.Decoder(ShowResponse)
 
 
 class OllamaAdmin(OllamaHTTP):
-    """Catalogue calls of an Ollama server. Timeouts are read timeouts in seconds
-    (``None``: the provider's); sizes are bytes."""
+    """State and catalogue calls of an Ollama server. Timeouts are read timeouts
+    in seconds (``None``: the provider's); sizes are bytes."""
+
+    # --- the server ---------------------------------------------------------------
+
+    def is_running(self, timeout: float | None = None) -> bool:
+        """Whether an Ollama server answers at ``base_url``. Ollama ``GET /``
+        (``"Ollama is running"``). Never raises.
+
+        Args:
+            timeout: Connect and read timeout, seconds (``None``: the provider's).
+        """
+        try:
+            return self._call("GET", "/", timeout=timeout).startswith(b"Ollama is running")
+        except RubberDuckError:
+            return False
+
+    def version(self, timeout: float | None = None) -> str:
+        """The server's version, e.g. ``"0.12.6"``. Ollama ``GET /api/version``.
+
+        Raises:
+            ProviderUnavailable: not reachable or not answering 200.
+            ProtocolError: the answer is not Ollama's version JSON.
+        """
+        answer: VersionAnswer = self._decode(
+            VERSION_DECODER, self._call("GET", "/api/version", timeout=timeout)
+        )
+        return answer.version
+
+    def health_check(self, timeout: float) -> str:
+        """``GET /api/version``; returns ``"ollama 0.12.6"``.
+
+        Raises:
+            ProviderUnavailable: not reachable or not answering 200.
+            ProtocolError: the answer is not Ollama's version JSON.
+        """
+        return f"ollama {self.version(timeout)}"
+
+    def list_models(self, timeout: float) -> list[str]:
+        """``GET /api/tags``; returns model names such as ``"llama3.2:latest"``
+        (:meth:`list` gives the whole entries).
+
+        Raises:
+            ProviderUnavailable, ProtocolError: as for :meth:`health_check`.
+        """
+        # Names only: the health probe calls this, and a date Ollama might one
+        # day format differently must not take the backend down.
+        tags: Tags = self._decode(TAGS_DECODER, self._call("GET", "/api/tags", timeout=timeout))
+        names = [m.name or m.model for m in tags.models]
+        self._catalogue = tuple(names)
+        return names
 
     # --- reading the catalogue -------------------------------------------------
 
@@ -73,9 +124,7 @@ class OllamaAdmin(OllamaHTTP):
         body: dict[str, Any] = {"model": name}
         if verbose:
             body["verbose"] = True
-        raw = self._call(
-            "POST", "/api/show", body=ENCODER.encode(body), timeout=timeout, model=name
-        )
+        raw = self._call("POST", "/api/show", body=self._encode(body), timeout=timeout, model=name)
         info: ShowResponse = self._decode(_SHOW_DECODER, raw)
         return info
 
@@ -162,7 +211,7 @@ class OllamaAdmin(OllamaHTTP):
             InvalidRequest: HTTP 400 (an invalid name).
             ProviderUnavailable: not reachable, or HTTP 5xx.
         """
-        body = ENCODER.encode({"source": source, "destination": destination})
+        body = self._encode({"source": source, "destination": destination})
         self._call("POST", "/api/copy", body=body, timeout=timeout, model=source)
         return StatusResponse(status="success")
 
@@ -175,6 +224,15 @@ class OllamaAdmin(OllamaHTTP):
             InvalidRequest: HTTP 400 (an invalid name).
             ProviderUnavailable: not reachable, or HTTP 5xx.
         """
-        body = ENCODER.encode({"model": model})
-        self._call("DELETE", "/api/delete", body=body, timeout=timeout, model=model)
+        body = self._encode({"model": model})
+        self._call(
+            "DELETE",
+            "/api/delete",
+            body=body,
+            timeout=timeout,
+            model=model,
+            http_error=lambda r: self._http_error(
+                r, model, missing="`rubberduck models` lists the ones it has"
+            ),
+        )
         return StatusResponse(status="success")

@@ -17,13 +17,14 @@ from rubberduck.errors import (
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers.base import retry_after_seconds
+from rubberduck.providers._http.body import error_detail, read_error_body
+from rubberduck.providers._http.retry_after import retry_after
+from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.status import error_for_status
 
 __all__ = ["DEFAULT_ANTHROPIC_URL", "AnthropicErrors", "decode_error_body"]
 
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
-#: Bodies of error responses are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
 #: Longest excerpt of a server's error text put in an error message, characters.
 _MAX_DETAIL_CHARS = 300
 
@@ -42,14 +43,14 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
 
 
-def decode_error_body(raw: bytes) -> tuple[str, str]:
-    """(error type, message) of an error body; ("", the body as text) if it is not
-    Anthropic's error JSON. Neither is shortened: callers redact, then cut."""
+def decode_error_body(raw: bytes) -> tuple[str, str] | None:
+    """(error type, message) of an error body; ``None`` if it is not Anthropic's
+    error JSON. Neither is shortened: callers redact, then cut."""
     try:
         error = _ERROR_DECODER.decode(raw).error
         return error.type, error.message
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return "", raw.decode("utf-8", "replace").strip()
+        return None
 
 
 class AnthropicErrors:
@@ -64,34 +65,30 @@ class AnthropicErrors:
             it is in no repr.
     """
 
-    __slots__ = ("_key", "api_key_env", "base_url", "provider")
+    __slots__ = ("api_key_env", "base_url", "provider", "secret")
 
     def __init__(self, provider: str, *, base_url: str, api_key_env: str, api_key: str) -> None:
         self.provider = provider
         self.base_url = base_url
         self.api_key_env = api_key_env
-        self._key = api_key
+        self.secret = Secret(api_key)
 
     def __repr__(self) -> str:
         return f"AnthropicErrors(provider={self.provider!r}, api_key_env={self.api_key_env!r})"
 
     def excerpt(self, text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
-        """At most ``limit`` characters of ``text`` for an error message, with the
-        API key replaced by ``[redacted]`` (servers echo a rejected key). The key is
-        replaced before the cut, so no part of it survives at the edge."""
-        if self._key:
-            text = text[: limit + len(self._key)].replace(self._key, "[redacted]")
-        return text[:limit] + ("…" if len(text) > limit else "")
+        """At most ``limit`` characters of ``text`` for an error message, the API
+        key redacted before the cut (see :meth:`Secret.excerpt`)."""
+        return self.secret.excerpt(text, limit)
 
     def not_offered(self, what: str) -> InvalidRequest:
         """An :class:`InvalidRequest` that another backend may still serve
         (``fallback`` True): ``what`` is a feature the Messages API lacks."""
-        err = InvalidRequest(
+        return InvalidRequest(
             f"{what} — Anthropic's Messages API does not offer it; use a backend that does",
             provider=self.provider,
+            fallback=True,
         )
-        err.fallback = True
-        return err
 
     def stream_error(self, error_type: str, message: str) -> RubberDuckError:
         """The error for an ``error`` event after the 200: ServerBusy for
@@ -115,62 +112,43 @@ class AnthropicErrors:
 
         Returns:
             AuthError (401/402/403), ModelNotFound (a 404 naming ``model``),
-            ProviderUnavailable (another 404, 5xx), ServerBusy (429/529, with
-            ``retry_after_s``), else InvalidRequest (400, 413, other 4xx).
+            ProviderUnavailable (another 404, 5xx), ServerBusy (429/503/529,
+            with ``retry_after_s``), RequestTimeout (408), else InvalidRequest
+            (400, 413, other 4xx): see :data:`~rubberduck.providers._http.status.STATUS_ERRORS`.
         """
-        try:
-            raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-        except Exception:  # noqa: BLE001 - the status alone still says enough
-            raw = b""
-        error_type, message = decode_error_body(raw)
         status = resp.status_code
-        detail = self.excerpt(f"HTTP {status} {error_type or resp.reason or ''}: {message}".strip())
-        wait_s = retry_after_seconds(resp.headers.get("retry-after"))  # seconds (rate-limits docs)
-        if status in (401, 403):
-            what = "rejected the API key" if status == 401 else "refused this API key"
-            return AuthError(
-                f"Anthropic {what} ({detail}) — check the API key in ${self.api_key_env}",
-                provider=self.provider,
-            )
-        if status == 402:
-            return AuthError(
-                f"{detail} — check billing for the account whose key is in ${self.api_key_env}",
-                provider=self.provider,
-            )
-        if status == 404:
+        raw = read_error_body(resp)
+        error_type, message = decode_error_body(raw) or ("", "")
+        if not error_type and not message:
+            message = error_detail(raw, resp, self.secret, _MAX_DETAIL_CHARS)
+        heading = f"HTTP {status} {error_type or resp.reason or ''}".strip()
+        detail = self.excerpt(f"{heading}: {message}" if message else heading)
+        if status == 404 and model and (message.startswith("model:") or model in message):
             # The API names the model ("model: claude-x") when it is the model that
             # is missing; any other 404 is a path this base_url does not serve.
-            if not model or not (message.startswith("model:") or model in message):
-                return ProviderUnavailable(
-                    f"{detail} — is {self.base_url} the Anthropic API? Set base_url to "
-                    f"the host alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
-                    provider=self.provider,
-                )
             return ModelNotFound(
                 f"model {model!r} not found ({detail}) — check the name against "
                 "`rubberduck models` (GET /v1/models)",
                 provider=self.provider,
                 model=model,
             )
-        if status == 429:
-            wait = f"after {wait_s:g} s" if wait_s is not None else "later"
-            return ServerBusy(
-                f"{detail} — rate limited; retry {wait} or raise the account's rate limit",
-                provider=self.provider,
-                retry_after_s=wait_s,
-            )
-        if status == 529:
-            return ServerBusy(
-                f"{detail} — Anthropic is overloaded; retry later",
-                provider=self.provider,
-                retry_after_s=wait_s,
-            )
-        if status == 413:
-            return InvalidRequest(
-                f"{detail} — the request is too large; send a shorter conversation or "
-                "smaller images",
-                provider=self.provider,
-            )
-        if status >= 500:
-            return ProviderUnavailable(detail, provider=self.provider)
-        return InvalidRequest(f"{detail} — fix the request", provider=self.provider)
+        wait_s = retry_after(resp.headers)
+        wait = f"after {wait_s:g} s" if wait_s is not None else "later"
+        key = f"the account whose key is in ${self.api_key_env}"
+        return error_for_status(
+            resp,
+            detail,
+            provider=self.provider,
+            base_url=self.base_url,
+            remedies={
+                AuthError: f"Anthropic refused the API key: check the API key in "
+                f"${self.api_key_env}",
+                402: f"check billing for {key}",
+                404: f"is {self.base_url} the Anthropic API? Set base_url to the host "
+                f"alone, without /v1 (e.g. {DEFAULT_ANTHROPIC_URL})",
+                429: f"rate limited; retry {wait} or raise the account's rate limit",
+                529: "Anthropic is overloaded; retry later",
+                413: "the request is too large; send a shorter conversation or smaller images",
+                InvalidRequest: "fix the request",
+            },
+        )

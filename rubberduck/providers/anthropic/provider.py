@@ -41,53 +41,41 @@ signature, which Ollama-shaped history does not keep). ``Done.cost_usd`` stays 0
 there is no price table here; ``Done.usage`` has the token counts.
 
 Layout: this module holds the provider (configuration, calls, control plane);
-``_anthropic_request`` builds the request bodies, ``_anthropic_wire`` decodes the
-answers and streams into events, ``_anthropic_errors`` maps failures onto errors.
+``request`` builds the request bodies, ``wire`` decodes the answers and streams
+into events, ``errors`` maps failures onto errors (with the shared status table).
 """
 
 from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import msgspec
 import requests
 
 from rubberduck.errors import (
-    Cancelled,
     ConfigError,
     InvalidRequest,
-    ProtocolError,
     RubberDuckError,
 )
 from rubberduck.messages import EmbedRequest, EmbedResponse, Request
-from rubberduck.providers._anthropic_errors import DEFAULT_ANTHROPIC_URL, AnthropicErrors
-from rubberduck.providers._anthropic_request import (
+from rubberduck.providers._http.backend import HTTPBackend
+from rubberduck.providers._http.body import (
+    DEFAULT_MAX_LINE_BYTES,
+)
+from rubberduck.providers._http.checks import check_clear_text_key, check_no_credentials
+from rubberduck.providers.anthropic.errors import DEFAULT_ANTHROPIC_URL, AnthropicErrors
+from rubberduck.providers.anthropic.request import (
     CountTokensBody,
     NotOffered,
     RequestBody,
     build_body,
 )
-from rubberduck.providers._anthropic_wire import (
+from rubberduck.providers.anthropic.wire import (
     AnswerReader,
     decode_models,
     decode_token_count,
 )
-from rubberduck.providers.base import (
-    DEFAULT_MAX_LINE_BYTES,
-    CancelScope,
-    Emit,
-    ProviderInfo,
-    close_session,
-    end_response,
-    new_session,
-    open_stream,
-    read_body,
-    read_ok_body,
-    transport_error,
-)
+from rubberduck.providers.base import CancelScope, Emit
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -113,10 +101,8 @@ _FEATURES = {
     "embeddings": False,
 }
 
-_ENCODER = msgspec.json.Encoder()
 
-
-class AnthropicProvider:
+class AnthropicProvider(HTTPBackend):
     """A backend speaking Anthropic's Messages API (requests, one pooled session).
 
     Args:
@@ -141,6 +127,8 @@ class AnthropicProvider:
 
     kind = "anthropic"
     is_local = False
+    start_hint = _HINT
+    wire_name = "Anthropic's JSON"
 
     def __init__(
         self,
@@ -156,24 +144,30 @@ class AnthropicProvider:
         pool_size: int = 8,
         trust_env: bool = False,
         max_event_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        allow_insecure_key: bool = False,
     ) -> None:
         self.name = name
-        self.base_url = (base_url or DEFAULT_ANTHROPIC_URL).rstrip("/")
+        check_no_credentials(base_url or "", name)  # first: later messages quote the URL
+        self.base_url = (base_url or DEFAULT_ANTHROPIC_URL).strip().rstrip("/")
         self.api_key_env = api_key_env or DEFAULT_API_KEY_ENV
         self.default_model = default_model
         self.models = list(models)
         self.max_tokens = max_tokens
-        self.max_event_bytes = max_event_bytes
+        self.max_event_bytes = self._max_body = max_event_bytes
         self._timeout = (connect_timeout, timeout)
         self.validate_config()
+        check_clear_text_key(
+            self.base_url, name, sends_key=True, allow_insecure_key=allow_insecure_key
+        )
         key = os.environ[self.api_key_env].strip()
-        self._session = new_session(
+        self._errors = AnthropicErrors(
+            name, base_url=self.base_url, api_key_env=self.api_key_env, api_key=key
+        )
+        self.secret = self._errors.secret
+        self._connect(
             pool_size=pool_size,
             trust_env=trust_env,
             headers={"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION},
-        )
-        self._errors = AnthropicErrors(
-            name, base_url=self.base_url, api_key_env=self.api_key_env, api_key=key
         )
         self._answers = AnswerReader(name, max_event_bytes=max_event_bytes, errors=self._errors)
 
@@ -218,22 +212,16 @@ class AnthropicProvider:
                 "spaces, control or non-ASCII characters"
             )
 
-    def info(self) -> ProviderInfo:
-        """What this backend is, without a network call: ``models`` are the
-        default and configured names (:meth:`list_models` reads the live
-        catalogue); ``requires_api_key`` is True (the key's variable is
-        ``api_key_env``; the key itself is never reported)."""
+    def _known_models(self) -> tuple[str, ...]:
+        """The default and configured names (:meth:`list_models` reads the live
+        catalogue)."""
         models = list(self.models)
         if self.default_model and self.default_model not in models:
             models.insert(0, self.default_model)
-        return ProviderInfo(
-            name=self.name,
-            kind=self.kind,
-            base_url=self.base_url,
-            models=tuple(models),
-            requires_api_key=True,
-            is_local=self.is_local,
-        )
+        return tuple(models)
+
+    def _sends_key(self) -> bool:
+        return True
 
     def supports_feature(self, name: str) -> bool:
         """Whether requests may use a feature.
@@ -283,13 +271,12 @@ class AnthropicProvider:
             Cancelled: ``scope`` was cancelled.
         """
         body = self._body(request)
-        resp = self._post("/v1/messages", self._encode(body), scope, body.model, self._timeout)
+        resp = self._open("/v1/messages", self._encode(body), scope, body.model)
         with self._reading(resp, scope):
             if body.stream:
                 self._answers.read_stream(resp, emit, body.model)
             else:
-                raw = read_body(resp, max_bytes=self.max_event_bytes)
-                self._answers.read_message(raw, emit, body.model)
+                self._answers.read_message(self._read_body(resp), emit, body.model)
 
     def count_request_tokens(
         self, request: Request, timeout: float, scope: CancelScope | None = None
@@ -320,39 +307,12 @@ class AnthropicProvider:
         """
         scope = scope or CancelScope()
         body = self._body(request)
-        wait = (min(timeout, self._timeout[0]), timeout)
         encoded = self._encode(CountTokensBody.of(body))
-        resp = self._post("/v1/messages/count_tokens", encoded, scope, body.model, wait)
+        resp = self._open("/v1/messages/count_tokens", encoded, scope, body.model, timeout=timeout)
         with self._reading(resp, scope):
-            raw = read_body(resp, max_bytes=self.max_event_bytes)
+            raw = self._read_body(resp)
             count: int = self._answers.decode(decode_token_count, raw).input_tokens
         return count
-
-    @contextmanager
-    def _reading(self, resp: requests.Response, scope: CancelScope) -> Iterator[None]:
-        """Read a 200 answer inside this block: failures become typed errors (a
-        cancel is :class:`Cancelled`), and the response is released after it (the
-        connection back to the pool when the block completed)."""
-        complete = False
-        try:
-            yield
-            complete = True
-        except RubberDuckError as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            exc.provider = exc.provider or self.name
-            raise
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"the stream is not UTF-8 ({exc})", provider=self.name) from None
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled("the request was cancelled", provider=self.name) from None
-            raise transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_HINT
-            ) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """Anthropic offers no embeddings endpoint.
@@ -369,13 +329,7 @@ class AnthropicProvider:
             InvalidRequest: no model, an option of the wrong type, or history that
                 does not map; ``fallback`` True for features Anthropic lacks.
         """
-        model = request.model or self.default_model
-        if model is None:
-            raise InvalidRequest(
-                "the request names no model and this backend has no default — pass "
-                "model=... or set `model` in its [provider] table",
-                provider=self.name,
-            )
+        model = self._model(request.model)
         try:
             return build_body(request, model=model, max_tokens=self.max_tokens)
         except NotOffered as exc:
@@ -385,62 +339,11 @@ class AnthropicProvider:
                 f"the request cannot be sent to Anthropic: {exc}", provider=self.name
             ) from None
 
-    def _encode(self, body: msgspec.Struct) -> bytes:
-        """The JSON bytes of a request body.
-
-        Raises:
-            InvalidRequest: a value in the request (a tool schema, an option) is
-                not JSON-encodable.
-        """
-        try:
-            return _ENCODER.encode(body)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            raise InvalidRequest(
-                f"the request cannot be encoded as JSON: {exc}", provider=self.name
-            ) from None
-
-    def _post(
-        self,
-        path: str,
-        body: bytes,
-        scope: CancelScope,
-        model: str,
-        timeout: tuple[float, float],
-    ) -> requests.Response:
-        """Send ``POST path``; the 200 response, its body unread (see
-        :func:`open_stream`). ``timeout`` is (connect, read) in seconds."""
-        return open_stream(
-            lambda: self._session.post(
-                self.base_url + path, data=body, stream=True, timeout=timeout
-            ),
-            scope,
-            http_error=lambda resp: self._errors.http_error(resp, model),
-            transport=lambda exc: transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_HINT
-            ),
-            provider=self.name,
-        )
-
-    # --- control-plane calls ----------------------------------------------------------
+    def _http_error(self, resp: requests.Response, model: str) -> RubberDuckError:
+        return self._errors.http_error(resp, model)
 
     def _get(self, path: str, params: dict[str, str | int], timeout: float) -> bytes:
-        try:
-            # stream=True leaves an error body unread, for _http_error to read.
-            resp = self._session.get(
-                self.base_url + path, params=params, stream=True, timeout=(timeout, timeout)
-            )
-            return read_ok_body(
-                resp,
-                max_bytes=self.max_event_bytes,
-                http_error=lambda r: self._errors.http_error(r, ""),
-            )
-        except RubberDuckError as exc:
-            exc.provider = exc.provider or self.name
-            raise
-        except Exception as exc:
-            raise transport_error(
-                exc, provider=self.name, base_url=self.base_url, hint=_HINT
-            ) from exc
+        return self._call("GET", path, params=params, timeout=timeout)
 
     def health_check(self, timeout: float) -> str:
         """``GET /v1/models?limit=1``: checks reachability and the API key at no cost.
@@ -473,7 +376,3 @@ class AnthropicProvider:
                 break
             params = {"limit": 1000, "after_id": page.last_id}
         return ids
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        close_session(self._session)

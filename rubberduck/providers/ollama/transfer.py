@@ -24,7 +24,6 @@ import msgspec
 import requests
 
 from rubberduck.errors import (
-    Cancelled,
     ModelNotFound,
     ProtocolError,
     ProviderUnavailable,
@@ -32,8 +31,9 @@ from rubberduck.errors import (
 )
 from rubberduck.messages import Message
 from rubberduck.ollama_types import Progress
-from rubberduck.providers._ollama_http import OllamaHTTP
-from rubberduck.providers.base import CancelScope, end_response, iter_lines, read_body
+from rubberduck.providers._http.body import iter_lines
+from rubberduck.providers.base import CancelScope
+from rubberduck.providers.ollama.connection import OllamaHTTP
 
 __all__ = ["EmitProgress", "OllamaTransfers"]
 
@@ -256,45 +256,29 @@ class OllamaTransfers(OllamaHTTP):
             timeout=timeout,
             http_error=lambda r: self._progress_http_error(r, model, what),
         )
-        complete = False
-        try:
+        with self._reading(resp, scope, f"the {what} of {model!r} was cancelled"):
             if not stream:  # one JSON object once the transfer is over
-                line = self._progress_line(
-                    read_body(resp, max_bytes=self.max_line_bytes), model, what
-                )
-                complete = True
-                yield line
+                yield self._progress_line(self._read_body(resp), model, what)
                 return
-            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes):
+            for raw in iter_lines(resp, max_line_bytes=self.max_line_bytes, provider=self.name):
                 line = self._progress_line(raw, model, what)
-                complete = line.done
                 yield line
-                if complete:
+                if line.done:
                     return
-            raise ProtocolError(f"the {what} stream ended before Ollama's final `success` line")
-        except RubberDuckError as exc:
-            if scope.cancelled:
-                raise Cancelled(
-                    f"the {what} of {model!r} was cancelled", provider=self.name
-                ) from None
-            exc.provider = exc.provider or self.name
-            raise
-        except Exception as exc:
-            if scope.cancelled:
-                raise Cancelled(
-                    f"the {what} of {model!r} was cancelled", provider=self.name
-                ) from None
-            raise self._transport_error(exc) from exc
-        finally:
-            scope.detach()
-            end_response(resp, complete=complete)
+            raise ProtocolError(
+                f"the {what} stream ended before Ollama's final `success` line",
+                provider=self.name,
+            )
 
     def _progress_line(self, raw: bytes, model: str, what: str) -> Progress:
         line: _ProgressLine = self._decode(_PROGRESS_DECODER, raw)
         if line.error is not None:
-            raise self._progress_error(self._secrets.redact(line.error), model, what)
+            raise self._progress_error(self.secret.redact(line.error), model, what)
         if not line.status:
-            raise ProtocolError(f"a {what} progress line without `status`: {raw[:120]!r}")
+            raise ProtocolError(
+                f"a {what} progress line without `status`: {self.secret.excerpt(raw, 120)!r}",
+                provider=self.name,
+            )
         return Progress(
             status=line.status, digest=line.digest, total=line.total, completed=line.completed
         )

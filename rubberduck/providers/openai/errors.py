@@ -14,11 +14,8 @@ Units: ``retry_after_s`` is seconds (from ``retry-after-ms``, OpenAI's, or
 
 from __future__ import annotations
 
-import email.utils
 import os
-import time
 import urllib.parse
-from collections.abc import Mapping
 
 import msgspec
 import requests
@@ -28,17 +25,16 @@ from rubberduck.errors import (
     ConfigError,
     InvalidRequest,
     ModelNotFound,
-    ProviderUnavailable,
-    RequestTimeout,
     RubberDuckError,
     ServerBusy,
 )
-from rubberduck.providers.openai_wire import ERROR_DECODER, ErrorInfo, error_text
+from rubberduck.providers._http.body import error_detail, read_error_body
+from rubberduck.providers._http.checks import check_no_credentials
+from rubberduck.providers._http.secret import Secret
+from rubberduck.providers._http.status import error_for_status
+from rubberduck.providers.openai.wire import ERROR_DECODER, ErrorInfo, error_text
 
-__all__ = ["ApiKey", "check_base_url", "http_error", "retry_after"]
-
-#: Bodies of error answers are read up to this many bytes.
-_MAX_ERROR_BYTES = 64 * 1024
+__all__ = ["ApiKey", "check_base_url", "http_error"]
 
 
 class ApiKey:
@@ -49,11 +45,12 @@ class ApiKey:
             server that needs none. The value is stripped of surrounding blanks.
     """
 
-    __slots__ = ("_value", "env")
+    __slots__ = ("_value", "env", "secret")
 
     def __init__(self, env: str | None) -> None:
         self.env = env or None
         self._value = os.environ.get(self.env or "", "").strip()
+        self.secret = Secret(self._value)
 
     def __repr__(self) -> str:
         return f"ApiKey(env={self.env!r})"
@@ -71,48 +68,29 @@ class ApiKey:
         """Raise before anything is sent if a key is wanted and cannot be sent.
 
         Raises:
-            AuthError: ``env`` is unset or empty, or its value holds whitespace,
+            ConfigError: ``env`` is unset or empty, or its value holds whitespace,
                 control or non-ASCII characters (the message names the variable,
                 never the value).
         """
         if self.env and not self._value:
-            raise self.auth_error(
-                f"${self.env} is not set — export it with the API key, or remove "
-                "`api_key_env` for a server that needs none",
-                provider,
+            raise ConfigError(
+                f"[provider.{provider}] ${self.env} is not set — export it with the API "
+                "key, or remove `api_key_env` for a server that needs none",
+                provider=provider,
             )
         if self._value and not self._usable():
-            raise self.auth_error(
-                f"the API key in ${self.env} contains whitespace or control "
-                "characters — set it again without them",
-                provider,
+            raise ConfigError(
+                f"[provider.{provider}] the API key in ${self.env} contains whitespace or "
+                "control characters — set it again without them",
+                provider=provider,
             )
 
-    def auth_error(self, what: str, provider: str) -> AuthError:
-        """An :class:`AuthError` saying ``what`` happened and where the key comes from."""
+    @property
+    def remedy(self) -> str:
+        """What to do when the server rejects the key: says where it comes from."""
         if self.env:
-            remedy = f"check the API key in ${self.env}"
-        else:
-            remedy = "set `api_key_env` for this provider to the variable holding the key"
-        return AuthError(f"{what} — {remedy}", provider=provider)
-
-    def redact(self, text: str) -> str:
-        """``text`` with every copy of the key replaced by ``***``."""
-        return text.replace(self._value, "***") if self._value else text
-
-    def snippet(self, data: str | bytes, limit: int) -> str:
-        """The first ``limit`` characters of ``data`` for a message, the key removed
-        *before* the cut (a cut through the key would leave its prefix)."""
-        window = data[: limit + len(self._value)]
-        text = window if isinstance(window, str) else window.decode("utf-8", "replace")
-        return self.redact(text)[:limit]
-
-    def redacted(self, error: RubberDuckError) -> RubberDuckError:
-        """``error``, its message and args with the key removed (changed in place)."""
-        if self._value and self._value in error.message:
-            error.message = self.redact(error.message)
-            error.args = (error.message,)
-        return error
+            return f"check the API key in ${self.env}"
+        return "set `api_key_env` for this provider to the variable holding the key"
 
 
 def http_error(
@@ -134,10 +112,8 @@ def http_error(
         a 404 about the model; ``ServerBusy`` for 429/503; ``ProviderUnavailable``
         for another 404 (a wrong ``base_url``) or 5xx; else ``InvalidRequest``.
     """
-    try:
-        raw = resp.raw.read(_MAX_ERROR_BYTES, decode_content=True) or b""
-    except Exception:  # noqa: BLE001 - the status alone still says enough
-        raw = b""
+    status = resp.status_code
+    raw = read_error_body(resp)
     error: ErrorInfo | str | None = None
     try:
         body = ERROR_DECODER.decode(raw)
@@ -145,71 +121,47 @@ def http_error(
     except msgspec.DecodeError:
         pass
     if error is None:
-        error = raw.decode("utf-8", "replace").strip()
-    status = resp.status_code
-    text = key.snippet(error_text(error), 300) or resp.reason or f"HTTP {status}"
+        text = error_detail(raw, resp, key.secret, 300)
+    else:
+        text = key.secret.excerpt(error_text(error), 300)
+    text = text or resp.reason or f"HTTP {status}"
     code = kind = ""
     if isinstance(error, ErrorInfo):
         code = "" if error.code is None else str(error.code)
         kind = error.type or ""
     what = f"HTTP {status}: {text}"
-    if status in (401, 403) or code == "invalid_api_key":
-        return key.auth_error(what, provider)
-    if status == 402:  # OpenRouter and other gateways: no credits left
-        return key.auth_error(f"{what} — the account has no credit left", provider)
-    if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
-        not_offered = InvalidRequest(
-            f"{what} — this server does not offer it; another backend may", provider=provider
-        )
-        not_offered.fallback = True
-        return not_offered
-    if status == 408:
-        return RequestTimeout(f"{what} — the server gave up waiting", provider=provider)
     if status == 404 and model and (code == "model_not_found" or "model" in text.lower()):
         return ModelNotFound(
             f"model {model!r} not found at {base_url} ({text}) — pick one that `GET /models` lists",
             provider=provider,
             model=model,
         )
-    if code == "insufficient_quota":
-        return key.auth_error(f"{what} — the account's quota is used up", provider)
-    if status in (429, 503):
-        return ServerBusy(
-            f"{what} — the server is at capacity; retry later or add a backend",
-            provider=provider,
-            retry_after_s=retry_after(resp.headers),
-        )
-    if status == 404:
-        return ProviderUnavailable(
-            f"{what} at {resp.url} — check `base_url` (it usually ends in /v1)",
-            provider=provider,
-        )
-    if status >= 500:
-        return ProviderUnavailable(what, provider=provider)
-    if kind == "exceed_context_size_error" or code == "context_length_exceeded":
+    if status == 501 or kind == "not_supported_error":  # llama.cpp: a feature not enabled
         return InvalidRequest(
-            f"{what} — shorten the prompt or raise the server's context size",
+            f"{what} — this server does not offer it; another backend may",
             provider=provider,
+            fallback=True,
         )
-    return InvalidRequest(what, provider=provider)
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After``
-    (seconds or an HTTP date); ``None`` when neither is there or readable."""
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(ms) / 1e3)
-        value = headers.get("Retry-After")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    # The error code says more than the status some servers send with it.
+    mapped = {"invalid_api_key": 401, "insufficient_quota": 402}.get(code, status)
+    too_long = kind == "exceed_context_size_error" or code == "context_length_exceeded"
+    return error_for_status(
+        resp,
+        what,
+        provider=provider,
+        base_url=base_url,
+        status=mapped,
+        remedies={
+            AuthError: key.remedy,
+            402: f"the account has no credit or quota left — {key.remedy}",
+            408: "the server gave up waiting",
+            404: f"check `base_url` (it usually ends in /v1; asked {resp.url})",
+            ServerBusy: "the server is at capacity; retry later or add a backend",
+            InvalidRequest: "shorten the prompt or raise the server's context size"
+            if too_long
+            else "",
+        },
+    )
 
 
 def check_base_url(base_url: str | None, name: str) -> str:
@@ -226,13 +178,8 @@ def check_base_url(base_url: str | None, name: str) -> str:
             "or https://api.openai.com/v1",
             provider=name,
         )
+    check_no_credentials(base_url, name)  # first: the messages below quote the URL
     split = urllib.parse.urlsplit(base_url.strip())
-    if split.username or split.password:  # first: the messages below quote the URL
-        raise ConfigError(
-            f"[provider.{name}] base_url must not carry credentials — put the key in an "
-            "environment variable and name it in `api_key_env`",
-            provider=name,
-        )
     if split.scheme not in ("http", "https") or not split.hostname or not _has_valid_port(split):
         raise ConfigError(
             f"[provider.{name}] base_url {base_url!r} must be http(s)://host[:port]/v1",

@@ -15,8 +15,9 @@ import requests
 
 from rubberduck.errors import ProtocolError
 from rubberduck.messages import Delta, Done, ToolCall, Usage
-from rubberduck.providers._anthropic_errors import AnthropicErrors
-from rubberduck.providers._sse import read_events
+from rubberduck.providers._http.body import decode_answer
+from rubberduck.providers._http.sse import read_events
+from rubberduck.providers.anthropic.errors import AnthropicErrors
 from rubberduck.providers.base import Emit
 
 __all__ = [
@@ -242,12 +243,15 @@ class AnswerReader:
         usage = UsageCounter()
         stop_reason: str | None = None
         tools: dict[int, tuple[Block, list[str]]] = {}
-        events = read_events(resp.raw.read1, self.max_event_bytes)
+        events = read_events(resp.raw.read1, self.max_event_bytes, provider=self.provider)
         for sse in events:
             if sse.event not in EVENT_TYPES and sse.event != "message":
                 continue  # a newer event type: Anthropic asks clients to skip them
             if len(sse.data) > self.max_event_bytes:  # characters <= bytes
-                raise ProtocolError(f"an SSE event is longer than {self.max_event_bytes} bytes")
+                raise ProtocolError(
+                    f"an SSE event is longer than {self.max_event_bytes} bytes",
+                    provider=self.provider,
+                )
             event = self.decode(EVENT_DECODER.decode, sse.data)
             kind = type(event)
             if kind is BlockDelta:
@@ -262,7 +266,8 @@ class AnswerReader:
                     if event.index not in tools:
                         raise ProtocolError(
                             f"input_json_delta for block {event.index}, which is not a "
-                            "started tool_use block"
+                            "started tool_use block",
+                            provider=self.provider,
                         )
                     tools[event.index][1].append(delta.partial_json)
                 # signature_delta and citations_delta carry nothing to emit
@@ -285,7 +290,9 @@ class AnswerReader:
             elif kind is ErrorEvent:
                 raise self._errors.stream_error(event.error.type, event.error.message)
             # ping: a keep-alive
-        raise ProtocolError("the stream ended before Anthropic's `message_stop` event")
+        raise ProtocolError(
+            "the stream ended before Anthropic's `message_stop` event", provider=self.provider
+        )
 
     def read_message(self, raw: bytes, emit: Emit, model: str) -> None:
         """Emit the events of a non-streamed answer (a Message object), ending with
@@ -336,23 +343,14 @@ class AnswerReader:
             return {}
         if not isinstance(value, dict):
             raise ProtocolError(
-                f"tool {block.name!r} input is not a JSON object: {value!r:.120}",
+                f"tool {block.name!r} input is not a JSON object: "
+                f"{self._errors.excerpt(repr(value), 120)}",
                 provider=self.provider,
             )
         return value
 
     def decode(self, decode: Any, raw: bytes | str) -> Any:
-        """``decode(raw)``, a msgspec decoder's ``decode``.
-
-        Raises:
-            ProtocolError: ``raw`` is not that JSON shape (the message shows a
-                redacted excerpt).
-        """
-        try:
-            return decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            text = raw if isinstance(raw, str) else raw[:1024].decode("utf-8", "replace")
-            raise ProtocolError(
-                f"not Anthropic's JSON ({exc}): {self._errors.excerpt(text, 120)!r}",
-                provider=self.provider,
-            ) from None
+        """``decode(raw)``, a msgspec decoder's ``decode`` (see :func:`decode_answer`)."""
+        return decode_answer(
+            decode, raw, what="Anthropic's JSON", provider=self.provider, secret=self._errors.secret
+        )

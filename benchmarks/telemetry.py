@@ -1,0 +1,270 @@
+"""Per-request cost of the telemetry hooks, side by side in one run.
+
+One request's whole telemetry path — the request span and its start on the
+caller's thread, the Router's routing and fallback hooks, one attempt span,
+three streamed chunks (time to first chunk, time per chunk), the GenAI metrics
+and the span's end — run on a real ``RequestState`` (events into a real
+channel, no network), in five configurations, interleaved round by round:
+
+- ``hooks off``: every telemetry hook replaced by a no-op (the floor);
+- ``no API``: the OpenTelemetry API treated as not installed;
+- ``API, no SDK``: the API installed, no provider set (the common default);
+- ``SDK``: an SDK ``MeterProvider`` (in-memory reader) and ``TracerProvider``
+  (batch processor, an exporter that drops spans) set as the globals;
+- ``SDK, DEBUG logs``: the same with ``rubberduck`` logging at DEBUG to a
+  handler that drops records.
+
+The cost is each configuration's median minus ``hooks off``, in µs per
+request. Targets: ≤ 5 µs with no SDK, ≤ 30 µs with one. Then the same
+comparison end to end (``Runtime.chat`` on a fake Ollama server, hooks off vs
+SDK), where network noise dwarfs the difference: a sanity check, not the number.
+
+Run: ``python benchmarks/telemetry.py [N] [ROUNDS]`` (default 5000 requests ×
+7 rounds; ``--smoke``: 50 × 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.util._once import Once
+
+import rubberduck.request_state as request_state_module
+from rubberduck import ChatRequest, Runtime
+from rubberduck.actors.router import Route
+from rubberduck.channels import ThreadChannel
+from rubberduck.config import ProviderConfig
+from rubberduck.messages import Delta, Done, Usage
+from rubberduck.providers import create_provider
+from rubberduck.request_state import RequestState
+from rubberduck.telemetry import events, otel
+from rubberduck.telemetry import requests as tr
+from tests.fake_ollama import FakeOllama
+
+MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
+REQUEST = ChatRequest(model="llama3.2", messages=MESSAGES, stream=True)
+ROUTES = [Route("primary", ("llama3.2",), kind="ollama")]
+DELTAS = [Delta("The"), Delta(" sky"), Delta(" is blue.")]
+DONE = Done(done_reason="stop", usage=Usage(26, 282), model="llama3.2", provider="primary")
+
+
+class Drop(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def reset_globals() -> None:
+    """Unset the global providers (as opentelemetry-test-utils does)."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
+
+
+def providers() -> tuple[MeterProvider, TracerProvider]:
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    tracer_provider = TracerProvider()
+    # A queue that never fills: a dropped span would make the SDK look cheaper.
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=1 << 20))
+    return meter_provider, tracer_provider
+
+
+@contextmanager
+def sdk(
+    debug_logs: bool = False, with_metrics: bool = True, with_traces: bool = True
+) -> Iterator[None]:
+    meter_provider, tracer_provider = providers()
+    if with_metrics:
+        metrics.set_meter_provider(meter_provider)
+    if with_traces:
+        trace.set_tracer_provider(tracer_provider)
+    logger = logging.getLogger("rubberduck")
+    handler = logging.NullHandler()
+    if debug_logs:
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
+        logger.removeHandler(handler)
+        reset_globals()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+
+
+@contextmanager
+def no_api() -> Iterator[None]:
+    saved = otel._metrics, otel._trace
+    otel._metrics = otel._trace = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        otel._metrics, otel._trace = saved
+
+
+@contextmanager
+def hooks_off() -> Iterator[None]:
+    """Every hook a request passes through, as a no-op."""
+    saved: list[tuple[Any, str, Any]] = []
+
+    def stub(module: Any, name: str, value: Any) -> None:
+        saved.append((module, name, getattr(module, name)))
+        setattr(module, name, value)
+
+    stub(request_state_module, "request_started", lambda request: None)
+    stub(request_state_module, "request_finished", lambda state, outcome: None)
+    stub(tr, "attempt_started", lambda state, provider: None)
+    stub(tr, "attempt_ended", lambda token, outcome, error: None)
+    for name in ("routed", "taken"):
+        stub(events, name, lambda *args: None)
+    try:
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
+
+
+@contextmanager
+def nothing() -> Iterator[None]:
+    yield
+
+
+def one_request(provider: Any) -> None:
+    """A request's telemetry path (as the Router, worker and caller run it)."""
+    channel = ThreadChannel(16)
+    state = RequestState(REQUEST, channel, timeout=60.0)
+    events.routed(state, ROUTES, {})
+    state.tried.append("primary")
+    events.taken(state, "primary")
+    token = tr.attempt_started(state, provider)
+    for delta in DELTAS:
+        state.emit(delta)
+    tr.attempt_ended(token, "ok", None)
+    state.emit(DONE)
+
+
+CONFIGS: dict[str, Callable[[], Any]] = {
+    "hooks off": hooks_off,
+    "no API": no_api,
+    "API, no SDK": nothing,
+    "SDK": sdk,
+    "SDK, DEBUG logs": lambda: sdk(debug_logs=True),
+    "SDK metrics only": lambda: sdk(with_traces=False),
+    "SDK traces only": lambda: sdk(with_metrics=False),
+}
+
+
+def sdk_calls_alone(n: int) -> float:
+    """The SDK's own cost for the same signals, called directly (µs/request):
+    two spans, five histogram records and one counter add, same attributes."""
+    meter_provider, tracer_provider = providers()
+    meter, tracer = meter_provider.get_meter("bench"), tracer_provider.get_tracer("bench")
+    histogram, counter = meter.create_histogram("h", "s"), meter.create_counter("c")
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "llama3.2",
+        "gen_ai.response.model": "llama3.2",
+        "gen_ai.provider.name": "ollama",
+        "server.address": "127.0.0.1",
+        "rubberduck.backend": "primary",
+    }
+    tokens = {**attrs, "gen_ai.token.type": "input"}
+
+    def signals() -> None:
+        request = tracer.start_span("chat llama3.2", attributes=attrs)
+        attempt = tracer.start_span("attempt primary", attributes=attrs)
+        attempt.set_attribute("rubberduck.outcome", "ok")
+        attempt.end()
+        counter.add(1, {"rubberduck.backend": "primary", "rubberduck.outcome": "ok"})
+        for _ in range(3):
+            histogram.record(0.5, attrs)
+        histogram.record(26, tokens)
+        histogram.record(282, tokens)
+        request.set_attributes(attrs)
+        request.end()
+
+    per_request_us(signals, max(10, n // 10))
+    value = per_request_us(signals, n)
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
+    return value
+
+
+def per_request_us(call: Callable[[], None], n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def hooks(n: int, rounds: int) -> dict[str, float]:
+    provider = create_provider("primary", ProviderConfig(kind="ollama", model="llama3.2"))
+    samples: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for _ in range(rounds):
+        for name, config in CONFIGS.items():
+            with config():
+                per_request_us(lambda: one_request(provider), max(10, n // 10))  # warm up
+                samples[name].append(per_request_us(lambda: one_request(provider), n))
+    provider.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def end_to_end(n: int, rounds: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {"hooks off": [], "SDK": []}
+    with FakeOllama() as server:
+        config = {"provider": {"primary": {"kind": "ollama", "base_url": server.url}}}
+        with Runtime.from_config(config) as rt:
+            for _ in range(rounds):
+                for name in samples:
+                    with CONFIGS[name]():
+                        call = lambda: rt.chat("llama3.2", MESSAGES)  # noqa: E731
+                        for _ in range(max(5, n // 20)):
+                            call()
+                        started = time.perf_counter()
+                        for _ in range(n // 10 or 1):
+                            call()
+                        samples[name].append((time.perf_counter() - started) / (n // 10 or 1))
+    return {name: statistics.median(values) * 1e6 for name, values in samples.items()}
+
+
+def main(n: int = 5000, rounds: int = 7) -> None:
+    print(f"telemetry hooks, one request's path, median of {rounds} rounds × {n} requests")
+    results = hooks(n, rounds)
+    floor = results["hooks off"]
+    print(f"{'configuration':<18} {'µs/request':>11} {'cost µs':>9} {'ratio':>7}")
+    for name, value in results.items():
+        print(f"{name:<18} {value:>11.2f} {value - floor:>9.2f} {value / floor:>7.2f}")
+    alone = sdk_calls_alone(n)
+    ours = results["SDK"] - floor - alone
+    print(f"the SDK's own cost of these signals, called directly: {alone:.2f} µs/request")
+    print(f"RubberDuck's share with an SDK (SDK cost − hooks off − SDK alone): {ours:.2f} µs")
+    print(f"\nend to end, Runtime.chat on a fake Ollama, {rounds} rounds × {n // 10 or 1} requests")
+    e2e = end_to_end(n, rounds)
+    print(f"{'configuration':<18} {'µs/request':>11}")
+    for name, value in e2e.items():
+        print(f"{name:<18} {value:>11.1f}")
+    print(f"difference (noisy): {e2e['SDK'] - e2e['hooks off']:.1f} µs")
+
+
+if __name__ == "__main__":
+    from benchmarks._peers import smoke
+
+    tiny, rest = smoke(sys.argv[1:])
+    main(*([50, 2] if tiny else [int(a) for a in rest[:2]]))
