@@ -84,10 +84,16 @@ def test_list_and_ls_are_models_with_size_and_modified(
 def test_run_model_prompt_is_a_one_shot_chat(
     config: str, ollama: FakeOllama, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", "qwen3", "Why", "is", "the", "sky", "blue?", "--config", config]) == 0
+    assert (
+        main(["run", "llama3.2:latest", "Why", "is", "the", "sky", "blue?", "--config", config])
+        == 0
+    )
     assert capsys.readouterr().out == ANSWER + "\n"
     body = ollama.posts()[0]
-    assert body["model"] == "qwen3" and body["messages"][-1]["content"] == "Why is the sky blue?"
+    assert (
+        body["model"] == "llama3.2:latest"
+        and body["messages"][-1]["content"] == "Why is the sky blue?"
+    )
 
 
 def test_run_without_a_prompt_on_a_terminal_is_a_conversation(
@@ -96,8 +102,8 @@ def test_run_without_a_prompt_on_a_terminal_is_a_conversation(
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     lines = iter(["Hi", "/bye"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
-    assert main(["run", "qwen3", "--config", config]) == 0
-    assert [b["model"] for b in ollama.posts()] == ["qwen3"]
+    assert main(["run", "llama3.2:latest", "--config", config]) == 0
+    assert [b["model"] for b in ollama.posts()] == ["llama3.2:latest"]
 
 
 def test_rubberduck_config_and_the_user_config_file(
