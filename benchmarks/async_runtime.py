@@ -36,8 +36,8 @@ MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 SERVER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from tests import fake_ollama
-fake_ollama._QuietServer.request_queue_size = 4096  # a burst of connects, as Go's server takes
+from tests import fake_ollama, fault_server
+fault_server._QuietServer.request_queue_size = 4096  # a burst of connects, as Go's server takes
 fake = fake_ollama.FakeOllama({mode!r}).start()
 print(fake.url, flush=True)
 for line in sys.stdin:
