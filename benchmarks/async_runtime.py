@@ -12,7 +12,7 @@ The upstream is ``tests/fake_ollama.py`` in a child process (so its threads and
 memory are not counted here); it is the bottleneck in part 1, which is why the
 calls are interleaved and compared by ratio.
 
-Run: ``python benchmarks/async_runtime.py [calls] [streams]`` (default 400, 1000).
+Run: ``python benchmarks/async_runtime.py [calls] [streams] [--smoke]`` (default 400, 1000).
 """
 
 from __future__ import annotations
@@ -218,4 +218,7 @@ def main(calls: int = 400, streams: int = 1000) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    from benchmarks._peers import smoke
+
+    tiny, rest = smoke(sys.argv[1:])
+    main(*([10, 20] if tiny else [int(a) for a in rest[:2]]))

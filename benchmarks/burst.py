@@ -6,7 +6,7 @@ Runtime with the default ``max_in_flight`` (4) and ``max_queue`` (64), ``ROUNDS`
 times. Before requests waited for a slot, those past the 68 slots failed busy
 once their retry rounds (~0.3 s) ran out.
 
-Run: ``python benchmarks/burst.py [CALLERS] [ROUNDS]``. Prints failures, the
+Run: ``python benchmarks/burst.py [CALLERS] [ROUNDS] [--smoke]``. Prints failures, the
 burst's wall time (median of the rounds) and the slowest caller's latency.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import smoke
 from rubberduck import Runtime
 from tests.fake_ollama import FakeOllama
 
@@ -73,5 +74,5 @@ def main(callers: int = 128, rounds: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    main(*args)
+    tiny, rest = smoke(sys.argv[1:])
+    main(*([8, 1] if tiny else [int(a) for a in rest[:2]]))

@@ -7,7 +7,7 @@ the supervisor escalates. Measured, from the crash that escalates: when the firs
 and the last request ended, and how many ended with the escalation's reason
 rather than another cause.
 
-Run: ``python benchmarks/escalation.py [requests_per_backend]``.
+Run: ``python benchmarks/escalation.py [requests_per_backend] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import smoke
 from rubberduck import RubberDuckError, Runtime
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import Crash
@@ -91,4 +92,5 @@ def main(per_backend: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    tiny, rest = smoke(sys.argv[1:])
+    main(2 if tiny else int(rest[0]) if rest else 5)

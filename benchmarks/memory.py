@@ -7,8 +7,11 @@ each keeps of requests that are over: the direct client its connection pool,
 RubberDuck its actors and pools — and, before the request core kept nothing
 of a finished request, up to 1,024 finished handles with every event.
 
-Run: ``python benchmarks/memory.py [N] [CHUNKS]``. Prints KiB kept, bytes per
-request, and the ratio to the direct client.
+The official ``ollama`` client and LiteLLM's Router (extra ``bench``) are measured
+the same way when installed.
+
+Run: ``python benchmarks/memory.py [N] [CHUNKS] [--smoke]``. Prints KiB kept, bytes
+per request, and the ratio to the direct client.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import litellm_router, official_ollama, smoke
 from rubberduck import Runtime
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -34,8 +38,18 @@ MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 
 def canned_server(chunks: int) -> ThreadingHTTPServer:
     """An Ollama-protocol server that streams ``chunks`` chat chunks, then Done."""
-    line = {"model": "llama3.2", "message": {"role": "assistant", "content": "word "}}
-    body = b"".join(json.dumps({**line, "done": False}).encode() + b"\n" for _ in range(chunks))
+    # Distinct chunks: LiteLLM stops a stream that repeats one chunk too often.
+    body = b"".join(
+        json.dumps(
+            {
+                "model": "llama3.2",
+                "message": {"role": "assistant", "content": f"w{i} "},
+                "done": False,
+            }
+        ).encode()
+        + b"\n"
+        for i in range(chunks)
+    )
     final = {"model": "llama3.2", "message": {"role": "assistant", "content": ""}, "done": True,
              "done_reason": "stop", "prompt_eval_count": 10, "eval_count": chunks}  # fmt: skip
     body += json.dumps(final).encode() + b"\n"
@@ -94,6 +108,15 @@ def main(n: int = 300, chunks: int = 200) -> None:
             return [msgspec.json.decode(line) for line in response.iter_lines() if line]
 
     rows = [("requests + msgspec (direct)", kept_bytes(direct, n))]
+    module = official_ollama()
+    if module is not None:
+        client = module.Client(host=url)
+        official = lambda: list(client.chat("llama3.2", MESSAGES, stream=True))  # noqa: E731
+        rows.append(("official ollama client", kept_bytes(official, n)))
+    router = litellm_router([url])
+    if router is not None:
+        litellm = lambda: list(router.completion("llama3.2", MESSAGES, stream=True))  # noqa: E731
+        rows.append(("LiteLLM Router", kept_bytes(litellm, n)))
     config = {"provider": {"ollama": {"base_url": url, "model": "llama3.2"}}}
     with Runtime.from_config(config) as rt:
         rows.append(
@@ -108,10 +131,10 @@ def main(n: int = 300, chunks: int = 200) -> None:
     print(f"{'client':<30} {'KiB kept':>9} {'B/request':>10}")
     for name, kept in rows:
         print(f"{name:<30} {kept / 1024:>9.1f} {kept / n:>10.0f}")
-    direct_kept, mine = rows[0][1], rows[1][1]
+    direct_kept, mine = rows[0][1], rows[-1][1]
     print(f"rubberduck keeps {(mine - direct_kept) / n:+.0f} B per finished request over direct")
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    main(*args)
+    tiny, rest = smoke(sys.argv[1:])
+    main(*([5, 20] if tiny else [int(a) for a in rest[:2]]))

@@ -7,10 +7,11 @@ differences are the clients' own costs:
 - ``requests.Session`` (``trust_env = False``) + ``msgspec`` decode: the floor for
   a requests-based client;
 - the official ``ollama`` client (extra ``bench``), if installed;
+- LiteLLM's Router, one ``ollama_chat/`` deployment (extra ``bench``), if it imports;
 - ``Runtime.chat`` through the whole actor path (Router → ProviderActor → worker →
   reply queue).
 
-Run: ``python benchmarks/overhead.py [N]``. Prints medians in ms and ratios.
+Run: ``python benchmarks/overhead.py [N] [--smoke]``. Prints medians in ms and ratios.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import litellm_router, official_ollama, smoke
 from rubberduck import Runtime
 from tests.fake_ollama import FakeOllama
 
@@ -54,15 +56,16 @@ def main(n: int = 2000) -> None:
             return msgspec.json.decode(session.post(url, data=body).content)
 
         rows = [("requests + msgspec (direct)", median_ms(direct, n))]
-        try:
-            import ollama
-
-            client = ollama.Client(host=server.url)
+        module = official_ollama()
+        if module is not None:
+            client = module.Client(host=server.url)
             rows.append(
                 ("official ollama client", median_ms(lambda: client.chat("llama3.2", MESSAGES), n))
             )
-        except ImportError:
-            pass
+        router = litellm_router([server.url])
+        if router is not None:
+            call = lambda: router.completion(model="llama3.2", messages=MESSAGES)  # noqa: E731
+            rows.append(("LiteLLM Router", median_ms(call, n)))
         config = {"provider": {"ollama": {"base_url": server.url, "model": "llama3.2"}}}
         with Runtime.from_config(config) as rt:
             rows.append(
@@ -78,4 +81,5 @@ def main(n: int = 2000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    tiny, rest = smoke(sys.argv[1:])
+    main(5 if tiny else int(rest[0]) if rest else 2000)

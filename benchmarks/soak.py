@@ -13,8 +13,10 @@ server stops (its port refuses connections) for an outage of 10 s and of 60 s,
 then listens again on the same port. Reported: seconds from the restart to the
 first request it serves (median and worst of three rounds).
 
-Run: ``python benchmarks/soak.py [requests] [max_seconds] [outage_s ...]``
-(defaults: 5000 requests, 300 s, outages 10 and 60).
+Run: ``python benchmarks/soak.py [requests] [max_seconds] [outage_s ...] [--smoke]``
+(defaults: 5000 requests, 300 s, outages 10 and 60; ``--smoke``: 40 requests and
+one outage of 0.5 s). ``benchmarks/resilience.py`` runs the peers under the same
+fault mix.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import smoke
 from rubberduck import Delta, Done, Restart, RubberDuckError, Runtime
 from tests.fake_ollama import FakeOllama
 
@@ -146,6 +149,9 @@ def recovery(outage_s: float) -> float:
 
 
 def main(argv: list[str]) -> None:
+    tiny, argv = smoke(argv)
+    if tiny:
+        argv = ["40", "30", "0.5"]
     requests = int(argv[0]) if argv else 5000
     max_s = float(argv[1]) if len(argv) > 1 else 300.0
     outages = [float(a) for a in argv[2:]] or [10.0, 60.0]

@@ -1,4 +1,5 @@
-"""Per-chunk cost of a streamed ``/api/chat``, side by side in one run.
+"""Per-chunk cost and time to first chunk of a streamed ``/api/chat``, side by side
+in one run.
 
 A loopback server answers every request with the same long NDJSON stream
 (``CHUNKS`` lines shaped like Ollama's, written at once), so the time per chunk is
@@ -6,10 +7,14 @@ the client's own cost of reading, decoding and handing over one chunk:
 
 - requests ``iter_lines`` + ``msgspec`` decode (the floor for a requests client);
 - the official ``ollama`` client, ``stream=True`` (extra ``bench``), if installed;
+- LiteLLM's Router, one ``ollama_chat/`` deployment (extra ``bench``), if it imports;
 - ``Runtime.stream_chat``: provider → the request's queue → the caller's thread.
 
-Run: ``python benchmarks/streaming.py [requests]``. Prints µs per chunk and the
-difference to the direct client.
+TTFT is from the call to the first chunk with text: the client's cost of sending
+the request and handing over the first chunk (the server answers at once).
+
+Run: ``python benchmarks/streaming.py [requests] [--smoke]``. Prints µs per chunk,
+the difference to the direct client, and the median TTFT in ms.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import litellm_router, official_ollama, smoke, table
 from rubberduck import Delta, Runtime
 
 CHUNKS = 2000
@@ -97,16 +103,22 @@ class StreamServer:
         self.server.server_close()
 
 
-def per_chunk_us(stream_once: Callable[[], int], n: int) -> float:
-    """Median µs per chunk over ``n`` streamed requests (after a warm-up)."""
+def measured(chunks: Callable[[], Iterable[object]], n: int) -> tuple[float, float]:
+    """Median µs per chunk and median ms to the first chunk over ``n`` streamed
+    requests (after a warm-up); ``chunks`` yields each text chunk of one answer."""
     for _ in range(3):
-        assert stream_once() == CHUNKS
-    samples = []
+        assert sum(1 for _ in chunks()) == CHUNKS
+    per_chunk, ttft = [], []
     for _ in range(n):
         started = time.perf_counter()
-        chunks = stream_once()
-        samples.append((time.perf_counter() - started) / chunks)
-    return statistics.median(samples) * 1e6
+        count, first = 0, 0.0
+        for _ in chunks():
+            if not count:
+                first = time.perf_counter() - started
+            count += 1
+        per_chunk.append((time.perf_counter() - started) / count)
+        ttft.append(first)
+    return statistics.median(per_chunk) * 1e6, statistics.median(ttft) * 1e3
 
 
 class _Chunk(msgspec.Struct):
@@ -122,45 +134,47 @@ def main(n: int = 30) -> None:
         body = msgspec.json.encode({"model": "llama3.2", "messages": MESSAGES})
         decoder = msgspec.json.Decoder(_Chunk)
 
-        def direct() -> int:
-            count = 0
+        def direct() -> Iterator[object]:
             with session.post(server.url + "/api/chat", data=body, stream=True) as resp:
                 for line in resp.iter_lines():
-                    if line and not decoder.decode(line).done:
-                        count += 1
-            return count
+                    if line and not (chunk := decoder.decode(line)).done:
+                        yield chunk
 
-        rows = [("requests + msgspec (direct)", per_chunk_us(direct, n))]
-        try:
-            import ollama
+        rows = [("requests + msgspec (direct)", *measured(direct, n))]
+        module = official_ollama()
+        if module is not None:
+            client = module.Client(host=server.url)
 
-            client = ollama.Client(host=server.url)
-
-            def official() -> int:
+            def official() -> Iterator[object]:
                 stream = client.chat(model="llama3.2", messages=MESSAGES, stream=True)
-                return sum(1 for part in stream if not part.done)
+                return (part for part in stream if not part.done)
 
-            rows.append(("official ollama client", per_chunk_us(official, n)))
-        except ImportError:
-            print("(official ollama client not installed: pip install -e '.[bench]')")
+            rows.append(("official ollama client", *measured(official, n)))
+        router = litellm_router([server.url])
+        if router is not None:
 
+            def litellm() -> Iterator[object]:
+                stream = router.completion(model="llama3.2", messages=MESSAGES, stream=True)
+                return (c for c in stream if c.choices and c.choices[0].delta.content)
+
+            rows.append(("LiteLLM Router", *measured(litellm, n)))
         config = {"provider": {"ollama": {"base_url": server.url, "model": "llama3.2"}}}
         with Runtime.from_config(config) as rt:
 
-            def ours() -> int:
+            def ours() -> Iterator[object]:
                 stream = rt.stream_chat("llama3.2", MESSAGES)
-                return sum(1 for event in stream if type(event) is Delta)
+                return (event for event in stream if type(event) is Delta)
 
-            rows.append(("rubberduck Runtime.stream_chat", per_chunk_us(ours, n)))
+            rows.append(("rubberduck Runtime.stream_chat", *measured(ours, n)))
     finally:
         server.stop()
 
     floor = rows[0][1]
     print(f"streamed /api/chat, {CHUNKS} chunks per answer, median of {n} answers, loopback")
-    print(f"{'client':<34}{'µs/chunk':>10}{'vs direct':>11}")
-    for label, us in rows:
-        print(f"{label:<34}{us:10.2f}{us - floor:+10.2f}")
+    header = ("client", "µs/chunk", "vs direct", "TTFT ms")
+    print(table([(label, us, us - floor, ttft) for label, us, ttft in rows], header))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 30)
+    tiny, rest = smoke(sys.argv[1:])
+    main(3 if tiny else int(rest[0]) if rest else 30)

@@ -12,7 +12,7 @@ Two Ollama-protocol servers on loopback (``tests/fake_ollama.py``):
   hand-written client (requests, try primary, on ``ConnectionError`` try backup)
   in the same run: the least a caller must pay.
 
-Run: ``python benchmarks/supervision.py [rounds]``. Prints medians in ms.
+Run: ``python benchmarks/supervision.py [rounds] [--smoke]``. Prints medians in ms.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import smoke
 from rubberduck import Runtime
 from rubberduck.messages import Crash
 from tests.fake_ollama import FakeOllama
@@ -143,4 +144,5 @@ def main(rounds: int = 20) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    tiny, rest = smoke(sys.argv[1:])
+    main(2 if tiny else int(rest[0]) if rest else 20)

@@ -20,7 +20,7 @@ comparison end to end (``Runtime.chat`` on a fake Ollama server, hooks off vs
 SDK), where network noise dwarfs the difference: a sanity check, not the number.
 
 Run: ``python benchmarks/telemetry.py [N] [ROUNDS]`` (default 5000 requests ×
-7 rounds; ``python benchmarks/telemetry.py 50 2`` is the smoke mode).
+7 rounds; ``--smoke``: 50 × 2).
 """
 
 from __future__ import annotations
@@ -264,4 +264,7 @@ def main(n: int = 5000, rounds: int = 7) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    from benchmarks._peers import smoke
+
+    tiny, rest = smoke(sys.argv[1:])
+    main(*([50, 2] if tiny else [int(a) for a in rest[:2]]))

@@ -120,3 +120,15 @@ def fixtures_dir() -> Path:
     if not (FIXTURES_DIR / "README.md").is_file():
         pytest.fail(f"Ollama fixtures not found at {FIXTURES_DIR}")
     return FIXTURES_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_user_files(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the command line's user files (config, conversation history) out of the
+    tester's home: neither read nor written there."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    monkeypatch.delenv("RUBBERDUCK_CONFIG", raising=False)

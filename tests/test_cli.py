@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rubberduck import Progress
 from rubberduck.cli import main
-from rubberduck.cli._models import ProgressBar, human_bytes
+from rubberduck.cli._human import human_bytes
 from tests.conftest import ANSWER
 from tests.fake_ollama import FakeOllama, free_port
 
@@ -146,23 +144,15 @@ def test_pull_draws_progress_and_json_lines(
 ) -> None:
     assert main(["pull", "llama3.2", "--config", config]) == 0
     err = capsys.readouterr().err
-    assert "pulling manifest" in err and "success" in err and "%" in err
+    assert "pulling manifest" in err and "success" in err and "done" in err
     assert main(["pull", "llama3.2", "--config", config, "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-1]["status"] == "success"
 
 
-def test_progress_bar_shows_bytes_and_rate() -> None:
-    clock = iter([0.0, 0.0, 2.0])
-    bar = ProgressBar(io.StringIO(), width=10, clock=lambda: next(clock))
-    layer = "sha256:aa"
-    bar.line(Progress(status="pulling aa", digest=layer, total=4_000_000, completed=0))
-    text = bar.line(
-        Progress(status="pulling aa", digest=layer, total=4_000_000, completed=2_000_000)
-    )
-    assert "50%" in text and "█████     " in text
-    assert "2.0 MB/4.0 MB" in text and "1.0 MB/s" in text
+def test_human_bytes_are_decimal_as_ollamas() -> None:
     assert human_bytes(2019393189) == "2.0 GB"
+    assert human_bytes(1536) == "1.5 KB" and human_bytes(12) == "12 B"
 
 
 def test_a_reader_that_goes_away_is_not_an_error(config: str) -> None:

@@ -15,11 +15,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-import msgspec
-
 from rubberduck import __version__
-from rubberduck.cli import _chat, _models, _status
-from rubberduck.config import Config, default_config, load_config
+from rubberduck.cli import _bench, _chat, _models, _status
+from rubberduck.cli._settings import CONFIG_HELP, add_common, config_for
 from rubberduck.errors import ConfigError, RubberDuckError
 from rubberduck.runtime import Runtime
 from rubberduck.telemetry import serve_prometheus
@@ -28,58 +26,41 @@ __all__ = ["main"]
 
 #: Command modules: each has ``register(subparsers, common)``; the parsers they add
 #: carry a ``run(rt, args) -> int`` default.
-_COMMANDS = (_chat, _models, _status)
+_COMMANDS = (_chat, _models, _status, _bench)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rubberduck",
         description="Talk to local LLMs: Ollama first, an embedded model when Ollama is down.",
-        epilog="Exit codes: 0 ok, 1 the request failed, 2 bad usage or config, 130 interrupted.",
+        epilog=f"{CONFIG_HELP}\n\nexit codes: 0 ok, 1 the request failed, 2 bad usage or "
+        "config, 130 interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rubberduck {__version__}")
+    add_common(parser, top=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config (default: built-in)")
-    common.add_argument("--host", metavar="HOST", help="Ollama host, as in OLLAMA_HOST")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
-    common.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve Prometheus metrics on 127.0.0.1:PORT while the command runs "
-        "(long-running commands; needs rubberduck[prometheus])",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common(common, top=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMANDS:
         module.register(sub, common)
     return parser
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config) if args.config else default_config()
-    if args.host:
-        config = msgspec.structs.replace(
-            config,
-            provider={
-                name: msgspec.structs.replace(p, base_url=args.host)
-                if (p.kind or name) == "ollama"
-                else p
-                for name, p in config.provider.items()
-            },
-        )
-    return config
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: what a new user needs is the help
+        parser.print_help()
+        return 0
     metrics = None
     try:
         if getattr(args, "offline", False):  # needs no backend
             return int(args.run(None, args))
         if getattr(args, "metrics_port", None) is not None:
             metrics = serve_prometheus(args.metrics_port)
-        with Runtime(_config(args)) as rt:
+        with Runtime(config_for(args)) as rt:
             return int(args.run(rt, args))
     except ConfigError as exc:
         print(f"rubberduck: {exc}", file=sys.stderr)

@@ -4,14 +4,20 @@ commands in the manner of ``ollama run``.
 The history, model, system prompt and options live in one :class:`Conversation`.
 Ctrl-C stops an answer (the turn is dropped and the conversation goes on); a failed
 request prints one line and the conversation goes on; Ctrl-D or ``/bye`` ends it.
+Lines are read with :mod:`readline` where Python has it: arrow keys edit the line
+and walk the history, which is kept in ``$XDG_STATE_HOME/rubberduck/history``
+(``~/.local/state/rubberduck/history``) across conversations.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rubberduck.context import Context
@@ -20,7 +26,10 @@ from rubberduck.messages import Message
 from rubberduck.ollama_options import check_options
 from rubberduck.runtime import Runtime
 
-__all__ = ["HELP", "Conversation"]
+__all__ = ["HELP", "HISTORY_LENGTH", "Conversation", "history_path", "line_editing"]
+
+#: Lines kept in the history file.
+HISTORY_LENGTH = 1000
 
 HELP = '''\
 Commands:
@@ -75,6 +84,10 @@ class Conversation:
 
     def run(self) -> int:
         """Read and answer until ``/bye`` or Ctrl-D; returns the exit code (0)."""
+        with line_editing():
+            return self._loop()
+
+    def _loop(self) -> int:
         _say('chatting — /? for help, /bye or Ctrl-D to end, """ for several lines')
         while True:
             try:
@@ -180,6 +193,35 @@ class Conversation:
         _say(f"format: {self.format or 'none'}")
         _say(f"options: {options}")
         _say(f"turns so far: {len(self.history) // 2}")
+
+
+def history_path() -> Path:
+    """``$XDG_STATE_HOME/rubberduck/history`` (``~/.local/state`` when unset)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "rubberduck" / "history"
+
+
+@contextlib.contextmanager
+def line_editing() -> Iterator[None]:
+    """Line editing and history for ``input()`` while the block runs: loads the
+    history file, and writes it back (the last :data:`HISTORY_LENGTH` lines) at
+    the end. Without :mod:`readline` (Windows) ``input()`` stays as it is."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - Python without readline
+        yield
+        return
+    path = history_path()
+    readline.clear_history()
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    try:
+        yield
+    finally:
+        readline.set_history_length(HISTORY_LENGTH)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
 
 
 def _scalar(raw: str) -> Any:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
+from tqdm import tqdm
 
+from rubberduck.cli._human import human_bytes, until
 from rubberduck.cli._status import table
 from rubberduck.ollama_types import Progress
 from rubberduck.runtime import Runtime
 
-__all__ = ["ProgressBar", "human_bytes", "register"]
+__all__ = ["PullProgress", "human_bytes", "register"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -46,15 +47,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     rm = sub.add_parser("rm", parents=[common, backend], help="delete models")
     rm.add_argument("models", nargs="+", metavar="MODEL")
     rm.set_defaults(run=_rm)
-
-
-def human_bytes(n: float) -> str:
-    """``1536`` → ``"1.5 KB"`` (decimal units, as Ollama prints sizes)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def _embed(rt: Runtime, args: argparse.Namespace) -> int:
@@ -104,68 +96,87 @@ def _ps(rt: Runtime, args: argparse.Namespace) -> int:
     rows = []
     for m in running.models:
         gpu = m.size_vram / m.size if m.size else 0.0
-        until = "-"
-        if m.expires_at is not None:
-            minutes = (m.expires_at - now).total_seconds() / 60
-            until = f"in {minutes:.0f} min" if minutes >= 1 else "soon"
-        rows.append((m.name, human_bytes(m.size), f"{gpu:.0%} GPU", until))
+        rows.append((m.name, human_bytes(m.size), f"{gpu:.0%} GPU", until(m.expires_at, now)))
     if not rows:
         print("no model is loaded", file=sys.stderr)
         return 0
-    print(table(rows, ("NAME", "SIZE", "PROCESSOR", "UNLOADS")))
+    print(table(rows, ("NAME", "SIZE", "PROCESSOR", "UNTIL")))
     return 0
 
 
-class ProgressBar:
-    """Draws pull progress on one terminal line: status, percent, bar, bytes, rate.
+class PullProgress:
+    """Shows pull progress: on a terminal one ``tqdm`` bar per layer (bytes, percent,
+    rate; kept on screen at the end), elsewhere plain lines with no redraws (each
+    status once, and each layer when it starts and when it is complete).
 
     Args:
-        out: Where to draw (a terminal: the line is redrawn with ``\\r``).
-        width: Bar width, characters.
-        clock: Seconds, for the transfer rate.
+        out: Where to write.
+        terminal: Draw bars; default: whether ``out`` is a terminal.
     """
 
-    def __init__(self, out: TextIO, width: int = 24, clock: Any = time.monotonic) -> None:
+    def __init__(self, out: TextIO, terminal: bool | None = None) -> None:
         self.out = out
-        self.width = width
-        self.clock = clock
-        self._digest: str | None = None
-        self._started = 0.0
-        self._start_bytes = 0
+        self.terminal = out.isatty() if terminal is None else terminal
+        self._bars: dict[str, tqdm[Any]] = {}
+        self._status = ""
+        self._said: set[tuple[str, bool]] = set()
 
-    def line(self, p: Progress) -> str:
-        """The text for one progress line (no ``\\r``)."""
-        if not p.total:
-            return p.status
-        done = p.completed or 0
-        if p.digest != self._digest:
-            self._digest, self._started, self._start_bytes = p.digest, self.clock(), done
-        elapsed = self.clock() - self._started
-        rate = (done - self._start_bytes) / elapsed if elapsed > 0 else 0.0
-        filled = int(self.width * done / p.total)
-        bar = "█" * filled + " " * (self.width - filled)
-        speed = f"  {human_bytes(rate)}/s" if rate else ""
-        return (
-            f"{p.status[:30]:<30} {done / p.total:4.0%} ▕{bar}▏ "
-            f"{human_bytes(done)}/{human_bytes(p.total)}{speed}"
-        )
+    def show(self, p: Progress) -> None:
+        """Show one progress line from the server."""
+        if p.digest and p.total:
+            if self.terminal:
+                self._bar(p)
+            else:
+                self._plain_layer(p)
+        elif p.status != self._status:
+            self._status = p.status
+            if self.terminal and self._bars:
+                tqdm.write(p.status, file=self.out)
+            else:
+                print(p.status, file=self.out, flush=True)
 
-    def draw(self, p: Progress) -> None:
-        """Redraw the line for ``p``; a status without bytes ends the line."""
-        text = self.line(p)
-        self.out.write(f"\r{text}\033[K")
-        if not p.total:
-            self.out.write("\n")
-        self.out.flush()
+    def _bar(self, p: Progress) -> None:
+        bar = self._bars.get(p.digest or "")
+        if bar is None:
+            bar = tqdm(
+                total=p.total,
+                desc=p.status[:30],
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1000,  # decimal, as Ollama prints sizes
+                file=self.out,
+                leave=True,
+                position=len(self._bars),
+            )
+            self._bars[p.digest or ""] = bar
+        bar.update((p.completed or 0) - bar.n)
+
+    def _plain_layer(self, p: Progress) -> None:
+        complete = (p.completed or 0) >= (p.total or 0)
+        if (p.digest or "", complete) in self._said:
+            return
+        self._said.add((p.digest or "", complete))
+        state = "done" if complete else "started"
+        print(f"{p.status}: {human_bytes(p.total or 0)} {state}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        """Finish the bars (they stay on screen)."""
+        for bar in self._bars.values():
+            bar.close()
 
 
 def _pull(rt: Runtime, args: argparse.Namespace) -> int:
-    bar = ProgressBar(sys.stderr)
-    for progress in rt.pull(args.model, insecure=args.insecure, stream=True, backend=args.backend):
-        if args.json:
-            print(json.dumps(msgspec.to_builtins(progress)), flush=True)
-        else:
-            bar.draw(progress)
+    shown = PullProgress(sys.stderr)
+    try:
+        for progress in rt.pull(
+            args.model, insecure=args.insecure, stream=True, backend=args.backend
+        ):
+            if args.json:
+                print(json.dumps(msgspec.to_builtins(progress)), flush=True)
+            else:
+                shown.show(progress)
+    finally:
+        shown.close()
     return 0
 
 

@@ -7,12 +7,16 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from rubberduck import usage_log
+from rubberduck.cli._human import ago, human_bytes
 from rubberduck.cost import UsageTotals
+from rubberduck.errors import RubberDuckError
+from rubberduck.ollama_types import ListedModel
 from rubberduck.runtime import Runtime
 
 __all__ = ["register", "table"]
@@ -23,9 +27,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser(
         "health", parents=[common], help="each backend's circuit state, latency and last error"
     ).set_defaults(run=_health)
-    sub.add_parser("models", parents=[common], help="each backend's models").set_defaults(
-        run=_models
-    )
+    sub.add_parser(
+        "models", aliases=["list", "ls"], parents=[common], help="each backend's models"
+    ).set_defaults(run=_models)
     usage = sub.add_parser(
         "usage", parents=[common], help="tokens and cost of past answers from this command line"
     )
@@ -61,11 +65,13 @@ def _health(rt: Runtime, args: argparse.Namespace) -> int:
             _ms(h.latency_p50_s),
             str(h.requests),
             str(h.failures),
-            h.detail if h.up else h.last_error,
+            h.detail or "-",
+            h.last_error or "-",
         )
         for name, h in snapshot.items()
     ]
-    print(table(rows, ("BACKEND", "KIND", "STATE", "P50", "REQUESTS", "FAILURES", "DETAIL")))
+    header = ("BACKEND", "KIND", "STATE", "P50", "REQUESTS", "FAILURES", "DETAIL", "LAST ERROR")
+    print(table(rows, header))
     return 0
 
 
@@ -75,14 +81,32 @@ def _models(rt: Runtime, args: argparse.Namespace) -> int:
         out = {k: v if isinstance(v, list) else {"error": str(v)} for k, v in result.items()}
         print(json.dumps(out))
         return 0
-    rows = []
+    now = datetime.now(UTC)
+    rows: list[tuple[str, ...]] = []
     for name, models in result.items():
-        if isinstance(models, list):
-            rows += [(name, m) for m in models] or [(name, "(no models)")]
-        else:
-            rows.append((name, f"unavailable — {models}"))
-    print(table(rows, ("BACKEND", "MODEL")))
+        if not isinstance(models, list):
+            rows.append((name, f"unavailable — {models}", "", ""))
+            continue
+        listed = _listed(rt, name)
+        for model in models:
+            entry = listed.get(model) or listed.get(f"{model}:latest")
+            if entry is None:
+                rows.append((name, model, "-", "-"))
+            else:
+                rows.append((name, model, human_bytes(entry.size), ago(entry.modified_at, now)))
+        if not models:
+            rows.append((name, "(no models)", "", ""))
+    print(table(rows, ("BACKEND", "NAME", "SIZE", "MODIFIED")))
     return 0
+
+
+def _listed(rt: Runtime, backend: str) -> dict[str, ListedModel]:
+    """An Ollama backend's models by name, with size and modification time
+    (``{}`` for other backends, which do not report them)."""
+    try:
+        return {m.name or m.model: m for m in rt.list(backend=backend).models}
+    except RubberDuckError:
+        return {}
 
 
 def _usage(_: None, args: argparse.Namespace) -> int:
