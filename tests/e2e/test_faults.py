@@ -199,6 +199,8 @@ def test_cancelled_stream_is_aborted_on_the_server(own_server: StartServer) -> N
         mark = len(server.log())
         reply = rt.chat(MODEL, HI, options=SHORT)
         assert isinstance(reply, ChatResponse) and reply.provider == "primary"
+        # The server logs the request's end just after it sent the answer.
+        assert wait_until(lambda: finished in server.log()[mark:], 10), server.log()[mark:]
         served = server.log()[mark:]
         assert served.index('msg="completion request"') < served.index(finished)
 
