@@ -44,7 +44,12 @@ from rubberduck.providers.base import Provider
 from rubberduck.request_methods import Call, RequestMethods
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, gauges
-from rubberduck.validation import check_mid_stream, check_request, check_timeout
+from rubberduck.validation import (
+    check_mid_stream,
+    check_request,
+    check_routing,
+    check_timeout,
+)
 
 __all__ = ["Runtime"]
 
@@ -289,12 +294,7 @@ class Runtime(RequestMethods, ModelAdmin):
         if timeout is not None:
             check_timeout(timeout, InvalidRequest, "timeout")
         check_mid_stream(mid_stream)
-        if not isinstance(fallback, bool):
-            raise InvalidRequest(f"fallback must be True or False (got {fallback!r})")
-        if allow_substitute is not None and not isinstance(allow_substitute, bool):
-            raise InvalidRequest(
-                f"allow_substitute must be True, False or None (got {allow_substitute!r})"
-            )
+        check_routing(fallback, allow_substitute)
         allowed = self._allowed_backends(backends)
         if self._closed or self.escalation is not None:
             why = self.escalation or "the runtime is closed"

@@ -29,6 +29,7 @@ __all__ = [
     "ROLES",
     "check_mid_stream",
     "check_request",
+    "check_routing",
     "check_timeout",
     "parse_messages",
 ]
@@ -77,6 +78,20 @@ def check_mid_stream(value: Any) -> None:
     if value is not None and value not in MID_STREAM_POLICIES:
         hint = suggest(value, MID_STREAM_POLICIES) if isinstance(value, str) else ""
         raise InvalidRequest(f'mid_stream must be "error" or "restart" (got {value!r}){hint}')
+
+
+def check_routing(fallback: Any, allow_substitute: Any) -> None:
+    """``fallback`` is ``True``/``False``; ``allow_substitute`` also may be ``None``.
+
+    Raises:
+        InvalidRequest: another value.
+    """
+    if not isinstance(fallback, bool):
+        raise InvalidRequest(f"fallback must be True or False (got {fallback!r})")
+    if allow_substitute is not None and not isinstance(allow_substitute, bool):
+        raise InvalidRequest(
+            f"allow_substitute must be True, False or None (got {allow_substitute!r})"
+        )
 
 
 def parse_messages(messages: Any) -> list[Message]:
