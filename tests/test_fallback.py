@@ -18,6 +18,7 @@ from rubberduck import (
     Runtime,
     StreamInterrupted,
 )
+from rubberduck.actors.routing import RoutingTable
 from tests.conftest import ANSWER, HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama, free_port
 
@@ -111,6 +112,10 @@ def test_backend_that_comes_back_is_used_again_after_a_probe(
         posts_while_down = len(primary.posts())
         primary.mode = "ok"
         assert wait_until(lambda: rt.health()["primary"].state == "closed")
+        # New requests route on the caller's thread from the table the Router
+        # publishes once it has heard of the change (a mailbox hop after the
+        # HealthMonitor's own state, which health() reports).
+        assert wait_until(lambda: "primary" not in _published(rt).down)
         assert len(primary.posts()) == posts_while_down, "the probe, not a user request, decides"
         assert rt.chat("llama3.2", HI).provider == "primary"
 
@@ -250,3 +255,10 @@ def test_submit_after_close_is_a_typed_error(servers: tuple[FakeOllama, FakeOlla
     with pytest.raises(Exception, match="closed") as info:
         rt.chat("llama3.2", HI)
     assert info.type.__module__ == "rubberduck.errors"
+
+
+def _published(rt: Runtime) -> RoutingTable:
+    """The routing table the Router last published for callers."""
+    table = rt._registry.routing
+    assert table is not None
+    return table
