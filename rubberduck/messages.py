@@ -561,6 +561,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
         models: The catalogue, when it was read this time.
         latency_s: Probe duration, seconds.
         refused: The connection was refused (nothing listens there).
+        loaded: The models in memory (Ollama ``GET /api/ps``), when read this time.
     """
 
     provider: str
@@ -569,6 +570,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
     models: tuple[str, ...] | None = None
     latency_s: float = 0.0
     refused: bool = False
+    loaded: tuple[str, ...] | None = None
 
 
 class Tick(msgspec.Struct, frozen=True):
