@@ -22,8 +22,9 @@ is always offered a request before one of a higher number. Among backends of
        or requests for it are in flight there, and a slot for it is free;
     2. cold: not loaded, a slot is free, and loading it evicts no model in use;
     3. full: every slot for the model is taken there (``max_in_flight_per_model``,
-       i.e. the host's ``OLLAMA_NUM_PARALLEL``), or every one of the backend's
-       ``max_in_flight``: the request would queue;
+       i.e. the host's ``OLLAMA_NUM_PARALLEL``; without it Ollama's default, 1,
+       is assumed here), or every one of the backend's ``max_in_flight``: the
+       request would queue;
     4. evicting: not loaded, and the host is at ``max_loaded_models``
        (``OLLAMA_MAX_LOADED_MODELS``) with a request of ours in flight on each
        loaded model: loading it would evict a model in use (Ollama waits for
@@ -59,6 +60,10 @@ BALANCES: tuple[str, ...] = get_args(Balance)
 #: Placements of a model on a host, best first (see the module's docstring).
 WARM, COLD, FULL, EVICTING = 0, 1, 2, 3
 
+#: The slots per model assumed for a host without ``max_in_flight_per_model``:
+#: Ollama's default ``OLLAMA_NUM_PARALLEL`` (only to rank hosts; nothing waits).
+_DEFAULT_NUM_PARALLEL = 1
+
 #: Latency assumed for every backend while none has answered yet, seconds.
 _UNKNOWN_LATENCY_S = 1.0
 
@@ -78,7 +83,7 @@ def placement(route: Route, model: str | None, load: Load, residency: Residency)
     if model is None:
         return WARM
     in_flight = load.model(name, model)
-    if route.max_in_flight_per_model is not None and in_flight >= route.max_in_flight_per_model:
+    if in_flight >= (route.max_in_flight_per_model or _DEFAULT_NUM_PARALLEL):
         return FULL
     loaded = residency.loaded(name)
     if in_flight or (loaded is not None and model in loaded):

@@ -301,8 +301,10 @@ class HealthMonitor(SupervisedActor):
     def snapshot(self) -> dict[str, BackendHealth]:
         """Every backend's :class:`BackendHealth`, in routing order."""
         out = {}
+        residency = self.registry.residency
         for name, b in self.backends.items():
             lat = sorted(b.latencies)
+            loaded = residency.loaded(name)
             out[name] = BackendHealth(
                 name=name,
                 kind=b.provider.kind,
@@ -317,5 +319,7 @@ class HealthMonitor(SupervisedActor):
                 latency_p50_s=lat[len(lat) // 2] if lat else None,
                 latency_p95_s=lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None,
                 checked=b.last_probe > float("-inf"),
+                loaded_models=None if loaded is None else tuple(sorted(loaded)),
+                cold_loads=residency.cold_loads.get(name, 0),
             )
         return out
