@@ -15,8 +15,7 @@ is always offered a request before one of a higher number. Among backends of
     taking the cheapest keeps many replicas, each with its own view, from
     sending their next requests to the same host at once.
 ``"warm"`` (default)
-    As ``least_loaded``, within the best *placement* first, for the request's
-    model on each host:
+    As ``least_loaded``, by *placement* of the request's model on each host:
 
     1. warm: the model is loaded there (``/api/ps``, or it answered there since)
        or requests for it are in flight there, and a slot for it is free;
@@ -30,8 +29,15 @@ is always offered a request before one of a higher number. Among backends of
        loaded model: loading it would evict a model in use (Ollama waits for
        that model to go idle first, then loads: the slowest start of all).
 
-    So a warm host is preferred, but never one whose slots for the model are
-    full while another warm or cold host is free.
+    Warm and cold hosts (the free ones) go first, in order of cost, a cold
+    host's cost raised by the model's load time (an EWMA of the cold loads
+    seen, from answers' ``load_duration``; 5 s until one was seen): a warm
+    host is preferred unless the requests already queued there would cost
+    more than loading the model elsewhere. Then full hosts, then evicting
+    ones. The two choices are drawn among the hosts of the first one's
+    placement (warm ones, usually), so that affinity holds. A warm host is
+    never passed over for a cold one by chance, and a full one never goes
+    before a free one.
 
 These functions are pure (no HTTP, no actors): :class:`RoutingTable
 <rubberduck.actors.routing.RoutingTable>` calls :func:`order`, and so does the
@@ -66,6 +72,8 @@ _DEFAULT_NUM_PARALLEL = 1
 
 #: Latency assumed for every backend while none has answered yet, seconds.
 _UNKNOWN_LATENCY_S = 1.0
+#: Load time assumed for a model before a cold load of it was seen, seconds.
+_UNKNOWN_LOAD_S = 5.0
 
 
 def cost(route: Route, load: Load, latency_s: float) -> float:
@@ -144,12 +152,16 @@ def _order_equals(
         return routes
     known = [t for r in routes if (t := residency.latency(r.name)) is not None]
     default = sum(known) / len(known) if known else _UNKNOWN_LATENCY_S
+    tiers = {r.name: placement(r, model, load, residency) if warm else WARM for r in routes}
+    loading = (residency.load_time(model) if model else None) or _UNKNOWN_LOAD_S
     costs = {}
     for r in routes:
         latency = residency.latency(r.name)
         costs[r.name] = cost(r, load, default if latency is None else latency)
-    tiers = {r.name: placement(r, model, load, residency) if warm else WARM for r in routes}
-    ranked = sorted(routes, key=lambda r: (tiers[r.name], costs[r.name]))  # stable
+        costs[r.name] += loading * (tiers[r.name] == COLD)
+    # Warm and cold compete on cost; full, then evicting ones come last.
+    group = {WARM: 0, COLD: 0, FULL: 1, EVICTING: 2}
+    ranked = sorted(routes, key=lambda r: (group[tiers[r.name]], costs[r.name]))  # stable
     best = [r for r in ranked if tiers[r.name] == tiers[ranked[0].name]]
     if len(best) > 2:  # with two, both are drawn: the cheaper is first already
         a, b = rng.sample(range(len(best)), 2)

@@ -9,7 +9,8 @@ minutes) and, on a host at ``OLLAMA_MAX_LOADED_MODELS``, evicts another model.
   HealthMonitor reads it on the health interval, beside ``/api/tags``);
 - between reads, answers: a model that answered on a backend is loaded there
   now; an answer whose ``load_duration`` is above ``cold_load_threshold`` was a
-  cold load (counted in :attr:`Residency.cold_loads`);
+  cold load (counted in :attr:`Residency.cold_loads`, its duration kept as an
+  EWMA per model: what sending the model to a cold host costs);
 - a latency EWMA per backend, from the outcomes of successful attempts.
 
 The routing policy that reads it is :mod:`rubberduck.actors.balance`.
@@ -50,6 +51,7 @@ class Residency:
         self.alpha = alpha
         self._loaded: dict[str, frozenset[str]] = {}
         self._latency: dict[str, float] = {}
+        self._load_time: dict[str, float] = {}
         #: Backend → answers seen that were cold loads.
         self.cold_loads: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -83,15 +85,22 @@ class Residency:
                 self._loaded[backend] = self._loaded.get(backend, frozenset()) | {key}
             if cold:
                 self.cold_loads[backend] = self.cold_loads.get(backend, 0) + 1
+                if key and load_s is not None:
+                    self._load_time[key] = self._ewma(self._load_time.get(key), load_s)
         return cold
+
+    def load_time(self, model: str) -> float | None:
+        """How long ``model`` took to load, seconds (an EWMA of the cold loads
+        seen, on any backend); ``None`` before the first."""
+        return self._load_time.get(model)
 
     def observe(self, backend: str, latency_s: float) -> None:
         """Fold one successful attempt's latency, seconds, into ``backend``'s EWMA."""
         with self._lock:
-            old = self._latency.get(backend)
-            self._latency[backend] = (
-                latency_s if old is None else old + self.alpha * (latency_s - old)
-            )
+            self._latency[backend] = self._ewma(self._latency.get(backend), latency_s)
+
+    def _ewma(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.alpha * (new - old)
 
     def latency(self, backend: str) -> float | None:
         """``backend``'s latency EWMA, seconds (``None`` before its first answer)."""

@@ -91,6 +91,22 @@ def test_a_backend_at_max_in_flight_counts_as_full() -> None:
     assert ordered(routes, load, res) == ["h1", "h0"]
 
 
+def test_a_cold_host_goes_first_when_the_warm_one_is_slower_than_a_load() -> None:
+    """Requests queued at the warm host cost more than loading the model
+    elsewhere (its load time as learnt from a cold answer's load_duration)."""
+    res = Residency()
+    res.set_loaded("h0", [M])
+    res.set_loaded("h1", [])
+    res.answered("h2", M, 3.0)  # a cold load of 3 s, seen elsewhere
+    routes = fleet(2, max_in_flight_per_model=4)
+    res.observe("h0", 1.0)
+    res.observe("h1", 1.0)
+    assert ordered(routes, Load(), res) == ["h0", "h1"]  # 1 s against 1 + 3 s
+    for _ in range(20):
+        res.observe("h0", 10.0)  # its answers now take 10 s: a queue there
+    assert ordered(routes, Load(), res) == ["h1", "h0"]
+
+
 def test_a_slower_host_by_its_latency_ewma_goes_after_a_faster_one() -> None:
     res = Residency()
     for _ in range(5):
@@ -192,7 +208,8 @@ def test_warm_never_puts_a_full_host_before_a_free_one(
     out = order(routes, M, load, res, "warm", random.Random(seed))
     for priority in {r.priority for r in routes}:
         same = [placement(r, M, load, res) for r in out if r.priority == priority]
-        assert same == sorted(same), "placements best first: warm, cold, full, evicting"
+        groups = [{WARM: 0, COLD: 0, FULL: 1, EVICTING: 2}[p] for p in same]
+        assert groups == sorted(groups), "free (warm or cold), then full, then evicting"
         if WARM in same or COLD in same:
             assert same[0] in (WARM, COLD)
 
