@@ -107,3 +107,19 @@ def test_balance_and_the_new_provider_keys_are_checked() -> None:
     for key, bad in (("max_in_flight_per_model", 0), ("weight", 0), ("max_loaded_models", 0)):
         with pytest.raises(ConfigError, match=key):
             Runtime.from_config({"provider": {"ollama": {key: bad}}})
+
+
+def test_per_model_counts_return_to_zero_after_failures_and_fallbacks(
+    servers: tuple[FakeOllama, FakeOllama],
+) -> None:
+    """A count left behind would make a host look full for that model forever."""
+    primary, backup = servers
+    primary.script.extend(["busy", "reset", "midstream"])
+    cfg = {"primary_cfg": EQUAL, "backup_cfg": EQUAL, "interval": 60.0, "failure_threshold": 9}
+    with runtime_for(primary.url, backup.url, router={"mid_stream": "restart"}, **cfg) as rt:
+        for _ in range(6):
+            assert rt.chat("llama3.2", HI).done.provider in ("primary", "backup")
+        load = rt._load
+        assert wait_until(lambda: load.model("primary", "llama3.2") == 0)
+        assert wait_until(lambda: load.model("backup", "llama3.2") == 0)
+        assert load.busy_models("primary") == load.busy_models("backup") == frozenset()

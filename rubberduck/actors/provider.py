@@ -208,10 +208,12 @@ class ProviderActor(SupervisedActor):
         ended while waiting (deadline, cancel) leave it when a slot frees, or
         here once the list has doubled, so it holds few finished ones."""
         if len(self._waiting) >= self._prune_at:
-            for h in self._waiting:
+            live: deque[RequestState] = deque()
+            for h in self._waiting:  # one pass: each either counted out or kept
                 if h.finished:
                     self.load.add(self.backend, -1, model_key(h.request.model))
-            live = deque(h for h in self._waiting if not h.finished)
+                else:
+                    live.append(h)
             self._waiting = live
             self._prune_at = max(64, 2 * len(live))
         self._waiting.append(handle)
