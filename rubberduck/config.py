@@ -91,6 +91,19 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         max_in_flight: Requests running at once on this backend. Ollama runs
             ``OLLAMA_NUM_PARALLEL`` requests per model (default 1) and queues the
             rest, so a higher value only moves the queue into Ollama.
+        max_in_flight_per_model: Requests per model running at once on this
+            backend: set it to the host's ``OLLAMA_NUM_PARALLEL`` (default 1
+            in recent Ollama). Requests beyond it wait here, where they can
+            still go to another host with a free slot, instead of queueing
+            inside Ollama. Default: no per-model limit. A request naming no
+            model is not counted per model.
+        max_loaded_models: The host's ``OLLAMA_MAX_LOADED_MODELS`` (Ollama's
+            default: 3 per GPU, 3 on CPU). With ``[router] balance = "warm"``
+            a model not loaded there is not sent to it while every loaded
+            model has requests of ours in flight (the load would evict one in
+            use), if another host can take it. Default: unknown (not checked).
+        weight: Share of the load among backends of equal priority, relative
+            (2.0 takes about twice the requests of 1.0 at the same latency).
         max_queue: Requests waiting for a slot; beyond it the backend is full
             and the router moves on at once. When every backend is full, a
             request waits for a slot on the best one (until its deadline)
@@ -118,6 +131,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     keep_alive: KeepAliveSeconds | str | None = None
     max_in_flight: PositiveCount = 4
     max_queue: Count = 64
+    max_in_flight_per_model: PositiveCount | None = None
+    max_loaded_models: PositiveCount | None = None
+    weight: Annotated[float, msgspec.Meta(gt=0, le=1e6)] = 1.0
     trust_env: bool = False
     n_ctx: PositiveCount = 4096
     embeddings: bool = False
@@ -150,6 +166,18 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             ``Runtime.submit(..., allow_substitute=...)`` overrides it per
             request; with ``False`` such a backend takes only requests for its
             own models (or naming none).
+        balance: How requests are shared among backends of *equal* priority
+            (priorities themselves always come first):
+            ``"priority"``: fewest requests in flight, then configured order;
+            ``"least_loaded"``: power of two choices on requests in flight ×
+            latency EWMA ÷ ``weight``;
+            ``"warm"`` (default): as ``least_loaded``, but hosts where the
+            model is loaded (Ollama ``/api/ps``, read on the health interval,
+            and answers) first, never one whose slots for the model are full
+            while another is free, and not one where loading the model would
+            evict a model in use. See :mod:`rubberduck.actors.balance`.
+        cold_load_threshold: An answer whose ``load_duration`` is above this,
+            seconds, was a cold load (the host had to load the model).
     """
 
     order: list[str] = []
@@ -160,6 +188,8 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_retry_backoff: SecondsOrZero = 2.0
     mid_stream: Literal["error", "restart"] = "error"
     allow_substitute: bool = True
+    balance: Literal["priority", "least_loaded", "warm"] = "warm"
+    cold_load_threshold: SecondsOrZero = 0.5
 
 
 class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

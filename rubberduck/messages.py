@@ -561,6 +561,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
         models: The catalogue, when it was read this time.
         latency_s: Probe duration, seconds.
         refused: The connection was refused (nothing listens there).
+        loaded: The models in memory (Ollama ``GET /api/ps``), when read this time.
     """
 
     provider: str
@@ -569,6 +570,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
     models: tuple[str, ...] | None = None
     latency_s: float = 0.0
     refused: bool = False
+    loaded: tuple[str, ...] | None = None
 
 
 class Tick(msgspec.Struct, frozen=True):
@@ -603,6 +605,12 @@ class BackendHealth(msgspec.Struct, frozen=True, kw_only=True):
         latency_p50_s: Median latency of successful requests, seconds.
         latency_p95_s: 95th-percentile latency of successful requests, seconds.
         checked: At least one probe has finished since the runtime started.
+        loaded_models: Models in memory there as routing knows them (Ollama
+            ``/api/ps`` read on the health interval under ``[router] balance =
+            "warm"``, and answers since), names without ``:latest``; ``None``
+            when not known.
+        cold_loads: Answers whose ``load_duration`` was above ``[router]
+            cold_load_threshold`` (the host loaded the model for them).
     """
 
     name: str
@@ -619,6 +627,8 @@ class BackendHealth(msgspec.Struct, frozen=True, kw_only=True):
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     checked: bool = False
+    loaded_models: tuple[str, ...] | None = None
+    cold_loads: int = 0
 
     @property
     def up(self) -> bool:

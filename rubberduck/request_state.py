@@ -109,6 +109,8 @@ class RequestState:
         self.partial: list[str] = []
         #: The answer of an embedding request, set by the worker before its Done.
         self.embedding: EmbedResponse | None = None
+        #: The answer's final event, once it ended with one.
+        self.done: Done | None = None
         # Telemetry: on the caller's thread, so the span's parent is the caller's.
         self.trace = request_started(request)
         #: The caller's thread will wait for the answer anyway and may run the
@@ -233,6 +235,7 @@ class RequestState:
         if isinstance(outcome, (Cancelled, RequestTimeout)) and scope is not None:
             scope.cancel()
         if isinstance(outcome, Done):
+            self.done = outcome
             # The whole answer must reach the caller: wait for it to read (its
             # own deadline ends the wait when it is not reading).
             self.channel.put(outcome, max(self.time_left(), 0.0))

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -133,15 +134,22 @@ class Runtime(RequestMethods, ModelAdmin):
                 cfg.priority if cfg.priority is not None else i,
                 self.providers[name].supports_feature("embeddings"),
                 cfg.kind or "",
+                cfg.weight,
+                cfg.max_in_flight,
+                cfg.max_in_flight_per_model,
+                cfg.max_loaded_models,
             )
             for i, (name, cfg) in enumerate(backends)
         ]
         rc = config.router
         backoff = Backoff(rc.retries, rc.retry_backoff, rc.max_retry_backoff)
-        specs = [ChildSpec(HEALTH, self._starter(HealthMonitor, self.providers, config.health))]
+        self._registry.residency.cold_load_threshold = rc.cold_load_threshold
+        health = (HealthMonitor, self.providers, config.health, _read_ps(routes, rc.balance))
+        specs = [ChildSpec(HEALTH, self._starter(*health))]
         for name, cfg in backends:
             specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
-        specs.append(ChildSpec(ROUTER, self._starter(Router, routes, self._load, backoff)))
+        router = (Router, routes, self._load, backoff, rc.balance)
+        specs.append(ChildSpec(ROUTER, self._starter(*router)))
         self._supervisor = Supervisor.start(
             specs,
             self._registry,
@@ -169,6 +177,7 @@ class Runtime(RequestMethods, ModelAdmin):
             load,
             max_in_flight=cfg.max_in_flight,
             max_queue=cfg.max_queue,
+            max_in_flight_per_model=cfg.max_in_flight_per_model,
         )
 
     @classmethod
@@ -458,3 +467,12 @@ class Runtime(RequestMethods, ModelAdmin):
             pending = list(self._handles.values())
         for handle in pending:
             handle.fail(ProviderUnavailable(f"the runtime stopped: {reason}"))
+
+
+def _read_ps(routes: list[Route], balance: str) -> frozenset[str]:
+    """The Ollama backends whose loaded models (``/api/ps``) routing uses: under
+    ``balance = "warm"``, those that share their priority with another backend."""
+    if balance != "warm":
+        return frozenset()
+    priorities = Counter(r.priority for r in routes)
+    return frozenset(r.name for r in routes if r.kind == "ollama" and priorities[r.priority] > 1)

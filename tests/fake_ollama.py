@@ -140,6 +140,14 @@ class FakeOllama(FaultServer):
         #: The models /api/tags lists (names); ``None``: the transcript's. May be
         #: changed while running (a model pulled or deleted meanwhile).
         self.models: list[str] | None = None
+        #: The models /api/ps lists as loaded; ``None``: the transcript's. When a
+        #: list, a chat/generate/embed for a model not in it loads it (appended,
+        #: its answer's ``load_duration`` 3 s, else 1 ms), as Ollama does.
+        self.loaded: list[str] | None = None
+        #: Model → POSTs for it the server holds now, and the most it held at once.
+        self.active: dict[str, int] = {}
+        self.max_active: dict[str, int] = {}
+        self._active_lock = threading.Lock()
         fake = self
 
         class Handler(FaultHandler):  # HTTP/1.1, TCP_NODELAY as Go's net/http, quiet
@@ -170,6 +178,8 @@ class FakeOllama(FaultServer):
                     return self._send(404, b'{"error":"not found"}')
                 if self.path == "/api/tags" and fake.models is not None:
                     return self._send(200, _tags(fake.models))
+                if self.path == "/api/ps" and fake.loaded is not None:
+                    return self._send(200, _ps(fake.loaded))
                 self._send(200, fixture(name))
 
             def do_HEAD(self) -> None:
@@ -192,7 +202,14 @@ class FakeOllama(FaultServer):
             def do_POST(self) -> None:
                 raw = self._body()
                 fake._record(self, raw)
-                body = fake.requests[-1][2]
+                model = str(fake.requests[-1][2].get("model", ""))
+                fake._hold(model, 1)
+                try:
+                    self._post(raw, fake.requests[-1][2])
+                finally:
+                    fake._hold(model, -1)
+
+            def _post(self, raw: bytes, body: dict[str, Any]) -> None:
                 fake.gate.wait()
                 mode = fake.next_mode()
                 if mode == "hang":
@@ -228,8 +245,11 @@ class FakeOllama(FaultServer):
                         missing = {"error": f"model {json.dumps(source)} not found"}
                         return self._send(404, json.dumps(missing).encode())
                     return self._send(200, b"")
+                load_ns = fake._load(self.path, body)
                 if self.path in _JSON_ANSWERS:
                     answer = json.loads(fixture(_JSON_ANSWERS[self.path]))
+                    if load_ns is not None and "load_duration" in answer:
+                        answer["load_duration"] = load_ns
                     if "model" in answer:
                         answer["model"] = body.get("model", answer["model"])
                     return self._send(200, json.dumps(answer).encode())
@@ -241,6 +261,9 @@ class FakeOllama(FaultServer):
                     )
                     return self._send(200, fixture(name))
                 lines = _answer_lines(self.path, body)
+                if load_ns is not None:
+                    final = json.loads(lines[-1])
+                    lines[-1] = json.dumps({**final, "load_duration": load_ns}).encode()
                 if not body.get("stream", True) and mode == "ok":
                     return self._send(200, _non_streamed(self.path, lines))
                 self._stream(lines, mode)
@@ -304,6 +327,25 @@ class FakeOllama(FaultServer):
             self.post_times.append(time.monotonic())
         self.client_ports.add(handler.client_address[1])
 
+    def _hold(self, model: str, n: int) -> None:
+        """A POST for ``model`` arrived (``n=1``) or was answered (``n=-1``)."""
+        with self._active_lock:
+            now = self.active[model] = self.active.get(model, 0) + n
+            self.max_active[model] = max(self.max_active.get(model, 0), now)
+
+    def _load(self, path: str, body: dict[str, Any]) -> int | None:
+        """For a chat/generate/embed with :attr:`loaded` set: load the model if
+        it is not loaded; its ``load_duration``, nanoseconds (``None``: leave
+        the transcript's)."""
+        if self.loaded is None or path not in ("/api/chat", "/api/generate", "/api/embed"):
+            return None
+        model = str(body.get("model", ""))
+        names = {m.removesuffix(":latest") for m in self.loaded}
+        if model.removesuffix(":latest") in names:
+            return 1_000_000
+        self.loaded.append(model if ":" in model else f"{model}:latest")
+        return 3_000_000_000
+
     def model_names(self) -> list[str]:
         """The models /api/tags lists (``models``, else the transcript's)."""
         return self.models if self.models is not None else _transcript_models()
@@ -332,6 +374,12 @@ def _transcript_models() -> list[str]:
 def _tags(names: list[str]) -> bytes:
     """An /api/tags answer listing ``names`` (the transcript's first entry for the rest)."""
     template = json.loads(fixture("tags.json"))["models"][0]
+    return json.dumps({"models": [{**template, "name": n, "model": n} for n in names]}).encode()
+
+
+def _ps(names: list[str]) -> bytes:
+    """An /api/ps answer listing ``names`` (the transcript's entry for the rest)."""
+    template = json.loads(fixture("ps.json"))["models"][0]
     return json.dumps({"models": [{**template, "name": n, "model": n} for n in names]}).encode()
 
 

@@ -122,26 +122,51 @@ class OutcomeLog:
 
 
 class Load:
-    """Requests dispatched to each backend and not finished there yet.
+    """Requests dispatched to each backend and not finished there yet, in all
+    and per model.
 
     The Router adds one when it dispatches; the backend's actor takes it away
     when the request leaves it (done, failed, handed back). The Router reads it
-    to break priority ties by fewest requests in flight; ``Runtime.health``
-    reports it. Shared by reference, so it survives actor restarts.
+    to break priority ties by fewest requests in flight (and, per model, to
+    tell a host whose slots for a model are full, see
+    :mod:`rubberduck.actors.balance`); ``Runtime.health`` reports it. Shared
+    by reference, so it survives actor restarts.
 
     Locking: :meth:`add` under a lock (read-modify-write from several threads);
-    reads take none (one atomic ``dict.get``; a count a moment old is fine for
-    ordering).
+    reads of one count take none (one atomic ``dict.get``; a count a moment old
+    is fine for ordering); :meth:`busy_models` copies under the lock.
     """
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+        self._models: dict[tuple[str, str], int] = {}
+        self._busy: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def add(self, backend: str, n: int) -> None:
-        """Change ``backend``'s count by ``n``."""
+    def add(self, backend: str, n: int, model: str | None = None) -> None:
+        """Change ``backend``'s count by ``n``, and ``model``'s there when given
+        (a name as :func:`~rubberduck.actors.residency.model_key` gives it)."""
         with self._lock:
             self._counts[backend] = self._counts.get(backend, 0) + n
+            if model is not None:
+                key = (backend, model)
+                count = self._models.get(key, 0) + n
+                busy = self._busy.setdefault(backend, set())
+                if count:
+                    self._models[key] = count
+                    busy.add(model)
+                else:
+                    self._models.pop(key, None)
+                    busy.discard(model)
 
     def __getitem__(self, backend: str) -> int:
         return self._counts.get(backend, 0)
+
+    def model(self, backend: str, model: str) -> int:
+        """Requests for ``model`` dispatched to ``backend`` and not finished."""
+        return self._models.get((backend, model), 0)
+
+    def busy_models(self, backend: str) -> frozenset[str]:
+        """The models with requests in flight on ``backend`` now."""
+        with self._lock:
+            return frozenset(self._busy.get(backend, ()))

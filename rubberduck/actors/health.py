@@ -4,6 +4,11 @@ Probes are the provider's ``health_check`` (Ollama: ``GET /api/version``; the
 embedded backend: the model file is there) and ``list_models`` (Ollama:
 ``GET /api/tags``), read with every probe unless ``catalogue_ttl`` asks for
 fewer reads (so a model pulled later is routed there within one interval).
+For the backends named in ``read_ps`` (Ollama hosts that share a priority
+with another, under ``[router] balance = "warm"``) the models in memory
+(``GET /api/ps``) are read with the catalogue and written to the registry's
+:class:`~rubberduck.actors.residency.Residency`, as is each successful
+attempt's latency (the EWMA routing weighs load with).
 They run on a small thread pool so that a slow backend never blocks this actor;
 results come back as messages. Closed circuits are probed every ``interval``
 seconds, open ones every ``cooldown`` (the policy:
@@ -52,10 +57,13 @@ from rubberduck.messages import (
 )
 from rubberduck.providers.base import Provider
 from rubberduck.telemetry import events
+from rubberduck.telemetry.logs import component
 
 __all__ = ["FAILURE_KINDS", "HealthMonitor"]
 
 HEALTH = "health"
+
+log = component("health")
 #: Outcome kinds that count against a backend. A 503 ("busy") counts too, so a
 #: backend that keeps refusing work is cooled down, but only "refused" opens the
 #: circuit at once. A rejected key ("auth") counts: the backend cannot serve
@@ -89,14 +97,21 @@ class HealthMonitor(SupervisedActor):
         registry: Where the Router is found.
         providers: Backend name → provider, in routing order.
         config: Probe interval/timeout and breaker settings (seconds).
+        read_ps: Backends whose loaded models (Ollama ``GET /api/ps``) are read
+            with their catalogue.
     """
 
     def __init__(
-        self, registry: Registry, providers: dict[str, Provider], config: HealthConfig
+        self,
+        registry: Registry,
+        providers: dict[str, Provider],
+        config: HealthConfig,
+        read_ps: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(registry, HEALTH)
         self.providers = providers
         self.config = config
+        self.read_ps = read_ps
         self.tick_s = max(0.02, min(config.interval, config.cooldown) / 4)
 
     def started(self) -> None:
@@ -193,7 +208,10 @@ class HealthMonitor(SupervisedActor):
         try:
             detail = provider.health_check(timeout)
             models = tuple(provider.list_models(timeout)) if want_catalogue else None
-            result = ProbeResult(name, True, detail, models, time.monotonic() - started)
+            loaded = self._read_ps(name, provider, timeout) if want_catalogue else None
+            result = ProbeResult(
+                name, True, detail, models, time.monotonic() - started, loaded=loaded
+            )
         except RubberDuckError as exc:
             refused = isinstance(exc, ProviderUnavailable) and exc.refused
             result = ProbeResult(
@@ -206,6 +224,18 @@ class HealthMonitor(SupervisedActor):
         except pykka.ActorDeadError:
             pass
 
+    def _read_ps(self, name: str, provider: Provider, timeout: float) -> tuple[str, ...] | None:
+        """The models ``provider`` holds in memory, if it is one to ask; ``None``
+        when not asked or the read failed (routing then goes by answers alone)."""
+        ps = getattr(provider, "ps", None)
+        if name not in self.read_ps or ps is None:
+            return None
+        try:
+            return tuple(m.name or m.model for m in ps(timeout).models)
+        except RubberDuckError as exc:
+            log.debug("reading %s's loaded models failed: %s", name, exc.message)
+            return None
+
     def _probed(self, msg: ProbeResult) -> None:
         b = self.backends[msg.provider]
         now = time.monotonic()
@@ -214,6 +244,8 @@ class HealthMonitor(SupervisedActor):
         b.last_probe = now
         if msg.ok:
             b.detail = msg.detail
+            if msg.loaded is not None:
+                self.registry.residency.set_loaded(msg.provider, msg.loaded)
             if msg.models is not None:
                 b.models, b.catalogue_at = msg.models, now
             # In the closed state the failure count belongs to real requests (a
@@ -241,6 +273,7 @@ class HealthMonitor(SupervisedActor):
         b.requests += 1
         if msg.kind == "ok":
             b.latencies.append(msg.latency_s)
+            self.registry.residency.observe(msg.provider, msg.latency_s)
             # Only a probe closes an open circuit; a success that started before
             # the circuit opened proves little.
             if b.breaker.state == "closed":
@@ -268,8 +301,10 @@ class HealthMonitor(SupervisedActor):
     def snapshot(self) -> dict[str, BackendHealth]:
         """Every backend's :class:`BackendHealth`, in routing order."""
         out = {}
+        residency = self.registry.residency
         for name, b in self.backends.items():
             lat = sorted(b.latencies)
+            loaded = residency.loaded(name)
             out[name] = BackendHealth(
                 name=name,
                 kind=b.provider.kind,
@@ -284,5 +319,7 @@ class HealthMonitor(SupervisedActor):
                 latency_p50_s=lat[len(lat) // 2] if lat else None,
                 latency_p95_s=lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None,
                 checked=b.last_probe > float("-inf"),
+                loaded_models=None if loaded is None else tuple(sorted(loaded)),
+                cold_loads=residency.cold_loads.get(name, 0),
             )
         return out

@@ -39,6 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
+from rubberduck.actors.model_turns import ModelTurns
+from rubberduck.actors.residency import model_key
 from rubberduck.actors.supervisor import Registry, SupervisedActor
 from rubberduck.errors import (
     AllProvidersFailed,
@@ -83,6 +85,9 @@ class ProviderActor(SupervisedActor):
             (the Router offers the request elsewhere).
         max_waiting: Requests taken as overflow (no backend had room) waiting
             for a slot; past it, full even for overflow.
+        max_in_flight_per_model: Requests per model running at once (the
+            host's ``OLLAMA_NUM_PARALLEL``; see
+            :mod:`~rubberduck.actors.model_turns`); ``None``: no limit.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class ProviderActor(SupervisedActor):
         max_in_flight: int = 4,
         max_queue: int = 64,
         max_waiting: int = 1024,
+        max_in_flight_per_model: int | None = None,
     ) -> None:
         super().__init__(registry, provider_actor_name(provider.name))
         self.provider = provider
@@ -102,6 +108,7 @@ class ProviderActor(SupervisedActor):
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
         self.max_waiting = max_waiting
+        self.model_turns = ModelTurns(max_in_flight_per_model)
 
     def started(self) -> None:
         self._pool = ThreadPoolExecutor(
@@ -133,7 +140,7 @@ class ProviderActor(SupervisedActor):
             waiting, self._waiting = list(self._waiting), deque()
         self.registry.admissions.unregister(self.backend, self.admit)
         for handle in waiting:  # never had a slot
-            self.load.add(self.backend, -1)
+            self.load.add(self.backend, -1, model_key(handle.request.model))
             self._hand_back(handle, "before it started")
         for handle, future in admitted:
             if future.cancel():  # still queued: it never reached the backend
@@ -175,8 +182,10 @@ class ProviderActor(SupervisedActor):
             if self._exit_reason is not None:
                 return Admission.GONE
             if handle.finished:
-                self.load.add(self.backend, -1)
+                self.load.add(self.backend, -1, model_key(handle.request.model))
                 return Admission.TAKEN
+            if not overflow and self._model_full(handle):
+                return Admission.FULL
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
                 if handle.caller_runs:
@@ -199,8 +208,12 @@ class ProviderActor(SupervisedActor):
         ended while waiting (deadline, cancel) leave it when a slot frees, or
         here once the list has doubled, so it holds few finished ones."""
         if len(self._waiting) >= self._prune_at:
-            live = deque(h for h in self._waiting if not h.finished)
-            self.load.add(self.backend, len(live) - len(self._waiting))
+            live: deque[RequestState] = deque()
+            for h in self._waiting:  # one pass: each either counted out or kept
+                if h.finished:
+                    self.load.add(self.backend, -1, model_key(h.request.model))
+                else:
+                    live.append(h)
             self._waiting = live
             self._prune_at = max(64, 2 * len(live))
         self._waiting.append(handle)
@@ -213,7 +226,7 @@ class ProviderActor(SupervisedActor):
         while self._waiting:
             handle = self._waiting.popleft()
             if handle.finished:
-                self.load.add(self.backend, -1)
+                self.load.add(self.backend, -1, model_key(handle.request.model))
                 continue
             future = self._pool.submit(self._work, handle)
             self._admitted[handle.id] = (handle, future)
@@ -224,7 +237,7 @@ class ProviderActor(SupervisedActor):
     def _left(self, handle: RequestState) -> None:
         """``handle`` is no longer this actor's: free its slot and count, and
         give the slot to the next waiting request."""
-        self.load.add(self.backend, -1)
+        self.load.add(self.backend, -1, model_key(handle.request.model))
         with self._lock:
             self._admitted.pop(handle.id, None)
             self._scopes.pop(handle.id, None)
@@ -234,6 +247,12 @@ class ProviderActor(SupervisedActor):
                 self._start_waiting()  # the slot passes on
             else:
                 self._slots.release()
+
+    def _model_full(self, handle: RequestState) -> bool:
+        """Every turn for ``handle``'s model here is taken (the Router counted
+        it in :class:`Load` already)."""
+        model = model_key(handle.request.model)
+        return model is not None and self.model_turns.full(self.load.model(self.backend, model))
 
     def _moved(self, when: str) -> ProviderUnavailable:
         """Why a request leaves this actor as it dies (fallback: the Router moves it)."""
@@ -249,6 +268,12 @@ class ProviderActor(SupervisedActor):
     def _work(self, handle: RequestState, *, turn: bool = False) -> None:
         """Run ``handle``'s attempt; ``turn``: it holds one of the
         ``max_in_flight`` turns already (on its caller's thread)."""
+        # The model's turn first: one waiting for it holds no backend turn
+        # that a request for another model could use.
+        model = self.model_turns.take(
+            model_key(handle.request.model),
+            lambda: handle.finished or self._exit_reason is not None,
+        )
         turn = turn or self._take_turn(handle)
         try:
             if handle.finished:
@@ -272,6 +297,8 @@ class ProviderActor(SupervisedActor):
         finally:
             if turn:
                 self._turns.release()
+            if model is not None:
+                self.model_turns.give(model)
             self._left(handle)
 
     def _take_turn(self, handle: RequestState) -> bool:
@@ -336,6 +363,10 @@ class ProviderActor(SupervisedActor):
         self.registry.outcomes.append(outcome)
         if kind != "ok":
             self.registry.tell(HEALTH, Tick())
+        elif (done := handle.done) is not None:  # the model is loaded here now
+            self.registry.residency.answered(
+                self.backend, done.model or handle.request.model, done.durations.load_s
+            )
         if error is not None and not error.provider:
             error.provider = self.backend
         requests.attempt_ended(attempt, kind, error)  # telemetry

@@ -104,6 +104,8 @@ class Router(SupervisedActor):
     routes: Backends, in configured order.
     load: Requests in flight per backend, shared with the ProviderActors.
     backoff: Retry rounds and waits.
+    balance: The order among equal priorities (see :mod:`rubberduck.actors.balance`).
+    seed: Seed of the power-of-two-choices draws (``None``: unseeded).
     """
 
     def __init__(
@@ -112,6 +114,8 @@ class Router(SupervisedActor):
         routes: list[Route],
         load: Load | None = None,
         backoff: Backoff = Backoff(),
+        balance: str = "warm",
+        seed: int | None = None,
     ) -> None:
         super().__init__(registry, ROUTER)
         # Stable sort: equal priorities keep the configured order.
@@ -119,12 +123,20 @@ class Router(SupervisedActor):
         self.load = load if load is not None else Load()
         self.backoff = backoff
         self._rng = random.Random()
+        self.balance = balance
+        self._balance_rng = random.Random(seed)
 
     def started(self) -> None:
         #: What this router knows of the backends; a copy is published after each
         #: change, for callers to route new requests from (see
         #: :func:`~rubberduck.actors.routing.route_first`).
-        self.table = RoutingTable(self.routes, self.load)
+        self.table = RoutingTable(
+            self.routes,
+            self.load,
+            residency=self.registry.residency,
+            balance=self.balance,
+            rng=self._balance_rng,
+        )
         self.down = self.table.down
         #: When each backend in ``down`` went down (monotonic seconds): panic order.
         self.down_since = self.table.down_since

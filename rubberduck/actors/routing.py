@@ -14,10 +14,13 @@ request by message as before.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from rubberduck.actors.balance import order as balance_order
 from rubberduck.actors.channels import Admission, Admissions, Load
+from rubberduck.actors.residency import Residency, model_key
 from rubberduck.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -47,6 +50,13 @@ class Route:
         priority: Lower goes first; equal priorities share the load.
         embeddings: The backend can embed (``EmbedRequest``).
         kind: The provider kind (``"ollama"``, ...), for the remedy a message names.
+        weight: Share of the load among equal priorities (relative; see
+            :mod:`rubberduck.actors.balance`).
+        max_in_flight: Requests that run at once there (``None``: no bound known).
+        max_in_flight_per_model: Requests per model that run at once there
+            (the host's ``OLLAMA_NUM_PARALLEL``; ``None``: not bounded).
+        max_loaded_models: Models the host holds at once
+            (``OLLAMA_MAX_LOADED_MODELS``; ``None``: not known).
     """
 
     name: str
@@ -55,6 +65,10 @@ class Route:
     priority: int = 0
     embeddings: bool = True
     kind: str = ""
+    weight: float = 1.0
+    max_in_flight: int | None = None
+    max_in_flight_per_model: int | None = None
+    max_loaded_models: int | None = None
 
 
 def model_names(models: tuple[str, ...] | list[str]) -> set[str]:
@@ -74,6 +88,10 @@ class RoutingTable:
         down: Backend → why its circuit is open.
         down_since: When each backend in ``down`` went down (monotonic seconds).
         catalogue: Backend → its models, from its last catalogue read.
+        residency: Models loaded and latency per backend (shared, live).
+        balance: The order among equal priorities (one of
+            :data:`~rubberduck.actors.balance.BALANCES`).
+        rng: The power-of-two-choices draws (shared by copies; seed it for tests).
     """
 
     routes: list[Route]
@@ -81,6 +99,9 @@ class RoutingTable:
     down: dict[str, str] = field(default_factory=dict)
     down_since: dict[str, float] = field(default_factory=dict)
     catalogue: dict[str, set[str]] = field(default_factory=dict)
+    residency: Residency = field(default_factory=Residency)
+    balance: str = "warm"
+    rng: random.Random = field(default_factory=random.Random)
 
     def copy(self) -> RoutingTable:
         """A copy that later changes to this table do not touch (to publish)."""
@@ -138,8 +159,9 @@ class RoutingTable:
         if panic:
             return sorted(out, key=lambda r: -self.down_since.get(r.name, 0.0))
         if len(out) > 1:
-            load = self.load
-            out.sort(key=lambda r: (r.priority, load[r.name]))  # stable: config order next
+            out = balance_order(
+                out, model_key(model), self.load, self.residency, self.balance, self.rng
+            )
         return out
 
 
@@ -152,14 +174,15 @@ def offer(
     The request is marked tried *before* the offer: once taken, a worker may
     fail it and the Router route it again at once, from another thread.
     """
-    load.add(name, 1)
+    model = model_key(handle.request.model)
+    load.add(name, 1, model)
     handle.excluded.add(name)
     handle.tried.append(name)
     taken = admissions.admit(name, handle, overflow=overflow)
     if taken is Admission.TAKEN:
         events.taken(handle, name)  # telemetry: a fallback, when one failed before
         return taken
-    load.add(name, -1)
+    load.add(name, -1, model)
     if taken is Admission.FULL:
         waiting = "and too many wait for a slot" if overflow else "or waiting"
         handle.causes[name] = ServerBusy(

@@ -32,6 +32,7 @@ import pykka
 
 from rubberduck.actors._pykka import ThreadingActor, actor_of, empty_mailbox
 from rubberduck.actors.channels import Admissions, OutcomeLog
+from rubberduck.actors.residency import Residency
 from rubberduck.messages import ChildExited, Crash
 from rubberduck.scheduler import Scheduler
 from rubberduck.telemetry import events
@@ -111,6 +112,9 @@ class Registry:
         #: The Router's view of the backends, published for callers to route
         #: new requests from (``None`` until a Router started).
         self.routing: RoutingTable | None = None
+        #: Models loaded and latency per backend: written by the HealthMonitor
+        #: (``/api/ps``, outcomes) and the ProviderActors (answers), read by routing.
+        self.residency = Residency()
 
     def add_thread(self, thread: threading.Thread) -> None:
         """Remember ``thread`` so that shutdown joins it (forgets finished ones)."""
