@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 try:
+    from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
 except ImportError:  # the optional extra is not installed
+    _context = None  # type: ignore[assignment]
     _metrics = None  # type: ignore[assignment]
     _trace = None  # type: ignore[assignment]
 
@@ -126,6 +128,11 @@ class Instruments:
         self.escalations = c(
             "rubberduck.escalations", "{escalation}", "Supervisor gave up (restart intensity)"
         )
+        self.dropped = c(
+            "rubberduck.telemetry.dropped",
+            "{request}",
+            "Requests whose spans and metrics were dropped (the recorder's queue was full)",
+        )
 
     def observe(self, meter: Any, callbacks: dict[str, Callable[[Any], Iterable[Any]]]) -> None:
         """Register the observable gauges (name → callback)."""
@@ -180,6 +187,12 @@ def tracer() -> Any | None:
     _tracer[0] = provider.get_tracer(SCOPE, __version__)
     _cache[2] = provider
     return _tracer[0]
+
+
+def current_context() -> Any:
+    """The caller's current context (its current span: the request span's parent)."""
+    assert _trace is not None
+    return _context.get_current()
 
 
 def span_in_context(span: Any) -> Any:
