@@ -17,6 +17,7 @@ kept here, behind a check that falls back to "enabled".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -60,6 +61,44 @@ def _unset_meter_provider_types() -> tuple[type, ...]:
 
 
 _UNSET = _unset_meter_provider_types()
+
+
+def _globals_readable() -> bool:
+    """Whether this API version keeps the global providers where
+    :func:`_meter_provider` and :func:`_tracer_provider` read them (internal:
+    ``None`` until one is set)."""
+    try:
+        from opentelemetry.metrics import _internal
+
+        return hasattr(_internal, "_METER_PROVIDER") and hasattr(_trace, "_TRACER_PROVIDER")
+    except (ImportError, AttributeError):
+        return False
+
+
+# The API's getters look the environment up on every call while no provider is
+# set (OTEL_PYTHON_*_PROVIDER names one to load): about 1 µs each, per request.
+_FAST = _metrics is not None and _globals_readable()
+_ENV = frozenset(("OTEL_PYTHON_METER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER")) & set(os.environ)
+
+
+def _meter_provider() -> Any:
+    """The global meter provider, or ``None`` when none is set."""
+    if _FAST:
+        from opentelemetry.metrics import _internal
+
+        provider = _internal._METER_PROVIDER
+        if provider is not None or "OTEL_PYTHON_METER_PROVIDER" not in _ENV:
+            return provider
+    return _metrics.get_meter_provider()
+
+
+def _tracer_provider() -> Any:
+    """The global tracer provider, or ``None`` when none is set."""
+    if _FAST:
+        provider = _trace._TRACER_PROVIDER
+        if provider is not None or "OTEL_PYTHON_TRACER_PROVIDER" not in _ENV:
+            return provider
+    return _trace.get_tracer_provider()
 
 
 class Instruments:
@@ -157,11 +196,11 @@ def instruments() -> Instruments | None:
     is missing or no SDK provider is set (a few hundred nanoseconds)."""
     if _metrics is None:
         return None
-    provider = _metrics.get_meter_provider()
+    provider = _meter_provider()
     if provider is _cache[0]:
         inst: Instruments | None = _cache[1]
         return inst
-    if isinstance(provider, _UNSET):
+    if provider is None or isinstance(provider, _UNSET):
         return None
     from rubberduck._version import __version__
 
@@ -177,10 +216,12 @@ def tracer() -> Any | None:
     API is missing or no SDK provider is set."""
     if _trace is None:
         return None
-    provider = _trace.get_tracer_provider()
+    provider = _tracer_provider()
     if provider is _cache[2]:
         return _tracer[0]
-    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+    if provider is None or isinstance(
+        provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    ):
         return None
     from rubberduck._version import __version__
 
