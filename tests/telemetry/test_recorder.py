@@ -17,7 +17,7 @@ from rubberduck.providers import create_provider
 from rubberduck.telemetry import recorder
 from rubberduck.telemetry import requests as tr
 from rubberduck.telemetry.recorder import Recorder
-from tests.conftest import HI, runtime_for
+from tests.conftest import HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 from tests.telemetry.conftest import Sdk
 
@@ -114,3 +114,17 @@ def test_a_failing_job_leaves_the_recorder_running(caplog: pytest.LogCaptureFixt
     assert rec.submit(done.set)
     assert done.wait(5)
     assert [r.getMessage() for r in caplog.records] == ["telemetry job broken failed"]
+
+
+def test_inline_recording_makes_the_sdk_calls_on_the_request_path(
+    sdk: Sdk, servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Paused()  # its thread never runs: only inline recording can record
+    rec.inline = True
+    monkeypatch.setattr(recorder, "RECORDER", rec)
+    primary, backup = servers
+    with runtime_for(primary.url, backup.url) as rt:
+        rt.chat("llama3.2", HI)
+        # The request span at once; its attempt's as the worker ends it (after the Done).
+        assert wait_until(lambda: len(sdk.spans.get_finished_spans()) == 2)
+        assert not rec._queue
