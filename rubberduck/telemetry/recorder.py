@@ -154,6 +154,10 @@ class Recorder:
         if dropped == self._reported:
             return
         delta, self._reported = dropped - self._reported, dropped
+        self._run(self._count_dropped, (delta,))
+
+    def _count_dropped(self, delta: int) -> None:
+        """WARNING and ``rubberduck.telemetry.dropped``: ``delta`` more jobs dropped."""
         warn(
             _log,
             "telemetry queue full (%d jobs): %d requests' spans and metrics dropped",
