@@ -44,7 +44,7 @@ from rubberduck.providers import create_provider
 from rubberduck.providers.base import Provider
 from rubberduck.request_methods import Call, RequestMethods
 from rubberduck.request_state import RequestState
-from rubberduck.telemetry import events, gauges
+from rubberduck.telemetry import events, gauges, recorder
 from rubberduck.validation import (
     check_mid_stream,
     check_request,
@@ -457,6 +457,7 @@ class Runtime(RequestMethods, ModelAdmin):
                 provider.close()
             self._ledger.close()
             gauges.unwatch(self._gauges)
+            recorder.flush(timeout)  # the spans and metrics of the requests it ran
             events.runtime_closed(list(self.providers))
 
     def _escalated(self, reason: str) -> None:

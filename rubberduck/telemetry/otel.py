@@ -17,13 +17,16 @@ kept here, behind a check that falls back to "enabled".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 try:
+    from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
 except ImportError:  # the optional extra is not installed
+    _context = None  # type: ignore[assignment]
     _metrics = None  # type: ignore[assignment]
     _trace = None  # type: ignore[assignment]
 
@@ -58,6 +61,44 @@ def _unset_meter_provider_types() -> tuple[type, ...]:
 
 
 _UNSET = _unset_meter_provider_types()
+
+
+def _globals_readable() -> bool:
+    """Whether this API version keeps the global providers where
+    :func:`_meter_provider` and :func:`_tracer_provider` read them (internal:
+    ``None`` until one is set)."""
+    try:
+        from opentelemetry.metrics import _internal
+
+        return hasattr(_internal, "_METER_PROVIDER") and hasattr(_trace, "_TRACER_PROVIDER")
+    except (ImportError, AttributeError):
+        return False
+
+
+# The API's getters look the environment up on every call while no provider is
+# set (OTEL_PYTHON_*_PROVIDER names one to load): about 1 µs each, per request.
+_FAST = _metrics is not None and _globals_readable()
+_ENV = frozenset(("OTEL_PYTHON_METER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER")) & set(os.environ)
+
+
+def _meter_provider() -> Any:
+    """The global meter provider, or ``None`` when none is set."""
+    if _FAST:
+        from opentelemetry.metrics import _internal
+
+        provider = _internal._METER_PROVIDER
+        if provider is not None or "OTEL_PYTHON_METER_PROVIDER" not in _ENV:
+            return provider
+    return _metrics.get_meter_provider()
+
+
+def _tracer_provider() -> Any:
+    """The global tracer provider, or ``None`` when none is set."""
+    if _FAST:
+        provider = _trace._TRACER_PROVIDER
+        if provider is not None or "OTEL_PYTHON_TRACER_PROVIDER" not in _ENV:
+            return provider
+    return _trace.get_tracer_provider()
 
 
 class Instruments:
@@ -126,6 +167,11 @@ class Instruments:
         self.escalations = c(
             "rubberduck.escalations", "{escalation}", "Supervisor gave up (restart intensity)"
         )
+        self.dropped = c(
+            "rubberduck.telemetry.dropped",
+            "{request}",
+            "Requests whose spans and metrics were dropped (the recorder's queue was full)",
+        )
 
     def observe(self, meter: Any, callbacks: dict[str, Callable[[Any], Iterable[Any]]]) -> None:
         """Register the observable gauges (name → callback)."""
@@ -150,11 +196,11 @@ def instruments() -> Instruments | None:
     is missing or no SDK provider is set (a few hundred nanoseconds)."""
     if _metrics is None:
         return None
-    provider = _metrics.get_meter_provider()
+    provider = _meter_provider()
     if provider is _cache[0]:
         inst: Instruments | None = _cache[1]
         return inst
-    if isinstance(provider, _UNSET):
+    if provider is None or isinstance(provider, _UNSET):
         return None
     from rubberduck._version import __version__
 
@@ -170,16 +216,24 @@ def tracer() -> Any | None:
     API is missing or no SDK provider is set."""
     if _trace is None:
         return None
-    provider = _trace.get_tracer_provider()
+    provider = _tracer_provider()
     if provider is _cache[2]:
         return _tracer[0]
-    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+    if provider is None or isinstance(
+        provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    ):
         return None
     from rubberduck._version import __version__
 
     _tracer[0] = provider.get_tracer(SCOPE, __version__)
     _cache[2] = provider
     return _tracer[0]
+
+
+def current_context() -> Any:
+    """The caller's current context (its current span: the request span's parent)."""
+    assert _trace is not None
+    return _context.get_current()
 
 
 def span_in_context(span: Any) -> Any:

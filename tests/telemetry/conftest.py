@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.util._once import Once
 
-from rubberduck.telemetry import LIMITER
+from rubberduck.telemetry import LIMITER, flush
 
 
 def reset_globals() -> None:
@@ -44,6 +44,7 @@ class Sdk:
 
     def points(self, name: str) -> list[Any]:
         """Every data point of metric ``name`` collected now."""
+        flush()
         data = self.reader.get_metrics_data()
         out = []
         for rm in data.resource_metrics if data else ():
@@ -55,6 +56,7 @@ class Sdk:
 
     def metric(self, name: str) -> Any:
         """The metric ``name`` (its unit, description) collected now."""
+        flush()
         data = self.reader.get_metrics_data()
         for rm in data.resource_metrics if data else ():
             for sm in rm.scope_metrics:
@@ -64,6 +66,7 @@ class Sdk:
         raise AssertionError(f"no metric {name}")
 
     def finished(self) -> list[ReadableSpan]:
+        flush()
         return list(self.spans.get_finished_spans())
 
 
