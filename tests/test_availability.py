@@ -108,6 +108,9 @@ def test_a_probe_sent_before_the_circuit_opened_does_not_close_it(
     primary.get_delay = 0.5  # the first probe is still out when the request fails
     primary.mode = "busy"
     with runtime_for(primary.url, backup.url, failure_threshold=1, interval=60, cooldown=60) as rt:
+        # The probe must be out before the request fails: a probe sent after the
+        # circuit opened is a real probe of an open circuit, and may close it.
+        assert wait_until(lambda: any(p == "/api/version" for _, p, _ in primary.requests))
         assert rt.chat("llama3.2", HI).provider == "backup"
         assert wait_until(lambda: rt.health()["primary"].state == "open")
         assert wait_until(lambda: rt.health()["primary"].checked)  # the probe came back
