@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import pykka
@@ -50,6 +50,9 @@ from rubberduck.validation import (
     check_routing,
     check_timeout,
 )
+
+if TYPE_CHECKING:
+    from rubberduck.cluster import ClusterNode
 
 __all__ = ["Runtime"]
 
@@ -101,6 +104,8 @@ class Runtime(RequestMethods, ModelAdmin):
         except BaseException:
             if (deadlines := getattr(self, "_deadlines", None)) is not None:
                 deadlines.stop()
+            if (cluster := getattr(self, "cluster", None)) is not None:
+                cluster.close()
             for provider in self.providers.values():
                 provider.close()
             raise
@@ -125,6 +130,14 @@ class Runtime(RequestMethods, ModelAdmin):
                 "million tokens)"
             )
         self._deadlines = DeadlineWatch(self._registry.scheduler)
+        # [cluster]: shared slots and state in Redis (imports redis only then).
+        self.cluster: ClusterNode | None = None
+        if config.cluster is not None:
+            from rubberduck.cluster import ClusterNode
+
+            self.cluster = ClusterNode(config.cluster, self._ledger.local)
+            self._ledger.subscribe(self.cluster.usage.add)
+        shared = self.cluster.state if self.cluster is not None else None
         routes = [
             Route(
                 name,
@@ -138,7 +151,8 @@ class Runtime(RequestMethods, ModelAdmin):
         ]
         rc = config.router
         backoff = Backoff(rc.retries, rc.retry_backoff, rc.max_retry_backoff)
-        specs = [ChildSpec(HEALTH, self._starter(HealthMonitor, self.providers, config.health))]
+        health = self._starter(HealthMonitor, self.providers, config.health, shared)
+        specs = [ChildSpec(HEALTH, health)]
         for name, cfg in backends:
             specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
         specs.append(ChildSpec(ROUTER, self._starter(Router, routes, self._load, backoff)))
@@ -163,12 +177,14 @@ class Runtime(RequestMethods, ModelAdmin):
 
     def _provider_starter(self, name: str, cfg: ProviderConfig) -> Any:
         registry, provider, load = self._registry, self.providers[name], self._load
+        leases = self.cluster.leases if self.cluster is not None else None
         return lambda: ProviderActor.start(
             registry,
             provider,
             load,
             max_in_flight=cfg.max_in_flight,
             max_queue=cfg.max_queue,
+            leases=leases,
         )
 
     @classmethod
@@ -397,6 +413,18 @@ class Runtime(RequestMethods, ModelAdmin):
         and per model; local backends cost 0.0 (see ``shadow_cost_usd``)."""
         return self._ledger.report()
 
+    def cluster_usage(self) -> UsageReport:
+        """Requests, tokens and cost (USD) of every runtime sharing this one's
+        ``[cluster]`` Redis, per backend and per model (each runtime adds its
+        own every ``sync_interval`` seconds); without ``[cluster]``, :meth:`usage`.
+
+        Raises:
+            ProviderUnavailable: Redis cannot be read now (:meth:`usage` still can).
+        """
+        if self.cluster is None:
+            return self.usage()
+        return self.cluster.usage_totals()
+
     def subscribe_usage(self, callback: Callable[[Done], None]) -> Callable[[], None]:
         """Call ``callback(done)`` with every finished request's ``Done`` (cost and
         usage filled in), on the runtime's usage thread, off the request's path: a
@@ -447,6 +475,8 @@ class Runtime(RequestMethods, ModelAdmin):
             for provider in self.providers.values():
                 provider.close()
             self._ledger.close()
+            if self.cluster is not None:
+                self.cluster.close(timeout)
             gauges.unwatch(self._gauges)
             events.runtime_closed(list(self.providers))
 

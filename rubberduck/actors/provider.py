@@ -35,7 +35,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
@@ -53,6 +55,9 @@ from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
 from rubberduck.providers.base import CancelScope, Provider, sending
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, requests
+
+if TYPE_CHECKING:
+    from rubberduck.cluster.leases import SlotLeases
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -83,6 +88,10 @@ class ProviderActor(SupervisedActor):
             (the Router offers the request elsewhere).
         max_waiting: Requests taken as overflow (no backend had room) waiting
             for a slot; past it, full even for overflow.
+        leases: The cluster's slot leases (``[cluster]``): an attempt also
+            holds one of the backend's ``max_in_flight`` leases across every
+            runtime sharing the Redis, waiting for it after its local turn
+            (:mod:`rubberduck.cluster.leases`). ``None``: local slots only.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class ProviderActor(SupervisedActor):
         max_in_flight: int = 4,
         max_queue: int = 64,
         max_waiting: int = 1024,
+        leases: SlotLeases | None = None,
     ) -> None:
         super().__init__(registry, provider_actor_name(provider.name))
         self.provider = provider
@@ -102,6 +112,7 @@ class ProviderActor(SupervisedActor):
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
         self.max_waiting = max_waiting
+        self.leases = leases
 
     def started(self) -> None:
         self._pool = ThreadPoolExecutor(
@@ -250,7 +261,12 @@ class ProviderActor(SupervisedActor):
         """Run ``handle``'s attempt; ``turn``: it holds one of the
         ``max_in_flight`` turns already (on its caller's thread)."""
         turn = turn or self._take_turn(handle)
+        lease = None
         try:
+            if turn and self.leases is not None:  # the cluster's slot, after ours
+                lease = self.leases.acquire(
+                    self.backend, self.max_in_flight, self._gives_up(handle)
+                )
             if handle.finished:
                 return
             error = self._attempt(handle) if self._exit_reason is None else None
@@ -270,9 +286,15 @@ class ProviderActor(SupervisedActor):
             log.exception("%s failed on request %s", self.name, handle.id)
             handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
+            if lease is not None and self.leases is not None:
+                self.leases.release(lease)
             if turn:
                 self._turns.release()
             self._left(handle)
+
+    def _gives_up(self, handle: RequestState) -> Callable[[], bool]:
+        """When a wait for a cluster slot ends: the request ended, or this actor goes."""
+        return lambda: handle.finished or self._exit_reason is not None
 
     def _take_turn(self, handle: RequestState) -> bool:
         """Wait for one of the ``max_in_flight`` turns (workers and callers'
