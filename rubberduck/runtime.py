@@ -135,8 +135,7 @@ class Runtime(RequestMethods, ModelAdmin):
         if config.cluster is not None:
             from rubberduck.cluster import ClusterNode
 
-            self.cluster = ClusterNode(config.cluster, self._ledger.local)
-            self._ledger.subscribe(self.cluster.usage.add)
+            self.cluster = ClusterNode(config.cluster, self._ledger.report)
         shared = self.cluster.state if self.cluster is not None else None
         routes = [
             Route(

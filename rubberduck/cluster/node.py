@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from rubberduck.cluster.leases import SlotLeases, replica_id
 from rubberduck.cluster.link import RedisLink
@@ -20,9 +21,10 @@ __all__ = ["ClusterNode"]
 
 log = component("cluster")
 
-#: Seconds a release waits for others to share its round trip to Redis: the
-#: slot is free for other replicas this much later, at most.
-RELEASE_BATCH_S = 0.001
+#: Seconds a release waits for others to share its round trip to Redis (and
+#: for a request of this runtime to take it back with none): the slot is free
+#: for other replicas this much later, at most.
+RELEASE_BATCH_S = 0.002
 
 
 class ClusterNode:
@@ -35,14 +37,14 @@ class ClusterNode:
 
     Args:
         config: The ``[cluster]`` table.
-        is_local: Backend name → ``True`` for a local (free) backend.
+        usage: This runtime's usage totals now (``UsageLedger.report``).
 
     Raises:
         ConfigError: the ``redis`` client is missing or ``redis_url`` is bad.
             Redis being down is not an error: the runtime starts on local state.
     """
 
-    def __init__(self, config: ClusterConfig, is_local: dict[str, bool]) -> None:
+    def __init__(self, config: ClusterConfig, usage: Callable[[], UsageReport]) -> None:
         self.config = config
         self.replica = replica_id()
         self.link = RedisLink(config)
@@ -53,7 +55,7 @@ class ClusterNode:
             self.link, prefix, self.replica, config.slot_ttl, config.slot_poll, self._wake.set
         )
         self.state = SharedState(self.link, prefix, self.replica)
-        self.usage = SharedUsage(self.link, prefix, is_local)
+        self.usage = SharedUsage(self.link, prefix, usage)
         self._thread = threading.Thread(target=self._run, name="rubberduck-cluster", daemon=True)
         self._thread.start()
 

@@ -136,3 +136,37 @@ def _stop_property_server() -> object:
     yield None
     for server in _servers:
         server.kill()
+
+
+def test_the_link_rejoins_when_redis_is_back(redis_server: RedisServer) -> None:
+    from tests.cluster.conftest import start_redis
+
+    link = RedisLink(ClusterConfig(redis_url=redis_server.url, retry_after=0.1))
+    assert link.call("ping", lambda c: c.ping()) is True
+    redis_server.kill()
+    assert link.call("ping", lambda c: c.ping()) is None
+    assert not link.up
+    assert link.call("ping", lambda c: c.ping()) is None  # in its pause: not even tried
+    back = start_redis(redis_server.port)
+    try:
+        time.sleep(0.15)  # past retry_after
+        assert link.call("ping", lambda c: c.ping()) is True
+        assert link.up
+    finally:
+        back.kill()
+
+
+def test_a_lease_released_here_is_taken_back_without_a_round_trip(
+    redis_server: RedisServer,
+) -> None:
+    a = leases(redis_server, "a")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.release(first)  # not flushed yet: still in Redis
+    scripts = a.link.client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    again = a.try_acquire("x", 1)
+    assert again == first
+    assert a.link.client.info("commandstats")["cmdstat_evalsha"]["calls"] == scripts
+    assert isinstance(a.try_acquire("y", 1), Lease)  # another backend: its own lease
+    a.flush()
+    assert live(a, "x") == 1  # the lease taken back stays; nothing was removed
