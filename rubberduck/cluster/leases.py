@@ -118,6 +118,10 @@ class SlotLeases:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.poll_s = poll_s
         self._wake = wake
+        #: Take back leases released here and not yet removed from Redis
+        #: (``benchmarks/cluster.py`` turns it off to measure a round trip
+        #: per request).
+        self.reuse = True
         self._ids = (f"{replica}:{n}" for n in itertools.count())
         self._lock = threading.Lock()
         self._held: dict[str, set[str]] = {}
@@ -147,7 +151,7 @@ class SlotLeases:
         back without a round trip; otherwise one round trip."""
         with self._lock:
             released = self._released.get(backend)
-            if released:
+            if released and self.reuse:
                 lease = Lease(backend, released.pop())
                 self._held.setdefault(backend, set()).add(lease.id)
                 return lease
