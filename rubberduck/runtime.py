@@ -83,6 +83,10 @@ class Runtime(RequestMethods, ModelAdmin):
             supervisor gave up (by default more than 3 actor restarts in 5 s). It is also
             logged at ERROR on ``rubberduck.supervisor``; every request still
             running then fails, and :meth:`health` and :meth:`submit` raise.
+        cluster: With a ``[cluster]`` table, this runtime's
+            :class:`~rubberduck.cluster.ClusterNode` (``cluster.state.residency()``
+            and ``.catalogue()``: ``dict[backend, list[model]]`` as the cluster
+            last read them); ``None`` without one.
     """
 
     def __init__(self, config: Config) -> None:

@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import redis
 
+import tests
 from tests.cluster.conftest import RedisServer
 from tests.cluster.counting_ollama import CountingOllama
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The checkout (the replicas run ``python -m tests.cluster.replica`` from it).
+ROOT = Path(tests.__file__).resolve().parent.parent
 
 
 def config(redis_url: str, hosts: list[CountingOllama], **cluster: Any) -> dict[str, Any]:
