@@ -173,3 +173,15 @@ def test_one_redis_round_trip_per_request_takes_the_slot(
         # slot_ttl/3); fewer when a request takes back a lease just released.
         assert 1 <= taken <= 4
         assert wait_until(lambda: client.zcard("rubberduck:slots:ollama") == 0)  # released
+
+
+def test_two_replicas_probe_a_backend_once_per_probe_period(
+    redis_server: RedisServer, fake: FakeOllama
+) -> None:
+    config = cfg(redis_server.url, fake.port)  # interval 60 s: one probe period in this test
+    with Runtime.from_config(config) as a, Runtime.from_config(config) as b:
+        health = [a.wait_for_probes(), b.wait_for_probes()]
+        versions = [r for r in fake.requests if r[:2] == ("GET", "/api/version")]
+        assert len(versions) == 1  # the other replica took the prober's findings
+        assert [h["ollama"].state for h in health] == ["closed", "closed"]
+        assert all(h["ollama"].checked for h in health)
