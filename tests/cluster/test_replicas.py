@@ -135,3 +135,17 @@ def test_redis_killed_mid_run_fails_no_request(
     outcomes = [r.result() for r in replicas]
     assert [o[0] for o in outcomes] == [{"ok": 24, "errors": []}] * 2
     assert any("carrying on with local limits" in err for _, err in outcomes)
+
+
+def test_leases_of_answers_longer_than_the_ttl_are_renewed(
+    redis_server: RedisServer, hosts: list[CountingOllama]
+) -> None:
+    for h in hosts:
+        h.lines, h.pause = 15, 0.1  # 1.5 s an answer: 2.5 × slot_ttl
+    cfg = config(redis_server.url, hosts, slot_ttl=0.6)
+    replicas = [Replica(cfg, threads=4, requests=2) for _ in range(2)]
+    results = [r.result()[0] for r in replicas]
+    assert results == [{"ok": 8, "errors": []}] * 2
+    # Unrenewed, a lease would expire mid-answer and another replica's request
+    # would take its slot: up to 4 at a host.
+    assert [h.max_held for h in hosts] == [2, 2]
