@@ -415,6 +415,11 @@ class AsyncRuntime(AsyncModelAdmin):
         """As :meth:`Runtime.models <rubberduck.runtime.Runtime.models>`, off the loop."""
         return await asyncio.to_thread((await self._started()).models, timeout)
 
+    async def cluster_usage(self) -> UsageReport:
+        """As :meth:`Runtime.cluster_usage
+        <rubberduck.runtime.Runtime.cluster_usage>` (a Redis read), off the loop."""
+        return await asyncio.to_thread((await self._started()).cluster_usage)
+
     def usage(self) -> UsageReport:
         """As :meth:`Runtime.usage <rubberduck.runtime.Runtime.usage>` (not awaitable).
 

@@ -13,6 +13,10 @@ Example ``rubberduck.toml``::
     [router]
     order = ["ollama", "local"]  # priority; default: the tables' order
 
+    [cluster]                    # optional: replicas share limits and state in Redis
+    redis_url = "redis://127.0.0.1:6379/0"
+    slot_ttl = 10.0
+
 Units: every timeout and interval is in seconds.
 """
 
@@ -29,6 +33,7 @@ from rubberduck.cost import Price
 from rubberduck.errors import ConfigError
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "CostConfig",
     "HealthConfig",
@@ -256,6 +261,40 @@ class CostConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     shadow_model: str | None = None
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[cluster]`` table: runtimes (replicas) sharing one Redis hold each
+    backend's ``max_in_flight`` together and share circuit state, catalogues,
+    ``/api/ps`` residency and usage totals (:mod:`rubberduck.cluster`; needs
+    the ``cluster`` extra). Without the table nothing is shared and ``redis``
+    is never imported.
+
+    Attributes:
+        redis_url: The Redis server, e.g. ``"redis://127.0.0.1:6379/0"``.
+        slot_ttl: Seconds a slot lease lives without renewal: a replica that
+            dies frees its slots within this time. Leases of running requests
+            are renewed every ``slot_ttl / 3``.
+        key_prefix: Prefix of every Redis key, so that several fleets can
+            share one Redis (``PREFIX:slots:BACKEND``, ...).
+        socket_timeout: Seconds a Redis call may take before the runtime
+            carries on with its local state (keep it short: taking a slot is
+            on the request's path).
+        retry_after: Seconds without calling Redis after it failed (requests
+            use local limits meanwhile), then it is tried again.
+        sync_interval: Seconds between reads of the shared state (circuits,
+            catalogues, residency) and writes of usage totals.
+        slot_poll: Longest wait, seconds, between two tries for a slot when
+            every slot of a backend is taken across the cluster.
+    """
+
+    redis_url: str
+    slot_ttl: Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)] = 10.0
+    key_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "rubberduck"
+    socket_timeout: Annotated[float, msgspec.Meta(gt=0, le=10.0)] = 0.25
+    retry_after: Annotated[float, msgspec.Meta(gt=0, le=300.0)] = 1.0
+    sync_interval: Annotated[float, msgspec.Meta(ge=0.01, le=60.0)] = 0.5
+    slot_poll: Annotated[float, msgspec.Meta(ge=0.001, le=5.0)] = 0.05
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration.
 
@@ -265,6 +304,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         health: Health-probe and circuit-breaker settings.
         supervisor: Restart intensity.
         cost: Prices and the shadow model.
+        cluster: Shared limits and state in Redis; ``None``: this runtime alone.
     """
 
     provider: dict[str, ProviderConfig] = {}
@@ -272,6 +312,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     cost: CostConfig = CostConfig()
+    cluster: ClusterConfig | None = None
 
     def backends(self) -> list[tuple[str, ProviderConfig]]:
         """Enabled backends in routing order, each with its ``kind`` filled in.

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import pykka
@@ -52,6 +52,9 @@ from rubberduck.validation import (
     check_timeout,
 )
 
+if TYPE_CHECKING:
+    from rubberduck.cluster import ClusterNode
+
 __all__ = ["Runtime"]
 
 log = logging.getLogger("rubberduck.runtime")
@@ -81,6 +84,10 @@ class Runtime(RequestMethods, ModelAdmin):
             supervisor gave up (by default more than 3 actor restarts in 5 s). It is also
             logged at ERROR on ``rubberduck.supervisor``; every request still
             running then fails, and :meth:`health` and :meth:`submit` raise.
+        cluster: With a ``[cluster]`` table, this runtime's
+            :class:`~rubberduck.cluster.ClusterNode` (``cluster.state.residency()``
+            and ``.catalogue()``: ``dict[backend, list[model]]`` as the cluster
+            last read them); ``None`` without one.
     """
 
     def __init__(self, config: Config) -> None:
@@ -102,6 +109,8 @@ class Runtime(RequestMethods, ModelAdmin):
         except BaseException:
             if (deadlines := getattr(self, "_deadlines", None)) is not None:
                 deadlines.stop()
+            if (cluster := getattr(self, "cluster", None)) is not None:
+                cluster.close()
             for provider in self.providers.values():
                 provider.close()
             raise
@@ -126,6 +135,13 @@ class Runtime(RequestMethods, ModelAdmin):
                 "million tokens)"
             )
         self._deadlines = DeadlineWatch(self._registry.scheduler)
+        # [cluster]: shared slots and state in Redis (imports redis only then).
+        self.cluster: ClusterNode | None = None
+        if config.cluster is not None:
+            from rubberduck.cluster import ClusterNode
+
+            self.cluster = ClusterNode(config.cluster, self._ledger.report)
+        shared = self.cluster.state if self.cluster is not None else None
         routes = [
             Route(
                 name,
@@ -144,8 +160,9 @@ class Runtime(RequestMethods, ModelAdmin):
         rc = config.router
         backoff = Backoff(rc.retries, rc.retry_backoff, rc.max_retry_backoff)
         self._registry.residency.cold_load_threshold = rc.cold_load_threshold
-        health = (HealthMonitor, self.providers, config.health, _read_ps(routes, rc.balance))
-        specs = [ChildSpec(HEALTH, self._starter(*health))]
+        read_ps = _read_ps(routes, rc.balance)
+        health = self._starter(HealthMonitor, self.providers, config.health, read_ps, shared)
+        specs = [ChildSpec(HEALTH, health)]
         for name, cfg in backends:
             specs.append(ChildSpec(provider_actor_name(name), self._provider_starter(name, cfg)))
         router = (Router, routes, self._load, backoff, rc.balance)
@@ -171,6 +188,7 @@ class Runtime(RequestMethods, ModelAdmin):
 
     def _provider_starter(self, name: str, cfg: ProviderConfig) -> Any:
         registry, provider, load = self._registry, self.providers[name], self._load
+        leases = self.cluster.leases if self.cluster is not None else None
         return lambda: ProviderActor.start(
             registry,
             provider,
@@ -178,6 +196,7 @@ class Runtime(RequestMethods, ModelAdmin):
             max_in_flight=cfg.max_in_flight,
             max_queue=cfg.max_queue,
             max_in_flight_per_model=cfg.max_in_flight_per_model,
+            leases=leases,
         )
 
     @classmethod
@@ -406,6 +425,18 @@ class Runtime(RequestMethods, ModelAdmin):
         and per model; local backends cost 0.0 (see ``shadow_cost_usd``)."""
         return self._ledger.report()
 
+    def cluster_usage(self) -> UsageReport:
+        """Requests, tokens and cost (USD) of every runtime sharing this one's
+        ``[cluster]`` Redis, per backend and per model (each runtime adds its
+        own every ``sync_interval`` seconds); without ``[cluster]``, :meth:`usage`.
+
+        Raises:
+            ProviderUnavailable: Redis cannot be read now (:meth:`usage` still can).
+        """
+        if self.cluster is None:
+            return self.usage()
+        return self.cluster.usage_totals()
+
     def subscribe_usage(self, callback: Callable[[Done], None]) -> Callable[[], None]:
         """Call ``callback(done)`` with every finished request's ``Done`` (cost and
         usage filled in), on the runtime's usage thread, off the request's path: a
@@ -456,6 +487,8 @@ class Runtime(RequestMethods, ModelAdmin):
             for provider in self.providers.values():
                 provider.close()
             self._ledger.close()
+            if self.cluster is not None:
+                self.cluster.close(timeout)
             gauges.unwatch(self._gauges)
             recorder.flush(timeout)  # the spans and metrics of the requests it ran
             events.runtime_closed(list(self.providers))

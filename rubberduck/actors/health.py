@@ -37,7 +37,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -59,11 +59,17 @@ from rubberduck.providers.base import Provider
 from rubberduck.telemetry import events
 from rubberduck.telemetry.logs import component
 
+if TYPE_CHECKING:
+    from rubberduck.cluster.state import CircuitNews, SharedState
+
 __all__ = ["FAILURE_KINDS", "HealthMonitor"]
 
 HEALTH = "health"
 
 log = component("health")
+
+#: The detail of a probe another replica made for us (``[cluster]``).
+ELSEWHERE = "probed by another replica"
 #: Outcome kinds that count against a backend. A 503 ("busy") counts too, so a
 #: backend that keeps refusing work is cooled down, but only "refused" opens the
 #: circuit at once. A rejected key ("auth") counts: the backend cannot serve
@@ -98,7 +104,14 @@ class HealthMonitor(SupervisedActor):
         providers: Backend name → provider, in routing order.
         config: Probe interval/timeout and breaker settings (seconds).
         read_ps: Backends whose loaded models (Ollama ``GET /api/ps``) are read
-            with their catalogue.
+            with their catalogue (in a cluster, every backend that can answer
+            it: what is read is shared).
+        shared: The cluster's shared state (``[cluster]``): circuit changes
+            seen here are shared and those seen by other replicas applied
+            (on each tick, from a local copy); catalogues and ``/api/ps``
+            residency read here are shared; a backend is probed only under
+            its probe lease, otherwise the prober's findings stand for a
+            probe. ``None``: this runtime alone.
     """
 
     def __init__(
@@ -107,11 +120,13 @@ class HealthMonitor(SupervisedActor):
         providers: dict[str, Provider],
         config: HealthConfig,
         read_ps: frozenset[str] = frozenset(),
+        shared: SharedState | None = None,
     ) -> None:
         super().__init__(registry, HEALTH)
         self.providers = providers
         self.config = config
         self.read_ps = read_ps
+        self.shared = shared
         self.tick_s = max(0.02, min(config.interval, config.cooldown) / 4)
 
     def started(self) -> None:
@@ -140,6 +155,8 @@ class HealthMonitor(SupervisedActor):
         )
         self._ticker.start()
         self.registry.add_thread(self._ticker)
+        if self.shared is not None:
+            self.shared.on_news = self._wake
         # After a restart the Router may hold a stale view (a "down" that no
         # change of our fresh breakers would ever clear): start it over. The
         # first probes, at once, find what is really down.
@@ -158,6 +175,13 @@ class HealthMonitor(SupervisedActor):
                 self.registry.leftovers.append(self._pool)
             else:
                 self._ticker.join()
+
+    def _wake(self) -> None:
+        """A tick now (another thread has news for this actor)."""
+        try:
+            self.actor_ref.tell(Tick())
+        except pykka.ActorDeadError:
+            pass
 
     def _tick_loop(self) -> None:
         ref = self.actor_ref
@@ -186,6 +210,9 @@ class HealthMonitor(SupervisedActor):
     # --- probes -------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.shared is not None:
+            for news in self.shared.circuit_news():
+                self._remote(news)
         now = time.monotonic()
         for name, b in self.backends.items():
             if b.probing:
@@ -195,20 +222,29 @@ class HealthMonitor(SupervisedActor):
             )
             if due and not self._ticking_stopped.is_set():
                 want_catalogue = now - b.catalogue_at >= self.config.catalogue_ttl
+                period = (
+                    self.config.interval if b.breaker.state == "closed" else self.config.cooldown
+                )
                 try:
-                    self._pool.submit(self._probe, name, b.provider, want_catalogue)
+                    self._pool.submit(self._probe, name, b.provider, want_catalogue, period)
                 except RuntimeError:  # the pool is shutting down (the interpreter exits)
                     return
                 b.probing = True
 
-    def _probe(self, name: str, provider: Provider, want_catalogue: bool) -> None:
-        """Runs on the probe pool; reports back with a message."""
+    def _probe(self, name: str, provider: Provider, want_catalogue: bool, period: float) -> None:
+        """Runs on the probe pool; reports back with a message. In a cluster,
+        only under ``name``'s probe lease (``period`` seconds)."""
         started = time.monotonic()
         timeout = self.config.timeout
+        if self.shared is not None and not self.shared.may_probe(name, period):
+            self._tell(self._probed_elsewhere(name, self.shared))
+            return
         try:
             detail = provider.health_check(timeout)
             models = tuple(provider.list_models(timeout)) if want_catalogue else None
             loaded = self._read_ps(name, provider, timeout) if want_catalogue else None
+            if loaded is not None and self.shared is not None:
+                self.shared.share_residency(name, loaded)
             result = ProbeResult(
                 name, True, detail, models, time.monotonic() - started, loaded=loaded
             )
@@ -219,22 +255,45 @@ class HealthMonitor(SupervisedActor):
             )
         except Exception as exc:  # noqa: BLE001 - a probe must always report back
             result = ProbeResult(name, False, f"probe crashed: {exc!r}", None, 0.0)
+        self._tell(result)
+
+    def _tell(self, result: ProbeResult) -> None:
         try:
             self.actor_ref.tell(result)
         except pykka.ActorDeadError:
             pass
 
     def _read_ps(self, name: str, provider: Provider, timeout: float) -> tuple[str, ...] | None:
-        """The models ``provider`` holds in memory, if it is one to ask; ``None``
-        when not asked or the read failed (routing then goes by answers alone)."""
+        """The models ``provider`` holds in memory, if it is one to ask (routing
+        wants it, or a cluster shares it); ``None`` when not asked or the read
+        failed (routing then goes by answers alone)."""
         ps = getattr(provider, "ps", None)
-        if name not in self.read_ps or ps is None:
+        if ps is None or (name not in self.read_ps and self.shared is None):
             return None
         try:
             return tuple(m.name or m.model for m in ps(timeout).models)
         except RubberDuckError as exc:
             log.debug("reading %s's loaded models failed: %s", name, exc.message)
             return None
+
+    @staticmethod
+    def _probed_elsewhere(name: str, shared: SharedState) -> ProbeResult:
+        """Another replica holds ``name``'s probe lease: what the cluster knows
+        stands for this probe (its circuit entry, its catalogue)."""
+        entry = shared.circuit(name)
+        if entry is not None and entry.state == "open":
+            why = f"{entry.reason} (probed by replica {entry.replica})"
+            return ProbeResult(name, False, why, None, 0.0)
+        models = shared.catalogue().get(name)
+        loaded = shared.residency().get(name)
+        return ProbeResult(
+            name,
+            True,
+            ELSEWHERE,
+            None if models is None else tuple(models),
+            0.0,
+            loaded=None if loaded is None else tuple(loaded),
+        )
 
     def _probed(self, msg: ProbeResult) -> None:
         b = self.backends[msg.provider]
@@ -248,6 +307,8 @@ class HealthMonitor(SupervisedActor):
                 self.registry.residency.set_loaded(msg.provider, msg.loaded)
             if msg.models is not None:
                 b.models, b.catalogue_at = msg.models, now
+                if self.shared is not None and msg.detail != ELSEWHERE:  # read here
+                    self.shared.share_catalogue(msg.provider, msg.models)
             # In the closed state the failure count belongs to real requests (a
             # server can answer /api/version and still 503 every chat), so only
             # a half-open probe's success resets it — not one sent before the
@@ -286,10 +347,28 @@ class HealthMonitor(SupervisedActor):
             ):
                 self._changed(msg.provider, b)
 
-    def _changed(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
+    def _changed(
+        self, name: str, b: _Backend, *, catalogue: bool = False, share: bool = True
+    ) -> None:
         b.since = time.time()
         events.circuit_changed(name, b.breaker, b.last_error or b.detail)  # telemetry
+        if share and self.shared is not None:
+            self.shared.circuit_changed(name, b.breaker.state, b.last_error or b.detail)
         self._publish(name, b, catalogue=catalogue)
+
+    def _remote(self, news: CircuitNews) -> None:
+        """Another replica's breaker of a backend changed: ours follows."""
+        b = self.backends.get(news.backend)
+        if b is None:
+            return
+        now = time.monotonic()
+        if news.state == "open" and b.breaker.state == "closed":
+            b.last_error = f"{news.reason} (seen by replica {news.replica})"
+            if b.breaker.record_failure(now, immediate=True):
+                self._changed(news.backend, b, share=False)
+        elif news.state == "closed" and b.breaker.state != "closed":
+            if b.breaker.record_success(now):
+                self._changed(news.backend, b, catalogue=True, share=False)
 
     def _publish(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
         if b.breaker.allows_requests():

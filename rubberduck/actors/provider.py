@@ -35,7 +35,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
@@ -55,6 +57,9 @@ from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
 from rubberduck.providers.base import CancelScope, Provider, sending
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, requests
+
+if TYPE_CHECKING:
+    from rubberduck.cluster.leases import SlotLeases
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -88,6 +93,10 @@ class ProviderActor(SupervisedActor):
         max_in_flight_per_model: Requests per model running at once (the
             host's ``OLLAMA_NUM_PARALLEL``; see
             :mod:`~rubberduck.actors.model_turns`); ``None``: no limit.
+        leases: The cluster's slot leases (``[cluster]``): an attempt also
+            holds one of the backend's ``max_in_flight`` leases across every
+            runtime sharing the Redis, waiting for it after its local turn
+            (:mod:`rubberduck.cluster.leases`). ``None``: local slots only.
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class ProviderActor(SupervisedActor):
         max_queue: int = 64,
         max_waiting: int = 1024,
         max_in_flight_per_model: int | None = None,
+        leases: SlotLeases | None = None,
     ) -> None:
         super().__init__(registry, provider_actor_name(provider.name))
         self.provider = provider
@@ -109,6 +119,7 @@ class ProviderActor(SupervisedActor):
         self.max_queue = max_queue
         self.max_waiting = max_waiting
         self.model_turns = ModelTurns(max_in_flight_per_model)
+        self.leases = leases
 
     def started(self) -> None:
         self._pool = ThreadPoolExecutor(
@@ -275,7 +286,12 @@ class ProviderActor(SupervisedActor):
             lambda: handle.finished or self._exit_reason is not None,
         )
         turn = turn or self._take_turn(handle)
+        lease = None
         try:
+            if turn and self.leases is not None:  # the cluster's slot, after ours
+                lease = self.leases.acquire(
+                    self.backend, self.max_in_flight, self._gives_up(handle)
+                )
             if handle.finished:
                 return
             error = self._attempt(handle) if self._exit_reason is None else None
@@ -295,11 +311,17 @@ class ProviderActor(SupervisedActor):
             log.exception("%s failed on request %s", self.name, handle.id)
             handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
+            if lease is not None and self.leases is not None:
+                self.leases.release(lease)
             if turn:
                 self._turns.release()
             if model is not None:
                 self.model_turns.give(model)
             self._left(handle)
+
+    def _gives_up(self, handle: RequestState) -> Callable[[], bool]:
+        """When a wait for a cluster slot ends: the request ended, or this actor goes."""
+        return lambda: handle.finished or self._exit_reason is not None
 
     def _take_turn(self, handle: RequestState) -> bool:
         """Wait for one of the ``max_in_flight`` turns (workers and callers'

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = [
     "actor_restarted",
     "circuit_changed",
+    "cluster_redis_error",
+    "cluster_rejoined",
+    "cluster_slot_wait",
     "escalated",
     "probed",
     "retry_round",
@@ -195,3 +198,26 @@ def runtime_started(backends: list[str]) -> None:
 def runtime_closed(backends: list[str]) -> None:
     """INFO: a runtime closed."""
     _runtime.info("runtime closed", extra=fields(backends=backends))
+
+
+@never_raises
+def cluster_redis_error(what: str) -> None:
+    """A Redis call failed (its rate-limited WARNING is the link's own): counted
+    in ``rubberduck.cluster.redis_errors`` by what the call was for."""
+    if (inst := otel.instruments()) is not None:
+        inst.redis_errors.add(1, {"rubberduck.operation": what})
+
+
+@never_raises
+def cluster_rejoined() -> None:
+    """Redis answers again after a failure: counted in ``rubberduck.cluster.rejoins``."""
+    if (inst := otel.instruments()) is not None:
+        inst.cluster_rejoins.add(1)
+
+
+@never_raises
+def cluster_slot_wait(backend: str, waited_s: float) -> None:
+    """A request waited ``waited_s`` seconds because every slot of ``backend``
+    was leased across the cluster (``rubberduck.cluster.slot_wait``)."""
+    if (inst := otel.instruments()) is not None:
+        inst.slot_wait.record(waited_s, {"rubberduck.backend": backend})

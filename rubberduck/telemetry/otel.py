@@ -172,6 +172,20 @@ class Instruments:
             "{request}",
             "Requests whose spans and metrics were dropped (the recorder's queue was full)",
         )
+        self.redis_errors = c(
+            "rubberduck.cluster.redis_errors",
+            "{error}",
+            "Redis calls that failed (the runtime used its local state)",
+        )
+        self.cluster_rejoins = c(
+            "rubberduck.cluster.rejoins", "{rejoin}", "Redis answered again after failing"
+        )
+        self.slot_wait = h(
+            "rubberduck.cluster.slot_wait",
+            "s",
+            "Time a request waited for a slot leased across the cluster",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
 
     def observe(self, meter: Any, callbacks: dict[str, Callable[[Any], Iterable[Any]]]) -> None:
         """Register the observable gauges (name → callback)."""

@@ -1,0 +1,260 @@
+"""Slot leases: every runtime sharing a Redis holds a backend's
+``max_in_flight`` together.
+
+A backend's slots are one sorted set, ``PREFIX:slots:BACKEND``: one member per
+lease, scored by its expiry (Redis server time, milliseconds, so that replicas'
+clocks do not matter). Taking a slot is one Lua script, one round trip on the
+request's path (:data:`ACQUIRE`): drop expired leases, and add ours if fewer
+than the limit remain. Releases and renewals are off that path: a request
+that ends queues its lease for the runtime's cluster thread, which removes it
+at once (``ZREM``), and which renews every lease still held every
+``slot_ttl / 3`` in one pipelined round trip (:data:`RENEW`). A replica that
+dies stops renewing: its leases expire within ``slot_ttl`` and the next
+:data:`ACQUIRE` drops them. A lease released and not yet removed (the cluster
+thread batches removals over ``RELEASE_BATCH_S``) is taken back by the next
+request of the same runtime for that backend with no round trip at all: under
+steady load most requests reuse a lease.
+
+When every slot is leased the request waits, on the thread that runs it
+(it holds one of its runtime's local turns meanwhile, so its runtime's
+bounded queue fills behind it as for local slots), trying again after a short
+jittered backoff up to ``slot_poll`` until a slot frees or the request ends
+(deadline, cancel). When Redis fails, the request runs on local limits alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from rubberduck.cluster.link import RedisLink
+from rubberduck.telemetry import events
+from rubberduck.telemetry.logs import component
+
+__all__ = ["ACQUIRE", "RENEW", "Lease", "SlotLeases", "replica_id"]
+
+log = component("cluster")
+
+#: KEYS[1]: the backend's slot set. ARGV: limit, ttl (ms), lease id.
+#: Returns 1 when the lease was taken, 0 when every slot is leased.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+  return 1
+end
+return 0
+"""
+
+#: KEYS[1]: the backend's slot set. ARGV: ttl (ms), then lease ids. Extends
+#: the leases still there (an expired lease another ACQUIRE has dropped is not
+#: brought back: its slot may be someone else's now). Returns the ids lost.
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local lost = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+return lost
+"""
+
+
+def replica_id() -> str:
+    """A name for this runtime, unique across the cluster (host-independent)."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+class Lease(NamedTuple):
+    """One slot held in Redis: the backend and the lease's id."""
+
+    backend: str
+    id: str
+
+
+class SlotLeases:
+    """This runtime's slot leases.
+
+    Args:
+        link: The Redis connection.
+        prefix: Key prefix (``[cluster] key_prefix``).
+        replica: This runtime's id (:func:`replica_id`), the start of every lease id.
+        ttl_s: Lease lifetime without renewal, seconds (``slot_ttl``).
+        poll_s: Longest pause between two tries for a slot, seconds (``slot_poll``).
+        wake: Called when a release is queued (wakes the cluster thread).
+
+    Locking: the leases held and the releases queued are under one lock;
+    :meth:`acquire` runs on any request's thread, :meth:`flush` and
+    :meth:`renew` on the cluster thread.
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        prefix: str,
+        replica: str,
+        ttl_s: float,
+        poll_s: float,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.poll_s = poll_s
+        self._wake = wake
+        #: Take back leases released here and not yet removed from Redis
+        #: (``benchmarks/cluster.py`` turns it off to measure a round trip
+        #: per request).
+        self.reuse = True
+        self._ids = (f"{replica}:{n}" for n in itertools.count())
+        self._lock = threading.Lock()
+        self._held: dict[str, set[str]] = {}
+        # Released, not yet removed from Redis (the cluster thread does it
+        # within RELEASE_BATCH_S): a request here may take one back meanwhile.
+        self._released: dict[str, list[str]] = {}
+        self._acquire: Any = link.client.register_script(ACQUIRE)
+        self._renew: Any = link.client.register_script(RENEW)
+
+    def load_scripts(self) -> None:
+        """Load the Lua scripts into Redis (off the request's path), so that
+        the first slot taken costs one ``EVALSHA``, not a miss and a load.
+        Redis forgets them when it restarts: redis-py then loads them again."""
+        self.link.call(
+            "load the lease scripts",
+            lambda c: [c.script_load(s.script) for s in (self._acquire, self._renew)],
+        )
+
+    def key(self, backend: str) -> str:
+        """The Redis key of ``backend``'s slot set."""
+        return f"{self.prefix}:slots:{backend}"
+
+    def try_acquire(self, backend: str, limit: int) -> Lease | bool:
+        """One try: the lease, ``False`` when every slot is leased, ``True``
+        when Redis failed (go on with local limits only). A lease of
+        ``backend`` released here and not yet removed from Redis is taken
+        back without a round trip; otherwise one round trip."""
+        with self._lock:
+            released = self._released.get(backend)
+            if released and self.reuse:
+                lease = Lease(backend, released.pop())
+                self._held.setdefault(backend, set()).add(lease.id)
+                return lease
+            lease = Lease(backend, next(self._ids))
+        key = self.key(backend)
+        got = self.link.call(
+            "take a slot", lambda c: self._acquire(keys=[key], args=[limit, self.ttl_ms, lease.id])
+        )
+        if got is None:
+            return True
+        if not got:
+            return False
+        with self._lock:
+            self._held.setdefault(backend, set()).add(lease.id)
+        return lease
+
+    def acquire(self, backend: str, limit: int, give_up: Callable[[], bool]) -> Lease | None:
+        """Wait for one of ``backend``'s ``limit`` slots across the cluster.
+
+        Args:
+            backend: Backend name.
+            limit: Its ``max_in_flight``.
+            give_up: Polled between tries: ``True`` ends the wait (the request
+                ended, or its actor is going away).
+
+        Returns:
+            The lease (give it to :meth:`release` when the request ends), or
+            ``None``: Redis failed (run on local limits) or ``give_up``.
+        """
+        got = self.try_acquire(backend, limit)
+        if got is not False:
+            return got if isinstance(got, Lease) else None
+        started = time.monotonic()
+        pause = min(0.002, self.poll_s)
+        try:
+            while not give_up():
+                time.sleep(pause * random.uniform(0.5, 1.0))
+                got = self.try_acquire(backend, limit)
+                if got is not False:
+                    return got if isinstance(got, Lease) else None
+                pause = min(2 * pause, self.poll_s)
+            return None
+        finally:
+            events.cluster_slot_wait(backend, time.monotonic() - started)
+
+    def release(self, lease: Lease) -> None:
+        """Give ``lease`` back (off the request's path: the cluster thread
+        removes it from Redis at once)."""
+        with self._lock:
+            held = self._held.get(lease.backend)
+            if held is not None:
+                held.discard(lease.id)
+            self._released.setdefault(lease.backend, []).append(lease.id)
+        self._wake()
+
+    def held(self) -> int:
+        """Leases this runtime holds now."""
+        with self._lock:
+            return sum(len(ids) for ids in self._held.values())
+
+    def flush(self) -> None:
+        """Remove the released leases from Redis (one pipelined round trip).
+        If Redis fails they are dropped: they expire within ``slot_ttl``."""
+        with self._lock:
+            released = {backend: ids for backend, ids in self._released.items() if ids}
+            self._released = {}
+        if not released:
+            return
+
+        def remove(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for backend, ids in released.items():
+                pipe.zrem(self.key(backend), *ids)
+            pipe.execute()
+
+        self.link.call("release slots", remove)
+
+    def renew(self) -> None:
+        """Extend every lease held by ``slot_ttl`` (one pipelined round trip)."""
+        with self._lock:
+            held = {backend: list(ids) for backend, ids in self._held.items() if ids}
+        if not held:
+            return
+
+        def extend(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for backend, ids in held.items():
+                self._renew(keys=[self.key(backend)], args=[self.ttl_ms, *ids], client=pipe)
+            result: list[Any] = pipe.execute()
+            return result
+
+        lost = self.link.call("renew slot leases", extend)
+        for backend, ids in zip(held, lost or (), strict=False):
+            if ids:
+                with self._lock:
+                    self._held.get(backend, set()).difference_update(
+                        i.decode() if isinstance(i, bytes) else i for i in ids
+                    )
+                log.warning(
+                    "%d slot lease(s) of %s expired before renewal (Redis was unreachable "
+                    "or slow for more than slot_ttl): the cluster may run more than "
+                    "max_in_flight there until they end",
+                    len(ids),
+                    backend,
+                    extra={"backend": backend},
+                )

@@ -1,0 +1,172 @@
+"""The Lua lease logic (rubberduck.cluster.leases) against a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rubberduck.cluster.leases import Lease, SlotLeases
+from rubberduck.cluster.link import RedisLink
+from rubberduck.config import ClusterConfig
+from tests.cluster.conftest import RedisServer
+
+
+def leases(server: RedisServer, replica: str, ttl_s: float = 5.0) -> SlotLeases:
+    link = RedisLink(ClusterConfig(redis_url=server.url, slot_ttl=ttl_s))
+    return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
+
+
+def live(slots: SlotLeases, backend: str) -> int:
+    """Leases not expired, by Redis' clock."""
+    client = slots.link.client
+    now_s, now_us = client.time()
+    return int(client.zcount(slots.key(backend), now_s * 1000 + now_us // 1000 + 1, "+inf"))
+
+
+def test_at_most_limit_leases_across_replicas(redis_server: RedisServer) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    got = [a.try_acquire("ollama", 3) for _ in range(2)] + [
+        b.try_acquire("ollama", 3) for _ in range(2)
+    ]
+    assert [isinstance(g, Lease) for g in got] == [True, True, True, False]
+    assert live(a, "ollama") == 3
+    assert isinstance(a.try_acquire("other", 3), Lease)  # per backend
+
+
+def test_release_frees_the_slot(redis_server: RedisServer) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    lease = a.try_acquire("ollama", 1)
+    assert isinstance(lease, Lease)
+    assert b.try_acquire("ollama", 1) is False
+    a.release(lease)
+    a.flush()
+    assert isinstance(b.try_acquire("ollama", 1), Lease)
+
+
+def test_an_unrenewed_lease_expires_and_a_renewed_one_does_not(redis_server: RedisServer) -> None:
+    dead, alive, other = (leases(redis_server, r, ttl_s=0.3) for r in ("dead", "alive", "other"))
+    assert isinstance(dead.try_acquire("x", 2), Lease)
+    assert isinstance(alive.try_acquire("x", 2), Lease)
+    for _ in range(6):  # 0.6 s: twice the TTL; only `alive` renews
+        time.sleep(0.1)
+        alive.renew()
+    assert live(other, "x") == 1
+    assert isinstance(other.try_acquire("x", 2), Lease)  # the dead one's slot
+    assert other.try_acquire("x", 2) is False  # the renewed one still holds its own
+
+
+def test_renew_does_not_bring_back_a_dropped_lease(redis_server: RedisServer) -> None:
+    slow, other = leases(redis_server, "slow", ttl_s=0.1), leases(redis_server, "other", ttl_s=0.1)
+    assert isinstance(slow.try_acquire("x", 1), Lease)
+    time.sleep(0.15)
+    assert isinstance(other.try_acquire("x", 1), Lease)  # dropped the expired one
+    slow.renew()
+    assert slow.held() == 0
+    assert live(other, "x") == 1
+
+
+def test_acquire_waits_for_a_release(redis_server: RedisServer) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    got: list[Lease | None] = []
+    waiter = threading.Thread(target=lambda: got.append(b.acquire("x", 1, lambda: False)))
+    waiter.start()
+    time.sleep(0.05)
+    assert not got  # still waiting
+    a.release(first)
+    a.flush()
+    waiter.join(10)
+    assert got and isinstance(got[0], Lease)
+
+
+def test_acquire_gives_up_when_told(redis_server: RedisServer) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    assert isinstance(a.try_acquire("x", 1), Lease)
+    stop = threading.Event()
+    threading.Timer(0.05, stop.set).start()
+    assert b.acquire("x", 1, stop.is_set) is None
+
+
+def test_redis_down_means_local_limits(redis_server: RedisServer) -> None:
+    a = leases(redis_server, "a")
+    redis_server.kill()
+    assert a.try_acquire("x", 1) is True  # run without a lease
+    assert a.acquire("x", 1, lambda: False) is None  # at once, no second timeout
+    assert not a.link.up
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["take", "release"]), max_size=30), st.integers(1, 4))
+def test_held_never_exceeds_limit(ops: list[str], limit: int) -> None:
+    # One server for the whole property (hypothesis runs the body many times).
+    server = _property_server()
+    slots = leases(server, "p")
+    slots.link.client.flushall()
+    held: list[Lease] = []
+    for op in ops:
+        if op == "take":
+            got = slots.try_acquire("x", limit)
+            assert isinstance(got, Lease) == (len(held) < limit)
+            if isinstance(got, Lease):
+                held.append(got)
+        elif held:
+            slots.release(held.pop())
+            slots.flush()
+        assert live(slots, "x") == len(held)
+
+
+_servers: list[RedisServer] = []
+
+
+def _property_server() -> RedisServer:
+    from tests.cluster.conftest import start_redis
+
+    if not _servers:
+        _servers.append(start_redis())
+    return _servers[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_property_server() -> object:
+    yield None
+    for server in _servers:
+        server.kill()
+
+
+def test_the_link_rejoins_when_redis_is_back(redis_server: RedisServer) -> None:
+    from tests.cluster.conftest import start_redis
+
+    link = RedisLink(ClusterConfig(redis_url=redis_server.url, retry_after=0.1))
+    assert link.call("ping", lambda c: c.ping()) is True
+    redis_server.kill()
+    assert link.call("ping", lambda c: c.ping()) is None
+    assert not link.up
+    assert link.call("ping", lambda c: c.ping()) is None  # in its pause: not even tried
+    back = start_redis(redis_server.port)
+    try:
+        time.sleep(0.15)  # past retry_after
+        assert link.call("ping", lambda c: c.ping()) is True
+        assert link.up
+    finally:
+        back.kill()
+
+
+def test_a_lease_released_here_is_taken_back_without_a_round_trip(
+    redis_server: RedisServer,
+) -> None:
+    a = leases(redis_server, "a")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.release(first)  # not flushed yet: still in Redis
+    scripts = a.link.client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    again = a.try_acquire("x", 1)
+    assert again == first
+    assert a.link.client.info("commandstats")["cmdstat_evalsha"]["calls"] == scripts
+    assert isinstance(a.try_acquire("y", 1), Lease)  # another backend: its own lease
+    a.flush()
+    assert live(a, "x") == 1  # the lease taken back stays; nothing was removed
