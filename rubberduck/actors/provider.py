@@ -11,7 +11,13 @@ list (FIFO, up to ``max_waiting``) and starts when a slot frees, or ends at its
 deadline — a burst larger than the slots waits instead of failing busy. The
 actor owns the pool and its lifecycle; it is what the supervisor restarts. A
 worker runs the provider's blocking call with the request handle's ``emit`` as
-the callback: chunks go straight to the caller's queue. When the call ends, the
+the callback: chunks go straight to the caller's queue. A blocking call's
+attempts (``Runtime.chat``, ...) run on its caller's thread instead, which only
+waits for the answer: the first at once when a slot is free, a later one (a
+slot freed for it on the waiting list, a fallback, a retry) handed to it
+through its reply channel (:class:`~rubberduck.channels.CallerChannel`) — one
+wake-up of the caller instead of a worker's and then the caller's. Either way
+an attempt runs only with one of the ``max_in_flight`` turns. When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).
@@ -58,8 +64,9 @@ __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
 
-#: Stands for the future of an attempt that runs on its caller's thread: it is
-#: running, so it cannot be cancelled; the actor's death closes its scope instead.
+#: Stands for the future of an attempt that runs on its caller's thread: it
+#: cannot be cancelled; the actor's death closes its scope instead (or, not
+#: started yet, the attempt finds the actor gone and hands the request back).
 _ON_CALLER: Future[None] = Future()
 _ON_CALLER.set_running_or_notify_cancel()
 
