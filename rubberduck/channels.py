@@ -171,7 +171,7 @@ class CallerChannel(ThreadChannel):
         later attempt and run the ones handed already. Idempotent."""
         with self._lock:
             self._open = False
-        while True:
+        while self._queue.qsize():  # usually empty: no exception raised to find out
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
