@@ -10,10 +10,17 @@ figure is the median over rounds of the round's median (or total).
    ``AsyncRuntime.chat``; ratios to ``ollama.Client``.
 2. Streams of ``CHUNKS`` lines in one burst: µs per chunk over the floor
    (urllib3 ``read1`` + msgspec) and first-chunk latency vs ``ollama.Client``.
-3. Throughput at 1, 8, 32, 128 callers: a ``requests`` thread pool (one session,
-   a pool as large as the callers), ``Runtime.chat`` from threads,
-   ``AsyncRuntime.chat`` from tasks on one loop; requests/s and process CPU time
-   per request, with ratios to the ``requests`` pool.
+3. Throughput at 1, 8, 32, 128 callers: requests/s and process CPU time per
+   request, ``Runtime.chat`` from threads and ``AsyncRuntime.chat`` from tasks on
+   one loop, with ratios to a ``requests`` thread pool (one session). Like is
+   compared with like: the same number of requests in flight to the upstream for
+   every contender in a group. First group: as many as the callers (the
+   ``requests`` pool keeps a connection per caller; the runtimes get
+   ``max_in_flight`` = callers). Second group (from 8 callers): RubberDuck's
+   default limits, 4 in flight (and up to 64 more admitted, waiting for a turn),
+   beside a ``requests`` pool of 4 connections that makes the other callers wait
+   (``pool_block=True``): there the callers past 4 wait, in both, and how a
+   waiting caller is woken is part of what is measured.
 
 Run: ``python benchmarks/hot_path.py`` (full), ``--smoke`` (tiny N: checks that
 everything runs), ``--parts=12`` (only parts 1 and 2).
@@ -41,6 +48,8 @@ from rubberduck import AsyncRuntime, Delta, Runtime
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 CHUNKS = 200
+#: A backend's ``max_in_flight`` when its configuration does not set one.
+DEFAULT_IN_FLIGHT = 4
 
 
 class _Line(msgspec.Struct):
@@ -214,8 +223,7 @@ def streams(url: str, rt: Runtime, art: AsyncRuntime, loop: Loop, n: int, rounds
 
 def throughput(
     url: str,
-    rt: Runtime,
-    art: AsyncRuntime,
+    config: dict[str, Any],
     loop: Loop,
     per_caller: int,
     rounds: int,
@@ -239,7 +247,7 @@ def throughput(
         total = callers * per_caller
         return total / (time.perf_counter() - wall), (time.process_time() - cpu) / total
 
-    def on_loop(callers: int) -> tuple[float, float]:
+    def on_loop(art: AsyncRuntime, callers: int) -> tuple[float, float]:
         async def caller() -> None:
             for _ in range(per_caller):
                 await art.chat(model="llama3.2", messages=MESSAGES)
@@ -253,47 +261,72 @@ def throughput(
         result: tuple[float, float] = loop.run(all_of())
         return result
 
-    print(
-        f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, "
-        f"median of {rounds}"
-    )
-    print(
-        f"{'callers':>7}  {'contender':<28}{'req/s':>9}{'x requests':>11}"
-        f"{'CPU µs/req':>12}{'x requests':>11}"
-    )
-    for callers in levels:
+    def session_of(connections: int, block: bool) -> requests.Session:
         session = requests.Session()
         session.trust_env = False
-        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=callers))
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=connections, pool_block=block)
+        session.mount("http://", adapter)
+        return session
 
-        def direct(session: requests.Session = session) -> object:
+    def runtimes(max_in_flight: int | None) -> tuple[Runtime, AsyncRuntime]:
+        limited = {
+            name: dict(cfg, max_in_flight=max_in_flight) if max_in_flight else dict(cfg)
+            for name, cfg in config["provider"].items()
+        }
+        return Runtime.from_config({"provider": limited}), AsyncRuntime.from_config(
+            {"provider": limited}
+        )
+
+    def group(callers: int, title: str, connections: int, max_in_flight: int | None) -> None:
+        session = session_of(connections, block=connections < callers)
+        rt, art = runtimes(max_in_flight)
+
+        def direct() -> object:
             return DECODER.decode(session.post(url + "/api/chat", data=BODY).content)
 
+        def ours() -> object:
+            return rt.chat(model="llama3.2", messages=MESSAGES)
+
         contenders: dict[str, Callable[[], tuple[float, float]]] = {
-            "requests thread pool": lambda c=callers, d=direct: threads(c, d),  # type: ignore[misc]
-            "Runtime.chat, threads": lambda c=callers: threads(  # type: ignore[misc]
-                c, lambda: rt.chat(model="llama3.2", messages=MESSAGES)
-            ),
-            "AsyncRuntime.chat, one loop": lambda c=callers: on_loop(c),  # type: ignore[misc]
+            "requests thread pool": lambda: threads(callers, direct),
+            "Runtime.chat, threads": lambda: threads(callers, ours),
+            "AsyncRuntime.chat, one loop": lambda: on_loop(art, callers),
         }
-        for run in contenders.values():
-            run()
-        rates: dict[str, list[float]] = {name: [] for name in contenders}
-        cpus: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(rounds):
-            for name, run in contenders.items():
-                rate, cpu = run()
-                rates[name].append(rate)
-                cpus[name].append(cpu)
+        try:
+            for run in contenders.values():
+                run()
+            rates: dict[str, list[float]] = {name: [] for name in contenders}
+            cpus: dict[str, list[float]] = {name: [] for name in contenders}
+            for _ in range(rounds):
+                for name, run in contenders.items():
+                    rate, cpu = run()
+                    rates[name].append(rate)
+                    cpus[name].append(cpu)
+        finally:
+            rt.close()
+            loop.run(art.close())
+            session.close()
         base_rate = statistics.median(rates["requests thread pool"])
         base_cpu = statistics.median(cpus["requests thread pool"])
         for name in contenders:
             rate, cpu = statistics.median(rates[name]), statistics.median(cpus[name])
             print(
-                f"{callers:>7}  {name:<28}{rate:9.0f}{rate / base_rate:10.2f}x"
+                f"{callers:>7}  {title:<12}{name:<28}{rate:9.0f}{rate / base_rate:10.2f}x"
                 f"{cpu * 1e6:12.1f}{cpu / base_cpu:10.2f}x"
             )
-        session.close()
+
+    print(
+        f"\n3. throughput, non-streamed /api/chat, {per_caller} calls per caller, "
+        f"median of {rounds}; in flight: as many as the callers, or 4 (the default limits)"
+    )
+    print(
+        f"{'callers':>7}  {'in flight':<12}{'contender':<28}{'req/s':>9}{'x requests':>11}"
+        f"{'CPU µs/req':>12}{'x requests':>11}"
+    )
+    for callers in levels:
+        group(callers, f"{callers}", callers, callers)
+        if callers > DEFAULT_IN_FLIGHT:
+            group(callers, f"{DEFAULT_IN_FLIGHT} (default)", DEFAULT_IN_FLIGHT, None)
 
 
 def main(smoke: bool, parts: str = "123") -> None:
@@ -316,8 +349,7 @@ def main(smoke: bool, parts: str = "123") -> None:
                     if "3" in parts:
                         throughput(
                             url,
-                            rt,
-                            art,
+                            config,
                             loop,
                             2 if smoke else 40,
                             1 if smoke else 5,

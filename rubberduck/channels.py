@@ -6,6 +6,10 @@ consumer side that differs by kind of caller:
 
 - :class:`ThreadChannel`: a bounded ``queue.Queue``; the caller's thread blocks
   on :meth:`ThreadChannel.get`.
+- :class:`CallerChannel`: the channel of a blocking call (``Runtime.chat``, ...):
+  the caller's thread, which only waits for the answer, also runs the attempts
+  handed to it (:meth:`ReplyChannel.hand`) instead of a worker thread running
+  them and waking it at the end.
 - :class:`LoopChannel`: events reach an asyncio event loop with
   ``loop.call_soon_threadsafe`` into a buffer owned by the loop; the caller's task
   awaits :meth:`LoopChannel.get`. No thread waits on the loop's behalf.
@@ -23,9 +27,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["LoopChannel", "ReplyChannel", "ThreadChannel"]
+__all__ = ["CallerChannel", "LoopChannel", "ReplyChannel", "ThreadChannel"]
 
 
 class ReplyChannel(Protocol):
@@ -51,6 +56,11 @@ class ReplyChannel(Protocol):
 
     def empty(self) -> bool:
         """Whether nothing sent is left unread."""
+
+    def hand(self, attempt: Callable[[], None]) -> bool:
+        """Give ``attempt`` (a request's attempt, ready to run) to the consumer's
+        thread, to run it there; ``False`` (nothing given) when the consumer
+        does not run attempts or no longer reads."""
 
 
 class ThreadChannel:
@@ -92,6 +102,9 @@ class ThreadChannel:
     def empty(self) -> bool:
         return self._queue.empty()
 
+    def hand(self, attempt: Callable[[], None]) -> bool:
+        return False  # its reader may be anywhere: a worker runs the attempt
+
     def get(self, timeout: float) -> Any:
         """The next item, waiting up to ``timeout`` seconds.
 
@@ -99,6 +112,72 @@ class ThreadChannel:
             queue.Empty: nothing came in time.
         """
         return self._queue.get(timeout=max(timeout, 0.0))
+
+
+class _Attempt:
+    """An attempt handed to a :class:`CallerChannel`'s reader (not an event)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self.run = run
+
+
+class CallerChannel(ThreadChannel):
+    """The unbounded channel of a blocking call, whose reader runs the attempts
+    handed to it.
+
+    The caller's thread of ``Runtime.chat`` (and the other blocking calls) does
+    nothing but wait for the answer. An attempt that a backend starts later —
+    when a slot frees for a request on its waiting list, or after a fallback or
+    retry — comes to that thread through the channel and runs in :meth:`get`:
+    one wake-up of the caller, where a worker would cost waking the worker and
+    then, with the answer, the caller.
+
+    Every attempt handed must run, or it would keep its backend slot: the
+    reader calls :meth:`close` when it stops reading, which refuses later ones
+    (the backend then gives them to a worker) and runs those left (each finds
+    its request ended and only gives its slot back).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self._lock = threading.Lock()
+        self._open = True
+
+    def hand(self, attempt: Callable[[], None]) -> bool:
+        with self._lock:
+            if not self._open:
+                return False
+            self._queue.put_nowait(_Attempt(attempt))
+        return True
+
+    def get(self, timeout: float) -> Any:
+        """The next item, waiting up to ``timeout`` seconds; attempts handed
+        meanwhile run here, on the reader's thread.
+
+        Raises:
+            queue.Empty: nothing came in time (running attempts included).
+        """
+        give_up = time.monotonic() + timeout
+        while True:
+            item = self._queue.get(timeout=max(give_up - time.monotonic(), 0.0))
+            if type(item) is not _Attempt:
+                return item
+            item.run()
+
+    def close(self) -> None:
+        """The reader stops reading (its request must have ended): refuse any
+        later attempt and run the ones handed already. Idempotent."""
+        with self._lock:
+            self._open = False
+        while self._queue.qsize():  # usually empty: no exception raised to find out
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if type(item) is _Attempt:
+                item.run()
 
 
 class LoopChannel:
@@ -156,6 +235,9 @@ class LoopChannel:
     def empty(self) -> bool:
         with self._room:
             return self._unread == 0
+
+    def hand(self, attempt: Callable[[], None]) -> bool:
+        return False  # the loop's thread never blocks on an attempt
 
     def _send(self, item: Any) -> None:
         # One wake-up of the loop per batch: while a delivery is scheduled and

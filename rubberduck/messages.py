@@ -520,19 +520,13 @@ class Outcome(msgspec.Struct, frozen=True):
     error: str = ""
 
 
-class ProviderUp(msgspec.Struct, frozen=True):
-    """HealthMonitor → Router: the backend is usable; ``models`` is its catalogue
-    (``None`` when unknown)."""
+class CatalogueRead(msgspec.Struct, frozen=True):
+    """HealthMonitor → Router: the backend's catalogue (``models``), as a probe
+    read it. (Circuit states do not travel by message: see
+    :class:`~rubberduck.actors.channels.Circuits`.)"""
 
     provider: str
-    models: tuple[str, ...] | None = None
-
-
-class ProviderDown(msgspec.Struct, frozen=True):
-    """HealthMonitor → Router: the backend's circuit is open; skip it."""
-
-    provider: str
-    reason: str
+    models: tuple[str, ...]
 
 
 class ChildExited(msgspec.Struct, frozen=True):

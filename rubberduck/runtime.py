@@ -23,7 +23,7 @@ from rubberduck.actors.provider import ROUTER, Load, ProviderActor, provider_act
 from rubberduck.actors.router import Backoff, Route, Router
 from rubberduck.actors.routing import route_first
 from rubberduck.actors.supervisor import ChildSpec, Registry, Supervisor
-from rubberduck.channels import ReplyChannel, ThreadChannel
+from rubberduck.channels import CallerChannel, ReplyChannel, ThreadChannel
 from rubberduck.config import Config, ProviderConfig, default_config, load_config
 from rubberduck.cost import UsageLedger, UsageReport, find_price
 from rubberduck.deadlines import DeadlineWatch
@@ -286,21 +286,28 @@ class Runtime(RequestMethods, ModelAdmin):
 
     def _answer(self, call: Call) -> ChatResponse | GenerateResponse | EmbedResponse:
         """The whole answer of a non-streamed ``call``: the caller's thread waits
-        for it, so it runs the first attempt itself when a backend has a free
-        slot (no hand-off to a worker and back); fallback, retries and the
-        deadline work as for :meth:`submit`. Its channel is unbounded: this
-        thread is both its producer and, after, its reader (a non-streamed
-        answer is a few events)."""
-        channel = ThreadChannel(0)
+        for it, so it runs the attempts itself (no hand-off to a worker and
+        back): the first one at once when a backend has a free slot, a later
+        one (a slot freed for it on a waiting list, a fallback, a retry) when
+        the backend hands it over through the channel
+        (:class:`~rubberduck.channels.CallerChannel`). Fallback, retries and the
+        deadline work as for :meth:`submit`. The channel is unbounded: this
+        thread is both its producer and its reader (a non-streamed answer is a
+        few events)."""
+        channel = CallerChannel()
         state = self._start_request(call.request, channel, caller_runs=True, **call.routing)
         work, state.inline = state.inline, None
-        if work is not None:
-            try:
+        try:
+            if work is not None:
                 work()
-            except BaseException:  # KeyboardInterrupt, ...: the request ends too
+            return RequestHandle(state, channel).result()
+        finally:
+            # The caller stops waiting: a request still running ends with it
+            # (KeyboardInterrupt, ...), and attempts handed here meanwhile run
+            # now, only to give their slots back.
+            if not state.finished:
                 state.cancel()
-                raise
-        return RequestHandle(state, channel).result()
+            channel.close()
 
     def _start_request(
         self,

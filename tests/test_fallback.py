@@ -3,6 +3,7 @@ deadlines — two fault-injecting Ollama-protocol servers, no model needed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from rubberduck import (
     Runtime,
     StreamInterrupted,
 )
+from rubberduck.actors.router import Router
 from rubberduck.actors.routing import RoutingTable
 from tests.conftest import ANSWER, HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama, free_port
@@ -112,12 +114,39 @@ def test_backend_that_comes_back_is_used_again_after_a_probe(
         posts_while_down = len(primary.posts())
         primary.mode = "ok"
         assert wait_until(lambda: rt.health()["primary"].state == "closed")
-        # New requests route on the caller's thread from the table the Router
-        # publishes once it has heard of the change (a mailbox hop after the
-        # HealthMonitor's own state, which health() reports).
-        assert wait_until(lambda: "primary" not in _published(rt).down)
         assert len(primary.posts()) == posts_while_down, "the probe, not a user request, decides"
         assert rt.chat("llama3.2", HI).provider == "primary"
+
+
+def test_a_request_right_after_health_says_closed_goes_there_whatever_the_router_knows(
+    servers: tuple[FakeOllama, FakeOllama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, backup = servers
+    primary.mode = "drop"
+    held, release = threading.Event(), threading.Event()
+    receive = Router.receive
+
+    def holding(router: Router, message: Any) -> Any:
+        if held.is_set():
+            release.wait(10)  # the Router's mailbox is held: it hears of nothing
+        return receive(router, message)
+
+    monkeypatch.setattr(Router, "receive", holding)
+    with runtime_for(primary.url, backup.url) as rt:
+        try:
+            assert wait_until(lambda: "primary" in _published(rt).down)
+            held.set()
+            primary.mode = "ok"
+            assert wait_until(lambda: rt.health()["primary"].state == "closed")
+            assert rt.chat("llama3.2", HI).provider == "primary"
+            # And the other way: health() says open, no request goes there.
+            primary.mode = "drop"
+            assert wait_until(lambda: rt.health()["primary"].state != "closed")
+            posts = len(primary.posts())
+            assert rt.chat("llama3.2", HI).provider == "backup"
+            assert len(primary.posts()) == posts
+        finally:
+            release.set()
 
 
 def test_model_not_found_moves_on_with_the_pull_hint(

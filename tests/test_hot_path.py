@@ -4,6 +4,7 @@ Behaviour only; the speed is measured by benchmarks/hot_path.py."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,14 @@ from typing import Any
 import pytest
 import requests
 
+from rubberduck import Runtime
+from rubberduck.actors.provider import ProviderActor
 from rubberduck.actors.router import Router
 from rubberduck.errors import RequestTimeout
-from rubberduck.messages import Submit
+from rubberduck.messages import Crash, Submit
 from rubberduck.providers._http.direct import send_direct
 from rubberduck.providers._http.session import new_session
-from tests.conftest import HI, runtime_for
+from tests.conftest import HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.usefixtures("no_thread_left")
@@ -113,6 +116,30 @@ def test_a_direct_post_sends_what_session_request_sends() -> None:
     assert server.raw_bodies == [body, body]
 
 
+def test_a_post_goes_out_in_one_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[bytes] = []
+    send = http.client.HTTPConnection.send
+
+    def recording(conn: http.client.HTTPConnection, data: Any) -> None:
+        sent.append(bytes(data))
+        send(conn, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recording)
+    body = b'{"model":"llama3.2","messages":[],"stream":false}'
+    with FakeOllama() as server:
+        session = new_session(pool_size=1, trust_env=False)
+        for _ in range(2):  # a new connection, then a kept-alive one
+            url = server.url + "/api/chat"
+            resp = send_direct(session, "POST", url, data=body, timeout=(5, 5))
+            assert resp.status_code == 200 and resp.json()["done"] is True
+        session.close()
+    # Headers and body in one sendall: one system call (and GIL release) fewer.
+    assert len(sent) == 2, sent
+    assert all(s.startswith(b"POST /api/chat HTTP/1.1\r\n") for s in sent)
+    assert all(s.endswith(b"\r\n\r\n" + body) for s in sent)
+    assert server.raw_bodies == [body, body]
+
+
 def test_a_session_that_reads_the_environment_goes_through_session_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -181,6 +208,104 @@ def test_a_burst_past_the_slots_waits_for_one_without_the_router(
             t.join()
     assert len(replies) == 8 and all(r.message.content for r in replies)
     assert router_submits == []  # the full ones joined a waiting list from their own thread
+
+
+@pytest.fixture
+def work_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The thread of every attempt a ProviderActor runs, in order."""
+    seen: list[str] = []
+    work = ProviderActor._work
+
+    def recording(self: ProviderActor, handle: Any, **kwargs: Any) -> None:
+        seen.append(threading.current_thread().name)
+        work(self, handle, **kwargs)
+
+    monkeypatch.setattr(ProviderActor, "_work", recording)
+    return seen
+
+
+def caller(rt: Runtime, name: str, replies: list[Any], **routing: Any) -> threading.Thread:
+    """A started thread called ``name`` that makes one blocking chat."""
+    thread = threading.Thread(
+        target=lambda: replies.append(rt.chat("llama3.2", HI, **routing)), name=name
+    )
+    thread.start()
+    return thread
+
+
+def test_a_blocking_chat_that_waited_for_a_slot_runs_on_its_callers_thread(
+    servers: tuple[FakeOllama, FakeOllama], work_threads: list[str]
+) -> None:
+    primary, backup = servers
+    limits = {"max_in_flight": 1, "max_queue": 0}
+    replies: list[Any] = []
+    with runtime_for(primary.url, backup.url, primary_cfg=limits, backup_cfg=limits) as rt:
+        for t in [caller(rt, f"caller-{i}", replies) for i in range(8)]:
+            t.join()
+        assert rt._load["primary"] == rt._load["backup"] == 0  # every slot given back
+    assert len(replies) == 8 and all(r.message.content for r in replies)
+    # Most of them waited on a waiting list; each still ran on its own thread,
+    # not on a worker that then had to wake it.
+    assert len(work_threads) == 8
+    assert all(name.startswith("caller-") for name in work_threads), work_threads
+
+
+def test_a_blocking_chat_falls_back_on_its_callers_thread(work_threads: list[str]) -> None:
+    with FakeOllama("busy") as primary, FakeOllama() as backup:
+        with runtime_for(primary.url, backup.url) as rt:
+            reply = rt.chat("llama3.2", HI)
+    assert reply.provider == "backup"
+    here = threading.current_thread().name
+    assert work_threads == [here, here]  # primary's attempt, then backup's
+
+
+def test_an_attempt_handed_to_its_caller_as_the_actor_dies_goes_to_the_next_actor(
+    servers: tuple[FakeOllama, FakeOllama],
+    work_threads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    primary, backup = servers
+    holding, handed, go_on = threading.Event(), threading.Event(), threading.Event()
+    work = ProviderActor._work  # the recording one
+
+    def held(self: ProviderActor, handle: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "caller-1" and not handed.is_set():
+            handed.set()  # caller-1 got its attempt; hold it there until the crash
+            go_on.wait(5)
+        work(self, handle, **kwargs)
+
+    monkeypatch.setattr(ProviderActor, "_work", held)
+    replies: list[Any] = []
+    with runtime_for(
+        primary.url, backup.url, primary_cfg={"max_in_flight": 1, "max_queue": 0}
+    ) as rt:
+        provider = rt.providers["primary"]
+        run = provider.run
+
+        def hold_first(*args: Any) -> None:
+            if threading.current_thread().name == "caller-0":
+                holding.set()
+                assert wait_until(lambda: rt._load["primary"] == 2)  # caller-1 waits
+            run(*args)
+
+        monkeypatch.setattr(provider, "run", hold_first)
+        first = caller(rt, "caller-0", replies, backends=["primary"])
+        assert holding.wait(5)
+        second = caller(rt, "caller-1", replies, backends=["primary"])
+        # caller-0 ends; its slot passes to caller-1, whose attempt is held.
+        assert handed.wait(5), work_threads
+        old = rt._registry.get("provider:primary")
+        assert old is not None
+        old.tell(Crash("test"))
+        assert wait_until(lambda: rt._registry.get("provider:primary") not in (None, old))
+        go_on.set()
+        first.join(5)
+        second.join(5)
+        assert wait_until(lambda: rt._load["primary"] == 0)
+    assert [r.provider for r in replies] == ["primary", "primary"]
+    # caller-1's attempt at the dead actor moved the request on; the new actor
+    # handed the next attempt to caller-1 too.
+    assert work_threads == ["caller-0", "caller-1", "caller-1"]
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark's upstream needs gcc")

@@ -1,8 +1,9 @@
-"""The three paths between actors that do not go through a mailbox.
+"""The paths between actors that do not go through a mailbox.
 
-A mailbox hop costs a thread wake-up. Three exchanges happen once or twice per
-request and carry nothing a lock does not, so they bypass the mailboxes, each
-through one small object with its locking written down here:
+A mailbox hop costs a thread wake-up, and a view that follows its source by a
+hop can be out of date. Four exchanges carry nothing a lock does not, so they
+bypass the mailboxes, each through one small object with its locking written
+down here:
 
 - :class:`Admissions`: the Router hands a request to a backend's ProviderActor
   by calling that actor's ``admit`` on the Router's thread (a non-blocking slot
@@ -11,8 +12,12 @@ through one small object with its locking written down here:
   HealthMonitor reads them in that order before each message it handles.
 - :class:`Load`: requests in flight per backend, written by the Router and the
   ProviderActors, read by the Router to share load.
+- :class:`Circuits`: which backends' circuits are open, written by the
+  HealthMonitor as its breakers change, read by whoever routes (the Router, and
+  callers' threads making a request's first offer), so that routing and
+  ``Runtime.health`` never disagree.
 
-All three live in the :class:`~rubberduck.actors.supervisor.Registry` (or the
+All of them live in the :class:`~rubberduck.actors.supervisor.Registry` (or the
 runtime), not in an actor, so they survive actor restarts.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
@@ -29,7 +35,7 @@ from rubberduck.messages import Outcome
 if TYPE_CHECKING:
     from rubberduck.request_state import RequestState
 
-__all__ = ["Admission", "Admissions", "Admit", "Load", "OutcomeLog"]
+__all__ = ["Admission", "Admissions", "Admit", "Circuits", "Load", "OutcomeLog"]
 
 
 class Admission(enum.Enum):
@@ -170,3 +176,55 @@ class Load:
         """The models with requests in flight on ``backend`` now."""
         with self._lock:
             return frozenset(self._busy.get(backend, ()))
+
+
+class Circuits:
+    """The backends whose circuit is open, as the HealthMonitor's breakers say.
+
+    The HealthMonitor writes it on a state change, before it does anything
+    else (so before ``Runtime.health`` can report the new state); the Router
+    and callers' threads read it as they route. One source for both, not a copy
+    that follows the breakers by a mailbox hop: a request sent after
+    ``health()`` said a circuit closed can go there.
+
+    Locking: one writer (the HealthMonitor's thread). A write replaces the
+    whole state (:attr:`down` with :attr:`down_since`) in one assignment, and
+    the dicts it hands out are never changed afterwards, so readers take no
+    lock and see either the old state or the new one.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[dict[str, str], dict[str, float]] = ({}, {})
+
+    @property
+    def down(self) -> dict[str, str]:
+        """Backend → why its circuit is open (do not change the dict)."""
+        return self._state[0]
+
+    @property
+    def down_since(self) -> dict[str, float]:
+        """Backend → when its circuit opened, ``time.monotonic()`` seconds (do
+        not change the dict)."""
+        return self._state[1]
+
+    def state(self) -> tuple[dict[str, str], dict[str, float]]:
+        """:attr:`down` and :attr:`down_since` read together (one state)."""
+        return self._state
+
+    def open(self, backend: str, reason: str) -> None:
+        """``backend``'s circuit is open because of ``reason``; when it opened
+        does not move while it stays open."""
+        down, since = self._state
+        self._state = (
+            {**down, backend: reason},
+            {**since, backend: since.get(backend, time.monotonic())},
+        )
+
+    def close(self, backend: str) -> None:
+        """``backend``'s circuit is closed (user requests may go there)."""
+        down, since = self._state
+        if backend in down:
+            self._state = (
+                {k: v for k, v in down.items() if k != backend},
+                {k: v for k, v in since.items() if k != backend},
+            )

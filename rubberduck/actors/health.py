@@ -23,10 +23,14 @@ successes between them were read late. A failure also wakes this actor (a
 not (a message per success cost a thread wake-up per request, at the moment the
 caller wakes for its answer: ``benchmarks/overhead.py``).
 
-State changes are published to the Router as ``ProviderUp`` / ``ProviderDown``.
-The catalogue goes with every ``ProviderUp`` after a read, changed or not, so
-the Router's view converges within one interval whatever it dropped (a model it
-removed after a 404) or missed; a Router that starts asks for everything with
+A circuit's state change is written to ``Registry.circuits`` (a
+:class:`~rubberduck.actors.channels.Circuits`) here, on this actor's thread, as
+the breaker changes: routing (the Router, and callers' threads) reads it
+there, so it never lags what :meth:`HealthMonitor.snapshot` (``Runtime.health``)
+says. The catalogue goes to the Router as
+:class:`~rubberduck.messages.CatalogueRead` after every read, changed or not,
+so the Router's view converges within one interval whatever it dropped (a model
+it removed after a 404) or missed; a Router that starts asks for it with
 :class:`~rubberduck.messages.Resync`.
 """
 
@@ -47,10 +51,9 @@ from rubberduck.config import HealthConfig
 from rubberduck.errors import ProviderUnavailable, RubberDuckError
 from rubberduck.messages import (
     BackendHealth,
+    CatalogueRead,
     Outcome,
     ProbeResult,
-    ProviderDown,
-    ProviderUp,
     Resync,
     Snapshot,
     Tick,
@@ -371,11 +374,14 @@ class HealthMonitor(SupervisedActor):
                 self._changed(news.backend, b, catalogue=True, share=False)
 
     def _publish(self, name: str, b: _Backend, *, catalogue: bool = False) -> None:
+        """The circuit's state to ``Registry.circuits`` (before any health
+        snapshot can show it), and with ``catalogue`` the models to the Router."""
         if b.breaker.allows_requests():
-            message: Any = ProviderUp(name, b.models if catalogue else None)
+            self.registry.circuits.close(name)
         else:
-            message = ProviderDown(name, b.last_error or "circuit open")
-        self.registry.tell("router", message)
+            self.registry.circuits.open(name, b.last_error or "circuit open")
+        if catalogue and b.models is not None:
+            self.registry.tell("router", CatalogueRead(name, b.models))
 
     def snapshot(self) -> dict[str, BackendHealth]:
         """Every backend's :class:`BackendHealth`, in routing order."""

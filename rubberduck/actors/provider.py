@@ -11,7 +11,13 @@ list (FIFO, up to ``max_waiting``) and starts when a slot frees, or ends at its
 deadline — a burst larger than the slots waits instead of failing busy. The
 actor owns the pool and its lifecycle; it is what the supervisor restarts. A
 worker runs the provider's blocking call with the request handle's ``emit`` as
-the callback: chunks go straight to the caller's queue. When the call ends, the
+the callback: chunks go straight to the caller's queue. A blocking call's
+attempts (``Runtime.chat``, ...) run on its caller's thread instead, which only
+waits for the answer: the first at once when a slot is free, a later one (a
+slot freed for it on the waiting list, a fallback, a retry) handed to it
+through its reply channel (:class:`~rubberduck.channels.CallerChannel`) — one
+wake-up of the caller instead of a worker's and then the caller's. Either way
+an attempt runs only with one of the ``max_in_flight`` turns. When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).
@@ -65,8 +71,9 @@ __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
 ROUTER = "router"
 
-#: Stands for the future of an attempt that runs on its caller's thread: it is
-#: running, so it cannot be cancelled; the actor's death closes its scope instead.
+#: Stands for the future of an attempt that runs on its caller's thread: it
+#: cannot be cancelled; the actor's death closes its scope instead (or, not
+#: started yet, the attempt finds the actor gone and hands the request back).
 _ON_CALLER: Future[None] = Future()
 _ON_CALLER.set_running_or_notify_cancel()
 
@@ -159,6 +166,9 @@ class ProviderActor(SupervisedActor):
                 self._hand_back(handle, "before it started")
         for scope in running:
             scope.cancel()  # the worker sees the closed call and hands the request on
+        # Attempts handed to their callers' threads and not started yet run
+        # soon (each caller is waiting for it), find _exit_reason set and hand
+        # their request back the same way.
         # After a crash the replacement takes new work at once (the runtime joins
         # these workers at close); at a stop, wait for them (their calls are
         # closed, so the wait is short).
@@ -206,7 +216,7 @@ class ProviderActor(SupervisedActor):
                     handle.inline = functools.partial(self._work, handle, turn=turn)
                     future = _ON_CALLER
                 else:
-                    future = self._pool.submit(self._work, handle)
+                    future = self._start(handle)
                 self._admitted[handle.id] = (handle, future)
                 return Admission.TAKEN
             if overflow and len(self._waiting) < self.max_waiting:
@@ -239,11 +249,22 @@ class ProviderActor(SupervisedActor):
             if handle.finished:
                 self.load.add(self.backend, -1, model_key(handle.request.model))
                 continue
-            future = self._pool.submit(self._work, handle)
-            self._admitted[handle.id] = (handle, future)
+            self._admitted[handle.id] = (handle, self._start(handle))
             if not self._slots.acquire(blocking=False):
                 return
         self._slots.release()
+
+    def _start(self, handle: RequestState) -> Future[None]:
+        """Start ``handle``'s attempt, which has a slot (under ``_lock``): on its
+        caller's thread when that thread only waits for the answer (a blocking
+        call: its channel takes the attempt, see
+        :class:`~rubberduck.channels.CallerChannel`), else on a worker. Either
+        way it waits there for one of the ``max_in_flight`` turns."""
+        if handle.channel.hand(functools.partial(self._work, handle)):
+            # Runs soon (its caller is waiting on the channel); if this actor
+            # dies first, the attempt finds it gone and hands the request back.
+            return _ON_CALLER
+        return self._pool.submit(self._work, handle)
 
     def _left(self, handle: RequestState) -> None:
         """``handle`` is no longer this actor's: free its slot and count, and
@@ -277,8 +298,8 @@ class ProviderActor(SupervisedActor):
     # --- worker threads -----------------------------------------------------------
 
     def _work(self, handle: RequestState, *, turn: bool = False) -> None:
-        """Run ``handle``'s attempt; ``turn``: it holds one of the
-        ``max_in_flight`` turns already (on its caller's thread)."""
+        """Run ``handle``'s attempt (on a worker or on its caller's thread);
+        ``turn``: it holds one of the ``max_in_flight`` turns already."""
         # The model's turn first: one waiting for it holds no backend turn
         # that a request for another model could use.
         model = self.model_turns.take(
@@ -327,10 +348,10 @@ class ProviderActor(SupervisedActor):
         """Wait for one of the ``max_in_flight`` turns (workers and callers'
         threads running their own attempts share them); ``False`` if the
         request ended or this actor is going away first."""
-        while not self._turns.acquire(timeout=0.05):
-            if handle.finished or self._exit_reason is not None:
-                return False
-        return True
+        while not handle.finished and self._exit_reason is None:
+            if self._turns.acquire(timeout=0.05):
+                return True
+        return False
 
     def _interrupted(self, handle: RequestState, error: RubberDuckError) -> None:
         """A failure after the first chunk reached the caller: the mid-stream policy."""

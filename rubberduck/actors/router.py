@@ -59,13 +59,7 @@ from rubberduck.errors import (
     RequestTimeout,
     RubberDuckError,
 )
-from rubberduck.messages import (
-    AttemptFailed,
-    ProviderDown,
-    ProviderUp,
-    Resync,
-    Submit,
-)
+from rubberduck.messages import AttemptFailed, CatalogueRead, Resync, Submit
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events
 
@@ -133,13 +127,11 @@ class Router(SupervisedActor):
         self.table = RoutingTable(
             self.routes,
             self.load,
+            self.registry.circuits,
             residency=self.registry.residency,
             balance=self.balance,
             rng=self._balance_rng,
         )
-        self.down = self.table.down
-        #: When each backend in ``down`` went down (monotonic seconds): panic order.
-        self.down_since = self.table.down_since
         self.catalogue = self.table.catalogue
         self._publish()
         # After a restart our view is empty: ask for the current one.
@@ -162,15 +154,8 @@ class Router(SupervisedActor):
                 self._route(message.handle)
             elif isinstance(message, AttemptFailed):
                 self._attempt_failed(message)
-            elif isinstance(message, ProviderUp):
-                self.down.pop(message.provider, None)
-                self.down_since.pop(message.provider, None)
-                if message.models is not None:
-                    self.catalogue[message.provider] = model_names(message.models)
-                self._publish()
-            elif isinstance(message, ProviderDown):
-                self.down[message.provider] = message.reason
-                self.down_since.setdefault(message.provider, time.monotonic())
+            elif isinstance(message, CatalogueRead):
+                self.catalogue[message.provider] = model_names(message.models)
                 self._publish()
         except Exception as exc:
             handle = getattr(message, "handle", None)
@@ -201,7 +186,7 @@ class Router(SupervisedActor):
             return
         full: list[str] = []
         candidates = self.candidates(handle) or self.candidates(handle, panic=True)
-        events.routed(handle, candidates, self.down)  # telemetry
+        events.routed(handle, candidates, self.table.down)  # telemetry
         for route in candidates:
             # Without fallback the first candidate is the only one: wait there.
             taken = self._offer(handle, route.name, overflow=not handle.fallback)
@@ -233,7 +218,7 @@ class Router(SupervisedActor):
         again = [
             (name, error)
             for name, error in handle.causes.items()
-            if name in handle.excluded and name not in self.down and _retryable(error)
+            if name in handle.excluded and name not in self.table.down and _retryable(error)
         ]
         if not again:
             return False

@@ -1,12 +1,15 @@
 """Where a request may go: the Router's view of the backends, and its first
 offer made on the caller's thread.
 
-A :class:`RoutingTable` holds what the Router knows (configured routes, open
-circuits, catalogues) and picks the candidates for a request. The Router owns
-one and changes it as health and catalogue news arrive; after each change it
-publishes a copy in the registry (``Registry.routing``). A caller's thread
-routes a new request from that published copy (:func:`route_first`): the first
-backend with room takes it at once, without a hop through the Router's mailbox.
+A :class:`RoutingTable` holds what the Router knows (configured routes,
+catalogues) and picks the candidates for a request. The Router owns one and
+changes it as catalogue news arrive; after each change it publishes a copy in
+the registry (``Registry.routing``). Open circuits are not the Router's: every
+table reads them live from the HealthMonitor's
+:class:`~rubberduck.actors.channels.Circuits`, the source ``Runtime.health``
+reports from too. A caller's thread routes a new request from the published
+copy (:func:`route_first`): the first backend with room takes it at once,
+without a hop through the Router's mailbox.
 Everything else — no backend with room, a failed attempt, a retry round, panic
 mode, overflow onto a waiting list — stays the Router actor's, which gets the
 request by message as before.
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rubberduck.actors.balance import order as balance_order
-from rubberduck.actors.channels import Admission, Admissions, Load
+from rubberduck.actors.channels import Admission, Admissions, Circuits, Load
 from rubberduck.actors.residency import Residency, model_key
 from rubberduck.errors import (
     InvalidRequest,
@@ -85,8 +88,7 @@ class RoutingTable:
     Attributes:
         routes: Backends by priority (stable: equal priorities in configured order).
         load: Requests in flight per backend (shared, live).
-        down: Backend → why its circuit is open.
-        down_since: When each backend in ``down`` went down (monotonic seconds).
+        circuits: The open circuits (the HealthMonitor's; shared, live).
         catalogue: Backend → its models, from its last catalogue read.
         residency: Models loaded and latency per backend (shared, live).
         balance: The order among equal priorities (one of
@@ -96,20 +98,22 @@ class RoutingTable:
 
     routes: list[Route]
     load: Load
-    down: dict[str, str] = field(default_factory=dict)
-    down_since: dict[str, float] = field(default_factory=dict)
+    circuits: Circuits = field(default_factory=Circuits)
     catalogue: dict[str, set[str]] = field(default_factory=dict)
     residency: Residency = field(default_factory=Residency)
     balance: str = "warm"
     rng: random.Random = field(default_factory=random.Random)
 
+    @property
+    def down(self) -> dict[str, str]:
+        """Backend → why its circuit is open, now."""
+        return self.circuits.down
+
     def copy(self) -> RoutingTable:
-        """A copy that later changes to this table do not touch (to publish)."""
+        """A copy that later changes to this table do not touch (to publish);
+        it shares the live :attr:`load` and :attr:`circuits`."""
         return replace(
-            self,
-            down=dict(self.down),
-            down_since=dict(self.down_since),
-            catalogue={name: set(models) for name, models in self.catalogue.items()},
+            self, catalogue={name: set(models) for name, models in self.catalogue.items()}
         )
 
     def serves(self, route: Route, model: str | None) -> bool:
@@ -132,6 +136,7 @@ class RoutingTable:
                 the one whose circuit opened last first (panic mode).
         """
         model = handle.request.model
+        down, down_since = self.circuits.state()  # one state for the whole pass
         allowed = handle.backends
         if not handle.fallback and handle.tried:
             allowed = frozenset(handle.tried[:1])
@@ -147,17 +152,16 @@ class RoutingTable:
                 )
             elif not has_model and not (route.serve_any_model and handle.allow_substitute):
                 handle.causes.setdefault(name, missing(route, model or ""))
-            elif name in self.down and not panic:
+            elif name in down and not panic:
                 handle.causes.setdefault(
-                    name,
-                    ProviderUnavailable(f"skipped, circuit open: {self.down[name]}", provider=name),
+                    name, ProviderUnavailable(f"skipped, circuit open: {down[name]}", provider=name)
                 )
-            elif name in self.down or not panic:
+            elif name in down or not panic:
                 if not has_model:
                     handle.substitutes.add(name)
                 out.append(route)
         if panic:
-            return sorted(out, key=lambda r: -self.down_since.get(r.name, 0.0))
+            return sorted(out, key=lambda r: -down_since.get(r.name, 0.0))
         if len(out) > 1:
             out = balance_order(
                 out, model_key(model), self.load, self.residency, self.balance, self.rng

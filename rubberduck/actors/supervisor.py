@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from rubberduck.actors._pykka import ThreadingActor, actor_of, empty_mailbox
-from rubberduck.actors.channels import Admissions, OutcomeLog
+from rubberduck.actors.channels import Admissions, Circuits, OutcomeLog
 from rubberduck.actors.residency import Residency
 from rubberduck.messages import ChildExited, Crash
 from rubberduck.scheduler import Scheduler
@@ -109,6 +109,8 @@ class Registry:
         #: Backend name → its circuit breaker, set by the HealthMonitor; read
         #: (state only) by the metrics reader's thread.
         self.breakers: dict[str, Any] = {}
+        #: Open circuits, HealthMonitor → whoever routes (no mailbox hop).
+        self.circuits = Circuits()
         #: The Router's view of the backends, published for callers to route
         #: new requests from (``None`` until a Router started).
         self.routing: RoutingTable | None = None

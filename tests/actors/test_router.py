@@ -17,10 +17,9 @@ from rubberduck.errors import AllProvidersFailed, ModelNotFound, ProviderUnavail
 from rubberduck.handle import RequestHandle
 from rubberduck.messages import (
     AttemptFailed,
+    CatalogueRead,
     ChatRequest,
     Done,
-    ProviderDown,
-    ProviderUp,
     Submit,
     Usage,
 )
@@ -162,7 +161,7 @@ def test_a_backend_whose_actor_is_restarting_is_passed_over(registry: Registry) 
 def test_a_backend_without_the_model_is_never_tried(registry: Registry) -> None:
     a, _ = FakeBackend(registry, "a"), FakeBackend(registry, "b")
     router = start_router(registry)
-    router.tell(ProviderUp("a", ("other:latest",)))
+    router.tell(CatalogueRead("a", ("other:latest",)))
     handle = submit(registry, model="m")
     assert handle.result(timeout=10).provider == "b"
     assert a.offers == []
@@ -171,9 +170,10 @@ def test_a_backend_without_the_model_is_never_tried(registry: Registry) -> None:
 
 def test_in_panic_mode_the_backend_down_last_goes_first(registry: Registry) -> None:
     a, _ = FakeBackend(registry, "a"), FakeBackend(registry, "b")
-    router = start_router(registry)
-    router.tell(ProviderDown("a", "refused"))
-    router.tell(ProviderDown("b", "refused"))  # down later: the least bad
+    start_router(registry)
+    # As the HealthMonitor writes them (the Router reads them live).
+    registry.circuits.open("a", "refused")
+    registry.circuits.open("b", "refused")  # down later: the least bad
     handle = submit(registry)
     assert handle.result(timeout=10).provider == "b"
     assert a.offers == []
