@@ -4,7 +4,6 @@ Behaviour only; the speed is measured by benchmarks/hot_path.py."""
 
 from __future__ import annotations
 
-import http.client
 import shutil
 import subprocess
 import sys
@@ -113,30 +112,6 @@ def test_a_direct_post_sends_what_session_request_sends() -> None:
     via_session, direct = server.headers
     assert direct == via_session
     assert direct["x-extra"] == "2" and direct["content-length"] == str(len(body))
-    assert server.raw_bodies == [body, body]
-
-
-def test_a_post_goes_out_in_one_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[bytes] = []
-    send = http.client.HTTPConnection.send
-
-    def recording(conn: http.client.HTTPConnection, data: Any) -> None:
-        sent.append(bytes(data))
-        send(conn, data)
-
-    monkeypatch.setattr(http.client.HTTPConnection, "send", recording)
-    body = b'{"model":"llama3.2","messages":[],"stream":false}'
-    with FakeOllama() as server:
-        session = new_session(pool_size=1, trust_env=False)
-        for _ in range(2):  # a new connection, then a kept-alive one
-            url = server.url + "/api/chat"
-            resp = send_direct(session, "POST", url, data=body, timeout=(5, 5))
-            assert resp.status_code == 200 and resp.json()["done"] is True
-        session.close()
-    # Headers and body in one sendall: one system call (and GIL release) fewer.
-    assert len(sent) == 2, sent
-    assert all(s.startswith(b"POST /api/chat HTTP/1.1\r\n") for s in sent)
-    assert all(s.endswith(b"\r\n\r\n" + body) for s in sent)
     assert server.raw_bodies == [body, body]
 
 

@@ -45,39 +45,14 @@ def current_scope() -> CancelScope | None:
 
 
 class _ScopedConnection(HTTPConnection):
-    # The header block of a request with a bytes body, held back to go out with
-    # the body in one ``sendall`` (urllib3 sends them apart): one system call,
-    # and one release of the GIL, fewer per request. ``b""``: hold the next send.
-    _held: bytes | None = None
-
-    def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> None:
+    def request(self, *args: Any, **kwargs: Any) -> None:
         scope = current_scope()
         if scope is not None:
             if self.sock is None:
                 self.connect()
             sock = self.sock
             scope.attach(lambda: sock.shutdown(socket.SHUT_RDWR))
-        if type(body) is not bytes:
-            super().request(method, url, body, *args, **kwargs)
-            return
-        self._held = b""
-        try:
-            super().request(method, url, body, *args, **kwargs)
-            held = self._held
-        finally:
-            self._held = None
-        if held:  # no body chunk came after it (an empty body)
-            super().send(held)
-
-    def send(self, data: Any) -> None:
-        held = self._held
-        if held is None:
-            super().send(data)
-        elif not held:
-            self._held = bytes(data)  # the header block: wait for the body
-        else:
-            self._held = None
-            super().send(held + data)
+        super().request(*args, **kwargs)
 
 
 class _ScopedHTTPSConnection(_ScopedConnection, HTTPSConnection):
