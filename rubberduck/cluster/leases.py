@@ -13,7 +13,10 @@ dies stops renewing: its leases expire within ``slot_ttl`` and the next
 :data:`ACQUIRE` drops them. A lease released and not yet removed (the cluster
 thread batches removals over ``RELEASE_BATCH_S``) is taken back by the next
 request of the same runtime for that backend with no round trip at all: under
-steady load most requests reuse a lease.
+steady load most requests reuse a lease. Only a lease that Redis confirmed
+(taken or renewed) less than ``slot_ttl / 2`` ago is taken back; one that a
+renewal found gone (Redis restarted, or renewals were late by more than
+``slot_ttl``) is only removed.
 
 When every slot is leased the request waits, on the thread that runs it
 (it holds one of its runtime's local turns meanwhile, so its runtime's
@@ -124,10 +127,15 @@ class SlotLeases:
         self.reuse = True
         self._ids = (f"{replica}:{n}" for n in itertools.count())
         self._lock = threading.Lock()
-        self._held: dict[str, set[str]] = {}
+        # Lease id -> when Redis last confirmed it (taken or renewed; monotonic s).
+        self._held: dict[str, dict[str, float]] = {}
         # Released, not yet removed from Redis (the cluster thread does it
-        # within RELEASE_BATCH_S): a request here may take one back meanwhile.
-        self._released: dict[str, list[str]] = {}
+        # within RELEASE_BATCH_S): a request here may take one back meanwhile
+        # if Redis confirmed it less than _fresh_s ago (id, when confirmed).
+        self._released: dict[str, list[tuple[str, float]]] = {}
+        # To remove from Redis, never to take back (lost, or not known to be ours).
+        self._drop: dict[str, list[str]] = {}
+        self._fresh_s = ttl_s / 2
         self._acquire: Any = link.client.register_script(ACQUIRE)
         self._renew: Any = link.client.register_script(RENEW)
 
@@ -152,11 +160,16 @@ class SlotLeases:
         with self._lock:
             released = self._released.get(backend)
             if released and self.reuse:
-                lease = Lease(backend, released.pop())
-                self._held.setdefault(backend, set()).add(lease.id)
-                return lease
+                fresh_after = time.monotonic() - self._fresh_s
+                while released:
+                    lease_id, confirmed = released.pop()
+                    if confirmed > fresh_after:
+                        self._held.setdefault(backend, {})[lease_id] = confirmed
+                        return Lease(backend, lease_id)
+                    self._drop.setdefault(backend, []).append(lease_id)
             lease = Lease(backend, next(self._ids))
         key = self.key(backend)
+        sent = time.monotonic()
         got = self.link.call(
             "take a slot", lambda c: self._acquire(keys=[key], args=[limit, self.ttl_ms, lease.id])
         )
@@ -165,7 +178,7 @@ class SlotLeases:
         if not got:
             return False
         with self._lock:
-            self._held.setdefault(backend, set()).add(lease.id)
+            self._held.setdefault(backend, {})[lease.id] = sent
         return lease
 
     def acquire(self, backend: str, limit: int, give_up: Callable[[], bool]) -> Lease | None:
@@ -201,10 +214,11 @@ class SlotLeases:
         """Give ``lease`` back (off the request's path: the cluster thread
         removes it from Redis at once)."""
         with self._lock:
-            held = self._held.get(lease.backend)
-            if held is not None:
-                held.discard(lease.id)
-            self._released.setdefault(lease.backend, []).append(lease.id)
+            confirmed = self._held.get(lease.backend, {}).pop(lease.id, None)
+            if confirmed is None:  # lost in Redis (see renew): remove it only
+                self._drop.setdefault(lease.backend, []).append(lease.id)
+            else:
+                self._released.setdefault(lease.backend, []).append((lease.id, confirmed))
         self._wake()
 
     def held(self) -> int:
@@ -216,8 +230,10 @@ class SlotLeases:
         """Remove the released leases from Redis (one pipelined round trip).
         If Redis fails they are dropped: they expire within ``slot_ttl``."""
         with self._lock:
-            released = {backend: ids for backend, ids in self._released.items() if ids}
-            self._released = {}
+            released = {b: [i for i, _ in ids] for b, ids in self._released.items() if ids}
+            for backend, ids in self._drop.items():
+                released.setdefault(backend, []).extend(ids)
+            self._released, self._drop = {}, {}
         if not released:
             return
 
@@ -235,6 +251,7 @@ class SlotLeases:
             held = {backend: list(ids) for backend, ids in self._held.items() if ids}
         if not held:
             return
+        sent = time.monotonic()
 
         def extend(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -244,17 +261,23 @@ class SlotLeases:
             return result
 
         lost = self.link.call("renew slot leases", extend)
-        for backend, ids in zip(held, lost or (), strict=False):
-            if ids:
-                with self._lock:
-                    self._held.get(backend, set()).difference_update(
-                        i.decode() if isinstance(i, bytes) else i for i in ids
-                    )
+        if lost is None:
+            return
+        for (backend, ids), gone in zip(held.items(), lost, strict=False):
+            gone_ids = {i.decode() if isinstance(i, bytes) else i for i in gone}
+            with self._lock:
+                mine = self._held.get(backend, {})
+                for lease_id in ids:
+                    if lease_id in gone_ids:
+                        mine.pop(lease_id, None)
+                    elif lease_id in mine:
+                        mine[lease_id] = sent
+            if gone_ids:
                 log.warning(
                     "%d slot lease(s) of %s expired before renewal (Redis was unreachable "
                     "or slow for more than slot_ttl): the cluster may run more than "
                     "max_in_flight there until they end",
-                    len(ids),
+                    len(gone_ids),
                     backend,
                     extra={"backend": backend},
                 )

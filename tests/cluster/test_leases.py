@@ -16,7 +16,7 @@ from tests.cluster.conftest import RedisServer
 
 
 def leases(server: RedisServer, replica: str, ttl_s: float = 5.0) -> SlotLeases:
-    link = RedisLink(ClusterConfig(redis_url=server.url, slot_ttl=ttl_s))
+    link = RedisLink(ClusterConfig(redis_url=server.url))
     return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
 
 
@@ -170,3 +170,33 @@ def test_a_lease_released_here_is_taken_back_without_a_round_trip(
     assert isinstance(a.try_acquire("y", 1), Lease)  # another backend: its own lease
     a.flush()
     assert live(a, "x") == 1  # the lease taken back stays; nothing was removed
+
+
+def test_a_lease_lost_in_redis_is_not_taken_back(redis_server: RedisServer) -> None:
+    # Redis restarted empty while the request ran: the renewal finds the lease
+    # gone; when that request ends, the next one must ask Redis, not reuse it.
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.link.client.flushall()
+    a.renew()
+    assert a.held() == 0
+    a.release(first)
+    assert isinstance(b.try_acquire("x", 1), Lease)  # b took the free slot
+    assert a.try_acquire("x", 1) is False  # so a must not run: one slot, one holder
+    a.flush()  # the lost id is removed at most, never re-added
+    assert live(a, "x") == 1
+
+
+def test_a_lease_not_confirmed_for_half_its_ttl_is_not_taken_back(
+    redis_server: RedisServer,
+) -> None:
+    # Renewals failed (Redis slow) for longer than the lease may have lived:
+    # it may have expired and gone to another replica; ask Redis again.
+    a, b = leases(redis_server, "a", ttl_s=0.2), leases(redis_server, "b", ttl_s=0.2)
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    time.sleep(0.25)  # expired: no renewal reached Redis
+    assert isinstance(b.try_acquire("x", 1), Lease)
+    a.release(first)
+    assert a.try_acquire("x", 1) is False
