@@ -133,8 +133,10 @@ class SlotLeases:
         # within RELEASE_BATCH_S): a request here may take one back meanwhile
         # if Redis confirmed it less than _fresh_s ago (id, when confirmed).
         self._released: dict[str, list[tuple[str, float]]] = {}
-        # To remove from Redis, never to take back (lost, or not known to be ours).
-        self._drop: dict[str, list[str]] = {}
+        # To remove from Redis, never to take back (lost, or not known to be
+        # ours), with when it was queued: kept while Redis fails, up to slot_ttl.
+        self._drop: dict[str, list[tuple[str, float]]] = {}
+        self._ttl_s = ttl_s
         self._fresh_s = ttl_s / 2
         self._acquire: Any = link.client.register_script(ACQUIRE)
         self._renew: Any = link.client.register_script(RENEW)
@@ -166,7 +168,7 @@ class SlotLeases:
                     if confirmed > fresh_after:
                         self._held.setdefault(backend, {})[lease_id] = confirmed
                         return Lease(backend, lease_id)
-                    self._drop.setdefault(backend, []).append(lease_id)
+                    self._drop.setdefault(backend, []).append((lease_id, confirmed))
             lease = Lease(backend, next(self._ids))
         key = self.key(backend)
         sent = time.monotonic()
@@ -174,6 +176,12 @@ class SlotLeases:
             "take a slot", lambda c: self._acquire(keys=[key], args=[limit, self.ttl_ms, lease.id])
         )
         if got is None:
+            # Redis may have run the script after we gave up (a reply later
+            # than socket_timeout): remove the lease, or it would hold a slot
+            # of the cluster for slot_ttl with nobody renewing or releasing it.
+            with self._lock:
+                self._drop.setdefault(backend, []).append((lease.id, sent))
+            self._wake()
             return True
         if not got:
             return False
@@ -216,7 +224,7 @@ class SlotLeases:
         with self._lock:
             confirmed = self._held.get(lease.backend, {}).pop(lease.id, None)
             if confirmed is None:  # lost in Redis (see renew): remove it only
-                self._drop.setdefault(lease.backend, []).append(lease.id)
+                self._drop.setdefault(lease.backend, []).append((lease.id, time.monotonic()))
             else:
                 self._released.setdefault(lease.backend, []).append((lease.id, confirmed))
         self._wake()
@@ -228,22 +236,30 @@ class SlotLeases:
 
     def flush(self) -> None:
         """Remove the released leases from Redis (one pipelined round trip).
-        If Redis fails they are dropped: they expire within ``slot_ttl``."""
+        If Redis fails they are kept to remove later (never to take back)
+        until ``slot_ttl`` after they were last confirmed: by then they expired."""
         with self._lock:
-            released = {b: [i for i, _ in ids] for b, ids in self._released.items() if ids}
+            queued = {b: list(ids) for b, ids in self._released.items() if ids}
             for backend, ids in self._drop.items():
-                released.setdefault(backend, []).extend(ids)
+                queued.setdefault(backend, []).extend(ids)
             self._released, self._drop = {}, {}
-        if not released:
+        if not queued:
             return
+        released = {b: [i for i, _ in ids] for b, ids in queued.items()}
 
-        def remove(client: Any) -> None:
+        def remove(client: Any) -> bool:
             pipe = client.pipeline(transaction=False)
             for backend, ids in released.items():
                 pipe.zrem(self.key(backend), *ids)
             pipe.execute()
+            return True
 
-        self.link.call("release slots", remove)
+        if self.link.call("release slots", remove) is None:
+            expired = time.monotonic() - self._ttl_s
+            with self._lock:
+                for backend, ids in queued.items():
+                    keep = [(i, t) for i, t in ids if t > expired]
+                    self._drop.setdefault(backend, []).extend(keep)
 
     def renew(self) -> None:
         """Extend every lease held by ``slot_ttl`` (one pipelined round trip)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +16,10 @@ from rubberduck.config import ClusterConfig
 from tests.cluster.conftest import RedisServer
 
 
-def leases(server: RedisServer, replica: str, ttl_s: float = 5.0) -> SlotLeases:
-    link = RedisLink(ClusterConfig(redis_url=server.url))
+def leases(
+    server: RedisServer, replica: str, ttl_s: float = 5.0, retry_after: float = 1.0
+) -> SlotLeases:
+    link = RedisLink(ClusterConfig(redis_url=server.url, retry_after=retry_after))
     return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
 
 
@@ -200,3 +203,28 @@ def test_a_lease_not_confirmed_for_half_its_ttl_is_not_taken_back(
     assert isinstance(b.try_acquire("x", 1), Lease)
     a.release(first)
     assert a.try_acquire("x", 1) is False
+
+
+def _reply_lost_once(slots: SlotLeases) -> None:
+    """The next Redis call runs but its reply is lost (socket_timeout): as
+    when Redis is slow and runs the script after the client gave up."""
+    call = slots.link.call
+
+    def lost(what: str, fn: Any) -> Any:
+        slots.link.call = call  # type: ignore[method-assign]
+        fn(slots.link.client)
+        slots.link._failed(what, TimeoutError())  # as RedisLink.call does
+        return None
+
+    slots.link.call = lost  # type: ignore[method-assign]
+
+
+def test_a_slot_taken_after_the_client_gave_up_is_removed(redis_server: RedisServer) -> None:
+    a = leases(redis_server, "a", retry_after=0.1)
+    _reply_lost_once(a)
+    assert a.try_acquire("x", 1) is True  # runs on local limits
+    assert live(a, "x") == 1  # Redis did take it
+    a.flush()  # in the link's retry_after pause: not sent, kept
+    time.sleep(0.15)
+    a.flush()
+    assert live(a, "x") == 0  # not an orphan for slot_ttl
