@@ -16,7 +16,11 @@ request of the same runtime for that backend with no round trip at all: under
 steady load most requests reuse a lease. Only a lease that Redis confirmed
 (taken or renewed) less than ``slot_ttl / 2`` ago is taken back; one that a
 renewal found gone (Redis restarted, or renewals were late by more than
-``slot_ttl``) is only removed.
+``slot_ttl``) is only removed. Nor is a lease taken back while another
+runtime waits for that backend's slots: an ACQUIRE that finds them all leased
+sets ``PREFIX:waiting:BACKEND`` (for ``2 × slot_poll``), which the cluster
+thread reads with its removals; meanwhile released leases go back to Redis,
+where the waiting runtime can take them.
 
 When every slot is leased the request waits, on the thread that runs it
 (it holds one of its runtime's local turns meanwhile, so its runtime's
@@ -44,8 +48,9 @@ __all__ = ["ACQUIRE", "RENEW", "Lease", "SlotLeases", "replica_id"]
 
 log = component("cluster")
 
-#: KEYS[1]: the backend's slot set. ARGV: limit, ttl (ms), lease id.
-#: Returns 1 when the lease was taken, 0 when every slot is leased.
+#: KEYS[1]: the backend's slot set, KEYS[2]: its waiting flag. ARGV: limit,
+#: ttl (ms), lease id, how long the flag lasts (ms). Returns 1 when the lease
+#: was taken, 0 when every slot is leased (and then sets the flag).
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -56,6 +61,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], 2 * ttl)
   return 1
 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return 0
 """
 
@@ -137,6 +143,11 @@ class SlotLeases:
         # ours), with when it was queued: kept while Redis fails, up to slot_ttl.
         self._drop: dict[str, list[tuple[str, float]]] = {}
         self._ttl_s = ttl_s
+        # Backend -> until when (monotonic s) another runtime waits for its
+        # slots; read by flush() at most every poll_s / 2.
+        self._contended: dict[str, float] = {}
+        self._wait_ms = max(10, int(2000 * poll_s))
+        self._checked_at = float("-inf")
         self._fresh_s = ttl_s / 2
         self._acquire: Any = link.client.register_script(ACQUIRE)
         self._renew: Any = link.client.register_script(RENEW)
@@ -154,6 +165,10 @@ class SlotLeases:
         """The Redis key of ``backend``'s slot set."""
         return f"{self.prefix}:slots:{backend}"
 
+    def waiting_key(self, backend: str) -> str:
+        """The Redis key set while a runtime waits for ``backend``'s slots."""
+        return f"{self.prefix}:waiting:{backend}"
+
     def try_acquire(self, backend: str, limit: int) -> Lease | bool:
         """One try: the lease, ``False`` when every slot is leased, ``True``
         when Redis failed (go on with local limits only). A lease of
@@ -161,7 +176,7 @@ class SlotLeases:
         back without a round trip; otherwise one round trip."""
         with self._lock:
             released = self._released.get(backend)
-            if released and self.reuse:
+            if released and self.reuse and self._contended.get(backend, 0.0) < time.monotonic():
                 fresh_after = time.monotonic() - self._fresh_s
                 while released:
                     lease_id, confirmed = released.pop()
@@ -170,11 +185,10 @@ class SlotLeases:
                         return Lease(backend, lease_id)
                     self._drop.setdefault(backend, []).append((lease_id, confirmed))
             lease = Lease(backend, next(self._ids))
-        key = self.key(backend)
+        keys = [self.key(backend), self.waiting_key(backend)]
+        args = [limit, self.ttl_ms, lease.id, self._wait_ms]
         sent = time.monotonic()
-        got = self.link.call(
-            "take a slot", lambda c: self._acquire(keys=[key], args=[limit, self.ttl_ms, lease.id])
-        )
+        got = self.link.call("take a slot", lambda c: self._acquire(keys=keys, args=args))
         if got is None:
             # Redis may have run the script after we gave up (a reply later
             # than socket_timeout): remove the lease, or it would hold a slot
@@ -235,26 +249,39 @@ class SlotLeases:
             return sum(len(ids) for ids in self._held.values())
 
     def flush(self) -> None:
-        """Remove the released leases from Redis (one pipelined round trip).
-        If Redis fails they are kept to remove later (never to take back)
-        until ``slot_ttl`` after they were last confirmed: by then they expired."""
+        """Remove the released leases from Redis and, every ``slot_poll / 2``
+        at most, read whether other runtimes wait for the slots of the
+        backends this one holds (one pipelined round trip). Removals Redis
+        does not take are kept to send later (never to take back) until
+        ``slot_ttl`` after they were last confirmed: by then they expired."""
+        now = time.monotonic()
         with self._lock:
             queued = {b: list(ids) for b, ids in self._released.items() if ids}
             for backend, ids in self._drop.items():
                 queued.setdefault(backend, []).extend(ids)
             self._released, self._drop = {}, {}
-        if not queued:
+            check: list[str] = []
+            if now - self._checked_at >= self.poll_s / 2:
+                check = sorted({b for b, ids in self._held.items() if ids} | set(queued))
+        if not queued and not check:
             return
         released = {b: [i for i, _ in ids] for b, ids in queued.items()}
 
-        def remove(client: Any) -> bool:
+        def remove(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for backend, ids in released.items():
                 pipe.zrem(self.key(backend), *ids)
-            pipe.execute()
-            return True
+            for backend in check:
+                pipe.pttl(self.waiting_key(backend))
+            result: list[Any] = pipe.execute()
+            return result
 
-        if self.link.call("release slots", remove) is None:
+        result = self.link.call("release slots", remove)
+        if result is not None and check:
+            self._checked_at = now
+            for backend, pttl in zip(check, result[len(released) :], strict=True):
+                self._contended[backend] = now + max(0, pttl) / 1000
+        if result is None:
             expired = time.monotonic() - self._ttl_s
             with self._lock:
                 for backend, ids in queued.items():

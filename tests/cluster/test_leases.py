@@ -228,3 +228,19 @@ def test_a_slot_taken_after_the_client_gave_up_is_removed(redis_server: RedisSer
     time.sleep(0.15)
     a.flush()
     assert live(a, "x") == 0  # not an orphan for slot_ttl
+
+
+def test_a_lease_is_not_taken_back_while_another_replica_waits(
+    redis_server: RedisServer,
+) -> None:
+    # Reusing its own released leases, a busy runtime never lets the slot
+    # reach Redis: a replica waiting for it would starve.
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    assert b.try_acquire("x", 1) is False  # b waits: it says so in Redis
+    a.flush()  # a's cluster thread learns it (off the request's path)
+    a.release(first)
+    assert a.try_acquire("x", 1) is False  # not taken back: asked Redis
+    a.flush()  # removed
+    assert isinstance(b.try_acquire("x", 1), Lease)
