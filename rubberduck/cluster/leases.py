@@ -243,6 +243,15 @@ class SlotLeases:
                 self._released.setdefault(lease.backend, []).append((lease.id, confirmed))
         self._wake()
 
+    def release_all(self) -> None:
+        """Give back every lease held (the runtime is closing): the next
+        :meth:`flush` removes them from Redis; a request that still ends
+        later only queues its lease for removal."""
+        with self._lock:
+            for backend, ids in self._held.items():
+                self._drop.setdefault(backend, []).extend(ids.items())
+            self._held = {}
+
     def held(self) -> int:
         """Leases this runtime holds now."""
         with self._lock:

@@ -71,6 +71,8 @@ class ClusterNode:
                 time.sleep(RELEASE_BATCH_S)
             self._wake.clear()
             try:
+                if self._stopping:
+                    self.leases.release_all()
                 self.leases.flush()
                 if self._stopping:
                     self.usage.flush()

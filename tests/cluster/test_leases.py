@@ -244,3 +244,21 @@ def test_a_lease_is_not_taken_back_while_another_replica_waits(
     assert a.try_acquire("x", 1) is False  # not taken back: asked Redis
     a.flush()  # removed
     assert isinstance(b.try_acquire("x", 1), Lease)
+
+
+def test_closing_a_node_releases_the_leases_it_holds(redis_server: RedisServer) -> None:
+    from rubberduck.cluster.node import ClusterNode
+    from rubberduck.cost import UsageReport
+
+    node = ClusterNode(
+        ClusterConfig(redis_url=redis_server.url, key_prefix="t"),
+        lambda: UsageReport(by_backend={}, by_model={}),
+    )
+    assert isinstance(node.leases.try_acquire("x", 2), Lease)  # a request still running
+    other = leases(redis_server, "other")
+    assert live(other, "x") == 1
+    held = node.leases.try_acquire("y", 2)
+    assert isinstance(held, Lease)
+    node.leases.release(held)  # released, not yet removed
+    node.close()
+    assert live(other, "x") == live(other, "y") == 0  # free now, not in slot_ttl
