@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -262,3 +263,33 @@ def test_closing_a_node_releases_the_leases_it_holds(redis_server: RedisServer) 
     node.leases.release(held)  # released, not yet removed
     node.close()
     assert live(other, "x") == live(other, "y") == 0  # free now, not in slot_ttl
+
+
+def test_after_retry_after_one_caller_tries_redis_the_others_go_on() -> None:
+    # A blackholed Redis (connects, never answers): each try costs
+    # socket_timeout, so only one caller at a time may pay it.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    try:
+        url = f"redis://127.0.0.1:{hole.getsockname()[1]}/0"
+        link = RedisLink(ClusterConfig(redis_url=url, socket_timeout=0.3, retry_after=0.5))
+        assert link.call("ping", lambda c: c.ping()) is None
+        time.sleep(0.55)  # past retry_after
+        tries: list[int] = []
+        results: list[object] = []
+        start = threading.Barrier(4)
+
+        def caller() -> None:
+            start.wait()
+            results.append(link.call("ping", lambda c: (tries.append(1), c.ping())))
+
+        callers = [threading.Thread(target=caller) for _ in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(10)
+        assert results == [None] * 4
+        assert len(tries) == 1
+    finally:
+        hole.close()
