@@ -266,7 +266,10 @@ class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     backend's ``max_in_flight`` together and share circuit state, catalogues,
     ``/api/ps`` residency and usage totals (:mod:`rubberduck.cluster`; needs
     the ``cluster`` extra). Without the table nothing is shared and ``redis``
-    is never imported.
+    is never imported. Only ``max_in_flight`` is shared, not
+    ``max_in_flight_per_model``; backends are identified across replicas by
+    their name (``[provider.NAME]``), so every replica must give one host one
+    name, and different hosts different names.
 
     Attributes:
         redis_url: The Redis server, e.g. ``"redis://127.0.0.1:6379/0"``.
