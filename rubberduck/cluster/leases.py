@@ -288,8 +288,9 @@ class SlotLeases:
         result = self.link.call("release slots", remove)
         if result is not None and check:
             self._checked_at = now
-            for backend, pttl in zip(check, result[len(released) :], strict=True):
-                self._contended[backend] = now + max(0, pttl) / 1000
+            with self._lock:
+                for backend, pttl in zip(check, result[len(released) :], strict=True):
+                    self._contended[backend] = now + max(0, pttl) / 1000
         if result is None:
             expired = time.monotonic() - self._ttl_s
             with self._lock:
