@@ -266,13 +266,16 @@ class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     backend's ``max_in_flight`` together and share circuit state, catalogues,
     ``/api/ps`` residency and usage totals (:mod:`rubberduck.cluster`; needs
     the ``cluster`` extra). Without the table nothing is shared and ``redis``
-    is never imported.
+    is never imported. Only ``max_in_flight`` is shared, not
+    ``max_in_flight_per_model``; backends are identified across replicas by
+    their name (``[provider.NAME]``), so every replica must give one host one
+    name, and different hosts different names.
 
     Attributes:
         redis_url: The Redis server, e.g. ``"redis://127.0.0.1:6379/0"``.
         slot_ttl: Seconds a slot lease lives without renewal: a replica that
             dies frees its slots within this time. Leases of running requests
-            are renewed every ``slot_ttl / 3``.
+            are renewed every ``slot_ttl / 3``; at least 3 × ``socket_timeout``.
         key_prefix: Prefix of every Redis key, so that several fleets can
             share one Redis (``PREFIX:slots:BACKEND``, ...).
         socket_timeout: Seconds a Redis call may take before the runtime
@@ -293,6 +296,20 @@ class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     retry_after: Annotated[float, msgspec.Meta(gt=0, le=300.0)] = 1.0
     sync_interval: Annotated[float, msgspec.Meta(ge=0.01, le=60.0)] = 0.5
     slot_poll: Annotated[float, msgspec.Meta(ge=0.001, le=5.0)] = 0.05
+
+    def __post_init__(self) -> None:
+        """Raises:
+        ConfigError: ``slot_ttl`` is under 3 × ``socket_timeout`` (leases are
+            renewed every ``slot_ttl / 3`` and a renewal may take
+            ``socket_timeout``: a shorter TTL loses leases to a slow Redis).
+        """
+        if self.slot_ttl < 3 * self.socket_timeout:
+            raise ConfigError(
+                f"[cluster] slot_ttl ({self.slot_ttl:g} s) must be at least 3 × "
+                f"socket_timeout ({self.socket_timeout:g} s): leases are renewed every "
+                f"slot_ttl / 3 and a renewal may take socket_timeout — raise slot_ttl "
+                f"to {3 * self.socket_timeout:g} or lower socket_timeout"
+            )
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

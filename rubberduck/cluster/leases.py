@@ -13,7 +13,14 @@ dies stops renewing: its leases expire within ``slot_ttl`` and the next
 :data:`ACQUIRE` drops them. A lease released and not yet removed (the cluster
 thread batches removals over ``RELEASE_BATCH_S``) is taken back by the next
 request of the same runtime for that backend with no round trip at all: under
-steady load most requests reuse a lease.
+steady load most requests reuse a lease. Only a lease that Redis confirmed
+(taken or renewed) less than ``slot_ttl / 2`` ago is taken back; one that a
+renewal found gone (Redis restarted, or renewals were late by more than
+``slot_ttl``) is only removed. Nor is a lease taken back while another
+runtime waits for that backend's slots: an ACQUIRE that finds them all leased
+sets ``PREFIX:waiting:BACKEND`` (for ``2 × slot_poll``), which the cluster
+thread reads with its removals; meanwhile released leases go back to Redis,
+where the waiting runtime can take them.
 
 When every slot is leased the request waits, on the thread that runs it
 (it holds one of its runtime's local turns meanwhile, so its runtime's
@@ -41,8 +48,9 @@ __all__ = ["ACQUIRE", "RENEW", "Lease", "SlotLeases", "replica_id"]
 
 log = component("cluster")
 
-#: KEYS[1]: the backend's slot set. ARGV: limit, ttl (ms), lease id.
-#: Returns 1 when the lease was taken, 0 when every slot is leased.
+#: KEYS[1]: the backend's slot set, KEYS[2]: its waiting flag. ARGV: limit,
+#: ttl (ms), lease id, how long the flag lasts (ms). Returns 1 when the lease
+#: was taken, 0 when every slot is leased (and then sets the flag).
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,6 +61,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], 2 * ttl)
   return 1
 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return 0
 """
 
@@ -124,10 +133,22 @@ class SlotLeases:
         self.reuse = True
         self._ids = (f"{replica}:{n}" for n in itertools.count())
         self._lock = threading.Lock()
-        self._held: dict[str, set[str]] = {}
+        # Lease id -> when Redis last confirmed it (taken or renewed; monotonic s).
+        self._held: dict[str, dict[str, float]] = {}
         # Released, not yet removed from Redis (the cluster thread does it
-        # within RELEASE_BATCH_S): a request here may take one back meanwhile.
-        self._released: dict[str, list[str]] = {}
+        # within RELEASE_BATCH_S): a request here may take one back meanwhile
+        # if Redis confirmed it less than _fresh_s ago (id, when confirmed).
+        self._released: dict[str, list[tuple[str, float]]] = {}
+        # To remove from Redis, never to take back (lost, or not known to be
+        # ours), with when it was queued: kept while Redis fails, up to slot_ttl.
+        self._drop: dict[str, list[tuple[str, float]]] = {}
+        self._ttl_s = ttl_s
+        # Backend -> until when (monotonic s) another runtime waits for its
+        # slots; read by flush() at most every poll_s / 2.
+        self._contended: dict[str, float] = {}
+        self._wait_ms = max(10, int(2000 * poll_s))
+        self._checked_at = float("-inf")
+        self._fresh_s = ttl_s / 2
         self._acquire: Any = link.client.register_script(ACQUIRE)
         self._renew: Any = link.client.register_script(RENEW)
 
@@ -144,6 +165,10 @@ class SlotLeases:
         """The Redis key of ``backend``'s slot set."""
         return f"{self.prefix}:slots:{backend}"
 
+    def waiting_key(self, backend: str) -> str:
+        """The Redis key set while a runtime waits for ``backend``'s slots."""
+        return f"{self.prefix}:waiting:{backend}"
+
     def try_acquire(self, backend: str, limit: int) -> Lease | bool:
         """One try: the lease, ``False`` when every slot is leased, ``True``
         when Redis failed (go on with local limits only). A lease of
@@ -151,21 +176,31 @@ class SlotLeases:
         back without a round trip; otherwise one round trip."""
         with self._lock:
             released = self._released.get(backend)
-            if released and self.reuse:
-                lease = Lease(backend, released.pop())
-                self._held.setdefault(backend, set()).add(lease.id)
-                return lease
+            if released and self.reuse and self._contended.get(backend, 0.0) < time.monotonic():
+                fresh_after = time.monotonic() - self._fresh_s
+                while released:
+                    lease_id, confirmed = released.pop()
+                    if confirmed > fresh_after:
+                        self._held.setdefault(backend, {})[lease_id] = confirmed
+                        return Lease(backend, lease_id)
+                    self._drop.setdefault(backend, []).append((lease_id, confirmed))
             lease = Lease(backend, next(self._ids))
-        key = self.key(backend)
-        got = self.link.call(
-            "take a slot", lambda c: self._acquire(keys=[key], args=[limit, self.ttl_ms, lease.id])
-        )
+        keys = [self.key(backend), self.waiting_key(backend)]
+        args = [limit, self.ttl_ms, lease.id, self._wait_ms]
+        sent = time.monotonic()
+        got = self.link.call("take a slot", lambda c: self._acquire(keys=keys, args=args))
         if got is None:
+            # Redis may have run the script after we gave up (a reply later
+            # than socket_timeout): remove the lease, or it would hold a slot
+            # of the cluster for slot_ttl with nobody renewing or releasing it.
+            with self._lock:
+                self._drop.setdefault(backend, []).append((lease.id, sent))
+            self._wake()
             return True
         if not got:
             return False
         with self._lock:
-            self._held.setdefault(backend, set()).add(lease.id)
+            self._held.setdefault(backend, {})[lease.id] = sent
         return lease
 
     def acquire(self, backend: str, limit: int, give_up: Callable[[], bool]) -> Lease | None:
@@ -201,11 +236,21 @@ class SlotLeases:
         """Give ``lease`` back (off the request's path: the cluster thread
         removes it from Redis at once)."""
         with self._lock:
-            held = self._held.get(lease.backend)
-            if held is not None:
-                held.discard(lease.id)
-            self._released.setdefault(lease.backend, []).append(lease.id)
+            confirmed = self._held.get(lease.backend, {}).pop(lease.id, None)
+            if confirmed is None:  # lost in Redis (see renew): remove it only
+                self._drop.setdefault(lease.backend, []).append((lease.id, time.monotonic()))
+            else:
+                self._released.setdefault(lease.backend, []).append((lease.id, confirmed))
         self._wake()
+
+    def release_all(self) -> None:
+        """Give back every lease held (the runtime is closing): the next
+        :meth:`flush` removes them from Redis; a request that still ends
+        later only queues its lease for removal."""
+        with self._lock:
+            for backend, ids in self._held.items():
+                self._drop.setdefault(backend, []).extend(ids.items())
+            self._held = {}
 
     def held(self) -> int:
         """Leases this runtime holds now."""
@@ -213,21 +258,45 @@ class SlotLeases:
             return sum(len(ids) for ids in self._held.values())
 
     def flush(self) -> None:
-        """Remove the released leases from Redis (one pipelined round trip).
-        If Redis fails they are dropped: they expire within ``slot_ttl``."""
+        """Remove the released leases from Redis and, every ``slot_poll / 2``
+        at most, read whether other runtimes wait for the slots of the
+        backends this one holds (one pipelined round trip). Removals Redis
+        does not take are kept to send later (never to take back) until
+        ``slot_ttl`` after they were last confirmed: by then they expired."""
+        now = time.monotonic()
         with self._lock:
-            released = {backend: ids for backend, ids in self._released.items() if ids}
-            self._released = {}
-        if not released:
+            queued = {b: list(ids) for b, ids in self._released.items() if ids}
+            for backend, ids in self._drop.items():
+                queued.setdefault(backend, []).extend(ids)
+            self._released, self._drop = {}, {}
+            check: list[str] = []
+            if now - self._checked_at >= self.poll_s / 2:
+                check = sorted({b for b, ids in self._held.items() if ids} | set(queued))
+        if not queued and not check:
             return
+        released = {b: [i for i, _ in ids] for b, ids in queued.items()}
 
-        def remove(client: Any) -> None:
+        def remove(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for backend, ids in released.items():
                 pipe.zrem(self.key(backend), *ids)
-            pipe.execute()
+            for backend in check:
+                pipe.pttl(self.waiting_key(backend))
+            result: list[Any] = pipe.execute()
+            return result
 
-        self.link.call("release slots", remove)
+        result = self.link.call("release slots", remove)
+        if result is not None and check:
+            self._checked_at = now
+            with self._lock:
+                for backend, pttl in zip(check, result[len(released) :], strict=True):
+                    self._contended[backend] = now + max(0, pttl) / 1000
+        if result is None:
+            expired = time.monotonic() - self._ttl_s
+            with self._lock:
+                for backend, ids in queued.items():
+                    keep = [(i, t) for i, t in ids if t > expired]
+                    self._drop.setdefault(backend, []).extend(keep)
 
     def renew(self) -> None:
         """Extend every lease held by ``slot_ttl`` (one pipelined round trip)."""
@@ -235,6 +304,7 @@ class SlotLeases:
             held = {backend: list(ids) for backend, ids in self._held.items() if ids}
         if not held:
             return
+        sent = time.monotonic()
 
         def extend(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -244,17 +314,23 @@ class SlotLeases:
             return result
 
         lost = self.link.call("renew slot leases", extend)
-        for backend, ids in zip(held, lost or (), strict=False):
-            if ids:
-                with self._lock:
-                    self._held.get(backend, set()).difference_update(
-                        i.decode() if isinstance(i, bytes) else i for i in ids
-                    )
+        if lost is None:
+            return
+        for (backend, ids), gone in zip(held.items(), lost, strict=False):
+            gone_ids = {i.decode() if isinstance(i, bytes) else i for i in gone}
+            with self._lock:
+                mine = self._held.get(backend, {})
+                for lease_id in ids:
+                    if lease_id in gone_ids:
+                        mine.pop(lease_id, None)
+                    elif lease_id in mine:
+                        mine[lease_id] = sent
+            if gone_ids:
                 log.warning(
                     "%d slot lease(s) of %s expired before renewal (Redis was unreachable "
                     "or slow for more than slot_ttl): the cluster may run more than "
                     "max_in_flight there until they end",
-                    len(ids),
+                    len(gone_ids),
                     backend,
                     extra={"backend": backend},
                 )

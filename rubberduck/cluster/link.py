@@ -6,7 +6,10 @@ call that fails (refused, reset, slower than ``socket_timeout``) returns
 failure is counted (``rubberduck.cluster.redis_errors``), logged at WARNING on
 ``rubberduck.cluster`` (rate-limited) and, for ``retry_after`` seconds, no
 call is tried at all — so an outage costs one timeout, not one per request.
-The first call that succeeds after that logs that the runtime rejoined.
+After that, one caller at a time tries Redis (the others carry on with local
+state meanwhile, as in the pause): a Redis that still does not answer costs
+one more timeout, not one per concurrent caller. The first call that
+succeeds logs that the runtime rejoined.
 
 ``redis`` (the ``cluster`` extra) is imported here only, when a link is built.
 """
@@ -69,6 +72,7 @@ class RedisLink:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down = False
+        self._probing = False  # a caller is trying Redis again after retry_after
         self._errors = (redis.RedisError, OSError)
 
     @property
@@ -77,20 +81,29 @@ class RedisLink:
         return not self._down
 
     def call(self, what: str, fn: Callable[[Any], _T]) -> _T | None:
-        """``fn(client)``, or ``None`` when Redis fails or is in its
-        ``retry_after`` pause; never raises a Redis or socket error.
+        """``fn(client)``, or ``None`` when Redis fails, is in its
+        ``retry_after`` pause, or another caller is trying it again after
+        that pause; never raises a Redis or socket error.
 
         Args:
             what: What the call does, for the warning ("take a slot", ...).
             fn: The calls to make on the client (one round trip, ideally).
         """
-        if self._down and time.monotonic() < self._down_until:
-            return None
+        probing = False
+        if self._down:
+            with self._lock:
+                if self._probing or time.monotonic() < self._down_until:
+                    return None
+                self._probing = probing = True
         try:
             result = fn(self.client)
         except self._errors as exc:
             self._failed(what, exc)
             return None
+        finally:
+            if probing:
+                with self._lock:
+                    self._probing = False
         if self._down:
             with self._lock:
                 was_down, self._down = self._down, False

@@ -33,7 +33,7 @@ class ClusterNode:
     The ``rubberduck-cluster`` thread removes released leases at once,
     renews the leases held every ``slot_ttl / 3`` seconds, and every
     ``sync_interval`` seconds sends this runtime's circuit changes,
-    catalogues, residency and usage deltas and reads the others'.
+    catalogues, residency and usage totals and reads the others'.
 
     Args:
         config: The ``[cluster]`` table.
@@ -55,7 +55,7 @@ class ClusterNode:
             self.link, prefix, self.replica, config.slot_ttl, config.slot_poll, self._wake.set
         )
         self.state = SharedState(self.link, prefix, self.replica)
-        self.usage = SharedUsage(self.link, prefix, usage)
+        self.usage = SharedUsage(self.link, prefix, usage, self.replica)
         self._thread = threading.Thread(target=self._run, name="rubberduck-cluster", daemon=True)
         self._thread.start()
 
@@ -71,6 +71,8 @@ class ClusterNode:
                 time.sleep(RELEASE_BATCH_S)
             self._wake.clear()
             try:
+                if self._stopping:
+                    self.leases.release_all()
                 self.leases.flush()
                 if self._stopping:
                     self.usage.flush()
@@ -105,7 +107,7 @@ class ClusterNode:
         return report
 
     def close(self, timeout: float = 5.0) -> None:
-        """Release what is held, send the last usage deltas, stop the thread,
+        """Release what is held, write the last usage totals, stop the thread,
         close the connection."""
         self._stopping = True
         self._wake.set()

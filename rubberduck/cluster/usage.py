@@ -2,11 +2,14 @@
 
 Every ``sync_interval`` the cluster thread reads the runtime's own totals
 (:class:`~rubberduck.cost.UsageLedger`, which the requests keep anyway: nothing
-more on their path) and adds what they grew by since the last flush to two
-Redis hashes (``HINCRBY``/``HINCRBYFLOAT``, one pipelined round trip),
-``PREFIX:usage:by_backend`` and ``PREFIX:usage:by_model``, field
-``NAME/COUNTER``. Growth that Redis did not take goes with the next flush, so
-the totals catch up after an outage.
+more on their path) and writes them, absolute, into this runtime's hash
+``PREFIX:usage:replica:ID`` (``HSET``, field ``TABLE/NAME/COUNTER`` with TABLE
+``by_backend`` or ``by_model``), naming it in the set ``PREFIX:usage:replicas``
+(one pipelined round trip). Writing the same totals twice changes nothing, so
+a write whose reply was lost (Redis slower than ``socket_timeout``) and is sent
+again counts once; totals Redis did not take go with the next write, so the
+cluster's totals catch up after an outage. The hashes have no expiry: a replica
+that stops keeps its usage in the totals (one small hash per runtime started).
 """
 
 from __future__ import annotations
@@ -22,69 +25,68 @@ __all__ = ["SharedUsage"]
 
 _INTS = ("requests", "prompt_tokens", "completion_tokens", "unpriced")
 _FLOATS = ("cost_usd", "shadow_cost_usd")
+_TABLES = ("by_backend", "by_model")
 
 
 class SharedUsage:
-    """Adds this runtime's usage to the cluster's totals, and reads them.
+    """Writes this runtime's usage into the cluster's, and reads the cluster's.
 
     Args:
         link: The Redis connection.
         prefix: Key prefix.
-        source: This runtime's totals now (``UsageLedger.report``): each
-            flush sends what they grew by since the last flush Redis took.
+        source: This runtime's totals now (``UsageLedger.report``).
+        replica: This runtime's id (the name of its hash).
 
-    Only the cluster thread calls :meth:`flush` (and :meth:`totals` on the
-    caller's thread reads Redis only): no lock, nothing on the request's path.
+    :meth:`flush` runs on the cluster thread (and in
+    ``ClusterNode.usage_totals``), serialised by a lock; :meth:`totals` reads
+    Redis only. Nothing here is on a request's path.
     """
 
-    def __init__(self, link: RedisLink, prefix: str, source: Callable[[], UsageReport]) -> None:
+    def __init__(
+        self, link: RedisLink, prefix: str, source: Callable[[], UsageReport], replica: str
+    ) -> None:
         self.link = link
-        self.keys = {
-            "by_backend": f"{prefix}:usage:by_backend",
-            "by_model": f"{prefix}:usage:by_model",
-        }
+        self.replicas_key = f"{prefix}:usage:replicas"
+        self.key = f"{prefix}:usage:replica:{replica}"
         self.source = source
-        self._sent: dict[str, dict[str, UsageTotals]] = {"by_backend": {}, "by_model": {}}
+        self._sent: dict[str, str] = {}
         self._flushing = threading.Lock()
 
     def flush(self) -> bool:
-        """Add what this runtime's totals grew by to the cluster's (one
-        pipelined round trip). Returns ``False`` when Redis failed (the next
-        flush sends it with the rest)."""
+        """Write this runtime's totals (one pipelined round trip, none when
+        they did not change). Returns ``False`` when Redis failed (the next
+        flush writes them)."""
         with self._flushing:
             report = self.source()
-            now = {"by_backend": report.by_backend, "by_model": report.by_model}
-            deltas = {
-                table: {name: _minus(t, self._sent[table].get(name)) for name, t in totals.items()}
-                for table, totals in now.items()
-            }
+            fields: dict[str, str] = {}
+            for table in _TABLES:
+                for name, totals in getattr(report, table).items():
+                    for counter in _INTS + _FLOATS:
+                        if value := getattr(totals, counter):
+                            fields[f"{table}/{name}/{counter}"] = repr(value)
+            if fields == self._sent:
+                return True
 
             def send(client: Any) -> bool:
                 pipe = client.pipeline(transaction=False)
-                for table, totals in deltas.items():
-                    for name, t in totals.items():
-                        for counter in _INTS:
-                            if n := getattr(t, counter):
-                                pipe.hincrby(self.keys[table], f"{name}/{counter}", n)
-                        for counter in _FLOATS:
-                            if x := getattr(t, counter):
-                                pipe.hincrbyfloat(self.keys[table], f"{name}/{counter}", x)
-                if len(pipe):
-                    pipe.execute()
+                pipe.sadd(self.replicas_key, self.key)
+                pipe.hset(self.key, mapping=fields)
+                pipe.execute()
                 return True
 
-            if not self.link.call("add usage totals", send):
+            if not self.link.call("write usage totals", send):
                 return False
-            self._sent = now
+            self._sent = fields
             return True
 
     def totals(self) -> UsageReport | None:
-        """The cluster's totals (every replica's flushed usage), or ``None``
-        when Redis cannot be read."""
+        """The cluster's totals (every replica's last written usage), or
+        ``None`` when Redis cannot be read (two round trips)."""
 
         def read(client: Any) -> list[Any]:
+            keys = sorted(client.smembers(self.replicas_key))
             pipe = client.pipeline(transaction=False)
-            for key in self.keys.values():
+            for key in keys:
                 pipe.hgetall(key)
             result: list[Any] = pipe.execute()
             return result
@@ -92,19 +94,14 @@ class SharedUsage:
         result = self.link.call("read usage totals", read)
         if result is None:
             return None
-        tables: list[dict[str, UsageTotals]] = []
+        tables: dict[str, dict[str, UsageTotals]] = {table: {} for table in _TABLES}
         for raw in result:
-            table: dict[str, UsageTotals] = {}
             for field, value in raw.items():
-                name, _, counter = field.decode().rpartition("/")
-                totals = table.setdefault(name, UsageTotals())
+                head, _, counter = field.decode().rpartition("/")
+                table, _, name = head.partition("/")
+                if table not in tables or counter not in _INTS + _FLOATS:
+                    continue
+                totals = tables[table].setdefault(name, UsageTotals())
                 kind = int if counter in _INTS else float
-                setattr(totals, counter, kind(value.decode()))
-            tables.append(table)
-        return UsageReport(by_backend=tables[0], by_model=tables[1])
-
-
-def _minus(now: UsageTotals, sent: UsageTotals | None) -> UsageTotals:
-    if sent is None:
-        return now
-    return UsageTotals(**{c: getattr(now, c) - getattr(sent, c) for c in _INTS + _FLOATS})
+                setattr(totals, counter, getattr(totals, counter) + kind(value.decode()))
+        return UsageReport(by_backend=tables["by_backend"], by_model=tables["by_model"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +17,10 @@ from rubberduck.config import ClusterConfig
 from tests.cluster.conftest import RedisServer
 
 
-def leases(server: RedisServer, replica: str, ttl_s: float = 5.0) -> SlotLeases:
-    link = RedisLink(ClusterConfig(redis_url=server.url, slot_ttl=ttl_s))
+def leases(
+    server: RedisServer, replica: str, ttl_s: float = 5.0, retry_after: float = 1.0
+) -> SlotLeases:
+    link = RedisLink(ClusterConfig(redis_url=server.url, retry_after=retry_after))
     return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
 
 
@@ -170,3 +174,122 @@ def test_a_lease_released_here_is_taken_back_without_a_round_trip(
     assert isinstance(a.try_acquire("y", 1), Lease)  # another backend: its own lease
     a.flush()
     assert live(a, "x") == 1  # the lease taken back stays; nothing was removed
+
+
+def test_a_lease_lost_in_redis_is_not_taken_back(redis_server: RedisServer) -> None:
+    # Redis restarted empty while the request ran: the renewal finds the lease
+    # gone; when that request ends, the next one must ask Redis, not reuse it.
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.link.client.flushall()
+    a.renew()
+    assert a.held() == 0
+    a.release(first)
+    assert isinstance(b.try_acquire("x", 1), Lease)  # b took the free slot
+    assert a.try_acquire("x", 1) is False  # so a must not run: one slot, one holder
+    a.flush()  # the lost id is removed at most, never re-added
+    assert live(a, "x") == 1
+
+
+def test_a_lease_not_confirmed_for_half_its_ttl_is_not_taken_back(
+    redis_server: RedisServer,
+) -> None:
+    # Renewals failed (Redis slow) for longer than the lease may have lived:
+    # it may have expired and gone to another replica; ask Redis again.
+    a, b = leases(redis_server, "a", ttl_s=0.2), leases(redis_server, "b", ttl_s=0.2)
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    time.sleep(0.25)  # expired: no renewal reached Redis
+    assert isinstance(b.try_acquire("x", 1), Lease)
+    a.release(first)
+    assert a.try_acquire("x", 1) is False
+
+
+def _reply_lost_once(slots: SlotLeases) -> None:
+    """The next Redis call runs but its reply is lost (socket_timeout): as
+    when Redis is slow and runs the script after the client gave up."""
+    call = slots.link.call
+
+    def lost(what: str, fn: Any) -> Any:
+        slots.link.call = call  # type: ignore[method-assign]
+        fn(slots.link.client)
+        slots.link._failed(what, TimeoutError())  # as RedisLink.call does
+        return None
+
+    slots.link.call = lost  # type: ignore[method-assign]
+
+
+def test_a_slot_taken_after_the_client_gave_up_is_removed(redis_server: RedisServer) -> None:
+    a = leases(redis_server, "a", retry_after=0.1)
+    _reply_lost_once(a)
+    assert a.try_acquire("x", 1) is True  # runs on local limits
+    assert live(a, "x") == 1  # Redis did take it
+    a.flush()  # in the link's retry_after pause: not sent, kept
+    time.sleep(0.15)
+    a.flush()
+    assert live(a, "x") == 0  # not an orphan for slot_ttl
+
+
+def test_a_lease_is_not_taken_back_while_another_replica_waits(
+    redis_server: RedisServer,
+) -> None:
+    # Reusing its own released leases, a busy runtime never lets the slot
+    # reach Redis: a replica waiting for it would starve.
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    assert b.try_acquire("x", 1) is False  # b waits: it says so in Redis
+    a.flush()  # a's cluster thread learns it (off the request's path)
+    a.release(first)
+    assert a.try_acquire("x", 1) is False  # not taken back: asked Redis
+    a.flush()  # removed
+    assert isinstance(b.try_acquire("x", 1), Lease)
+
+
+def test_closing_a_node_releases_the_leases_it_holds(redis_server: RedisServer) -> None:
+    from rubberduck.cluster.node import ClusterNode
+    from rubberduck.cost import UsageReport
+
+    node = ClusterNode(
+        ClusterConfig(redis_url=redis_server.url, key_prefix="t"),
+        lambda: UsageReport(by_backend={}, by_model={}),
+    )
+    assert isinstance(node.leases.try_acquire("x", 2), Lease)  # a request still running
+    other = leases(redis_server, "other")
+    assert live(other, "x") == 1
+    held = node.leases.try_acquire("y", 2)
+    assert isinstance(held, Lease)
+    node.leases.release(held)  # released, not yet removed
+    node.close()
+    assert live(other, "x") == live(other, "y") == 0  # free now, not in slot_ttl
+
+
+def test_after_retry_after_one_caller_tries_redis_the_others_go_on() -> None:
+    # A blackholed Redis (connects, never answers): each try costs
+    # socket_timeout, so only one caller at a time may pay it.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    try:
+        url = f"redis://127.0.0.1:{hole.getsockname()[1]}/0"
+        link = RedisLink(ClusterConfig(redis_url=url, socket_timeout=0.3, retry_after=0.5))
+        assert link.call("ping", lambda c: c.ping()) is None
+        time.sleep(0.55)  # past retry_after
+        tries: list[int] = []
+        results: list[object] = []
+        start = threading.Barrier(4)
+
+        def caller() -> None:
+            start.wait()
+            results.append(link.call("ping", lambda c: (tries.append(1), c.ping())))
+
+        callers = [threading.Thread(target=caller) for _ in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(10)
+        assert results == [None] * 4
+        assert len(tries) == 1
+    finally:
+        hole.close()

@@ -142,7 +142,7 @@ def test_leases_of_answers_longer_than_the_ttl_are_renewed(
 ) -> None:
     for h in hosts:
         h.lines, h.pause = 15, 0.1  # 1.5 s an answer: 2.5 × slot_ttl
-    cfg = config(redis_server.url, hosts, slot_ttl=0.6)
+    cfg = config(redis_server.url, hosts, slot_ttl=0.6, socket_timeout=0.15)
     replicas = [Replica(cfg, threads=4, requests=2) for _ in range(2)]
     results = [r.result()[0] for r in replicas]
     assert results == [{"ok": 8, "errors": []}] * 2

@@ -114,6 +114,13 @@ def test_cluster_config_is_checked() -> None:
     for bad in ({"slot_ttl": 0}, {"slot_ttl": float("nan")}, {"socket_timeout": -1}, {"ttl": 3}):
         with pytest.raises(ConfigError):
             load_config({"cluster": {"redis_url": "redis://x", **bad}})
+    # Renewed every slot_ttl / 3, each renewal may take socket_timeout: a TTL
+    # shorter than 3 x socket_timeout loses leases to a merely slow Redis.
+    with pytest.raises(ConfigError, match=r"slot_ttl .*socket_timeout"):
+        load_config({"cluster": {"redis_url": "redis://x", "slot_ttl": 0.5}})
+    with pytest.raises(ConfigError, match=r"slot_ttl .*socket_timeout"):
+        ClusterConfig(redis_url="redis://x", slot_ttl=1.0, socket_timeout=0.5)
+    assert load_config({"cluster": {"redis_url": "redis://x", "slot_ttl": 0.75}}).cluster
     with pytest.raises(ConfigError, match="redis_url"):
         Runtime.from_config(
             {"provider": {"ollama": {}}, "cluster": {"redis_url": "http://127.0.0.1:6379"}}
