@@ -44,6 +44,22 @@ class ModelTurns:
         admitted included) is over the limit."""
         return self.limit is not None and in_flight > self.limit
 
+    def try_take(self, model: str | None) -> bool:
+        """Take a turn for ``model`` if one is free now, without waiting.
+
+        Returns:
+            ``True`` when taken (give it back with :meth:`give`) or when none
+            is needed (no limit, no model: nothing to give back); ``False``
+            when every turn for ``model`` is taken.
+        """
+        if self.limit is None or model is None:
+            return True
+        with self._lock:
+            turns = self._turns.get(model)
+            if turns is None:
+                turns = self._turns[model] = threading.Semaphore(self.limit)
+        return turns.acquire(blocking=False)
+
     def take(self, model: str | None, give_up: Callable[[], bool]) -> str | None:
         """Wait for a turn for ``model``; checks ``give_up`` every 50 ms.
 
@@ -64,5 +80,7 @@ class ModelTurns:
         return model
 
     def give(self, model: str) -> None:
-        """Give back a turn :meth:`take` returned."""
-        self._turns[model].release()
+        """Give back a turn :meth:`take` returned or :meth:`try_take` took
+        (no limit: nothing to give back)."""
+        if self.limit is not None:
+            self._turns[model].release()

@@ -211,9 +211,16 @@ class ProviderActor(SupervisedActor):
             if not self._waiting and self._slots.acquire(blocking=False):
                 if handle.caller_runs:
                     # Its thread runs it (after waiting for a turn if none is
-                    # free): no hand-off to a worker and back.
-                    turn = self._turns.acquire(blocking=False)
-                    handle.inline = functools.partial(self._work, handle, turn=turn)
+                    # free): no hand-off to a worker and back. The model's turn
+                    # comes before the backend's (always: never the other way
+                    # round, or a caller holding the backend's turn and a worker
+                    # holding the model's would wait for each other), so it
+                    # takes a backend turn here only with the model's.
+                    model = self.model_turns.try_take(model_key(handle.request.model))
+                    turn = model and self._turns.acquire(blocking=False)
+                    handle.inline = functools.partial(
+                        self._work, handle, model_turn=model, turn=turn
+                    )
                     future = _ON_CALLER
                 else:
                     future = self._start(handle)
@@ -297,15 +304,18 @@ class ProviderActor(SupervisedActor):
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestState, *, turn: bool = False) -> None:
+    def _work(self, handle: RequestState, *, model_turn: bool = False, turn: bool = False) -> None:
         """Run ``handle``'s attempt (on a worker or on its caller's thread);
-        ``turn``: it holds one of the ``max_in_flight`` turns already."""
+        ``model_turn``: it holds its model's turn already; ``turn``: it holds
+        one of the ``max_in_flight`` turns too (only ever with the model's)."""
         # The model's turn first: one waiting for it holds no backend turn
         # that a request for another model could use.
-        model = self.model_turns.take(
-            model_key(handle.request.model),
-            lambda: handle.finished or self._exit_reason is not None,
-        )
+        model = model_key(handle.request.model) if model_turn else None
+        if not model_turn:
+            model = self.model_turns.take(
+                model_key(handle.request.model),
+                lambda: handle.finished or self._exit_reason is not None,
+            )
         turn = turn or self._take_turn(handle)
         lease = None
         try:
