@@ -170,3 +170,35 @@ def test_a_call_waiting_for_its_models_turn_holds_no_backend_turn() -> None:
             assert [p["model"] for p in fake.posts()[:2]] == ["llama3.2", "qwen3"]
     assert answers == {"a1": "ollama", "a2": "ollama", "b": "ollama"}
     assert fake.max_active["llama3.2"] == 1
+
+
+def test_requests_waiting_for_one_model_leave_the_workers_to_another() -> None:
+    """As many streamed requests for one model as the backend has workers, one
+    turn per model: those waiting for the model's turn hold no worker, so a
+    request for another model starts at once (parked workers kept it queued
+    behind them)."""
+    with FakeOllama() as fake:
+        fake.models = ["llama3.2:latest", "qwen3:latest"]
+        fake.gate.clear()
+        config = {
+            "provider": {
+                "ollama": {
+                    "base_url": fake.url,
+                    "model": "llama3.2",
+                    "max_in_flight": 4,
+                    "max_in_flight_per_model": 1,
+                }
+            },
+            "health": {"interval": 60.0},
+        }
+        with Runtime.from_config(config) as rt:
+            handles = [rt.chat("llama3.2", HI, stream=True, timeout=30) for _ in range(4)]
+            assert wait_until(lambda: len(fake.posts()) == 1)
+            other = rt.chat("qwen3", HI, stream=True, timeout=30)
+            reached = wait_until(lambda: len(fake.posts()) == 2)
+            fake.gate.set()
+            for handle in [*handles, other]:
+                assert handle.result().done.provider == "ollama"
+            assert reached, "qwen3 waited for a worker held by requests for llama3.2"
+    assert fake.max_active["llama3.2"] == 1
+    assert len(fake.posts()) == 5

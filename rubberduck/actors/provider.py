@@ -209,18 +209,17 @@ class ProviderActor(SupervisedActor):
                 return Admission.FULL
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                if handle.caller_runs:
+                if handle.caller_runs and self.model_turns.try_take(
+                    model_key(handle.request.model)
+                ):
                     # Its thread runs it (after waiting for a turn if none is
                     # free): no hand-off to a worker and back. The model's turn
                     # comes before the backend's (always: never the other way
                     # round, or a caller holding the backend's turn and a worker
                     # holding the model's would wait for each other), so it
                     # takes a backend turn here only with the model's.
-                    model = self.model_turns.try_take(model_key(handle.request.model))
-                    turn = model and self._turns.acquire(blocking=False)
-                    handle.inline = functools.partial(
-                        self._work, handle, model_turn=model, turn=turn
-                    )
+                    turn = self._turns.acquire(blocking=False)
+                    handle.inline = functools.partial(self._work, handle, turn=turn)
                     future = _ON_CALLER
                 else:
                     future = self._start(handle)
@@ -262,9 +261,35 @@ class ProviderActor(SupervisedActor):
         self._slots.release()
 
     def _start(self, handle: RequestState) -> Future[None]:
-        """Start ``handle``'s attempt, which has a slot (under ``_lock``): on its
-        caller's thread when that thread only waits for the answer (a blocking
-        call: its channel takes the attempt, see
+        """Start ``handle``'s attempt, which has a slot (under ``_lock``), once
+        its model's turn is free: at once, or when :meth:`_given` gets it (the
+        request waits on the model's waiting list meanwhile, holding no thread;
+        the future returned stands for it until then)."""
+        model = model_key(handle.request.model)
+        if self.model_turns.try_take(model):
+            return self._run(handle)
+        parked: Future[None] = Future()
+        if self.model_turns.take(model, functools.partial(self._given, handle, parked)):
+            return self._run(handle)  # a turn freed meanwhile
+        return parked
+
+    def _given(self, handle: RequestState, parked: Future[None]) -> bool:
+        """A turn of its model is ``handle``'s now (see :meth:`_start`): start
+        it; ``False`` (the turn passes on) when it ended while it waited, or
+        this actor is going (which hands it back)."""
+        with self._lock:
+            if self._exit_reason is not None or not parked.set_running_or_notify_cancel():
+                return False
+            if not handle.finished:
+                self._admitted[handle.id] = (handle, self._run(handle))
+                return True
+        self._left(handle)
+        return False
+
+    def _run(self, handle: RequestState) -> Future[None]:
+        """Run ``handle``'s attempt, which has a slot and its model's turn
+        (under ``_lock``): on its caller's thread when that thread only waits
+        for the answer (a blocking call: its channel takes the attempt, see
         :class:`~rubberduck.channels.CallerChannel`), else on a worker. Either
         way it waits there for one of the ``max_in_flight`` turns."""
         if handle.channel.hand(functools.partial(self._work, handle)):
@@ -304,18 +329,10 @@ class ProviderActor(SupervisedActor):
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestState, *, model_turn: bool = False, turn: bool = False) -> None:
-        """Run ``handle``'s attempt (on a worker or on its caller's thread);
-        ``model_turn``: it holds its model's turn already; ``turn``: it holds
-        one of the ``max_in_flight`` turns too (only ever with the model's)."""
-        # The model's turn first: one waiting for it holds no backend turn
-        # that a request for another model could use.
-        model = model_key(handle.request.model) if model_turn else None
-        if not model_turn:
-            model = self.model_turns.take(
-                model_key(handle.request.model),
-                lambda: handle.finished or self._exit_reason is not None,
-            )
+    def _work(self, handle: RequestState, *, turn: bool = False) -> None:
+        """Run ``handle``'s attempt (on a worker or on its caller's thread),
+        which holds its model's turn (given back here); ``turn``: it holds one
+        of the ``max_in_flight`` turns already."""
         turn = turn or self._take_turn(handle)
         lease = None
         try:
@@ -346,8 +363,7 @@ class ProviderActor(SupervisedActor):
                 self.leases.release(lease)
             if turn:
                 self._turns.release()
-            if model is not None:
-                self.model_turns.give(model)
+            self.model_turns.give(model_key(handle.request.model))
             self._left(handle)
 
     def _gives_up(self, handle: RequestState) -> Callable[[], bool]:
