@@ -19,7 +19,9 @@ catalogue is not a circuit: a backend without the model is never tried.
 A backend whose slots are all taken is full, not failed: the request goes to the
 next candidate at once; when no candidate has room, it waits on the best full
 one's waiting list (overflow, see :mod:`rubberduck.actors.provider`) until a
-slot frees or its deadline passes, rather than failing busy.
+slot frees or its deadline passes, rather than failing busy. The same holds
+for a backend whose slots across the cluster (``[cluster]``) are all leased by
+other runtimes: its provider hands the request back (``handle.cluster_full``).
 
 A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
 503, model not found, protocol error) moves the request to the next candidate at
@@ -188,6 +190,9 @@ class Router(SupervisedActor):
         candidates = self.candidates(handle) or self.candidates(handle, panic=True)
         events.routed(handle, candidates, self.table.down)  # telemetry
         for route in candidates:
+            if route.name in handle.cluster_full:  # full for it, as below: overflow only
+                full.append(route.name)
+                continue
             # Without fallback the first candidate is the only one: wait there.
             taken = self._offer(handle, route.name, overflow=not handle.fallback)
             if taken is Admission.TAKEN:
@@ -232,6 +237,7 @@ class Router(SupervisedActor):
             return False
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
+        handle.cluster_full.clear()
         events.retry_round(handle, delay, [name for name, _ in again])  # telemetry
         return True
 
