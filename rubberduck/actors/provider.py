@@ -17,7 +17,11 @@ waits for the answer: the first at once when a slot is free, a later one (a
 slot freed for it on the waiting list, a fallback, a retry) handed to it
 through its reply channel (:class:`~rubberduck.channels.CallerChannel`) — one
 wake-up of the caller instead of a worker's and then the caller's. Either way
-an attempt runs only with one of the ``max_in_flight`` turns. When the call ends, the
+an attempt runs only with its model's turn (``max_in_flight_per_model``, see
+:mod:`~rubberduck.actors.model_turns`) and then one of the ``max_in_flight``
+turns, always in that order: a request waiting for its model's turn holds no
+thread and no backend turn (it starts when the turn is given back), and one
+waiting for a backend turn holds its model's. When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).

@@ -186,19 +186,19 @@ class Router(SupervisedActor):
         if handle.time_left() <= 0:
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
-        full: list[str] = []
+        full: list[Route] = []
         candidates = self.candidates(handle) or self.candidates(handle, panic=True)
         events.routed(handle, candidates, self.table.down)  # telemetry
         for route in candidates:
             if route.name in handle.cluster_full:  # full for it, as below: overflow only
-                full.append(route.name)
+                full.append(route)
                 continue
             # Without fallback the first candidate is the only one: wait there.
-            taken = self._offer(handle, route.name, overflow=not handle.fallback)
+            taken = self._offer(handle, route, overflow=not handle.fallback)
             if taken is Admission.TAKEN:
                 return
             if taken is Admission.FULL:
-                full.append(route.name)
+                full.append(route)
             if not handle.fallback:
                 break
         if full and handle.fallback:
@@ -213,8 +213,8 @@ class Router(SupervisedActor):
         else:
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
 
-    def _offer(self, handle: RequestState, name: str, *, overflow: bool) -> Admission:
-        return offer(handle, name, self.registry.admissions, self.load, overflow=overflow)
+    def _offer(self, handle: RequestState, route: Route, *, overflow: bool) -> Admission:
+        return offer(handle, route, self.registry.admissions, self.load, overflow=overflow)
 
     def _retry_later(self, handle: RequestState) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
