@@ -15,7 +15,9 @@ A request waiting for its model's turn holds no thread: it is a callback on
 the model's waiting list (FIFO), called with the turn when one is given back
 (:meth:`ModelTurns.give`); only then does it go to a worker or its caller's
 thread. Parked threads would take the pool's workers, and a request for
-another model would wait behind them.
+another model would wait behind them. A request that ends while it waits
+(deadline, cancel) leaves the list when a turn reaches it (it declines), as
+on the backend's overflow waiting list.
 
 Locking: one lock guards the counts and the waiting lists; callbacks run
 outside it. A model with no turn taken and nobody waiting has no entry: the

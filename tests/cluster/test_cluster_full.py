@@ -23,8 +23,10 @@ pytestmark = pytest.mark.usefixtures("no_thread_left")
 ONE_SLOT = {"kind": "ollama", "max_in_flight": 1, "max_queue": 0, "priority": 0}
 
 
-def _config(redis: RedisServer, *hosts: FakeOllama) -> dict[str, Any]:
+def _config(redis: RedisServer, *hosts: FakeOllama, h1_slots: int = 1) -> dict[str, Any]:
     providers = {f"h{n}": {**ONE_SLOT, "base_url": host.url} for n, host in enumerate(hosts)}
+    if "h1" in providers:
+        providers["h1"]["max_in_flight"] = h1_slots
     return {
         "provider": providers,
         "cluster": {"redis_url": redis.url},
@@ -56,7 +58,9 @@ def test_a_host_full_across_the_cluster_passes_requests_to_a_free_one(
     redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama], held: Runtime
 ) -> None:
     h0, h1 = hosts
-    with Runtime.from_config(_config(redis_server, h0, h1)) as rt:
+    # Two slots at h1: a lease this runtime released there a moment ago and
+    # whose ZREM has not landed yet does not make it look full.
+    with Runtime.from_config(_config(redis_server, h0, h1, h1_slots=2)) as rt:
         answers = [rt.chat("llama3.2", HI, timeout=10) for _ in range(4)]
         streamed = rt.chat("llama3.2", HI, stream=True, timeout=10)
         streamed.result()
