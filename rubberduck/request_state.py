@@ -99,6 +99,9 @@ class RequestState:
         self.causes: dict[str, RubberDuckError] = {}
         #: Backends not to try again this round.
         self.excluded: set[str] = set()
+        #: Backends whose slots across the cluster were all leased when it
+        #: came: full for it, as for local slots (only overflow waits there).
+        self.cluster_full: set[str] = set()
         #: Retry rounds taken.
         self.retry_round = 0
         #: Backends the router chose knowing they would answer with another model.

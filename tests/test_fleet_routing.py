@@ -4,6 +4,8 @@ answers teach the runtime where a model is loaded, and per-model limits hold."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from rubberduck import ConfigError, Runtime
@@ -123,3 +125,80 @@ def test_per_model_counts_return_to_zero_after_failures_and_fallbacks(
         assert wait_until(lambda: load.model("primary", "llama3.2") == 0)
         assert wait_until(lambda: load.model("backup", "llama3.2") == 0)
         assert load.busy_models("primary") == load.busy_models("backup") == frozenset()
+
+
+def test_a_call_waiting_for_its_models_turn_holds_no_backend_turn() -> None:
+    """Turn order: the model's turn, then the backend's. Two blocking calls for
+    one model (one turn per model, two per backend): the second waits for the
+    model's turn holding no backend turn, so a call for another model takes the
+    free one and reaches the host while the first still runs (it took it in
+    ``admit`` before: a caller holding the backend's turn waited for the
+    model's while a worker holding the model's waited for the backend's)."""
+    with FakeOllama() as fake:
+        fake.models = ["llama3.2:latest", "qwen3:latest"]
+        fake.gate.clear()
+        config = {
+            "provider": {
+                "ollama": {
+                    "base_url": fake.url,
+                    "model": "llama3.2",
+                    "max_in_flight": 2,
+                    "max_in_flight_per_model": 1,
+                }
+            },
+            "health": {"interval": 60.0},
+        }
+        with Runtime.from_config(config) as rt:
+            answers: dict[str, str] = {}
+
+            def call(tag: str, model: str) -> None:
+                answers[tag] = rt.chat(model, HI, timeout=30).provider
+
+            threads = [threading.Thread(target=call, args=("a1", "llama3.2"))]
+            threads[0].start()
+            assert wait_until(lambda: len(fake.posts()) == 1)
+            threads.append(threading.Thread(target=call, args=("a2", "llama3.2")))
+            threads[1].start()
+            assert wait_until(lambda: rt.health()["ollama"].in_flight == 2)
+            threads.append(threading.Thread(target=call, args=("b", "qwen3")))
+            threads[2].start()
+            reached = wait_until(lambda: len(fake.posts()) == 2)
+            fake.gate.set()
+            for thread in threads:
+                thread.join()
+            assert reached, "qwen3 waited behind llama3.2 with a backend turn free"
+            assert [p["model"] for p in fake.posts()[:2]] == ["llama3.2", "qwen3"]
+    assert answers == {"a1": "ollama", "a2": "ollama", "b": "ollama"}
+    assert fake.max_active["llama3.2"] == 1
+
+
+def test_requests_waiting_for_one_model_leave_the_workers_to_another() -> None:
+    """As many streamed requests for one model as the backend has workers, one
+    turn per model: those waiting for the model's turn hold no worker, so a
+    request for another model starts at once (parked workers kept it queued
+    behind them)."""
+    with FakeOllama() as fake:
+        fake.models = ["llama3.2:latest", "qwen3:latest"]
+        fake.gate.clear()
+        config = {
+            "provider": {
+                "ollama": {
+                    "base_url": fake.url,
+                    "model": "llama3.2",
+                    "max_in_flight": 4,
+                    "max_in_flight_per_model": 1,
+                }
+            },
+            "health": {"interval": 60.0},
+        }
+        with Runtime.from_config(config) as rt:
+            handles = [rt.chat("llama3.2", HI, stream=True, timeout=30) for _ in range(4)]
+            assert wait_until(lambda: len(fake.posts()) == 1)
+            other = rt.chat("qwen3", HI, stream=True, timeout=30)
+            reached = wait_until(lambda: len(fake.posts()) == 2)
+            fake.gate.set()
+            for handle in [*handles, other]:
+                assert handle.result().done.provider == "ollama"
+            assert reached, "qwen3 waited for a worker held by requests for llama3.2"
+    assert fake.max_active["llama3.2"] == 1
+    assert len(fake.posts()) == 5

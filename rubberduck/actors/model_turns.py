@@ -11,58 +11,110 @@ offers a request elsewhere first: :meth:`ModelTurns.full` makes a backend
 whose turns for the model are all taken refuse it (``Admission.FULL``) unless
 no backend has room (overflow).
 
-Locking: one lock guards the semaphore per model (created on first use); the
-semaphores lock themselves.
+A request waiting for its model's turn holds no thread: it is a callback on
+the model's waiting list (FIFO), called with the turn when one is given back
+(:meth:`ModelTurns.give`); only then does it go to a worker or its caller's
+thread. Parked threads would take the pool's workers, and a request for
+another model would wait behind them. A request that ends while it waits
+(deadline, cancel) leaves the list when a turn reaches it (it declines), as
+on the backend's overflow waiting list.
+
+Locking: one lock guards the counts and the waiting lists; callbacks run
+outside it. A model with no turn taken and nobody waiting has no entry: the
+names come from callers, so nothing is kept per name once idle.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 
 __all__ = ["ModelTurns"]
-
-#: How often a waiting attempt checks whether it should stop waiting, seconds.
-_POLL_S = 0.05
 
 
 class ModelTurns:
     """At most ``limit`` attempts per model running at once on one backend.
 
     Args:
-        limit: Attempts per model at once; ``None``: no limit (every call
-            takes nothing and returns at once).
+        limit: Attempts per model at once; ``None``: no limit (every turn is
+            free and nothing is counted).
     """
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
-        self._turns: dict[str, threading.Semaphore] = {}
+        self._taken: dict[str, int] = {}
+        self._waiting: dict[str, deque[Callable[[], bool]]] = {}
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Models with a turn taken or a request waiting for one."""
+        with self._lock:
+            return len(self._taken.keys() | self._waiting.keys())
 
     def full(self, in_flight: int) -> bool:
         """Whether a model with ``in_flight`` requests here (the one being
         admitted included) is over the limit."""
         return self.limit is not None and in_flight > self.limit
 
-    def take(self, model: str | None, give_up: Callable[[], bool]) -> str | None:
-        """Wait for a turn for ``model``; checks ``give_up`` every 50 ms.
+    def try_take(self, model: str | None) -> bool:
+        """Take a turn for ``model`` if one is free now, without waiting.
 
         Returns:
-            The model whose turn is now held (give it back with :meth:`give`),
-            or ``None`` when none was taken: no limit, no model, or ``give_up``
-            said so.
+            ``True`` when taken (give it back with :meth:`give`; no limit or
+            no model: nothing is counted); ``False`` when every turn for
+            ``model`` is taken.
         """
         if self.limit is None or model is None:
-            return None
+            return True
         with self._lock:
-            turns = self._turns.get(model)
-            if turns is None:
-                turns = self._turns[model] = threading.Semaphore(self.limit)
-        while not turns.acquire(timeout=_POLL_S):
-            if give_up():
-                return None
-        return model
+            taken = self._taken.get(model, 0)
+            if taken >= self.limit:
+                return False
+            self._taken[model] = taken + 1
+            return True
 
-    def give(self, model: str) -> None:
-        """Give back a turn :meth:`take` returned."""
-        self._turns[model].release()
+    def take(self, model: str | None, start: Callable[[], bool]) -> bool:
+        """Take a turn for ``model`` now, or put ``start`` on its waiting list.
+
+        Args:
+            model: The request's model (``None``: no turn needed).
+            start: Called (on the thread of :meth:`give`, no lock held) when
+                a turn is given to it: ``True`` when it took the turn (and
+                will give it back), ``False`` when it declines (its request
+                ended): the turn passes to the next one.
+
+        Returns:
+            ``True``: the turn is taken now (``start`` will not be called);
+            ``False``: ``start`` waits for one.
+        """
+        if self.limit is None or model is None:
+            return True
+        with self._lock:
+            taken = self._taken.get(model, 0)
+            if taken < self.limit:
+                self._taken[model] = taken + 1
+                return True
+            self._waiting.setdefault(model, deque()).append(start)
+            return False
+
+    def give(self, model: str | None) -> None:
+        """Give back a turn :meth:`try_take` or :meth:`take` took: to the
+        first request waiting for ``model`` that takes it, else it is free."""
+        if self.limit is None or model is None:
+            return
+        while True:
+            with self._lock:
+                waiting = self._waiting.get(model)
+                if not waiting:
+                    taken = self._taken[model] - 1
+                    if taken:
+                        self._taken[model] = taken
+                    else:
+                        del self._taken[model]
+                    return
+                start = waiting.popleft()
+                if not waiting:
+                    del self._waiting[model]
+            if start():
+                return

@@ -17,7 +17,11 @@ waits for the answer: the first at once when a slot is free, a later one (a
 slot freed for it on the waiting list, a fallback, a retry) handed to it
 through its reply channel (:class:`~rubberduck.channels.CallerChannel`) — one
 wake-up of the caller instead of a worker's and then the caller's. Either way
-an attempt runs only with one of the ``max_in_flight`` turns. When the call ends, the
+an attempt runs only with its model's turn (``max_in_flight_per_model``, see
+:mod:`~rubberduck.actors.model_turns`) and then one of the ``max_in_flight``
+turns, always in that order: a request waiting for its model's turn holds no
+thread and no backend turn (it starts when the turn is given back), and one
+waiting for a backend turn holds its model's. When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).
@@ -43,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rubberduck.actors.channels import Admission, Load
 from rubberduck.actors.health import HEALTH
@@ -57,6 +61,7 @@ from rubberduck.errors import (
     ProtocolError,
     ProviderUnavailable,
     RubberDuckError,
+    ServerBusy,
     StreamInterrupted,
 )
 from rubberduck.messages import AttemptFailed, Done, EmbedRequest, Outcome, Tick
@@ -65,7 +70,7 @@ from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, requests
 
 if TYPE_CHECKING:
-    from rubberduck.cluster.leases import SlotLeases
+    from rubberduck.cluster.leases import Lease, SlotLeases
 
 __all__ = ["Load", "ProviderActor", "provider_actor_name"]
 
@@ -102,8 +107,9 @@ class ProviderActor(SupervisedActor):
             :mod:`~rubberduck.actors.model_turns`); ``None``: no limit.
         leases: The cluster's slot leases (``[cluster]``): an attempt also
             holds one of the backend's ``max_in_flight`` leases across every
-            runtime sharing the Redis, waiting for it after its local turn
-            (:mod:`rubberduck.cluster.leases`). ``None``: local slots only.
+            runtime sharing the Redis, taken after its local turn
+            (:mod:`rubberduck.cluster.leases`; when none is free, see
+            :meth:`_cluster_slot`). ``None``: local slots only.
     """
 
     def __init__(
@@ -209,14 +215,22 @@ class ProviderActor(SupervisedActor):
                 return Admission.FULL
             # Requests already waiting go first: a new one does not jump the line.
             if not self._waiting and self._slots.acquire(blocking=False):
-                if handle.caller_runs:
+                if handle.caller_runs and self.model_turns.try_take(
+                    model_key(handle.request.model)
+                ):
                     # Its thread runs it (after waiting for a turn if none is
-                    # free): no hand-off to a worker and back.
+                    # free): no hand-off to a worker and back. The model's turn
+                    # comes before the backend's (always: never the other way
+                    # round, or a caller holding the backend's turn and a worker
+                    # holding the model's would wait for each other), so it
+                    # takes a backend turn here only with the model's.
                     turn = self._turns.acquire(blocking=False)
-                    handle.inline = functools.partial(self._work, handle, turn=turn)
+                    handle.inline = functools.partial(
+                        self._work, handle, turn=turn, overflow=overflow
+                    )
                     future = _ON_CALLER
                 else:
-                    future = self._start(handle)
+                    future = self._start(handle, overflow)
                 self._admitted[handle.id] = (handle, future)
                 return Admission.TAKEN
             if overflow and len(self._waiting) < self.max_waiting:
@@ -249,22 +263,51 @@ class ProviderActor(SupervisedActor):
             if handle.finished:
                 self.load.add(self.backend, -1, model_key(handle.request.model))
                 continue
-            self._admitted[handle.id] = (handle, self._start(handle))
+            self._admitted[handle.id] = (handle, self._start(handle, True))
             if not self._slots.acquire(blocking=False):
                 return
         self._slots.release()
 
-    def _start(self, handle: RequestState) -> Future[None]:
-        """Start ``handle``'s attempt, which has a slot (under ``_lock``): on its
-        caller's thread when that thread only waits for the answer (a blocking
-        call: its channel takes the attempt, see
+    def _start(self, handle: RequestState, overflow: bool) -> Future[None]:
+        """Start ``handle``'s attempt, which has a slot (under ``_lock``), once
+        its model's turn is free: at once, or when :meth:`_given` gets it (the
+        request waits on the model's waiting list meanwhile, holding no thread;
+        the future returned stands for it until then). ``overflow``: it was
+        taken as overflow (see :meth:`_cluster_slot`)."""
+        model = model_key(handle.request.model)
+        if self.model_turns.try_take(model):
+            return self._run(handle, overflow)
+        parked: Future[None] = Future()
+        given = functools.partial(self._given, handle, parked, overflow)
+        if self.model_turns.take(model, given):
+            return self._run(handle, overflow)  # a turn freed meanwhile
+        return parked
+
+    def _given(self, handle: RequestState, parked: Future[None], overflow: bool) -> bool:
+        """A turn of its model is ``handle``'s now (see :meth:`_start`): start
+        it; ``False`` (the turn passes on) when it ended while it waited, or
+        this actor is going (which hands it back)."""
+        with self._lock:
+            if self._exit_reason is not None or not parked.set_running_or_notify_cancel():
+                return False
+            if not handle.finished:
+                self._admitted[handle.id] = (handle, self._run(handle, overflow))
+                return True
+        self._left(handle)
+        return False
+
+    def _run(self, handle: RequestState, overflow: bool) -> Future[None]:
+        """Run ``handle``'s attempt, which has a slot and its model's turn
+        (under ``_lock``): on its caller's thread when that thread only waits
+        for the answer (a blocking call: its channel takes the attempt, see
         :class:`~rubberduck.channels.CallerChannel`), else on a worker. Either
         way it waits there for one of the ``max_in_flight`` turns."""
-        if handle.channel.hand(functools.partial(self._work, handle)):
+        attempt = functools.partial(self._work, handle, overflow=overflow)
+        if handle.channel.hand(attempt):
             # Runs soon (its caller is waiting on the channel); if this actor
             # dies first, the attempt finds it gone and hands the request back.
             return _ON_CALLER
-        return self._pool.submit(self._work, handle)
+        return self._pool.submit(attempt)
 
     def _left(self, handle: RequestState) -> None:
         """``handle`` is no longer this actor's: free its slot and count, and
@@ -297,22 +340,18 @@ class ProviderActor(SupervisedActor):
 
     # --- worker threads -----------------------------------------------------------
 
-    def _work(self, handle: RequestState, *, turn: bool = False) -> None:
-        """Run ``handle``'s attempt (on a worker or on its caller's thread);
-        ``turn``: it holds one of the ``max_in_flight`` turns already."""
-        # The model's turn first: one waiting for it holds no backend turn
-        # that a request for another model could use.
-        model = self.model_turns.take(
-            model_key(handle.request.model),
-            lambda: handle.finished or self._exit_reason is not None,
-        )
+    def _work(self, handle: RequestState, *, turn: bool = False, overflow: bool = False) -> None:
+        """Run ``handle``'s attempt (on a worker or on its caller's thread),
+        which holds its model's turn (given back here); ``turn``: it holds one
+        of the ``max_in_flight`` turns already; ``overflow``: it was taken as
+        overflow (no other backend had room)."""
         turn = turn or self._take_turn(handle)
         lease = None
         try:
             if turn and self.leases is not None:  # the cluster's slot, after ours
-                lease = self.leases.acquire(
-                    self.backend, self.max_in_flight, self._gives_up(handle)
-                )
+                lease = self._cluster_slot(handle, overflow)
+                if lease is False:
+                    return
             if handle.finished:
                 return
             error = self._attempt(handle) if self._exit_reason is None else None
@@ -332,13 +371,47 @@ class ProviderActor(SupervisedActor):
             log.exception("%s failed on request %s", self.name, handle.id)
             handle.fail(InternalError(f"{self.name} failed on this request: {exc!r}"))
         finally:
-            if lease is not None and self.leases is not None:
+            if lease and self.leases is not None:
                 self.leases.release(lease)
             if turn:
                 self._turns.release()
-            if model is not None:
-                self.model_turns.give(model)
+            self.model_turns.give(model_key(handle.request.model))
             self._left(handle)
+
+    def _cluster_slot(self, handle: RequestState, overflow: bool) -> Lease | Literal[False] | None:
+        """One of the backend's ``max_in_flight`` slots across the cluster.
+
+        Only a request taken as overflow (no other backend had room) waits for
+        one. Any other that finds them all leased by other runtimes sharing the
+        Redis goes back to the Router, as when this runtime's own slots are
+        full: it is offered to another backend, and comes back here as
+        overflow only when none has room. That is no failure of this backend:
+        the breaker does not see it.
+
+        Returns:
+            The lease; ``None`` when running without one (Redis failed, or the
+            request ended while it waited); ``False`` when it went back to the
+            Router.
+        """
+        assert self.leases is not None
+        if overflow:
+            return self.leases.acquire(self.backend, self.max_in_flight, self._gives_up(handle))
+        got = self.leases.try_acquire(self.backend, self.max_in_flight)
+        if got is not False:
+            return None if isinstance(got, bool) else got
+        handle.cluster_full.add(self.backend)
+        # Not tried (it may still come back as overflow), as a full backend.
+        handle.excluded.discard(self.backend)
+        if handle.tried and handle.tried[-1] == self.backend:
+            handle.tried.pop()
+        busy = ServerBusy(
+            f"skipped, full across the cluster: its {self.max_in_flight} slots "
+            "(max_in_flight) are leased by runtimes sharing the Redis — raise "
+            "max_in_flight if the host has room, or add a backend",
+            provider=self.backend,
+        )
+        self._report_failed(handle, busy)
+        return False
 
     def _gives_up(self, handle: RequestState) -> Callable[[], bool]:
         """When a wait for a cluster slot ends: the request ended, or this actor goes."""

@@ -19,7 +19,9 @@ catalogue is not a circuit: a backend without the model is never tried.
 A backend whose slots are all taken is full, not failed: the request goes to the
 next candidate at once; when no candidate has room, it waits on the best full
 one's waiting list (overflow, see :mod:`rubberduck.actors.provider`) until a
-slot frees or its deadline passes, rather than failing busy.
+slot frees or its deadline passes, rather than failing busy. The same holds
+for a backend whose slots across the cluster (``[cluster]``) are all leased by
+other runtimes: its provider hands the request back (``handle.cluster_full``).
 
 A failure before the first chunk with ``fallback = True`` (refused, timeout, 5xx,
 503, model not found, protocol error) moves the request to the next candidate at
@@ -184,16 +186,19 @@ class Router(SupervisedActor):
         if handle.time_left() <= 0:
             handle.fail(RequestTimeout("the request's deadline passed before a backend was free"))
             return
-        full: list[str] = []
+        full: list[Route] = []
         candidates = self.candidates(handle) or self.candidates(handle, panic=True)
         events.routed(handle, candidates, self.table.down)  # telemetry
         for route in candidates:
+            if route.name in handle.cluster_full:  # full for it, as below: overflow only
+                full.append(route)
+                continue
             # Without fallback the first candidate is the only one: wait there.
-            taken = self._offer(handle, route.name, overflow=not handle.fallback)
+            taken = self._offer(handle, route, overflow=not handle.fallback)
             if taken is Admission.TAKEN:
                 return
             if taken is Admission.FULL:
-                full.append(route.name)
+                full.append(route)
             if not handle.fallback:
                 break
         if full and handle.fallback:
@@ -208,8 +213,8 @@ class Router(SupervisedActor):
         else:
             handle.fail(AllProvidersFailed(handle.causes, model=handle.request.model))
 
-    def _offer(self, handle: RequestState, name: str, *, overflow: bool) -> Admission:
-        return offer(handle, name, self.registry.admissions, self.load, overflow=overflow)
+    def _offer(self, handle: RequestState, route: Route, *, overflow: bool) -> Admission:
+        return offer(handle, route, self.registry.admissions, self.load, overflow=overflow)
 
     def _retry_later(self, handle: RequestState) -> bool:
         """Schedule another round if some backend is worth retrying in time."""
@@ -232,6 +237,7 @@ class Router(SupervisedActor):
             return False
         handle.retry_round += 1
         handle.excluded.difference_update(name for name, _ in again)
+        handle.cluster_full.clear()
         events.retry_round(handle, delay, [name for name, _ in again])  # telemetry
         return True
 

@@ -170,14 +170,15 @@ class RoutingTable:
 
 
 def offer(
-    handle: RequestState, name: str, admissions: Admissions, load: Load, *, overflow: bool
+    handle: RequestState, route: Route, admissions: Admissions, load: Load, *, overflow: bool
 ) -> Admission:
-    """Offer ``handle`` to backend ``name``; records it as tried when taken (or
+    """Offer ``handle`` to backend ``route``; records it as tried when taken (or
     refused on overflow), and why when refused.
 
     The request is marked tried *before* the offer: once taken, a worker may
     fail it and the Router route it again at once, from another thread.
     """
+    name = route.name
     model = model_key(handle.request.model)
     load.add(name, 1, model)
     handle.excluded.add(name)
@@ -186,14 +187,10 @@ def offer(
     if taken is Admission.TAKEN:
         events.taken(handle, name)  # telemetry: a fallback, when one failed before
         return taken
+    per_model = load.model(name, model) if model is not None else 0
     load.add(name, -1, model)
     if taken is Admission.FULL:
-        waiting = "and too many wait for a slot" if overflow else "or waiting"
-        handle.causes[name] = ServerBusy(
-            f"skipped, full: {load[name]} requests running {waiting} — raise "
-            "max_in_flight/max_queue for this provider, or add a backend",
-            provider=name,
-        )
+        handle.causes[name] = _full(route, model, load[name], per_model, overflow)
         if not overflow:  # not tried: it may still take the request as overflow
             handle.excluded.discard(name)
             handle.tried.pop()
@@ -224,16 +221,39 @@ def route_first(table: RoutingTable, handle: RequestState, admissions: Admission
     full = []
     for route in routes:
         # As the Router's first pass: without fallback, wait on the one backend.
-        taken = offer(handle, route.name, admissions, table.load, overflow=not handle.fallback)
+        taken = offer(handle, route, admissions, table.load, overflow=not handle.fallback)
         if taken is Admission.TAKEN:
             return True
         if taken is Admission.FULL:
-            full.append(route.name)
+            full.append(route)
         if not handle.fallback:
             return False
     if full:  # no backend has room: wait for a slot on the best full one
         return offer(handle, full[0], admissions, table.load, overflow=True) is Admission.TAKEN
     return False
+
+
+def _full(
+    route: Route, model: str | None, running: int, per_model: int, overflow: bool
+) -> ServerBusy:
+    """Why ``route`` refused a request as full, with the setting to raise:
+    ``max_in_flight_per_model`` when its turns for the model were the limit
+    (``per_model`` requests for it there, this one included)."""
+    limit = route.max_in_flight_per_model
+    if not overflow and model is not None and limit is not None and per_model > limit:
+        return ServerBusy(
+            f"skipped, full for model {model!r}: {per_model - 1} requests for it "
+            f"running or waiting, max_in_flight_per_model = {limit} — raise "
+            "max_in_flight_per_model for this provider if the host runs more at "
+            "once (OLLAMA_NUM_PARALLEL), or add a backend",
+            provider=route.name,
+        )
+    waiting = "and too many wait for a slot" if overflow else "or waiting"
+    return ServerBusy(
+        f"skipped, full: {running} requests running {waiting} — raise "
+        "max_in_flight/max_queue for this provider, or add a backend",
+        provider=route.name,
+    )
 
 
 def missing(route: Route, model: str) -> ModelNotFound:
