@@ -396,7 +396,8 @@ class ProviderActor(SupervisedActor):
         assert self.leases is not None
         if overflow:
             return self.leases.acquire(self.backend, self.max_in_flight, self._gives_up(handle))
-        got = self.leases.try_acquire(self.backend, self.max_in_flight)
+        # One try, flagged as no wait: the request goes elsewhere if it fails.
+        got = self.leases.try_acquire(self.backend, self.max_in_flight, waiting=False)
         if got is not False:
             return None if isinstance(got, bool) else got
         handle.cluster_full.add(self.backend)

@@ -18,15 +18,18 @@ steady load most requests reuse a lease. Only a lease that Redis confirmed
 renewal found gone (Redis restarted, or renewals were late by more than
 ``slot_ttl``) is only removed. Nor is a lease taken back while another
 runtime waits for that backend's slots: an ACQUIRE that finds them all leased
-sets ``PREFIX:waiting:BACKEND`` (for ``2 × slot_poll``), which the cluster
-thread reads with its removals; meanwhile released leases go back to Redis,
-where the waiting runtime can take them.
+sets ``PREFIX:waiting:BACKEND`` (for ``2 × slot_poll``) when its caller is
+going to wait, which the cluster thread reads with its removals; meanwhile
+released leases go back to Redis, where the waiting runtime can take them. An
+ACQUIRE also removes this runtime's own released leases of that backend before
+it counts, so that a slot this runtime just gave back never looks taken to it
+while the cluster thread's removal is on its way.
 
-When every slot is leased the request waits, on the thread that runs it
-(it holds one of its runtime's local turns meanwhile, so its runtime's
-bounded queue fills behind it as for local slots), trying again after a short
-jittered backoff up to ``slot_poll`` until a slot frees or the request ends
-(deadline, cancel). When Redis fails, the request runs on local limits alone.
+When every slot is leased, a request goes back to the Router, which offers it
+to a backend with room (``ProviderActor._cluster_slot``); only a request that no backend had room for (overflow) waits, on
+the thread that runs it, trying again after a short jittered backoff up to
+``slot_poll`` until a slot frees or the request ends (deadline, cancel). When
+Redis fails, the request runs on local limits alone.
 """
 
 from __future__ import annotations
@@ -49,19 +52,27 @@ __all__ = ["ACQUIRE", "RENEW", "Lease", "SlotLeases", "replica_id"]
 log = component("cluster")
 
 #: KEYS[1]: the backend's slot set, KEYS[2]: its waiting flag. ARGV: limit,
-#: ttl (ms), lease id, how long the flag lasts (ms). Returns 1 when the lease
-#: was taken, 0 when every slot is leased (and then sets the flag).
+#: ttl (ms), lease id, how long the flag lasts (ms; 0: the caller will not
+#: wait, set no flag), then this runtime's own leases released and not yet
+#: removed (removed first, so that a slot this runtime just gave back never
+#: looks taken to it). Returns 1 when the lease was taken, 0 when every slot
+#: is leased (and then sets the flag).
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
+for i = 5, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], 2 * ttl)
   return 1
 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+end
 return 0
 """
 
@@ -142,6 +153,8 @@ class SlotLeases:
         # To remove from Redis, never to take back (lost, or not known to be
         # ours), with when it was queued: kept while Redis fails, up to slot_ttl.
         self._drop: dict[str, list[tuple[str, float]]] = {}
+        # Removals the cluster thread has sent and Redis may not have applied yet.
+        self._removing: dict[str, list[str]] = {}
         self._ttl_s = ttl_s
         # Backend -> until when (monotonic s) another runtime waits for its
         # slots; read by flush() at most every poll_s / 2.
@@ -169,15 +182,23 @@ class SlotLeases:
         """The Redis key set while a runtime waits for ``backend``'s slots."""
         return f"{self.prefix}:waiting:{backend}"
 
-    def try_acquire(self, backend: str, limit: int) -> Lease | bool:
+    def try_acquire(self, backend: str, limit: int, *, waiting: bool = True) -> Lease | bool:
         """One try: the lease, ``False`` when every slot is leased, ``True``
         when Redis failed (go on with local limits only). A lease of
         ``backend`` released here and not yet removed from Redis is taken
-        back without a round trip; otherwise one round trip."""
+        back without a round trip; otherwise one round trip, which also
+        removes this runtime's own released leases of ``backend`` first.
+
+        Args:
+            waiting: The caller waits for a slot if this try fails: tell other
+                runtimes (they stop taking back their released leases for a
+                while). ``False`` for a try whose caller goes elsewhere.
+        """
         with self._lock:
             released = self._released.get(backend)
-            if released and self.reuse and self._contended.get(backend, 0.0) < time.monotonic():
-                fresh_after = time.monotonic() - self._fresh_s
+            contended = self._contended.get(backend, 0.0) >= time.monotonic()
+            if released and not contended:
+                fresh_after = time.monotonic() - self._fresh_s if self.reuse else float("inf")
                 while released:
                     lease_id, confirmed = released.pop()
                     if confirmed > fresh_after:
@@ -185,8 +206,15 @@ class SlotLeases:
                         return Lease(backend, lease_id)
                     self._drop.setdefault(backend, []).append((lease_id, confirmed))
             lease = Lease(backend, next(self._ids))
+            # Ours, given back and not to take back: the script removes them
+            # before it counts (a removal the cluster thread has sent may not
+            # have landed yet). Not while another runtime waits: then they
+            # count until the cluster thread removes them, so that the waiting
+            # runtime gets its chance at the slot before this one takes it again.
+            mine = [] if contended else [i for i, _ in self._drop.get(backend, ())]
+            mine += [] if contended else self._removing.get(backend, [])
         keys = [self.key(backend), self.waiting_key(backend)]
-        args = [limit, self.ttl_ms, lease.id, self._wait_ms]
+        args = [limit, self.ttl_ms, lease.id, self._wait_ms if waiting else 0, *mine]
         sent = time.monotonic()
         got = self.link.call("take a slot", lambda c: self._acquire(keys=keys, args=args))
         if got is None:
@@ -275,6 +303,8 @@ class SlotLeases:
         if not queued and not check:
             return
         released = {b: [i for i, _ in ids] for b, ids in queued.items()}
+        with self._lock:
+            self._removing = released
 
         def remove(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -285,7 +315,11 @@ class SlotLeases:
             result: list[Any] = pipe.execute()
             return result
 
-        result = self.link.call("release slots", remove)
+        try:
+            result = self.link.call("release slots", remove)
+        finally:
+            with self._lock:
+                self._removing = {}
         if result is not None and check:
             self._checked_at = now
             with self._lock:

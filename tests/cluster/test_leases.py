@@ -293,3 +293,33 @@ def test_after_retry_after_one_caller_tries_redis_the_others_go_on() -> None:
         assert len(tries) == 1
     finally:
         hole.close()
+
+
+def test_a_slot_given_back_here_never_looks_taken_to_this_runtime(
+    redis_server: RedisServer,
+) -> None:
+    # The cluster thread has taken the released lease out of reuse and its
+    # removal is on the way (or failed and waits to be sent again): a request
+    # here asking Redis meanwhile must not find its own old lease counted.
+    a = leases(redis_server, "a")
+    a.reuse = False  # every try asks Redis
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.release(first)  # queued for removal, not yet sent
+    assert live(a, "x") == 1
+    second = a.try_acquire("x", 1)
+    assert isinstance(second, Lease) and second != first
+    assert live(a, "x") == 1  # the old lease went first: one slot, one holder
+
+
+def test_a_try_whose_caller_goes_elsewhere_does_not_stop_others_reusing(
+    redis_server: RedisServer,
+) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    assert b.try_acquire("x", 1, waiting=False) is False  # b goes to another backend
+    assert a.link.client.exists(a.waiting_key("x")) == 0
+    a.flush()
+    a.release(first)
+    assert a.try_acquire("x", 1) == first  # taken back: nobody waits
