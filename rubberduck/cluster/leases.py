@@ -26,10 +26,11 @@ it counts, so that a slot this runtime just gave back never looks taken to it
 while the cluster thread's removal is on its way.
 
 When every slot is leased, a request goes back to the Router, which offers it
-to a backend with room (``ProviderActor._cluster_slot``); only a request that no backend had room for (overflow) waits, on
-the thread that runs it, trying again after a short jittered backoff up to
-``slot_poll`` until a slot frees or the request ends (deadline, cancel). When
-Redis fails, the request runs on local limits alone.
+to a backend with room (``ProviderActor._cluster_slot``); only a request that
+no backend had room for (overflow) waits, on the thread that runs it, trying
+again after a short jittered backoff up to ``slot_poll`` until a slot frees or
+the request ends (deadline, cancel). When Redis fails, the request runs on
+local limits alone.
 """
 
 from __future__ import annotations
