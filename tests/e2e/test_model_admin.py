@@ -106,6 +106,9 @@ def test_create_from_a_blob(rt: Runtime, ollama_url: str, scratch: list[str]) ->
         fresh.wait_for_probes()
         reply = fresh.chat(name, [{"role": "user", "content": "Hi"}], options=FIXED)
         assert isinstance(reply, ChatResponse) and reply.message.content
+        # Unload it: its runner holds the same file as MODEL's, and the server
+        # would go on listing that runner under this name in /api/ps.
+        fresh.unload(name)
 
 
 def test_a_model_created_later_is_served_within_one_health_interval(

@@ -153,6 +153,11 @@ def test_tool_calls(rt: Runtime, tools_model: str) -> None:
 
 
 def test_keep_alive_loads_and_unloads_as_ps_shows(rt: Runtime) -> None:
+    # A model another test loaded from the same file (a copy, a blob; maybe
+    # deleted since) shares MODEL's runner, which /api/ps lists under the name
+    # it was first loaded as. Unloading MODEL ends that runner.
+    rt.unload(MODEL)
+    assert wait_until(lambda: not rt.ps().models, 10), rt.ps().models
     loaded = rt.warm_up(MODEL, keep_alive="2m")
     assert loaded.done_reason == "load"
     assert MODEL in [m.name for m in rt.ps().models]
