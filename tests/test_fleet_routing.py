@@ -5,6 +5,7 @@ answers teach the runtime where a model is loaded, and per-model limits hold."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,18 @@ from tests.fake_ollama import FakeOllama
 pytestmark = pytest.mark.usefixtures("no_thread_left")
 
 EQUAL = {"priority": 0}
+
+
+def one_per_model(url: str, max_in_flight: int) -> dict[str, Any]:
+    """One Ollama backend at ``url`` running one request per model at once
+    (``OLLAMA_NUM_PARALLEL=1``) and ``max_in_flight`` in all."""
+    ollama = {
+        "base_url": url,
+        "model": "llama3.2",
+        "max_in_flight": max_in_flight,
+        "max_in_flight_per_model": 1,
+    }
+    return {"provider": {"ollama": ollama}, "health": {"interval": 60.0}}
 
 
 def test_requests_go_to_the_host_where_the_model_is_loaded(
@@ -57,18 +70,7 @@ def test_max_in_flight_per_model_holds_at_the_host() -> None:
     with FakeOllama() as fake:
         fake.models = ["llama3.2:latest", "qwen3:latest"]
         fake.gate.clear()
-        config = {
-            "provider": {
-                "ollama": {
-                    "base_url": fake.url,
-                    "model": "llama3.2",
-                    "max_in_flight": 4,
-                    "max_in_flight_per_model": 1,
-                }
-            },
-            "health": {"interval": 60.0},
-        }
-        with Runtime.from_config(config) as rt:
+        with Runtime.from_config(one_per_model(fake.url, max_in_flight=4)) as rt:
             handles = [rt.chat("llama3.2", HI, stream=True) for _ in range(3)]
             other = rt.chat("qwen3", HI, stream=True)
             assert wait_until(lambda: len(fake.posts()) == 2)
@@ -137,18 +139,7 @@ def test_a_call_waiting_for_its_models_turn_holds_no_backend_turn() -> None:
     with FakeOllama() as fake:
         fake.models = ["llama3.2:latest", "qwen3:latest"]
         fake.gate.clear()
-        config = {
-            "provider": {
-                "ollama": {
-                    "base_url": fake.url,
-                    "model": "llama3.2",
-                    "max_in_flight": 2,
-                    "max_in_flight_per_model": 1,
-                }
-            },
-            "health": {"interval": 60.0},
-        }
-        with Runtime.from_config(config) as rt:
+        with Runtime.from_config(one_per_model(fake.url, max_in_flight=2)) as rt:
             answers: dict[str, str] = {}
 
             def call(tag: str, model: str) -> None:
@@ -180,18 +171,7 @@ def test_requests_waiting_for_one_model_leave_the_workers_to_another() -> None:
     with FakeOllama() as fake:
         fake.models = ["llama3.2:latest", "qwen3:latest"]
         fake.gate.clear()
-        config = {
-            "provider": {
-                "ollama": {
-                    "base_url": fake.url,
-                    "model": "llama3.2",
-                    "max_in_flight": 4,
-                    "max_in_flight_per_model": 1,
-                }
-            },
-            "health": {"interval": 60.0},
-        }
-        with Runtime.from_config(config) as rt:
+        with Runtime.from_config(one_per_model(fake.url, max_in_flight=4)) as rt:
             handles = [rt.chat("llama3.2", HI, stream=True, timeout=30) for _ in range(4)]
             assert wait_until(lambda: len(fake.posts()) == 1)
             other = rt.chat("qwen3", HI, stream=True, timeout=30)
