@@ -212,8 +212,10 @@ class SlotLeases:
             # have landed yet). Not while another runtime waits: then they
             # count until the cluster thread removes them, so that the waiting
             # runtime gets its chance at the slot before this one takes it again.
-            mine = [] if contended else [i for i, _ in self._drop.get(backend, ())]
-            mine += [] if contended else self._removing.get(backend, [])
+            mine: list[str] = []
+            if not contended:
+                mine = [i for i, _ in self._drop.get(backend, ())]
+                mine += self._removing.get(backend, [])
         keys = [self.key(backend), self.waiting_key(backend)]
         args = [limit, self.ttl_ms, lease.id, self._wait_ms if waiting else 0, *mine]
         sent = time.monotonic()
