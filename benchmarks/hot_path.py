@@ -29,6 +29,7 @@ everything runs), ``--parts=12`` (only parts 1 and 2).
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import sys
 import threading
@@ -44,6 +45,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._upstream import canned_ollama, ceiling
+from benchmarks.async_runtime import timed as timed_calls
 from rubberduck import AsyncRuntime, Delta, Runtime
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -73,15 +75,8 @@ def rounds_of(contenders: dict[str, Callable[[], list[float]]], rounds: int) -> 
 
 
 def timed(call: Callable[[], object], n: int) -> Callable[[], list[float]]:
-    def run() -> list[float]:
-        samples = []
-        for _ in range(n):
-            started = time.perf_counter()
-            call()
-            samples.append(time.perf_counter() - started)
-        return samples
-
-    return run
+    """A round of ``n`` timed calls, to run later (interleaved with the others)."""
+    return functools.partial(timed_calls, call, n)
 
 
 class Loop:

@@ -48,12 +48,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.util._once import Once
 
 import rubberduck.request_state as request_state_module
 from benchmarks._upstream import canned_ollama
@@ -66,6 +64,7 @@ from rubberduck.providers import create_provider
 from rubberduck.request_state import RequestState
 from rubberduck.telemetry import events, otel, recorder
 from rubberduck.telemetry import requests as tr
+from tests.telemetry.conftest import reset_globals
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 REQUEST = ChatRequest(model="llama3.2", messages=MESSAGES, stream=True)
@@ -77,15 +76,6 @@ DONE = Done(done_reason="stop", usage=Usage(26, 282), model="llama3.2", provider
 class Drop(SpanExporter):
     def export(self, spans: Any) -> SpanExportResult:
         return SpanExportResult.SUCCESS
-
-
-def reset_globals() -> None:
-    """Unset the global providers (as opentelemetry-test-utils does)."""
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics_internal._METER_PROVIDER = None
-    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
 
 
 def providers() -> tuple[MeterProvider, TracerProvider]:
