@@ -127,6 +127,13 @@ class RequestState:
         state = "finished" if self.finished else "running"
         return f"<RequestState #{self.id} model={self.request.model!r} {state}>"
 
+    def untry(self, backend: str) -> None:
+        """``backend`` was full, not tried: it may take the request again (as
+        overflow) in this round."""
+        self.excluded.discard(backend)
+        if self.tried and self.tried[-1] == backend:
+            self.tried.pop()
+
     def time_left(self) -> float:
         """Seconds until the deadline (negative once it passed)."""
         return self.deadline - time.monotonic()

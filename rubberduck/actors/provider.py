@@ -401,10 +401,7 @@ class ProviderActor(SupervisedActor):
         if got is not False:
             return None if isinstance(got, bool) else got
         handle.cluster_full.add(self.backend)
-        # Not tried (it may still come back as overflow), as a full backend.
-        handle.excluded.discard(self.backend)
-        if handle.tried and handle.tried[-1] == self.backend:
-            handle.tried.pop()
+        handle.untry(self.backend)  # as a full backend: it may come back as overflow
         busy = ServerBusy(
             f"skipped, full across the cluster: its {self.max_in_flight} slots "
             "(max_in_flight) are leased by runtimes sharing the Redis — raise "
@@ -415,14 +412,16 @@ class ProviderActor(SupervisedActor):
         return False
 
     def _gives_up(self, handle: RequestState) -> Callable[[], bool]:
-        """When a wait for a cluster slot ends: the request ended, or this actor goes."""
+        """When a wait of ``handle``'s ends (for a turn, a cluster slot): the
+        request ended, or this actor goes."""
         return lambda: handle.finished or self._exit_reason is not None
 
     def _take_turn(self, handle: RequestState) -> bool:
         """Wait for one of the ``max_in_flight`` turns (workers and callers'
         threads running their own attempts share them); ``False`` if the
         request ended or this actor is going away first."""
-        while not handle.finished and self._exit_reason is None:
+        gave_up = self._gives_up(handle)
+        while not gave_up():
             if self._turns.acquire(timeout=0.05):
                 return True
         return False

@@ -191,9 +191,8 @@ def offer(
     load.add(name, -1, model)
     if taken is Admission.FULL:
         handle.causes[name] = _full(route, model, load[name], per_model, overflow)
-        if not overflow:  # not tried: it may still take the request as overflow
-            handle.excluded.discard(name)
-            handle.tried.pop()
+        if not overflow:
+            handle.untry(name)
     else:
         handle.causes[name] = ProviderUnavailable("its actor is restarting", provider=name)
     return taken
