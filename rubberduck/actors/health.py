@@ -246,8 +246,8 @@ class HealthMonitor(SupervisedActor):
             detail = provider.health_check(timeout)
             models = tuple(provider.list_models(timeout)) if want_catalogue else None
             loaded = self._read_ps(name, provider, timeout) if want_catalogue else None
-            if loaded is not None and self.shared is not None:
-                self.shared.share_residency(name, loaded)
+            if self.shared is not None:
+                self.shared.share_probe(name, models, loaded)
             result = ProbeResult(
                 name, True, detail, models, time.monotonic() - started, loaded=loaded
             )
@@ -310,8 +310,6 @@ class HealthMonitor(SupervisedActor):
                 self.registry.residency.set_loaded(msg.provider, msg.loaded)
             if msg.models is not None:
                 b.models, b.catalogue_at = msg.models, now
-                if self.shared is not None and msg.detail != ELSEWHERE:  # read here
-                    self.shared.share_catalogue(msg.provider, msg.models)
             # In the closed state the failure count belongs to real requests (a
             # server can answer /api/version and still 503 every chat), so only
             # a half-open probe's success resets it — not one sent before the

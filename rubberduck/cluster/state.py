@@ -86,17 +86,24 @@ class SharedState:
         }
         self._queue("circuit", backend, entry)
 
-    def share_catalogue(self, backend: str, models: list[str] | tuple[str, ...]) -> None:
-        """The models ``backend`` serves (its ``/api/tags``), as just read."""
-        self._queue("catalogue", backend, list(models))
+    def share_probe(
+        self,
+        backend: str,
+        models: list[str] | tuple[str, ...] | None,
+        loaded: list[str] | tuple[str, ...] | None,
+    ) -> None:
+        """What a probe of ``backend`` just read: the models it serves (its
+        ``/api/tags``) and the models it holds in memory (its ``/api/ps``);
+        ``None`` for what was not read. Both go to Redis in the same round
+        trip, so another replica never sees a residency without its catalogue."""
         with self._lock:
-            self._catalogue[backend] = list(models)
-
-    def share_residency(self, backend: str, models: list[str] | tuple[str, ...]) -> None:
-        """The models loaded on ``backend`` (its ``/api/ps``), as just read."""
-        self._queue("residency", backend, list(models))
-        with self._lock:
-            self._residency[backend] = list(models)
+            for table, copy, value in (
+                ("catalogue", self._catalogue, models),
+                ("residency", self._residency, loaded),
+            ):
+                if value is not None:
+                    self._writes[(table, backend)] = json.dumps(list(value))
+                    copy[backend] = list(value)
 
     def _queue(self, table: str, backend: str, value: Any) -> None:
         with self._lock:

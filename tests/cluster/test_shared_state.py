@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from rubberduck import Runtime
+from rubberduck.actors.health import HealthMonitor
 from rubberduck.cluster.link import RedisLink
 from rubberduck.cluster.state import SharedState
 from rubberduck.config import ClusterConfig, load_config
@@ -60,16 +62,30 @@ def test_a_circuit_one_replica_opens_opens_on_the_others(
         assert "seen by replica" in b.health()["ollama"].last_error
 
 
-def test_catalogue_and_residency_are_shared(redis_server: RedisServer, fake: FakeOllama) -> None:
+def test_catalogue_and_residency_are_shared(
+    redis_server: RedisServer, fake: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HealthMonitor holds every probe result until the other replica has
+    # read the shared state: what a probe read reaches Redis from the probe
+    # itself, catalogue and residency together, never one without the other.
+    handled = threading.Event()
+    probed = HealthMonitor._probed
+
+    def held(self: HealthMonitor, msg: Any) -> None:
+        handled.wait(20)
+        probed(self, msg)
+
+    monkeypatch.setattr(HealthMonitor, "_probed", held)
     with Runtime.from_config(cfg(redis_server.url, fake.port)) as a:
-        a.wait_for_probes()
-        assert a.cluster is not None
         link = RedisLink(ClusterConfig(redis_url=redis_server.url))
         other = SharedState(link, "rubberduck", "other")  # a replica that never probed
         assert wait_until(lambda: other.sync() and "ollama" in other.residency())
-        assert other.catalogue()["ollama"] == list(a.health()["ollama"].models or ())
+        assert other.catalogue()["ollama"] == fake.model_names()
         residency = other.residency()
         assert isinstance(residency["ollama"], list) and residency["ollama"]
+        handled.set()
+        a.wait_for_probes()
+        assert list(a.health()["ollama"].models or ()) == fake.model_names()
 
 
 def test_one_replica_at_a_time_holds_a_probe_lease(redis_server: RedisServer) -> None:
