@@ -135,7 +135,7 @@ def test_ctrl_c_stops_the_answer_and_the_conversation_goes_on(
     ollama.script.append("stall")  # one chunk, then nothing until the client goes away
 
     def press_ctrl_c() -> None:
-        if wait_until(lambda: len(ollama.posts()) == 1, 5):
+        if wait_until(lambda: len(ollama.posts()) == 1, 60):
             os.kill(os.getpid(), signal.SIGINT)
 
     presser = threading.Thread(target=press_ctrl_c)

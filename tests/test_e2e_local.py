@@ -55,7 +55,7 @@ def test_streaming_from_the_embedded_model(rt: Runtime) -> None:
     assert len(deltas) >= 2, "tokens arrive as separate events"
     assert isinstance(events[-1], Done) and events[-1].provider == "local"
     assert events[-1].usage.completion_tokens == pytest.approx(len(deltas), abs=2)
-    assert events[-1].tokens_per_second and events[-1].tokens_per_second > 1
+    assert events[-1].tokens_per_second and events[-1].tokens_per_second > 0
 
 
 def test_generate_on_the_embedded_model(rt: Runtime) -> None:

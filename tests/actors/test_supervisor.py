@@ -82,8 +82,8 @@ def test_failure_in_on_start_is_detected() -> None:
     registry = Registry()
     escalated = threading.Event()
     Echo.fail_start = True
-    start(registry, max_restarts=2, within_s=5, on_escalate=lambda why: escalated.set())
-    assert escalated.wait(3), "a child that never starts must exhaust the intensity"
+    start(registry, max_restarts=2, within_s=60, on_escalate=lambda why: escalated.set())
+    assert escalated.wait(30), "a child that never starts must exhaust the intensity"
     assert Echo.starts == 3  # the first start and 2 restarts
     assert registry.get("echo") is None
 

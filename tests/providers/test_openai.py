@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +49,7 @@ from rubberduck.providers import create_provider
 from rubberduck.providers._http.sse import read_events
 from rubberduck.providers.base import CancelScope
 from rubberduck.providers.openai import OpenAIProvider, ProviderInfo
-from tests.conftest import run, run_failing
+from tests.conftest import run, run_failing, wait_until
 from tests.fake_ollama import free_port
 from tests.fault_server import RawServer, http_chunk, read_request
 from tests.providers.scripted_server import (
@@ -1125,6 +1126,7 @@ def llamacpp() -> Iterator[str]:
     params.n_ctx = 2048
     params.n_parallel = 2
     params.embedding = True
+    params.endpoint_metrics = True  # /metrics: llamacpp:n_decode_total (and /slots, on by default)
     params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     params.api_keys = [key]
     params.verbosity = -1
@@ -1187,7 +1189,7 @@ def test_llamacpp_streamed_chat_reports_usage(real: OpenAIProvider) -> None:
     # include_usage: llama.cpp sends a last chunk with choices: [] and usage
     assert done.usage.prompt_tokens > 0
     assert done.usage.completion_tokens == pytest.approx(len(deltas), abs=2)
-    assert done.tokens_per_second and done.tokens_per_second > 1
+    assert done.tokens_per_second and done.tokens_per_second > 0
 
 
 @slow
@@ -1235,8 +1237,30 @@ def test_llamacpp_embeddings(real: OpenAIProvider) -> None:
     assert single == pytest.approx(vectors[0], abs=1e-5)
 
 
+def llamacpp_get(base_url: str, path: str) -> requests.Response:
+    """GET one of llama.cpp's own endpoints (beside /v1), with the test's key."""
+    headers = {"Authorization": f"Bearer {os.environ[LLAMACPP_KEY_ENV]}"}
+    answer = requests.get(base_url.removesuffix("/v1") + path, headers=headers, timeout=10)
+    answer.raise_for_status()
+    return answer
+
+
+def llamacpp_decodes(base_url: str) -> int:
+    """llama.cpp's ``llamacpp:n_decode_total`` (its Prometheus /metrics): one per
+    decode step, so a generation that goes on after a cancel keeps raising it."""
+    text = llamacpp_get(base_url, "/metrics").text
+    (line,) = (ln for ln in text.splitlines() if ln.startswith("llamacpp:n_decode_total "))
+    return int(float(line.split()[1]))
+
+
+def llamacpp_busy_slots(base_url: str) -> int:
+    """How many of llama.cpp's slots are generating now (its /slots)."""
+    slots = llamacpp_get(base_url, "/slots").json()
+    return sum(1 for slot in slots if slot["is_processing"])
+
+
 @slow
-def test_llamacpp_cancel_mid_stream_frees_the_slot(real: OpenAIProvider) -> None:
+def test_llamacpp_cancel_mid_stream_frees_the_slot(real: OpenAIProvider, llamacpp: str) -> None:
     scope, events = CancelScope(), []
 
     def emit(event: Event) -> None:
@@ -1248,18 +1272,17 @@ def test_llamacpp_cancel_mid_stream_frees_the_slot(real: OpenAIProvider) -> None
         messages=[Message("user", "Write a long story about a duck.")],
         options={"num_predict": 1500},
     )
-    started = time.monotonic()
+    before = llamacpp_decodes(llamacpp)
     with pytest.raises(Cancelled):
         real.run(request, emit, scope)
-    assert time.monotonic() - started < 5
     assert 3 <= len(events) < 100
-    # Both slots are free again: two requests at once finish now, not after 1500 tokens.
-    started = time.monotonic()
-    for _ in range(2):
-        assert isinstance(
-            run(real, ChatRequest(messages=QUESTION, options={"num_predict": 8}))[-1], Done
-        )
-    assert time.monotonic() - started < 10
+    # The server stopped generating: both slots are idle, and it decoded a few
+    # steps past the cancel, not the hundreds of tokens the story runs to.
+    assert wait_until(lambda: llamacpp_busy_slots(llamacpp) == 0, 60)
+    assert llamacpp_decodes(llamacpp) - before < 100
+    assert isinstance(
+        run(real, ChatRequest(messages=QUESTION, options={"num_predict": 8}))[-1], Done
+    )
 
 
 @slow
