@@ -84,18 +84,18 @@ def test_no_retry_that_cannot_finish_before_the_deadline(
     with runtime_for(primary.url, closed, router=FAST_RETRY) as rt:
         started = time.monotonic()
         with pytest.raises(AllProvidersFailed):
-            rt.chat("llama3.2", HI, timeout=2)
-        assert time.monotonic() - started < 1
+            rt.chat("llama3.2", HI, timeout=10)
+        assert time.monotonic() - started < 5  # not the 10 s deadline: no wait at all
     assert len(primary.posts()) == 1
 
 
 def test_a_refused_connection_is_not_retried() -> None:
     closed = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
-    with runtime_for(*closed, router={"retries": 5, "retry_backoff": 1.0}) as rt:
+    with runtime_for(*closed, router={"retries": 5, "retry_backoff": 5.0}) as rt:
         started = time.monotonic()
         with pytest.raises(AllProvidersFailed, match="ollama serve"):
             rt.chat("llama3.2", HI)
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 3  # one backoff alone would be 5 s
 
 
 def test_a_rejected_key_falls_back_at_once_and_is_never_retried(
@@ -132,7 +132,7 @@ def test_the_deadline_covers_queueing_and_fallback(servers: tuple[FakeOllama, Fa
         started = time.monotonic()
         with pytest.raises(RequestTimeout):
             rt.chat("llama3.2", HI, timeout=0.3)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3  # both backends hang for ever
         assert wait_until(lambda: primary.disconnects == 1), "the HTTP call is closed"
 
 
@@ -242,7 +242,7 @@ def test_cancel_and_close_do_not_wait_for_a_caller_that_fell_behind(
         time.sleep(0.1)  # the worker fills the one-event buffer and waits for room
         started = time.monotonic()
         handle.cancel()
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 5  # not the 30 s deadline
         behind = rt.stream_chat("llama3.2", HI, timeout=30)
         assert wait_until(lambda: len(primary.posts()) == 2)
         started = time.monotonic()
