@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +23,12 @@ def leases(
     return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
 
 
-def live(slots: SlotLeases, backend: str) -> int:
-    """Leases not expired, by Redis' clock."""
+def live(slots: SlotLeases, backend: str, model: str | None = None) -> int:
+    """Leases not expired in ``backend``'s set (or ``model``'s on it), by Redis' clock."""
     client = slots.link.client
     now_s, now_us = client.time()
-    return int(client.zcount(slots.key(backend), now_s * 1000 + now_us // 1000 + 1, "+inf"))
+    key = slots.key(backend, model)
+    return int(client.zcount(key, now_s * 1000 + now_us // 1000 + 1, "+inf"))
 
 
 def test_at_most_limit_leases_across_replicas(redis_server: RedisServer) -> None:
@@ -105,11 +105,9 @@ def test_redis_down_means_local_limits(redis_server: RedisServer) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.sampled_from(["take", "release"]), max_size=30), st.integers(1, 4))
-def test_held_never_exceeds_limit(ops: list[str], limit: int) -> None:
-    # One server for the whole property (hypothesis runs the body many times).
-    server = _property_server()
-    slots = leases(server, "p")
+@given(ops=st.lists(st.sampled_from(["take", "release"]), max_size=30), limit=st.integers(1, 4))
+def test_held_never_exceeds_limit(shared_redis: RedisServer, ops: list[str], limit: int) -> None:
+    slots = leases(shared_redis, "p")
     slots.link.client.flushall()
     held: list[Lease] = []
     for op in ops:
@@ -122,24 +120,6 @@ def test_held_never_exceeds_limit(ops: list[str], limit: int) -> None:
             slots.release(held.pop())
             slots.flush()
         assert live(slots, "x") == len(held)
-
-
-_servers: list[RedisServer] = []
-
-
-def _property_server() -> RedisServer:
-    from tests.cluster.conftest import start_redis
-
-    if not _servers:
-        _servers.append(start_redis())
-    return _servers[0]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_property_server() -> object:
-    yield None
-    for server in _servers:
-        server.kill()
 
 
 def test_the_link_rejoins_when_redis_is_back(redis_server: RedisServer) -> None:
