@@ -298,7 +298,7 @@ class SlotLeases:
         removes it from Redis at once)."""
         pool: Pool = (lease.backend, lease.model)
         with self._lock:
-            confirmed = self._held.get(pool, {}).pop(lease.id, None)
+            confirmed = self._pop_held(pool, lease.id)
             if confirmed is None:  # lost in Redis (see renew): remove it only
                 self._drop.setdefault(pool, []).append((lease.id, time.monotonic()))
             else:
@@ -319,6 +319,25 @@ class SlotLeases:
         with self._lock:
             return sum(len(ids) for ids in self._held.values())
 
+    def pools(self) -> int:
+        """Backends and models this runtime keeps anything for now (leases
+        held, released or to remove, another runtime waiting): the model
+        names come from callers, so nothing is kept for one once idle."""
+        with self._lock:
+            kept = self._held.keys() | self._released.keys() | self._drop.keys()
+            return len(kept | self._contended.keys())
+
+    def _pop_held(self, pool: Pool, lease_id: str) -> float | None:
+        """Forget a lease held (under ``_lock``), and the pool once it holds
+        none; when Redis last confirmed it (``None``: not held)."""
+        held = self._held.get(pool)
+        if held is None:
+            return None
+        confirmed = held.pop(lease_id, None)
+        if not held:
+            del self._held[pool]
+        return confirmed
+
     def flush(self) -> None:
         """Remove the released leases from Redis (from every set each is in)
         and, every ``slot_poll / 2`` at most, read whether other runtimes wait
@@ -328,13 +347,17 @@ class SlotLeases:
         confirmed: by then they expired."""
         now = time.monotonic()
         with self._lock:
+            # No empty list: a ZREM with no member is an error, which would
+            # fail the whole round (and mark Redis down).
             queued = {pool: list(ids) for pool, ids in self._released.items() if ids}
             for pool, ids in self._drop.items():
-                queued.setdefault(pool, []).extend(ids)
+                if ids:
+                    queued.setdefault(pool, []).extend(ids)
             self._released, self._drop = {}, {}
             check: list[Pool] = []
             if now - self._checked_at >= self.poll_s / 2:
-                pools = {p for p, ids in self._held.items() if ids} | set(queued)
+                self._contended = {p: t for p, t in self._contended.items() if t >= now}
+                pools = set(self._held) | set(queued)
                 # The backend's waiting flag, and the model's for a model pool.
                 check = sorted({(b, None) for b, _ in pools} | pools, key=str)
         if not queued and not check:
@@ -363,13 +386,14 @@ class SlotLeases:
             with self._lock:
                 flags = result[len(result) - len(check) :]
                 for pool, pttl in zip(check, flags, strict=True):
-                    self._contended[pool] = now + max(0, pttl) / 1000
+                    if pttl > 0:
+                        self._contended[pool] = now + pttl / 1000
         if result is None:
             expired = time.monotonic() - self._ttl_s
             with self._lock:
                 for pool, ids in queued.items():
-                    keep = [(i, t) for i, t in ids if t > expired]
-                    self._drop.setdefault(pool, []).extend(keep)
+                    if keep := [(i, t) for i, t in ids if t > expired]:
+                        self._drop.setdefault(pool, []).extend(keep)
 
     def renew(self) -> None:
         """Extend every lease held by ``slot_ttl``, in every set it is in
@@ -393,11 +417,10 @@ class SlotLeases:
         for (pool, ids), gone in zip(held.items(), lost, strict=False):
             gone_ids = {i.decode() if isinstance(i, bytes) else i for i in gone}
             with self._lock:
-                mine = self._held.get(pool, {})
                 for lease_id in ids:
                     if lease_id in gone_ids:
-                        mine.pop(lease_id, None)
-                    elif lease_id in mine:
+                        self._pop_held(pool, lease_id)
+                    elif lease_id in (mine := self._held.get(pool, {})):
                         mine[lease_id] = sent
             if gone_ids:
                 backend, model = pool

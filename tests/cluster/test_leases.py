@@ -186,14 +186,16 @@ def test_a_lease_not_confirmed_for_half_its_ttl_is_not_taken_back(
     assert a.try_acquire("x", 1) is False
 
 
-def _reply_lost_once(slots: SlotLeases) -> None:
-    """The next Redis call runs but its reply is lost (socket_timeout): as
-    when Redis is slow and runs the script after the client gave up."""
+def _reply_lost_once(slots: SlotLeases, *, ran: bool = True) -> None:
+    """The next Redis call fails as on ``socket_timeout``: ``ran``, Redis ran
+    it anyway (slow, it ran the script after the client gave up); else it
+    never got there."""
     call = slots.link.call
 
     def lost(what: str, fn: Any) -> Any:
         slots.link.call = call  # type: ignore[method-assign]
-        fn(slots.link.client)
+        if ran:
+            fn(slots.link.client)
         slots.link._failed(what, TimeoutError())  # as RedisLink.call does
         return None
 
@@ -303,3 +305,42 @@ def test_a_try_whose_caller_goes_elsewhere_does_not_stop_others_reusing(
     a.flush()
     a.release(first)
     assert a.try_acquire("x", 1) == first  # taken back: nobody waits
+
+
+def test_closing_with_every_lease_released_fails_no_release_round(
+    redis_server: RedisServer,
+) -> None:
+    # A backend whose leases were all released had nothing to remove at
+    # close: sent as a ZREM with no member, Redis' error failed the whole
+    # round (the other backends' removals unconfirmed, Redis marked down, so
+    # the last usage totals were not written).
+    a = leases(redis_server, "a")
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.release(first)
+    a.flush()
+    last = a.try_acquire("y", 1)
+    assert isinstance(last, Lease)
+    a.release_all()  # the runtime closes
+    a.flush()
+    assert a.link.up
+    assert live(a, "y") == 0
+
+
+def test_releases_work_again_after_redis_failed_for_longer_than_the_ttl(
+    redis_server: RedisServer,
+) -> None:
+    a = leases(redis_server, "a", ttl_s=0.1, retry_after=0.05)
+    first = a.try_acquire("x", 1)
+    assert isinstance(first, Lease)
+    a.release(first)
+    time.sleep(0.15)  # it has expired in Redis: nothing left to remove after...
+    _reply_lost_once(a, ran=False)
+    a.flush()  # ...this round fails
+    time.sleep(0.06)  # past retry_after
+    again = a.try_acquire("y", 1)  # Redis answers again
+    assert isinstance(again, Lease)
+    a.release(again)
+    a.flush()
+    assert a.link.up
+    assert live(a, "y") == 0

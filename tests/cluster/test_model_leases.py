@@ -175,3 +175,18 @@ def test_neither_limit_is_ever_exceeded(
             slots.flush()
         assert live(slots, "x") == sum(map(len, held.values()))
         assert [live(slots, "x", m) for m in "mn"] == [len(held[m]) for m in "mn"]
+
+
+def test_nothing_is_kept_for_a_model_once_idle(redis_server: RedisServer) -> None:
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    for n in range(50):  # callers name any model they like
+        lease = take(a, f"model-{n}")
+        assert isinstance(lease, Lease)
+        assert take(b, f"model-{n}", waiting=True) is False  # b waits for a moment
+        a.flush()
+        a.release(lease)
+        a.flush()
+    a.renew()
+    time.sleep(2 * 2 * a.poll_s)  # the waiting flags lapse
+    a.flush()
+    assert a.pools() == 0
