@@ -21,7 +21,9 @@ an attempt runs only with its model's turn (``max_in_flight_per_model``, see
 :mod:`~rubberduck.actors.model_turns`) and then one of the ``max_in_flight``
 turns, always in that order: a request waiting for its model's turn holds no
 thread and no backend turn (it starts when the turn is given back), and one
-waiting for a backend turn holds its model's. When the call ends, the
+waiting for a backend turn holds its model's. With ``[cluster]`` it then
+takes a lease that holds both limits across the replicas sharing the Redis
+(:meth:`ProviderActor._cluster_slot`). When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).

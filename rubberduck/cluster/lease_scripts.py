@@ -10,8 +10,11 @@ Keys, ``PREFIX`` being ``[cluster] key_prefix``:
 - ``PREFIX:waiting:BACKEND`` and ``PREFIX:waiting:BACKEND:model:NAME``: set
   for a moment by a runtime that waits for a slot of that set.
 
-``NAME`` is the model's name when it is short and plain
-(:func:`redis_model_name`), else a hash of it: the names come from callers.
+``NAME`` is the model's name (as
+:func:`~rubberduck.actors.residency.model_key` gives it) when it is short and
+plain (:func:`redis_model_name`), else a hash of it: the names come from
+callers. A script's keys are not in one hash slot: one Redis (with replicas
+for failover) is supported, a sharded Redis Cluster is not.
 """
 
 from __future__ import annotations

@@ -1,49 +1,43 @@
 """Slot leases: every runtime sharing a Redis holds a backend's
 ``max_in_flight`` together, and its ``max_in_flight_per_model`` per model.
 
-A backend's slots are one sorted set, ``PREFIX:slots:BACKEND``: one member per
-lease, scored by its expiry (Redis server time, milliseconds, so that replicas'
-clocks do not matter). A backend with ``max_in_flight_per_model`` (Ollama's
-``OLLAMA_NUM_PARALLEL``, which holds per loaded model) also has one set per
-model, ``PREFIX:slots:BACKEND:model:NAME`` (NAME: the model as
-:func:`~rubberduck.actors.residency.model_key` gives it, or a hash of it when
-it is long or has characters outside a safe set, see :func:`redis_model_name`):
-a lease of a request for that model is a member of both, under one id, taken
-in both or in neither, renewed and removed in both. Taking a slot is one Lua
-script, one round trip on the request's path (:data:`ACQUIRE`): drop expired
-leases, and add ours if fewer than the limit remain (in both sets, with a
-model). Releases and renewals are off that path: a request that ends queues
-its lease for the runtime's cluster thread, which removes it at once
-(``ZREM``), and which renews every lease still held every ``slot_ttl / 3`` in
-one pipelined round trip (:data:`RENEW`). A replica that dies stops renewing:
-its leases expire within ``slot_ttl`` and the next :data:`ACQUIRE` drops them;
-a set nobody touches for ``2 × slot_ttl`` expires whole (``PEXPIRE``), so a
-model nobody asks for leaves nothing in Redis. A lease released and not yet
-removed (the cluster thread batches removals over ``RELEASE_BATCH_S``) is
-taken back by the next request of the same runtime for that backend and
-model (*pool*: the backend, and the model when its per-model limit applies)
-with no round trip at all: under steady load most requests reuse a lease.
-Only a lease that Redis confirmed (taken or renewed) less than
-``slot_ttl / 2`` ago is taken back; one that a renewal found gone (Redis
-restarted, or renewals were late by more than ``slot_ttl``) is only removed.
-Nor is a lease taken back while another runtime waits for that backend's
-slots, or that model's: an ACQUIRE that finds the set it needs all leased sets
-its waiting flag, ``PREFIX:waiting:BACKEND`` (or
-``PREFIX:waiting:BACKEND:model:NAME``), for ``2 × slot_poll`` when its caller
-is going to wait, which the cluster thread reads with its removals;
-meanwhile released leases go back to Redis, where the waiting runtime can take
-them. An ACQUIRE also removes this runtime's own released leases of that
-backend before it counts, so that a slot this runtime just gave back never
-looks taken to it while the cluster thread's removal is on its way.
+A backend's slots are a sorted set of leases scored by their expiry (Redis
+server time, ms, so that replicas' clocks do not matter); a backend with
+``max_in_flight_per_model`` (Ollama's ``OLLAMA_NUM_PARALLEL``, which holds per
+loaded model) also has one set per model, and a request's lease is a member of
+both under one id (keys and scripts: :mod:`~rubberduck.cluster.lease_scripts`).
+Taking a slot is one Lua script, one round trip on the request's path
+(:data:`ACQUIRE`): drop expired leases, add ours to every set if each has room,
+else to none. Releases and renewals are off that path: a request that ends
+queues its lease for the runtime's cluster thread, which removes it from its
+sets at once (``ZREM``), and which renews every lease still held every
+``slot_ttl / 3`` in one pipelined round trip (:data:`RENEW`). A replica that
+dies stops renewing: its leases expire within ``slot_ttl`` and the next
+ACQUIRE drops them; a set nobody touches for ``2 × slot_ttl`` expires whole,
+so a model nobody asks for leaves nothing in Redis (nor here: nothing is kept
+per model once idle).
+
+A lease released and not yet removed (the cluster thread batches removals over
+``RELEASE_BATCH_S``) is taken back by the next request of the same runtime for
+the same *pool* (the backend, and the model when its limit applies) with no
+round trip: under steady load most requests reuse a lease. Only a lease that
+Redis confirmed (taken or renewed) less than ``slot_ttl / 2`` ago is taken
+back; one that a renewal found gone (Redis restarted, or renewals were late by
+more than ``slot_ttl``) is only removed. Nor is one taken back while another
+runtime waits for that backend's slots, or that model's: an ACQUIRE that finds
+a set full sets its waiting flag (for ``2 × slot_poll``) when its caller is
+going to wait, which the cluster thread reads with its removals; meanwhile
+released leases go back to Redis, where the waiting runtime can take them. An
+ACQUIRE also removes this runtime's own released leases of that backend before
+it counts, so that a slot this runtime just gave back never looks taken to it
+while the cluster thread's removal is on its way.
 
 When every slot is leased (the backend's, or the model's on it), a request
 goes back to the Router, which offers it to a backend with room
-(``ProviderActor._cluster_slot``); only a request that no backend had room
-for (overflow) waits, on the thread that runs it, trying again after a short
+(``ProviderActor._cluster_slot``); only a request that no backend had room for
+(overflow) waits, on the thread that runs it, trying again after a short
 jittered backoff up to ``slot_poll`` until a slot frees or the request ends
 (deadline, cancel). When Redis fails, the request runs on local limits alone.
-The keys a script touches are not in one hash slot: a Redis Cluster (sharded)
-is not supported, one Redis (with replicas for failover) is.
 """
 
 from __future__ import annotations
