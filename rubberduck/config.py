@@ -263,11 +263,11 @@ class CostConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The ``[cluster]`` table: runtimes (replicas) sharing one Redis hold each
-    backend's ``max_in_flight`` together and share circuit state, catalogues,
-    ``/api/ps`` residency and usage totals (:mod:`rubberduck.cluster`; needs
-    the ``cluster`` extra). Without the table nothing is shared and ``redis``
-    is never imported. Only ``max_in_flight`` is shared, not
-    ``max_in_flight_per_model``; backends are identified across replicas by
+    backend's ``max_in_flight`` (and ``max_in_flight_per_model``, per model)
+    together and share circuit state, catalogues, ``/api/ps`` residency and
+    usage totals (:mod:`rubberduck.cluster`; needs the ``cluster`` extra).
+    Without the table nothing is shared and ``redis`` is never imported.
+    ``max_queue`` holds per runtime; backends are identified across replicas by
     their name (``[provider.NAME]``), so every replica must give one host one
     name, and different hosts different names.
 

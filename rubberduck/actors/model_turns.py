@@ -19,6 +19,11 @@ another model would wait behind them. A request that ends while it waits
 (deadline, cancel) leaves the list when a turn reaches it (it declines), as
 on the backend's overflow waiting list.
 
+These turns are this runtime's. With ``[cluster]``, a request that has its
+turn here also takes a lease in the model's slot set in Redis, so that the
+limit holds across every replica sharing it (see
+:mod:`rubberduck.cluster.leases` and ``ProviderActor._cluster_slot``).
+
 Locking: one lock guards the counts and the waiting lists; callbacks run
 outside it. A model with no turn taken and nobody waiting has no entry: the
 names come from callers, so nothing is kept per name once idle.

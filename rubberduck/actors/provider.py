@@ -21,7 +21,9 @@ an attempt runs only with its model's turn (``max_in_flight_per_model``, see
 :mod:`~rubberduck.actors.model_turns`) and then one of the ``max_in_flight``
 turns, always in that order: a request waiting for its model's turn holds no
 thread and no backend turn (it starts when the turn is given back), and one
-waiting for a backend turn holds its model's. When the call ends, the
+waiting for a backend turn holds its model's. With ``[cluster]`` it then
+takes a lease that holds both limits across the replicas sharing the Redis
+(:meth:`ProviderActor._cluster_slot`). When the call ends, the
 worker notes the outcome for the HealthMonitor and, for a failure, tells the
 Router to try elsewhere (retries with backoff are the Router's: a 503 goes to
 another backend first).
@@ -107,8 +109,9 @@ class ProviderActor(SupervisedActor):
             :mod:`~rubberduck.actors.model_turns`); ``None``: no limit.
         leases: The cluster's slot leases (``[cluster]``): an attempt also
             holds one of the backend's ``max_in_flight`` leases across every
-            runtime sharing the Redis, taken after its local turn
-            (:mod:`rubberduck.cluster.leases`; when none is free, see
+            runtime sharing the Redis (and, with ``max_in_flight_per_model``,
+            one of its model's there: the same lease), taken after its local
+            turns (:mod:`rubberduck.cluster.leases`; when none is free, see
             :meth:`_cluster_slot`). ``None``: local slots only.
     """
 
@@ -379,7 +382,9 @@ class ProviderActor(SupervisedActor):
             self._left(handle)
 
     def _cluster_slot(self, handle: RequestState, overflow: bool) -> Lease | Literal[False] | None:
-        """One of the backend's ``max_in_flight`` slots across the cluster.
+        """One of the backend's ``max_in_flight`` slots across the cluster
+        and, with ``max_in_flight_per_model``, one of its slots for the
+        request's model (both in one round trip, or neither).
 
         Only a request taken as overflow (no other backend had room) waits for
         one. Any other that finds them all leased by other runtimes sharing the
@@ -394,18 +399,29 @@ class ProviderActor(SupervisedActor):
             Router.
         """
         assert self.leases is not None
+        model, model_limit = model_key(handle.request.model), self.model_turns.limit
         if overflow:
-            return self.leases.acquire(self.backend, self.max_in_flight, self._gives_up(handle))
+            return self.leases.acquire(
+                self.backend,
+                self.max_in_flight,
+                self._gives_up(handle),
+                model=model,
+                model_limit=model_limit,
+            )
         # One try, flagged as no wait: the request goes elsewhere if it fails.
-        got = self.leases.try_acquire(self.backend, self.max_in_flight, waiting=False)
+        got = self.leases.try_acquire(
+            self.backend, self.max_in_flight, model=model, model_limit=model_limit, waiting=False
+        )
         if got is not False:
             return None if isinstance(got, bool) else got
         handle.cluster_full.add(self.backend)
         handle.untry(self.backend)  # as a full backend: it may come back as overflow
+        slots = f"its {self.max_in_flight} slots (max_in_flight)"
+        if model is not None and model_limit is not None:
+            slots += f" or its {model_limit} for {model!r} (max_in_flight_per_model)"
         busy = ServerBusy(
-            f"skipped, full across the cluster: its {self.max_in_flight} slots "
-            "(max_in_flight) are leased by runtimes sharing the Redis — raise "
-            "max_in_flight if the host has room, or add a backend",
+            f"skipped, full across the cluster: {slots} are leased by runtimes sharing "
+            "the Redis — raise the limit if the host has room, or add a backend",
             provider=self.backend,
         )
         self._report_failed(handle, busy)

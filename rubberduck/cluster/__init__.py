@@ -1,8 +1,9 @@
 """Limits and state shared across replicas, in Redis (the ``[cluster]`` table).
 
 Every runtime configured with the same ``[cluster] redis_url`` (and
-``key_prefix``) holds each backend's ``max_in_flight`` together
-(:mod:`~rubberduck.cluster.leases`), shares circuit states, catalogues,
+``key_prefix``) holds each backend's ``max_in_flight`` together, and its
+``max_in_flight_per_model`` per model (:mod:`~rubberduck.cluster.leases`),
+shares circuit states, catalogues,
 ``/api/ps`` residency and a probe lease per backend
 (:mod:`~rubberduck.cluster.state`) and adds its usage to the cluster's totals
 (:mod:`~rubberduck.cluster.usage`). Redis down or slow: each runtime carries

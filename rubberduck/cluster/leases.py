@@ -1,36 +1,43 @@
 """Slot leases: every runtime sharing a Redis holds a backend's
-``max_in_flight`` together.
+``max_in_flight`` together, and its ``max_in_flight_per_model`` per model.
 
-A backend's slots are one sorted set, ``PREFIX:slots:BACKEND``: one member per
-lease, scored by its expiry (Redis server time, milliseconds, so that replicas'
-clocks do not matter). Taking a slot is one Lua script, one round trip on the
-request's path (:data:`ACQUIRE`): drop expired leases, and add ours if fewer
-than the limit remain. Releases and renewals are off that path: a request
-that ends queues its lease for the runtime's cluster thread, which removes it
-at once (``ZREM``), and which renews every lease still held every
+A backend's slots are a sorted set of leases scored by their expiry (Redis
+server time, ms, so that replicas' clocks do not matter); a backend with
+``max_in_flight_per_model`` (Ollama's ``OLLAMA_NUM_PARALLEL``, which holds per
+loaded model) also has one set per model, and a request's lease is a member of
+both under one id (keys and scripts: :mod:`~rubberduck.cluster.lease_scripts`).
+Taking a slot is one Lua script, one round trip on the request's path
+(:data:`ACQUIRE`): drop expired leases, add ours to every set if each has room,
+else to none. Releases and renewals are off that path: a request that ends
+queues its lease for the runtime's cluster thread, which removes it from its
+sets at once (``ZREM``), and which renews every lease still held every
 ``slot_ttl / 3`` in one pipelined round trip (:data:`RENEW`). A replica that
 dies stops renewing: its leases expire within ``slot_ttl`` and the next
-:data:`ACQUIRE` drops them. A lease released and not yet removed (the cluster
-thread batches removals over ``RELEASE_BATCH_S``) is taken back by the next
-request of the same runtime for that backend with no round trip at all: under
-steady load most requests reuse a lease. Only a lease that Redis confirmed
-(taken or renewed) less than ``slot_ttl / 2`` ago is taken back; one that a
-renewal found gone (Redis restarted, or renewals were late by more than
-``slot_ttl``) is only removed. Nor is a lease taken back while another
-runtime waits for that backend's slots: an ACQUIRE that finds them all leased
-sets ``PREFIX:waiting:BACKEND`` (for ``2 × slot_poll``) when its caller is
+ACQUIRE drops them; a set nobody touches for ``2 × slot_ttl`` expires whole,
+so a model nobody asks for leaves nothing in Redis (nor here: nothing is kept
+per model once idle).
+
+A lease released and not yet removed (the cluster thread batches removals over
+``RELEASE_BATCH_S``) is taken back by the next request of the same runtime for
+the same *pool* (the backend, and the model when its limit applies) with no
+round trip: under steady load most requests reuse a lease. Only a lease that
+Redis confirmed (taken or renewed) less than ``slot_ttl / 2`` ago is taken
+back; one that a renewal found gone (Redis restarted, or renewals were late by
+more than ``slot_ttl``) is only removed. Nor is one taken back while another
+runtime waits for that backend's slots, or that model's: an ACQUIRE that finds
+a set full sets its waiting flag (for ``2 × slot_poll``) when its caller is
 going to wait, which the cluster thread reads with its removals; meanwhile
 released leases go back to Redis, where the waiting runtime can take them. An
 ACQUIRE also removes this runtime's own released leases of that backend before
 it counts, so that a slot this runtime just gave back never looks taken to it
 while the cluster thread's removal is on its way.
 
-When every slot is leased, a request goes back to the Router, which offers it
-to a backend with room (``ProviderActor._cluster_slot``); only a request that
-no backend had room for (overflow) waits, on the thread that runs it, trying
-again after a short jittered backoff up to ``slot_poll`` until a slot frees or
-the request ends (deadline, cancel). When Redis fails, the request runs on
-local limits alone.
+When every slot is leased (the backend's, or the model's on it), a request
+goes back to the Router, which offers it to a backend with room
+(``ProviderActor._cluster_slot``); only a request that no backend had room for
+(overflow) waits, on the thread that runs it, trying again after a short
+jittered backoff up to ``slot_poll`` until a slot frees or the request ends
+(deadline, cancel). When Redis fails, the request runs on local limits alone.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from rubberduck.cluster.lease_scripts import ACQUIRE, RENEW, slots_key, waiting_key
 from rubberduck.cluster.link import RedisLink
 from rubberduck.telemetry import events
 from rubberduck.telemetry.logs import component
@@ -52,49 +60,9 @@ __all__ = ["ACQUIRE", "RENEW", "Lease", "SlotLeases", "replica_id"]
 
 log = component("cluster")
 
-#: KEYS[1]: the backend's slot set, KEYS[2]: its waiting flag. ARGV: limit,
-#: ttl (ms), lease id, how long the flag lasts (ms; 0: the caller will not
-#: wait, set no flag), then this runtime's own leases released and not yet
-#: removed (removed first, so that a slot this runtime just gave back never
-#: looks taken to it). Returns 1 when the lease was taken, 0 when every slot
-#: is leased (and then sets the flag).
-ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-for i = 5, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-  return 1
-end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
-end
-return 0
-"""
-
-#: KEYS[1]: the backend's slot set. ARGV: ttl (ms), then lease ids. Extends
-#: the leases still there (an expired lease another ACQUIRE has dropped is not
-#: brought back: its slot may be someone else's now). Returns the ids lost.
-RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
-  else
-    table.insert(lost, ARGV[i])
-  end
-end
-redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-return lost
-"""
+#: A backend and, when its per-model limit applies, the model (a model key):
+#: the slot sets a lease is a member of.
+Pool = tuple[str, str | None]
 
 
 def replica_id() -> str:
@@ -103,10 +71,13 @@ def replica_id() -> str:
 
 
 class Lease(NamedTuple):
-    """One slot held in Redis: the backend and the lease's id."""
+    """One slot held in Redis: the backend, the lease's id and, when the
+    backend's ``max_in_flight_per_model`` is held too, the model (a model key)
+    whose set also holds it."""
 
     backend: str
     id: str
+    model: str | None = None
 
 
 class SlotLeases:
@@ -122,7 +93,8 @@ class SlotLeases:
 
     Locking: the leases held and the releases queued are under one lock;
     :meth:`acquire` runs on any request's thread, :meth:`flush` and
-    :meth:`renew` on the cluster thread.
+    :meth:`renew` on the cluster thread. Everything below is kept per
+    :data:`Pool` (a backend, or a model on it).
     """
 
     def __init__(
@@ -146,20 +118,21 @@ class SlotLeases:
         self._ids = (f"{replica}:{n}" for n in itertools.count())
         self._lock = threading.Lock()
         # Lease id -> when Redis last confirmed it (taken or renewed; monotonic s).
-        self._held: dict[str, dict[str, float]] = {}
+        self._held: dict[Pool, dict[str, float]] = {}
         # Released, not yet removed from Redis (the cluster thread does it
         # within RELEASE_BATCH_S): a request here may take one back meanwhile
         # if Redis confirmed it less than _fresh_s ago (id, when confirmed).
-        self._released: dict[str, list[tuple[str, float]]] = {}
+        self._released: dict[Pool, list[tuple[str, float]]] = {}
         # To remove from Redis, never to take back (lost, or not known to be
         # ours), with when it was queued: kept while Redis fails, up to slot_ttl.
-        self._drop: dict[str, list[tuple[str, float]]] = {}
+        self._drop: dict[Pool, list[tuple[str, float]]] = {}
         # Removals the cluster thread has sent and Redis may not have applied yet.
-        self._removing: dict[str, list[str]] = {}
+        self._removing: dict[Pool, list[str]] = {}
         self._ttl_s = ttl_s
-        # Backend -> until when (monotonic s) another runtime waits for its
-        # slots; read by flush() at most every poll_s / 2.
-        self._contended: dict[str, float] = {}
+        # Set -> until when (monotonic s) another runtime waits for its slots:
+        # (backend, None) for the backend's set, (backend, model) for a
+        # model's; read by flush() at most every poll_s / 2.
+        self._contended: dict[Pool, float] = {}
         self._wait_ms = max(10, int(2000 * poll_s))
         self._checked_at = float("-inf")
         self._fresh_s = ttl_s / 2
@@ -175,38 +148,66 @@ class SlotLeases:
             lambda c: [c.script_load(s.script) for s in (self._acquire, self._renew)],
         )
 
-    def key(self, backend: str) -> str:
-        """The Redis key of ``backend``'s slot set."""
-        return f"{self.prefix}:slots:{backend}"
+    def key(self, backend: str, model: str | None = None) -> str:
+        """The Redis key of ``backend``'s slot set, or of ``model``'s on it."""
+        return slots_key(self.prefix, backend, model)
 
-    def waiting_key(self, backend: str) -> str:
-        """The Redis key set while a runtime waits for ``backend``'s slots."""
-        return f"{self.prefix}:waiting:{backend}"
+    def waiting_key(self, backend: str, model: str | None = None) -> str:
+        """The Redis key set while a runtime waits for that set's slots."""
+        return waiting_key(self.prefix, backend, model)
 
-    def try_acquire(self, backend: str, limit: int, *, waiting: bool = True) -> Lease | bool:
-        """One try: the lease, ``False`` when every slot is leased, ``True``
-        when Redis failed (go on with local limits only). A lease of
-        ``backend`` released here and not yet removed from Redis is taken
-        back without a round trip; otherwise one round trip, which also
-        removes this runtime's own released leases of ``backend`` first.
+    def _keys(self, pool: Pool) -> list[str]:
+        """The slot sets of ``pool``: the backend's, and the model's."""
+        backend, model = pool
+        if model is None:
+            return [self.key(backend)]
+        return [self.key(backend), self.key(backend, model)]
+
+    def try_acquire(
+        self,
+        backend: str,
+        limit: int,
+        *,
+        model: str | None = None,
+        model_limit: int | None = None,
+        waiting: bool = True,
+    ) -> Lease | bool:
+        """One try: the lease, ``False`` when every slot is leased (the
+        backend's, or the model's), ``True`` when Redis failed (go on with
+        local limits only). A lease of the same backend and model released
+        here and not yet removed from Redis is taken back without a round
+        trip; otherwise one round trip, which also removes this runtime's own
+        released leases of ``backend`` first.
 
         Args:
+            backend: Backend name.
+            limit: Its ``max_in_flight``.
+            model: The request's model (a model key); held in the model's set
+                too when ``model_limit`` is given.
+            model_limit: The backend's ``max_in_flight_per_model``; ``None``:
+                no per-model limit (the backend's set alone).
             waiting: The caller waits for a slot if this try fails: tell other
                 runtimes (they stop taking back their released leases for a
                 while). ``False`` for a try whose caller goes elsewhere.
         """
+        if model_limit is None:
+            model = None
+        pool: Pool = (backend, model)
         with self._lock:
-            released = self._released.get(backend)
-            contended = self._contended.get(backend, 0.0) >= time.monotonic()
+            now = time.monotonic()
+            contended = self._contended.get((backend, None), 0.0) >= now or (
+                model is not None and self._contended.get(pool, 0.0) >= now
+            )
+            released = self._released.get(pool)
             if released and not contended:
-                fresh_after = time.monotonic() - self._fresh_s if self.reuse else float("inf")
+                fresh_after = now - self._fresh_s if self.reuse else float("inf")
                 while released:
                     lease_id, confirmed = released.pop()
                     if confirmed > fresh_after:
-                        self._held.setdefault(backend, {})[lease_id] = confirmed
-                        return Lease(backend, lease_id)
-                    self._drop.setdefault(backend, []).append((lease_id, confirmed))
-            lease = Lease(backend, next(self._ids))
+                        self._held.setdefault(pool, {})[lease_id] = confirmed
+                        return Lease(backend, lease_id, model)
+                    self._drop.setdefault(pool, []).append((lease_id, confirmed))
+            lease = Lease(backend, next(self._ids), model)
             # Ours, given back and not to take back: the script removes them
             # before it counts (a removal the cluster thread has sent may not
             # have landed yet). Not while another runtime waits: then they
@@ -214,10 +215,17 @@ class SlotLeases:
             # runtime gets its chance at the slot before this one takes it again.
             mine: list[str] = []
             if not contended:
-                mine = [i for i, _ in self._drop.get(backend, ())]
-                mine += self._removing.get(backend, [])
+                for (b, _), ids in self._drop.items():
+                    if b == backend:
+                        mine += [i for i, _ in ids]
+                for (b, _), removing in self._removing.items():
+                    if b == backend:
+                        mine += removing
         keys = [self.key(backend), self.waiting_key(backend)]
-        args = [limit, self.ttl_ms, lease.id, self._wait_ms if waiting else 0, *mine]
+        if model is not None:
+            keys += [self.key(backend, model), self.waiting_key(backend, model)]
+        wait_ms = self._wait_ms if waiting else 0
+        args = [limit, self.ttl_ms, lease.id, wait_ms, model_limit or 0, *mine]
         sent = time.monotonic()
         got = self.link.call("take a slot", lambda c: self._acquire(keys=keys, args=args))
         if got is None:
@@ -225,29 +233,45 @@ class SlotLeases:
             # than socket_timeout): remove the lease, or it would hold a slot
             # of the cluster for slot_ttl with nobody renewing or releasing it.
             with self._lock:
-                self._drop.setdefault(backend, []).append((lease.id, sent))
+                self._drop.setdefault(pool, []).append((lease.id, sent))
             self._wake()
             return True
         if not got:
             return False
         with self._lock:
-            self._held.setdefault(backend, {})[lease.id] = sent
+            self._held.setdefault(pool, {})[lease.id] = sent
         return lease
 
-    def acquire(self, backend: str, limit: int, give_up: Callable[[], bool]) -> Lease | None:
-        """Wait for one of ``backend``'s ``limit`` slots across the cluster.
+    def acquire(
+        self,
+        backend: str,
+        limit: int,
+        give_up: Callable[[], bool],
+        *,
+        model: str | None = None,
+        model_limit: int | None = None,
+    ) -> Lease | None:
+        """Wait for one of ``backend``'s ``limit`` slots across the cluster
+        (and, with ``model_limit``, one of ``model``'s there).
 
         Args:
             backend: Backend name.
             limit: Its ``max_in_flight``.
             give_up: Polled between tries: ``True`` ends the wait (the request
                 ended, or its actor is going away).
+            model: The request's model (a model key), see :meth:`try_acquire`.
+            model_limit: The backend's ``max_in_flight_per_model`` (``None``:
+                none).
 
         Returns:
             The lease (give it to :meth:`release` when the request ends), or
             ``None``: Redis failed (run on local limits) or ``give_up``.
         """
-        got = self.try_acquire(backend, limit)
+
+        def once() -> Lease | bool:
+            return self.try_acquire(backend, limit, model=model, model_limit=model_limit)
+
+        got = once()
         if got is not False:
             return got if isinstance(got, Lease) else None
         started = time.monotonic()
@@ -255,7 +279,7 @@ class SlotLeases:
         try:
             while not give_up():
                 time.sleep(pause * random.uniform(0.5, 1.0))
-                got = self.try_acquire(backend, limit)
+                got = once()
                 if got is not False:
                     return got if isinstance(got, Lease) else None
                 pause = min(2 * pause, self.poll_s)
@@ -266,12 +290,13 @@ class SlotLeases:
     def release(self, lease: Lease) -> None:
         """Give ``lease`` back (off the request's path: the cluster thread
         removes it from Redis at once)."""
+        pool: Pool = (lease.backend, lease.model)
         with self._lock:
-            confirmed = self._held.get(lease.backend, {}).pop(lease.id, None)
+            confirmed = self._pop_held(pool, lease.id)
             if confirmed is None:  # lost in Redis (see renew): remove it only
-                self._drop.setdefault(lease.backend, []).append((lease.id, time.monotonic()))
+                self._drop.setdefault(pool, []).append((lease.id, time.monotonic()))
             else:
-                self._released.setdefault(lease.backend, []).append((lease.id, confirmed))
+                self._released.setdefault(pool, []).append((lease.id, confirmed))
         self._wake()
 
     def release_all(self) -> None:
@@ -279,8 +304,8 @@ class SlotLeases:
         :meth:`flush` removes them from Redis; a request that still ends
         later only queues its lease for removal."""
         with self._lock:
-            for backend, ids in self._held.items():
-                self._drop.setdefault(backend, []).extend(ids.items())
+            for pool, ids in self._held.items():
+                self._drop.setdefault(pool, []).extend(ids.items())
             self._held = {}
 
     def held(self) -> int:
@@ -288,33 +313,60 @@ class SlotLeases:
         with self._lock:
             return sum(len(ids) for ids in self._held.values())
 
+    def pools(self) -> int:
+        """Backends and models this runtime keeps anything for now (leases
+        held, released or to remove, another runtime waiting): the model
+        names come from callers, so nothing is kept for one once idle."""
+        with self._lock:
+            kept = self._held.keys() | self._released.keys() | self._drop.keys()
+            return len(kept | self._contended.keys())
+
+    def _pop_held(self, pool: Pool, lease_id: str) -> float | None:
+        """Forget a lease held (under ``_lock``), and the pool once it holds
+        none; when Redis last confirmed it (``None``: not held)."""
+        held = self._held.get(pool)
+        if held is None:
+            return None
+        confirmed = held.pop(lease_id, None)
+        if not held:
+            del self._held[pool]
+        return confirmed
+
     def flush(self) -> None:
-        """Remove the released leases from Redis and, every ``slot_poll / 2``
-        at most, read whether other runtimes wait for the slots of the
-        backends this one holds (one pipelined round trip). Removals Redis
-        does not take are kept to send later (never to take back) until
-        ``slot_ttl`` after they were last confirmed: by then they expired."""
+        """Remove the released leases from Redis (from every set each is in)
+        and, every ``slot_poll / 2`` at most, read whether other runtimes wait
+        for the slots of the backends and models this one holds (one
+        pipelined round trip). Removals Redis does not take are kept to send
+        later (never to take back) until ``slot_ttl`` after they were last
+        confirmed: by then they expired."""
         now = time.monotonic()
         with self._lock:
-            queued = {b: list(ids) for b, ids in self._released.items() if ids}
-            for backend, ids in self._drop.items():
-                queued.setdefault(backend, []).extend(ids)
+            # No empty list: a ZREM with no member is an error, which would
+            # fail the whole round (and mark Redis down).
+            queued = {pool: list(ids) for pool, ids in self._released.items() if ids}
+            for pool, ids in self._drop.items():
+                if ids:
+                    queued.setdefault(pool, []).extend(ids)
             self._released, self._drop = {}, {}
-            check: list[str] = []
+            check: list[Pool] = []
             if now - self._checked_at >= self.poll_s / 2:
-                check = sorted({b for b, ids in self._held.items() if ids} | set(queued))
+                self._contended = {p: t for p, t in self._contended.items() if t >= now}
+                pools = set(self._held) | set(queued)
+                # The backend's waiting flag, and the model's for a model pool.
+                check = sorted({(b, None) for b, _ in pools} | pools, key=str)
         if not queued and not check:
             return
-        released = {b: [i for i, _ in ids] for b, ids in queued.items()}
+        released = {pool: [i for i, _ in ids] for pool, ids in queued.items()}
         with self._lock:
             self._removing = released
 
         def remove(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            for backend, ids in released.items():
-                pipe.zrem(self.key(backend), *ids)
-            for backend in check:
-                pipe.pttl(self.waiting_key(backend))
+            for pool, ids in released.items():
+                for key in self._keys(pool):
+                    pipe.zrem(key, *ids)
+            for backend, model in check:
+                pipe.pttl(self.waiting_key(backend, model))
             result: list[Any] = pipe.execute()
             return result
 
@@ -326,48 +378,52 @@ class SlotLeases:
         if result is not None and check:
             self._checked_at = now
             with self._lock:
-                for backend, pttl in zip(check, result[len(released) :], strict=True):
-                    self._contended[backend] = now + max(0, pttl) / 1000
+                flags = result[len(result) - len(check) :]
+                for pool, pttl in zip(check, flags, strict=True):
+                    if pttl > 0:
+                        self._contended[pool] = now + pttl / 1000
         if result is None:
             expired = time.monotonic() - self._ttl_s
             with self._lock:
-                for backend, ids in queued.items():
-                    keep = [(i, t) for i, t in ids if t > expired]
-                    self._drop.setdefault(backend, []).extend(keep)
+                for pool, ids in queued.items():
+                    if keep := [(i, t) for i, t in ids if t > expired]:
+                        self._drop.setdefault(pool, []).extend(keep)
 
     def renew(self) -> None:
-        """Extend every lease held by ``slot_ttl`` (one pipelined round trip)."""
+        """Extend every lease held by ``slot_ttl``, in every set it is in
+        (one pipelined round trip)."""
         with self._lock:
-            held = {backend: list(ids) for backend, ids in self._held.items() if ids}
+            held = {pool: list(ids) for pool, ids in self._held.items() if ids}
         if not held:
             return
         sent = time.monotonic()
 
         def extend(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            for backend, ids in held.items():
-                self._renew(keys=[self.key(backend)], args=[self.ttl_ms, *ids], client=pipe)
+            for pool, ids in held.items():
+                self._renew(keys=self._keys(pool), args=[self.ttl_ms, *ids], client=pipe)
             result: list[Any] = pipe.execute()
             return result
 
         lost = self.link.call("renew slot leases", extend)
         if lost is None:
             return
-        for (backend, ids), gone in zip(held.items(), lost, strict=False):
+        for (pool, ids), gone in zip(held.items(), lost, strict=False):
             gone_ids = {i.decode() if isinstance(i, bytes) else i for i in gone}
             with self._lock:
-                mine = self._held.get(backend, {})
                 for lease_id in ids:
                     if lease_id in gone_ids:
-                        mine.pop(lease_id, None)
-                    elif lease_id in mine:
+                        self._pop_held(pool, lease_id)
+                    elif lease_id in (mine := self._held.get(pool, {})):
                         mine[lease_id] = sent
             if gone_ids:
+                backend, model = pool
                 log.warning(
                     "%d slot lease(s) of %s expired before renewal (Redis was unreachable "
                     "or slow for more than slot_ttl): the cluster may run more than "
-                    "max_in_flight there until they end",
+                    "%s there until they end",
                     len(gone_ids),
                     backend,
+                    "max_in_flight" if model is None else f"max_in_flight_per_model of {model!r}",
                     extra={"backend": backend},
                 )

@@ -69,3 +69,14 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[RedisServer]:
+    """One redis-server for every test that asks (property tests: hypothesis
+    runs a body many times); a test flushes what it needs empty."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.kill()

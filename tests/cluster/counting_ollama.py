@@ -1,4 +1,5 @@
-"""An Ollama-protocol server that records how many requests it holds at once:
+"""An Ollama-protocol server that records how many requests it holds at once
+(in all, and per model):
 ``/api/chat`` streams a slow answer (``lines`` chunks, ``pause`` seconds
 apart); ``/api/version``, ``/api/tags`` and ``/api/ps`` answer as Ollama does
 (tests/fixtures/ollama). ``gate``: cleared, every chat waits before its answer."""
@@ -27,6 +28,9 @@ class CountingOllama(FaultServer):
         self.lines, self.pause = lines, pause
         self.held = 0
         self.max_held = 0
+        #: Model -> the most requests for it held at once.
+        self.max_held_by_model: dict[str, int] = {}
+        self._held_by_model: dict[str, int] = {}
         self.served = 0
         self.gate = threading.Event()
         self.gate.set()
@@ -42,12 +46,10 @@ class CountingOllama(FaultServer):
 
             def do_POST(self) -> None:
                 body = json.loads(self.read_body() or b"{}")
-                with fake._lock:
-                    fake.held += 1
-                    fake.max_held = max(fake.max_held, fake.held)
+                model = body.get("model", "llama3.2")
+                fake._count(model, +1)
                 try:
                     fake.gate.wait()
-                    model = body.get("model", "llama3.2")
                     if not body.get("stream", True):
                         time.sleep(fake.lines * fake.pause)
                         answer = {
@@ -74,10 +76,16 @@ class CountingOllama(FaultServer):
                 except OSError:
                     self.close_connection = True
                 finally:
-                    with fake._lock:
-                        fake.held -= 1
+                    fake._count(model, -1)
 
         self._serve(Handler)
+
+    def _count(self, model: str, step: int) -> None:
+        with self._lock:
+            self.held += step
+            self.max_held = max(self.max_held, self.held)
+            now = self._held_by_model[model] = self._held_by_model.get(model, 0) + step
+            self.max_held_by_model[model] = max(self.max_held_by_model.get(model, 0), now)
 
 
 def _last(model: str, lines: int) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """A backend whose slots across the cluster are all leased by another runtime
 is full, as for local slots: a request goes to another backend with room
 rather than wait, and waits for a cluster slot only as overflow (no backend
-has room)."""
+has room). The same holds for a model whose slots on a backend
+(``max_in_flight_per_model``) are all leased."""
 
 from __future__ import annotations
 
@@ -23,8 +24,17 @@ pytestmark = pytest.mark.usefixtures("no_thread_left")
 ONE_SLOT = {"kind": "ollama", "max_in_flight": 1, "max_queue": 0, "priority": 0}
 
 
-def _config(redis: RedisServer, *hosts: FakeOllama, h1_slots: int = 1) -> dict[str, Any]:
-    providers = {f"h{n}": {**ONE_SLOT, "base_url": host.url} for n, host in enumerate(hosts)}
+#: Two requests at a time, one per model (Ollama's default OLLAMA_NUM_PARALLEL).
+ONE_PER_MODEL = {"max_in_flight": 2, "max_in_flight_per_model": 1}
+
+
+def _config(
+    redis: RedisServer, *hosts: FakeOllama, h1_slots: int = 1, **provider: Any
+) -> dict[str, Any]:
+    """Every host as ``ONE_SLOT``, then ``provider``'s keys."""
+    providers = {
+        f"h{n}": {**ONE_SLOT, "base_url": host.url, **provider} for n, host in enumerate(hosts)
+    }
     if "h1" in providers:
         providers["h1"]["max_in_flight"] = h1_slots
     return {
@@ -95,3 +105,50 @@ def test_with_no_host_free_a_request_waits_for_a_cluster_slot(
         h1.gate.set()
         busy.result()
     assert len(h0.posts()) == 2
+
+
+@pytest.fixture
+def model_held(
+    redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama]
+) -> Iterator[Runtime]:
+    """Another runtime holds h0's one slot for llama3.2 (of two in all there)."""
+    h0 = hosts[0]
+    h0.gate.clear()
+    with Runtime.from_config(_config(redis_server, h0, **ONE_PER_MODEL)) as other:
+        holding = other.chat("llama3.2", HI, stream=True)
+        assert wait_until(lambda: len(h0.posts()) == 1)
+        yield other
+        h0.gate.set()
+        holding.result()
+
+
+def test_a_model_full_across_the_cluster_goes_to_a_host_with_room(
+    redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama], model_held: Runtime
+) -> None:
+    h0, h1 = hosts
+    with Runtime.from_config(_config(redis_server, h0, h1, **ONE_PER_MODEL)) as rt:
+        answers = [rt.chat("llama3.2", HI, timeout=10) for _ in range(3)]
+        # h0 has room for another model: the model's limit held, not the host's.
+        other_model = rt.chat("nomic-embed-text", HI, stream=True, timeout=10)
+        assert wait_until(lambda: len(h0.posts()) == 2)
+        h0.gate.set()
+        assert other_model.result().done.provider == "h0"
+        health = rt.health()["h0"]
+    assert [a.provider for a in answers] == ["h1"] * 3
+    assert [p["model"] for p in h0.posts()] == ["llama3.2", "nomic-embed-text"]
+    assert h0.max_active["llama3.2"] == 1
+    assert (health.state, health.failures) == ("closed", 0)  # full is no failure
+
+
+def test_with_no_host_free_a_request_waits_for_its_models_cluster_slot(
+    redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama], model_held: Runtime
+) -> None:
+    h0 = hosts[0]
+    with Runtime.from_config(_config(redis_server, h0, **ONE_PER_MODEL)) as rt:
+        waiting = rt.chat("llama3.2", HI, stream=True, timeout=30)
+        assert wait_until(lambda: rt.health()["h0"].in_flight == 1)
+        assert len(h0.posts()) == 1  # it waits here (overflow), not inside Ollama
+        h0.gate.set()  # the other runtime's request ends: its model slot is ours
+        assert waiting.result().done.provider == "h0"
+    assert len(h0.posts()) == 2
+    assert h0.max_active["llama3.2"] == 1

@@ -27,7 +27,13 @@ pytestmark = pytest.mark.slow
 ROOT = Path(tests.__file__).resolve().parent.parent
 
 
-def config(redis_url: str, hosts: list[CountingOllama], **cluster: Any) -> dict[str, Any]:
+def config(
+    redis_url: str,
+    hosts: list[CountingOllama],
+    provider: dict[str, Any] | None = None,
+    **cluster: Any,
+) -> dict[str, Any]:
+    """Every host with 2 slots, then ``provider``'s keys."""
     return {
         "provider": {
             f"host{i}": {
@@ -36,6 +42,7 @@ def config(redis_url: str, hosts: list[CountingOllama], **cluster: Any) -> dict[
                 "max_in_flight": 2,
                 "max_queue": 64,
                 "priority": 0,
+                **(provider or {}),
             }
             for i, h in enumerate(hosts)
         },
@@ -46,7 +53,9 @@ def config(redis_url: str, hosts: list[CountingOllama], **cluster: Any) -> dict[
 
 
 class Replica:
-    def __init__(self, cfg: dict[str, Any], threads: int, requests: int) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], threads: int, requests: int, models: str = "llama3.2"
+    ) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -55,6 +64,7 @@ class Replica:
                 json.dumps(cfg),
                 str(threads),
                 str(requests),
+                models,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -95,6 +105,23 @@ def test_the_limit_holds_across_processes(
     assert sum(h.served for h in hosts) == 3 * 6 * 4
     # Each process alone would send 2 per host at once: 6 with three of them.
     assert [h.max_held for h in hosts] == [2, 2]
+
+
+def test_the_per_model_limit_holds_across_processes(
+    redis_server: RedisServer, hosts: list[CountingOllama]
+) -> None:
+    # One slot per model (the host's OLLAMA_NUM_PARALLEL), four in all: the
+    # backend's limit is not what holds the models to one each.
+    per_model = {"max_in_flight": 4, "max_in_flight_per_model": 1}
+    cfg = config(redis_server.url, hosts[:1], per_model)
+    models = "llama3.2,nomic-embed-text"
+    replicas = [Replica(cfg, threads=4, requests=4, models=models) for _ in range(3)]
+    results = [r.result()[0] for r in replicas]
+    assert [r["errors"] for r in results] == [[], [], []]
+    assert hosts[0].served == 3 * 4 * 4
+    # Each process alone would send 1 per model at once: 3 with three of them.
+    assert hosts[0].max_held_by_model == {"llama3.2": 1, "nomic-embed-text": 1}
+    assert hosts[0].max_held == 2  # the two models did run at the same time
 
 
 def test_a_killed_process_frees_its_slots_within_the_ttl(

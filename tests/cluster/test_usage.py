@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rubberduck.cluster.leases import Lease
 from rubberduck.cluster.link import RedisLink
+from rubberduck.cluster.node import ClusterNode
 from rubberduck.cluster.usage import SharedUsage
 from rubberduck.config import ClusterConfig
 from rubberduck.cost import UsageReport, UsageTotals
 from tests.cluster.conftest import RedisServer
+from tests.conftest import wait_until
 
 
 def report(requests: int, tokens: int, cost: float) -> UsageReport:
@@ -42,3 +45,23 @@ def test_totals_add_up_the_replicas(redis_server: RedisServer) -> None:
     b = SharedUsage(link, "t", lambda: report(1, 10, 0.25), "b")
     assert a.flush() and b.flush() and a.flush()
     assert a.totals() == report(4, 40, 0.75)
+
+
+def test_a_closing_node_writes_its_last_totals_after_its_leases_were_released(
+    redis_server: RedisServer,
+) -> None:
+    # Its backend had no lease left at close: the release round used to fail
+    # on it (a ZREM with no member) and Redis was taken as down, so the last
+    # totals were not written.
+    now = [report(1, 10, 0.25)]
+    config = ClusterConfig(redis_url=redis_server.url, key_prefix="t", sync_interval=60.0)
+    node = ClusterNode(config, lambda: now[0])
+    lease = node.leases.try_acquire("gpu1", 2)
+    assert isinstance(lease, Lease)
+    node.leases.release(lease)
+    assert wait_until(lambda: node.link.client.zcard(node.leases.key("gpu1")) == 0)
+    now[0] = report(2, 20, 0.5)
+    node.close()
+    link = RedisLink(ClusterConfig(redis_url=redis_server.url))
+    reader = SharedUsage(link, "t", lambda: UsageReport(by_backend={}, by_model={}), "reader")
+    assert reader.totals() == report(2, 20, 0.5)
