@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -51,17 +52,23 @@ def hosts() -> Iterator[tuple[FakeOllama, FakeOllama]]:
         yield h0, h1
 
 
-@pytest.fixture
-def held(redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama]) -> Iterator[Runtime]:
-    """Another runtime holds h0's one slot (its request hangs until h0's gate opens)."""
-    h0 = hosts[0]
+@contextmanager
+def _holding(redis_server: RedisServer, h0: FakeOllama, **overrides: Any) -> Iterator[Runtime]:
+    """Another runtime holds a request at h0 (it hangs until h0's gate opens)."""
     h0.gate.clear()
-    with Runtime.from_config(_config(redis_server, h0)) as other:
+    with Runtime.from_config(_config(redis_server, h0, **overrides)) as other:
         holding = other.chat("llama3.2", HI, stream=True)
         assert wait_until(lambda: len(h0.posts()) == 1)
         yield other
         h0.gate.set()
         holding.result()
+
+
+@pytest.fixture
+def held(redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama]) -> Iterator[Runtime]:
+    """Another runtime holds h0's one slot."""
+    with _holding(redis_server, hosts[0]) as other:
+        yield other
 
 
 def test_a_host_full_across_the_cluster_passes_requests_to_a_free_one(
@@ -112,14 +119,8 @@ def model_held(
     redis_server: RedisServer, hosts: tuple[FakeOllama, FakeOllama]
 ) -> Iterator[Runtime]:
     """Another runtime holds h0's one slot for llama3.2 (of two in all there)."""
-    h0 = hosts[0]
-    h0.gate.clear()
-    with Runtime.from_config(_config(redis_server, h0, **ONE_PER_MODEL)) as other:
-        holding = other.chat("llama3.2", HI, stream=True)
-        assert wait_until(lambda: len(h0.posts()) == 1)
+    with _holding(redis_server, hosts[0], **ONE_PER_MODEL) as other:
         yield other
-        h0.gate.set()
-        holding.result()
 
 
 def test_a_model_full_across_the_cluster_goes_to_a_host_with_room(
