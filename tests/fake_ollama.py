@@ -160,7 +160,16 @@ class FakeOllama(FaultServer):
                 ctype: str = JSON_TYPE,
                 headers: dict[str, str] | None = None,
             ) -> None:
+                self._answered()
                 self.send_body(status, body, ctype, headers)
+
+            def _answered(self) -> None:
+                """A POST's answer is about to be complete: it no longer counts
+                as held (before the write, so that a client that starts its next
+                request on reading it never sees two held at once)."""
+                if getattr(self, "_holding", None) is not None:
+                    fake._hold(self._holding, -1)
+                    self._holding = None
 
             _drop = FaultHandler.drop
             _chunk = FaultHandler.chunk
@@ -204,10 +213,11 @@ class FakeOllama(FaultServer):
                 fake._record(self, raw)
                 model = str(fake.requests[-1][2].get("model", ""))
                 fake._hold(model, 1)
+                self._holding: str | None = model
                 try:
                     self._post(raw, fake.requests[-1][2])
                 finally:
-                    fake._hold(model, -1)
+                    self._answered()
 
             def _post(self, raw: bytes, body: dict[str, Any]) -> None:
                 fake.gate.wait()
@@ -305,9 +315,11 @@ class FakeOllama(FaultServer):
                         while not fake.release.wait(0.02):
                             self._chunk(b"\n")
                         return
-                    for line in lines:
+                    for line in lines[:-1]:
                         self._chunk(line + b"\n")
                         time.sleep(0.001)
+                    self._answered()
+                    self._chunk(lines[-1] + b"\n")
                     self._chunk(b"")
                 except (BrokenPipeError, ConnectionResetError):
                     fake.disconnects += 1

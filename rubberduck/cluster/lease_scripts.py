@@ -7,8 +7,10 @@ Keys, ``PREFIX`` being ``[cluster] key_prefix``:
   its expiry in Redis server time, ms), at most ``max_in_flight``;
 - ``PREFIX:slots:BACKEND:model:NAME``: the leases of requests for one model on
   it, at most ``max_in_flight_per_model`` (only for a backend that sets it);
-- ``PREFIX:waiting:BACKEND`` and ``PREFIX:waiting:BACKEND:model:NAME``: set
-  for a moment by a runtime that waits for a slot of that set.
+- ``PREFIX:waiting:BACKEND`` and ``PREFIX:waiting:BACKEND:model:NAME``: the
+  runtimes waiting for a slot of that set (a sorted set of replica ids, each
+  scored by when its wait lapses, Redis server time, ms), so that a runtime
+  can tell another's wait from its own.
 
 ``NAME`` is the model's name (as
 :func:`~rubberduck.actors.residency.model_key` gives it) when it is short and
@@ -26,13 +28,15 @@ __all__ = ["ACQUIRE", "RENEW", "redis_model_name", "slots_key", "waiting_key"]
 
 #: KEYS[1]: the backend's slot set, KEYS[2]: its waiting flag; with a
 #: per-model limit also KEYS[3]: the model's slot set, KEYS[4]: its waiting
-#: flag. ARGV: the backend's limit, ttl (ms), lease id, how long a waiting
-#: flag lasts (ms; 0: the caller will not wait, set no flag), the model's
-#: limit (0 without KEYS[3]), then this runtime's own leases of the backend
-#: released and not yet removed (removed from both sets first, so that a slot
-#: this runtime just gave back never looks taken to it). Takes the lease in
-#: every set or in none. Returns 1 when it was taken, 0 when every slot of the
-#: backend or of the model is leased (and then sets that set's flag).
+#: flag. ARGV: the backend's limit, ttl (ms), lease id (``REPLICA:N``), how
+#: long the wait is announced (ms; 0: the caller will not wait, announce
+#: nothing), the model's limit (0 without KEYS[3]), then this runtime's own
+#: leases of the backend released and not yet removed (removed from this
+#: call's sets first, so that a slot this runtime just gave back never looks
+#: taken to it; one of another model stays in that model's set until the
+#: cluster thread removes it). Takes the lease in every set or in none.
+#: Returns 1 when it was taken, 0 when every slot of the backend or of the
+#: model is leased (and then adds the replica to that set's waiting flag).
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,7 +44,7 @@ local ttl = tonumber(ARGV[2])
 local sets = {1}
 if #KEYS > 2 then sets = {1, 3} end
 for i = 6, #ARGV do
-  for _, k in ipairs(sets) do
+  for _, k in ipairs(sets) do  -- ours of another model stay in its set until flush
     redis.call('ZREM', KEYS[k], ARGV[i])
   end
 end
@@ -48,8 +52,11 @@ local limits = {[1] = tonumber(ARGV[1]), [3] = tonumber(ARGV[5])}
 for _, k in ipairs(sets) do
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
   if redis.call('ZCARD', KEYS[k]) >= limits[k] then
-    if tonumber(ARGV[4]) > 0 then
-      redis.call('SET', KEYS[k + 1], '1', 'PX', ARGV[4])
+    local wait = tonumber(ARGV[4])
+    if wait > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now)
+      redis.call('ZADD', KEYS[k + 1], now + wait, string.match(ARGV[3], '^(.*):'))
+      redis.call('PEXPIRE', KEYS[k + 1], wait)
     end
     return 0
   end

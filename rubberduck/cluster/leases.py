@@ -25,12 +25,14 @@ Redis confirmed (taken or renewed) less than ``slot_ttl / 2`` ago is taken
 back; one that a renewal found gone (Redis restarted, or renewals were late by
 more than ``slot_ttl``) is only removed. Nor is one taken back while another
 runtime waits for that backend's slots, or that model's: an ACQUIRE that finds
-a set full sets its waiting flag (for ``2 × slot_poll``) when its caller is
-going to wait, which the cluster thread reads with its removals; meanwhile
-released leases go back to Redis, where the waiting runtime can take them. An
-ACQUIRE also removes this runtime's own released leases of that backend before
-it counts, so that a slot this runtime just gave back never looks taken to it
-while the cluster thread's removal is on its way.
+a set full adds its runtime to that set's waiting flag (for ``2 ×
+slot_poll``) when its caller is going to wait, which the cluster thread reads
+with its removals (a runtime's own wait is no reason to stop taking back its
+own leases); meanwhile released leases go back to Redis, where the waiting
+runtime can take them. An ACQUIRE also removes this runtime's own released
+leases of that backend (of any model) before it counts, so that a slot this
+runtime just gave back never looks taken to it while the cluster thread's
+removal is on its way.
 
 When every slot is leased (the backend's, or the model's on it), a request
 goes back to the Router, which offers it to a backend with room
@@ -115,6 +117,7 @@ class SlotLeases:
         #: (``benchmarks/cluster.py`` turns it off to measure a round trip
         #: per request).
         self.reuse = True
+        self.replica = replica
         self._ids = (f"{replica}:{n}" for n in itertools.count())
         self._lock = threading.Lock()
         # Lease id -> when Redis last confirmed it (taken or renewed; monotonic s).
@@ -215,6 +218,10 @@ class SlotLeases:
             # runtime gets its chance at the slot before this one takes it again.
             mine: list[str] = []
             if not contended:
+                # Released for another model of this backend: not ours to take
+                # back for this one, but its backend slot is ours to free now.
+                for other in [p for p in self._released if p[0] == backend and p != pool]:
+                    self._drop.setdefault(other, []).extend(self._released.pop(other))
                 for (b, _), ids in self._drop.items():
                     if b == backend:
                         mine += [i for i, _ in ids]
@@ -348,6 +355,10 @@ class SlotLeases:
                 if ids:
                     queued.setdefault(pool, []).extend(ids)
             self._released, self._drop = {}, {}
+            # In the same critical section: a request here always finds them
+            # in one list or the other (its ACQUIRE removes them first).
+            released = {pool: [i for i, _ in ids] for pool, ids in queued.items()}
+            self._removing = released
             check: list[Pool] = []
             if now - self._checked_at >= self.poll_s / 2:
                 self._contended = {p: t for p, t in self._contended.items() if t >= now}
@@ -356,38 +367,41 @@ class SlotLeases:
                 check = sorted({(b, None) for b, _ in pools} | pools, key=str)
         if not queued and not check:
             return
-        released = {pool: [i for i, _ in ids] for pool, ids in queued.items()}
-        with self._lock:
-            self._removing = released
 
         def remove(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for pool, ids in released.items():
                 for key in self._keys(pool):
                     pipe.zrem(key, *ids)
+            if check:
+                pipe.time()  # the flags' lapse times are in Redis server time
             for backend, model in check:
-                pipe.pttl(self.waiting_key(backend, model))
+                pipe.zrange(self.waiting_key(backend, model), 0, -1, withscores=True)
             result: list[Any] = pipe.execute()
             return result
 
+        result = None
         try:
             result = self.link.call("release slots", remove)
         finally:
             with self._lock:
+                if result is None:  # kept to send later, until they expired
+                    expired = time.monotonic() - self._ttl_s
+                    for pool, ids in queued.items():
+                        if keep := [(i, t) for i, t in ids if t > expired]:
+                            self._drop.setdefault(pool, []).extend(keep)
                 self._removing = {}
         if result is not None and check:
             self._checked_at = now
+            (server_s, server_us), *flags = result[len(result) - len(check) - 1 :]
+            server_ms = server_s * 1000 + server_us // 1000
             with self._lock:
-                flags = result[len(result) - len(check) :]
-                for pool, pttl in zip(check, flags, strict=True):
-                    if pttl > 0:
-                        self._contended[pool] = now + pttl / 1000
-        if result is None:
-            expired = time.monotonic() - self._ttl_s
-            with self._lock:
-                for pool, ids in queued.items():
-                    if keep := [(i, t) for i, t in ids if t > expired]:
-                        self._drop.setdefault(pool, []).extend(keep)
+                for pool, waiters in zip(check, flags, strict=True):
+                    lapses = [
+                        ms for who, ms in waiters if who.decode() != self.replica and ms > server_ms
+                    ]
+                    if lapses:  # another runtime waits (our own wait is no reason)
+                        self._contended[pool] = now + (max(lapses) - server_ms) / 1000
 
     def renew(self) -> None:
         """Extend every lease held by ``slot_ttl``, in every set it is in
@@ -416,6 +430,12 @@ class SlotLeases:
                         self._pop_held(pool, lease_id)
                     elif lease_id in (mine := self._held.get(pool, {})):
                         mine[lease_id] = sent
+                # Released while the renewal was on its way: to remove, never
+                # to take back (Redis no longer counts it).
+                released = self._released.get(pool, [])
+                if lost_here := [(i, t) for i, t in released if i in gone_ids]:
+                    released[:] = [(i, t) for i, t in released if i not in gone_ids]
+                    self._drop.setdefault(pool, []).extend(lost_here)
             if gone_ids:
                 backend, model = pool
                 log.warning(

@@ -48,6 +48,12 @@ class CountingOllama(FaultServer):
                 body = json.loads(self.read_body() or b"{}")
                 model = body.get("model", "llama3.2")
                 fake._count(model, +1)
+                held = [model]
+
+                def answered() -> None:  # before the last write: see FakeOllama._answered
+                    if held:
+                        fake._count(held.pop(), -1)
+
                 try:
                     fake.gate.wait()
                     if not body.get("stream", True):
@@ -56,6 +62,7 @@ class CountingOllama(FaultServer):
                             **_last(model, fake.lines),
                             "message": {"role": "assistant", "content": "w"},
                         }
+                        answered()
                         self.send_body(200, json.dumps(answer).encode(), JSON_TYPE)
                         with fake._lock:
                             fake.served += 1
@@ -69,6 +76,7 @@ class CountingOllama(FaultServer):
                         }
                         self.chunk(json.dumps(line).encode() + b"\n")
                         time.sleep(fake.pause)
+                    answered()
                     self.chunk(json.dumps(_last(model, fake.lines)).encode() + b"\n")
                     self.chunk(b"")
                     with fake._lock:
@@ -76,7 +84,7 @@ class CountingOllama(FaultServer):
                 except OSError:
                     self.close_connection = True
                 finally:
-                    fake._count(model, -1)
+                    answered()
 
         self._serve(Handler)
 

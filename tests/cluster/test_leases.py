@@ -17,10 +17,16 @@ from tests.cluster.conftest import RedisServer
 
 
 def leases(
-    server: RedisServer, replica: str, ttl_s: float = 5.0, retry_after: float = 1.0
+    server: RedisServer,
+    replica: str,
+    ttl_s: float = 5.0,
+    retry_after: float = 1.0,
+    poll_s: float = 1.0,
 ) -> SlotLeases:
+    """A replica's leases; a wait it announces lasts ``2 × poll_s`` (long
+    enough that a test's next few round trips see it on a loaded machine)."""
     link = RedisLink(ClusterConfig(redis_url=server.url, retry_after=retry_after))
-    return SlotLeases(link, "t", replica, ttl_s, poll_s=0.01)
+    return SlotLeases(link, "t", replica, ttl_s, poll_s=poll_s)
 
 
 def live(slots: SlotLeases, backend: str, model: str | None = None) -> int:

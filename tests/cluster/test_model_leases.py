@@ -5,6 +5,7 @@ all, in one ``EVALSHA`` (rubberduck.cluster.leases, real redis-server)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,12 +68,18 @@ def test_a_lease_is_taken_back_only_for_the_same_model(redis_server: RedisServer
     assert isinstance(first, Lease)
     a.release(first)  # not flushed: still in both sets
     calls = evalsha_calls(a)
+    assert take(a, "llama3.2") == first  # its own model's: taken back, no round trip
+    assert evalsha_calls(a) == calls
+    a.release(first)
     other = take(a, "qwen3")  # must not run on llama3.2's slot: asks Redis
     assert isinstance(other, Lease) and other.id != first.id and other.model == "qwen3"
     assert evalsha_calls(a) == calls + 1
-    again = take(a, "llama3.2")  # its own model's: taken back, no round trip
-    assert again == first
-    assert evalsha_calls(a) == calls + 1
+    # ... which frees llama3.2's backend slot on the way (it is ours, given back).
+    assert (live(a, "x"), live(a, "x", "qwen3")) == (1, 1)
+    again = take(a, "llama3.2")
+    assert isinstance(again, Lease) and again.id != first.id
+    a.flush()
+    assert (live(a, "x"), live(a, "x", "llama3.2")) == (2, 1)
     # A lease held without a per-model limit is not one for a model either.
     plain = a.try_acquire("x", 4)
     assert isinstance(plain, Lease) and plain.model is None
@@ -80,6 +87,24 @@ def test_a_lease_is_taken_back_only_for_the_same_model(redis_server: RedisServer
     third = take(a, "gemma3")
     assert isinstance(third, Lease) and third.id != plain.id
     assert live(a, "x", "gemma3") == 1
+
+
+def test_a_slot_given_back_for_one_model_is_free_for_another_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # One slot on the backend: released for llama3.2 and not yet removed by
+    # the cluster thread, it must not make the backend look full to this
+    # runtime's next request, for another model (before: False, and the
+    # runtime's own waiting flag set against itself).
+    a = leases(redis_server, "a")
+    first = a.try_acquire("x", 1, model="llama3.2", model_limit=1)
+    assert isinstance(first, Lease)
+    a.release(first)
+    second = a.try_acquire("x", 1, model="qwen3", model_limit=1, waiting=True)
+    assert isinstance(second, Lease)
+    assert not a.link.client.exists(a.waiting_key("x"))
+    a.flush()
+    assert (live(a, "x"), live(a, "x", "llama3.2"), live(a, "x", "qwen3")) == (1, 0, 1)
 
 
 def test_renewal_keeps_the_lease_in_both_sets(redis_server: RedisServer) -> None:
@@ -149,36 +174,72 @@ def test_model_names_in_keys_are_bounded_and_distinct(redis_server: RedisServer)
     assert all(len(k) < 80 for k in a.link.client.keys("t:*"))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from(["take", "release"]), st.sampled_from("mn")), max_size=30
+        st.tuples(st.sampled_from(["take", "wait", "release", "flush"]), st.sampled_from("mn")),
+        max_size=30,
     ),
     limit=st.integers(1, 4),
     model_limit=st.integers(1, 3),
 )
-def test_neither_limit_is_ever_exceeded(
+def test_room_means_a_lease_and_neither_limit_is_ever_exceeded(
     shared_redis: RedisServer, ops: list[tuple[str, str]], limit: int, model_limit: int
 ) -> None:
+    """One runtime alone: its own slots, given back and not yet removed (the
+    cluster thread flushes later), never make a set look full to it, and
+    its own waits ("wait": a failed try whose caller waits) do not stop it
+    taking them back."""
     slots = leases(shared_redis, "p")
     slots.link.client.flushall()
     held: dict[str, list[Lease]] = {"m": [], "n": []}
     for op, model in ops:
-        if op == "take":
-            got = slots.try_acquire("x", limit, model=model, model_limit=model_limit)
+        if op in ("take", "wait"):
+            got = slots.try_acquire(
+                "x", limit, model=model, model_limit=model_limit, waiting=op == "wait"
+            )
             room = sum(map(len, held.values())) < limit and len(held[model]) < model_limit
             assert isinstance(got, Lease) == room
             if isinstance(got, Lease):
                 held[model].append(got)
-        elif held[model]:
+        elif op == "release" and held[model]:
             slots.release(held[model].pop())
+        elif op == "flush":
             slots.flush()
-        assert live(slots, "x") == sum(map(len, held.values()))
-        assert [live(slots, "x", m) for m in "mn"] == [len(held[m]) for m in "mn"]
+            assert live(slots, "x") == sum(map(len, held.values()))
+            assert [live(slots, "x", m) for m in "mn"] == [len(held[m]) for m in "mn"]
+        assert live(slots, "x") <= limit
+        assert max(live(slots, "x", m) for m in "mn") <= model_limit
+    slots.link.close()
+
+
+def test_a_lease_a_renewal_found_lost_is_not_taken_back_once_released(
+    redis_server: RedisServer,
+) -> None:
+    # Redis lost the lease (restarted without data, failed over) and its
+    # request ended while the renewal that finds it gone was on its way: the
+    # released lease must not serve the next request without a round trip,
+    # or two requests would run on one slot (before: both got it).
+    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    first = a.try_acquire("x", 1, model="m", model_limit=1)
+    assert isinstance(first, Lease)
+    a.link.client.flushall()
+    call = a.link.call
+
+    def released_meanwhile(what: str, fn: Any) -> Any:
+        a.link.call = call  # type: ignore[method-assign]
+        a.release(first)
+        return call(what, fn)
+
+    a.link.call = released_meanwhile  # type: ignore[method-assign]
+    a.renew()
+    again = a.try_acquire("x", 1, model="m", model_limit=1)
+    taken = b.try_acquire("x", 1, model="m", model_limit=1)
+    assert [isinstance(x, Lease) for x in (again, taken)].count(True) == 1
 
 
 def test_nothing_is_kept_for_a_model_once_idle(redis_server: RedisServer) -> None:
-    a, b = leases(redis_server, "a"), leases(redis_server, "b")
+    a, b = (leases(redis_server, r, poll_s=0.05) for r in "ab")
     for n in range(50):  # callers name any model they like
         lease = take(a, f"model-{n}")
         assert isinstance(lease, Lease)
