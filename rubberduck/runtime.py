@@ -296,8 +296,8 @@ class Runtime(RequestMethods, ModelAdmin):
         few events)."""
         channel = CallerChannel()
         state = self._start_request(call.request, channel, caller_runs=True, **call.routing)
-        work, state.inline = state.inline, None
         try:
+            work, state.inline = state.inline, None
             if work is not None:
                 work()
             return RequestHandle(state, channel).result()
@@ -307,6 +307,7 @@ class Runtime(RequestMethods, ModelAdmin):
             # now, only to give their slots back.
             if not state.finished:
                 state.cancel()
+            _give_back(state)
             channel.close()
 
     def _start_request(
@@ -353,19 +354,31 @@ class Runtime(RequestMethods, ModelAdmin):
         state.on_finish = self._forget
         state.pricer = self._ledger.price
         self._deadlines.watch(state)
+        try:
+            self._route(state, caller_runs)
+        except BaseException:
+            # KeyboardInterrupt (Ctrl-C), ... on the caller's thread once a
+            # backend may have taken the request: nobody will get its handle,
+            # so nobody could stop it; it would hold its slot to its deadline.
+            state.cancel()
+            _give_back(state)
+            raise
+        return state
+
+    def _route(self, state: RequestState, caller_runs: bool) -> None:
+        """Hand ``state`` to the first backend with room (or a waiting list),
+        here on the caller's thread; otherwise to the Router, which decides
+        (panic mode, retries, the error)."""
         registry = self._registry
         table = registry.routing
-        # The first backend with room (or a waiting list) takes it here, on the
-        # caller's thread; otherwise the Router decides (panic mode, retries, the error).
         state.caller_runs = caller_runs
         taken = table is not None and route_first(table, state, registry.admissions)
         state.caller_runs = False
         if taken:
-            return state
+            return
         # Waits (up to a second) only while the router is being restarted.
         if not registry.tell_eventually(ROUTER, Submit(state), state.time_left()):
             state.fail(ProviderUnavailable("the router is not running — create a new Runtime"))
-        return state
 
     def _allowed_backends(self, backends: Sequence[str] | None) -> frozenset[str] | None:
         if backends is None:
@@ -517,3 +530,12 @@ def _read_ps(routes: list[Route], balance: str) -> frozenset[str]:
         return frozenset()
     priorities = Counter(r.priority for r in routes)
     return frozenset(r.name for r in routes if r.kind == "ollama" and priorities[r.priority] > 1)
+
+
+def _give_back(state: RequestState) -> None:
+    """Run the attempt a backend left for the caller's thread (``state.inline``)
+    if the caller never ran it: ``state`` has ended, so it only gives back
+    the slot and turns it holds."""
+    work, state.inline = state.inline, None
+    if work is not None:
+        work()

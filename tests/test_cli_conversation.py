@@ -3,7 +3,6 @@ Ctrl-C during an answer and failed turns, against a fake Ollama."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -136,7 +135,11 @@ def test_ctrl_c_stops_the_answer_and_the_conversation_goes_on(
 
     def press_ctrl_c() -> None:
         if wait_until(lambda: len(ollama.posts()) == 1, 60):
-            os.kill(os.getpid(), signal.SIGINT)
+            # Straight to the main thread: given to the process (os.kill), the
+            # signal may go to another thread, and then the main thread's wait
+            # is not interrupted until it wakes (Python runs signal handlers
+            # on the main thread only, between bytecodes).
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     presser = threading.Thread(target=press_ctrl_c)
     presser.start()

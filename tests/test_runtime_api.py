@@ -8,6 +8,7 @@ import gc
 import inspect
 import time
 import weakref
+from typing import Any
 
 import ollama
 import pytest
@@ -20,7 +21,9 @@ from rubberduck import (
     ModelNotFound,
     RequestTimeout,
     Runtime,
+    runtime,
 )
+from rubberduck.actors import routing
 from tests.conftest import HI, runtime_for, wait_until
 from tests.fake_ollama import FakeOllama
 
@@ -173,3 +176,32 @@ def test_a_finished_answer_is_freed_when_the_caller_lets_go_of_its_handle() -> N
         del handle, events
         gc.collect()
         assert gone() is None
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_ctrl_c_while_a_request_is_handed_over_frees_its_slot(
+    monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """KeyboardInterrupt on the caller's thread just after a backend took the
+    request (inside ``chat``, before the caller has a handle): nobody could
+    stop it, and it used to hold the backend's only slot until its deadline."""
+    taken = routing.route_first
+
+    def interrupted(*args: Any) -> bool:
+        taken(*args)
+        raise KeyboardInterrupt
+
+    with (
+        FakeOllama() as fake,
+        Runtime.from_config(
+            {"provider": {"a": {"kind": "ollama", "base_url": fake.url, "max_in_flight": 1}}}
+        ) as rt,
+    ):
+        fake.mode = "hang"  # if the request gets as far as the server, it stays
+        monkeypatch.setattr(runtime, "route_first", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            rt.chat("llama3.2", HI, stream=stream, timeout=600)
+        monkeypatch.setattr(runtime, "route_first", taken)
+        fake.mode = "ok"
+        assert wait_until(lambda: rt.health()["a"].in_flight == 0)
+        assert rt.chat("llama3.2", HI, timeout=10).provider == "a"

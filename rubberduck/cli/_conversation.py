@@ -120,6 +120,7 @@ class Conversation:
     def ask(self, text: str) -> None:
         """Send ``text`` with the history; keep the turn only if it was answered."""
         messages = list(Context(text, system_prompt=self.system, history=self.history))
+        handle = None
         try:
             handle = self.rt.stream_chat(
                 self.model,
@@ -131,7 +132,9 @@ class Conversation:
                 **self.routing,
             )
             answer = self._stream(handle, self.args)
-        except KeyboardInterrupt:  # the handle was closed on the way out: call ended
+        except KeyboardInterrupt:  # the call ends (even if Ctrl-C came before _stream)
+            if handle is not None:
+                handle.close()
             _say("\n(stopped; that turn is not kept)")
             return
         except RubberDuckError as exc:
