@@ -42,13 +42,20 @@ def main(per_backend: int = 5) -> None:
             for i, fake in enumerate(fakes)
         },
         "health": {"interval": 60.0},
+        # Fewest in flight first, deterministically: every backend gets its
+        # max_in_flight running before any queues (the wait below counts on it;
+        # "warm" draws two hosts at random once each holds the model).
+        "router": {"balance": "priority"},
     }
     try:
         with Runtime.from_config(config) as rt:
             handles = [
                 rt.stream_chat("llama3.2", MESSAGES, timeout=120) for _ in range(3 * per_backend)
             ]
+            give_up = time.monotonic() + 60
             while sum(len(f.posts()) for f in fakes) < 6:
+                if time.monotonic() > give_up:
+                    raise SystemExit("the backends never held 2 requests each")
                 time.sleep(0.005)
             ended: list[float] = []
             causes: list[str] = []
