@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,3 +154,23 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
         )
         for r in cells
     )
+
+
+def together(callers: int, work: Callable[[], object]) -> tuple[float, float]:
+    """Run ``work`` once on each of ``callers`` threads, released at once (a
+    barrier); returns the wall seconds from the release until the last one
+    ended, and the process CPU seconds spent meanwhile (every thread's)."""
+    barrier = threading.Barrier(callers + 1)
+
+    def run() -> None:
+        barrier.wait()
+        work()
+
+    pool = [threading.Thread(target=run) for _ in range(callers)]
+    for t in pool:
+        t.start()
+    cpu, wall = time.process_time(), time.perf_counter()
+    barrier.wait()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - wall, time.process_time() - cpu

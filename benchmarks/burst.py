@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._peers import smoke
+from benchmarks._peers import smoke, together
 from rubberduck import Runtime
 from tests.fake_ollama import FakeOllama
 
@@ -32,10 +31,8 @@ def burst(rt: Runtime, callers: int) -> tuple[list[str], float, float]:
     """One burst: the error names, the wall time and the slowest latency (s)."""
     errors: list[str] = []
     latencies: list[float] = []
-    start = threading.Barrier(callers + 1)
 
     def call() -> None:
-        start.wait()
         began = time.perf_counter()
         try:
             rt.chat(messages=MESSAGES, stream=True, timeout=60).result()
@@ -43,14 +40,8 @@ def burst(rt: Runtime, callers: int) -> tuple[list[str], float, float]:
             errors.append(type(exc).__name__)
         latencies.append(time.perf_counter() - began)
 
-    threads = [threading.Thread(target=call) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return errors, time.perf_counter() - began, max(latencies)
+    wall, _ = together(callers, call)
+    return errors, wall, max(latencies)
 
 
 def main(callers: int = 128, rounds: int = 10) -> None:

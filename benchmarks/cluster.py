@@ -30,7 +30,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import together
 from benchmarks._upstream import canned_ollama
 from rubberduck import Runtime
 
@@ -80,21 +80,13 @@ def latencies(rt: Runtime, n: int) -> list[float]:
 
 def rate(rt: Runtime, callers: int, per_caller: int) -> float:
     """Requests per second with ``callers`` threads sending ``per_caller`` each."""
-    go = threading.Barrier(callers + 1)
 
     def caller() -> None:
-        go.wait()
         for _ in range(per_caller):
             rt.chat(model="llama3.2", messages=MESSAGES)
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
-    for t in threads:
-        t.start()
-    go.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return callers * per_caller / (time.perf_counter() - started)
+    wall, _ = together(callers, caller)
+    return callers * per_caller / wall
 
 
 def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

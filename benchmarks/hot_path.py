@@ -44,6 +44,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._peers import together
 from benchmarks._upstream import canned_ollama, ceiling
 from benchmarks.async_runtime import timed as timed_calls
 from rubberduck import AsyncRuntime, Delta, Runtime
@@ -225,22 +226,13 @@ def throughput(
     levels: tuple[int, ...],
 ) -> None:
     def threads(callers: int, call: Callable[[], object]) -> tuple[float, float]:
-        barrier = threading.Barrier(callers + 1)
-
         def work() -> None:
-            barrier.wait()
             for _ in range(per_caller):
                 call()
 
-        pool = [threading.Thread(target=work) for _ in range(callers)]
-        for t in pool:
-            t.start()
-        cpu, wall = time.process_time(), time.perf_counter()
-        barrier.wait()
-        for t in pool:
-            t.join()
+        wall, cpu = together(callers, work)
         total = callers * per_caller
-        return total / (time.perf_counter() - wall), (time.process_time() - cpu) / total
+        return total / wall, cpu / total
 
     def on_loop(art: AsyncRuntime, callers: int) -> tuple[float, float]:
         async def caller() -> None:
