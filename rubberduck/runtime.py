@@ -297,9 +297,7 @@ class Runtime(RequestMethods, ModelAdmin):
         channel = CallerChannel()
         state = self._start_request(call.request, channel, caller_runs=True, **call.routing)
         try:
-            work, state.inline = state.inline, None
-            if work is not None:
-                work()
+            _run_inline(state)
             return RequestHandle(state, channel).result()
         finally:
             # The caller stops waiting: a request still running ends with it
@@ -307,7 +305,7 @@ class Runtime(RequestMethods, ModelAdmin):
             # now, only to give their slots back.
             if not state.finished:
                 state.cancel()
-            _give_back(state)
+            _run_inline(state)
             channel.close()
 
     def _start_request(
@@ -361,7 +359,7 @@ class Runtime(RequestMethods, ModelAdmin):
             # backend may have taken the request: nobody will get its handle,
             # so nobody could stop it; it would hold its slot to its deadline.
             state.cancel()
-            _give_back(state)
+            _run_inline(state)
             raise
         return state
 
@@ -532,10 +530,11 @@ def _read_ps(routes: list[Route], balance: str) -> frozenset[str]:
     return frozenset(r.name for r in routes if r.kind == "ollama" and priorities[r.priority] > 1)
 
 
-def _give_back(state: RequestState) -> None:
-    """Run the attempt a backend left for the caller's thread (``state.inline``)
-    if the caller never ran it: ``state`` has ended, so it only gives back
-    the slot and turns it holds."""
+def _run_inline(state: RequestState) -> None:
+    """Run the attempt a backend left for the caller's thread
+    (``state.inline``), if one is there; it is taken off, so it runs once. On
+    a request that has ended, the attempt only gives back the slot and turns
+    it holds."""
     work, state.inline = state.inline, None
     if work is not None:
         work()
