@@ -115,6 +115,8 @@ def test_a_circuit_opening_shows_in_transitions_and_the_state_gauge(
     with runtime_for(down, backup.url, cooldown=60.0) as rt:
         assert rt.chat("llama3.2", HI).provider == "backup"
         assert wait_until(lambda: rt.health()["primary"].state == "open")
+        # The request did not wait for backup's first probe: wait for it here.
+        assert all(h.checked for h in rt.wait_for_probes(30).values())
         states = {
             (p.attributes["rubberduck.backend"], p.attributes["rubberduck.state"]): p.value
             for p in sdk.points("rubberduck.circuit.state")
